@@ -1,0 +1,50 @@
+"""`facepipe`: admin and local-stack command line.
+
+Each subcommand lives in the module that does the work; that module exposes an
+`add_arguments(parser)`-style function and a `run(args) -> int`-style function, and imports torch
+only inside the run function, so `facepipe --help` stays fast and works without the cloud extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# (command path, module, argument function, run function, help)
+_COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
+    (("local", "up"), "cloud.local.stack", "add_arguments", "run",
+     "run the whole backend on 127.0.0.1 (moto SQS/S3, Function URL, SQS trigger)"),
+    (("enroll",), "cloud.enrollment", "add_arguments", "run",
+     "detect, embed and add people's faces to the gallery"),
+    (("gallery", "list"), "cloud.gallery_cli", "add_list_arguments", "run_list", "list enrolled names"),
+    (("gallery", "remove"), "cloud.gallery_cli", "add_remove_arguments", "run_remove",
+     "remove a name from the gallery"),
+    (("models", "prepare"), "cloud.models.prepare", "add_arguments", "run",
+     "build the InceptionResnetV1 weights file offline"),
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facepipe", description=__doc__.splitlines()[0])
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): parser.add_subparsers(dest="command", required=True)}
+    for path, module_name, add_name, run_name, help_text in _COMMANDS:
+        for depth in range(1, len(path)):
+            prefix = path[:depth]
+            if prefix not in groups:
+                group_parser = groups[prefix[:-1]].add_parser(prefix[-1])
+                groups[prefix] = group_parser.add_subparsers(dest=f"command_{depth}", required=True)
+        sub = groups[path[:-1]].add_parser(path[-1], help=help_text, description=help_text)
+        module = importlib.import_module(module_name)
+        getattr(module, add_name)(sub)
+        sub.set_defaults(_run=getattr(module, run_name))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args._run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
