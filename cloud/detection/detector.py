@@ -1,0 +1,83 @@
+"""Face detection: MTCNN (facenet-pytorch) over every face of a frame, with aligned 160x160 crops.
+
+Large frames are optionally downscaled before detection (MTCNN's cost grows with the pixel count);
+boxes and landmarks are mapped back to the original image, and the crops are cut from the original
+so recognition sees full-resolution faces.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from facenet_pytorch import MTCNN
+from facenet_pytorch.models.utils.detect_face import extract_face
+from PIL import Image
+
+CROP_SIZE = 160  # InceptionResnetV1 input
+
+
+@dataclass(frozen=True)
+class Face:
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2 in original image pixels
+    probability: float
+    landmarks: tuple[tuple[float, float], ...]  # eyes, nose, mouth corners; original pixels
+    # uint8 RGB 160x160x3; excluded from ==/hash because arrays have no truth value.
+    crop: np.ndarray = field(compare=False, repr=False)
+
+
+class Detector:
+    """One MTCNN per instance (weights ship in the facenet-pytorch wheel): build once, call often."""
+
+    def __init__(
+        self, min_probability: float = 0.9, max_side: int = 1280, threads: int | None = None
+    ) -> None:
+        if threads is not None:
+            torch.set_num_threads(threads)  # process-wide: a Lambda container runs one detector
+        self.min_probability = min_probability
+        self.max_side = max_side
+        self._mtcnn = MTCNN(
+            keep_all=True, post_process=False, image_size=CROP_SIZE, margin=0, device=torch.device("cpu")
+        )
+
+    def detect(self, image: Image.Image) -> list[Face]:
+        """Every face with probability >= min_probability, most probable first."""
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        small, scale = self._downscale(image)
+        boxes, probs, points = self._mtcnn.detect(small, landmarks=True)
+        if boxes is None:
+            return []
+        faces = []
+        for box, prob, pts in zip(boxes, probs, points, strict=True):
+            if float(prob) < self.min_probability:
+                continue
+            box = np.asarray(box, dtype=np.float64) / np.array([*scale, *scale])
+            pts = np.asarray(pts, dtype=np.float64) / np.array(scale)
+            faces.append(
+                Face(
+                    box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+                    probability=float(prob),
+                    landmarks=tuple((float(x), float(y)) for x, y in pts),
+                    crop=_crop(image, box),
+                )
+            )
+        faces.sort(key=lambda f: f.probability, reverse=True)
+        return faces
+
+    def _downscale(self, image: Image.Image) -> tuple[Image.Image, tuple[float, float]]:
+        longest = max(image.size)
+        if not self.max_side or longest <= self.max_side:
+            return image, (1.0, 1.0)
+        scale = self.max_side / longest
+        size = (max(1, round(image.width * scale)), max(1, round(image.height * scale)))
+        resized = image.resize(size, Image.Resampling.BILINEAR)
+        # Map back with the per-axis ratios actually used (rounding makes them differ slightly).
+        return resized, (resized.width / image.width, resized.height / image.height)
+
+
+def _crop(image: Image.Image, box: np.ndarray) -> np.ndarray:
+    """facenet-pytorch's own extraction (box crop, bilinear resize), as uint8 HWC RGB."""
+    tensor = extract_face(image, box, image_size=CROP_SIZE, margin=0)  # float 0..255, CHW
+    return tensor.permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
