@@ -24,25 +24,34 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
      "build the InceptionResnetV1 weights file offline"),
 ]
 
+_GROUP_HELP = {
+    "local": "the local stack",
+    "gallery": "inspect and edit the enrolled gallery",
+    "models": "model weights",
+}
 
-def build_parser() -> argparse.ArgumentParser:
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    """Only the module of the command named in `argv` is imported: the others stay unloaded."""
     parser = argparse.ArgumentParser(prog="facepipe", description=__doc__.splitlines()[0])
     groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): parser.add_subparsers(dest="command", required=True)}
     for path, module_name, add_name, run_name, help_text in _COMMANDS:
         for depth in range(1, len(path)):
             prefix = path[:depth]
             if prefix not in groups:
-                group_parser = groups[prefix[:-1]].add_parser(prefix[-1])
+                group_parser = groups[prefix[:-1]].add_parser(prefix[-1], help=_GROUP_HELP[prefix[-1]])
                 groups[prefix] = group_parser.add_subparsers(dest=f"command_{depth}", required=True)
         sub = groups[path[:-1]].add_parser(path[-1], help=help_text, description=help_text)
-        module = importlib.import_module(module_name)
-        getattr(module, add_name)(sub)
-        sub.set_defaults(_run=getattr(module, run_name))
+        if argv[: len(path)] == list(path):
+            module = importlib.import_module(module_name)
+            getattr(module, add_name)(sub)
+            sub.set_defaults(_run=getattr(module, run_name))
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv).parse_args(argv)
     return int(args._run(args) or 0)
 
 
