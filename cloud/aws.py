@@ -6,7 +6,7 @@ so the local stack only has to set environment variables: there is no local-only
 
 from __future__ import annotations
 
-from functools import lru_cache
+from functools import cache
 from typing import Any
 
 import boto3
@@ -15,7 +15,7 @@ from botocore.config import Config
 _CONFIG = Config(retries={"mode": "standard", "max_attempts": 5}, connect_timeout=5, read_timeout=30)
 
 
-@lru_cache(maxsize=None)
+@cache
 def client(service: str) -> Any:
     """A cached boto3 client for `service` ("sqs", "s3")."""
     return boto3.session.Session().client(service, config=_CONFIG)

@@ -34,7 +34,8 @@ _GROUP_HELP = {
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
     """Only the module of the command named in `argv` is imported: the others stay unloaded."""
     parser = argparse.ArgumentParser(prog="facepipe", description=__doc__.splitlines()[0])
-    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): parser.add_subparsers(dest="command", required=True)}
+    root = parser.add_subparsers(dest="command", required=True)
+    groups: dict[tuple[str, ...], argparse._SubParsersAction] = {(): root}
     for path, module_name, add_name, run_name, help_text in _COMMANDS:
         for depth in range(1, len(path)):
             prefix = path[:depth]

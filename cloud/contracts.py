@@ -100,7 +100,9 @@ class RequestMessage(_Strict):
 class RecognisedFace(_Strict):
     box: Box
     name: str = Field(description="enrolled name, or 'unknown'")
-    distance: float | None = Field(description="L2 distance to the nearest enrolled embedding; None if the gallery is empty")
+    distance: float | None = Field(
+        description="L2 distance to the nearest enrolled embedding; None if the gallery is empty"
+    )
     probability: float = Field(ge=0, le=1)
 
 
