@@ -1,0 +1,320 @@
+"""Edge daemon configuration: typed models (one per YAML section) and loading with clear errors.
+
+Every section forbids unknown keys, so a typo or a stray secret fails loudly instead of being
+ignored. Credentials never live here: the uploader and the SQS client use the standard AWS
+credential chain (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, ~/.aws, instance role).
+
+Environment variables override YAML keys: ``FACEPIPE_EDGE__<SECTION>__<KEY>`` (nested sections add
+``__`` levels), e.g. ``FACEPIPE_EDGE__DEVICE_ID=porch``, ``FACEPIPE_EDGE__ENDPOINT__URL=https://...``,
+``FACEPIPE_EDGE__THROTTLE__MOTION__ENABLED=false``. Values are strings converted to the key's type;
+``null`` or an empty value means None.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlparse
+
+import yaml
+from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from cloud.contracts import DEVICE_ID_PATTERN, QUEUE_NAME_PATTERN
+
+ENV_PREFIX = "FACEPIPE_EDGE__"
+EX_CONFIG = 78  # sysexits.h; systemd's RestartPreventExitStatus=78 stops a restart loop on bad config
+_CREDENTIAL_HINT = re.compile(r"secret|access_key|session_token|password|credential", re.IGNORECASE)
+_LAMBDA_URL_REGION = re.compile(r"\.lambda-url\.([a-z0-9-]+)\.on\.aws$")
+
+
+class ConfigError(Exception):
+    """A bad configuration; the message is one line naming the offending key."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ReconnectConfig(_Section):
+    initial_s: float = Field(default=1.0, gt=0, description="first wait before reopening a lost camera")
+    max_s: float = Field(default=30.0, gt=0, description="cap of the doubling wait between reopen attempts")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ReconnectConfig:
+        if self.max_s < self.initial_s:
+            raise ValueError("max_s must be >= initial_s")
+        return self
+
+
+class CameraConfig(_Section):
+    source: int | str = Field(
+        description="USB index (0) or /dev/videoN, rtsp:// or http(s):// stream URL, video file, or folder of images"
+    )
+    loop: bool = Field(default=False, description="files and folders: start again at the end instead of stopping")
+    width: int | None = Field(default=None, ge=16, le=8192, description="requested capture width (live cameras)")
+    height: int | None = Field(default=None, ge=16, le=8192, description="requested capture height (live cameras)")
+    fps: float | None = Field(
+        default=None, ge=0, le=240,
+        description="live cameras: requested rate; files/folders: playback rate (null = the file's own rate, "
+        "1 image/s for folders; 0 = as fast as possible)",
+    )
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig, description="backoff when the camera is lost")
+
+    @field_validator("source", mode="before")
+    @classmethod
+    def _source_kind(cls, value: Any) -> Any:
+        # bool is an int subclass and YAML gives lists/maps too: say what a source is, once.
+        if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
+            raise ValueError("must be a USB index, a /dev/videoN path, a stream URL, a video file or a folder")
+        return value
+
+
+class MotionConfig(_Section):
+    enabled: bool = Field(default=True, description="send a frame only when enough of the scene changed")
+    threshold: int = Field(default=25, ge=1, le=255, description="grey-level difference (0-255) that counts as change")
+    min_area_ratio: float = Field(
+        default=0.01, gt=0, le=1, description="fraction of pixels that must change for the frame to count as motion"
+    )
+    downscale_width: int = Field(default=160, ge=16, le=1920, description="width of the grey frame motion runs on")
+
+
+class ThrottleConfig(_Section):
+    max_fps: float = Field(default=2.0, gt=0, le=60, description="most frames per second sent to the cloud")
+    motion: MotionConfig = Field(default_factory=MotionConfig, description="motion gating")
+    max_in_flight: int = Field(
+        default=4, ge=1, le=64,
+        description="frames sent (or being sent) whose answer has not arrived yet; more are skipped",
+    )
+    jpeg_quality: int = Field(default=85, ge=10, le=100, description="JPEG quality of uploaded frames")
+    max_side: int = Field(default=1280, ge=64, le=8192, description="longer side is scaled down to this before upload")
+
+
+class RetriesConfig(_Section):
+    max_attempts: int = Field(
+        default=4, ge=1, le=20, description="attempts per upload (timeouts, connection errors, 429, 5xx)"
+    )
+    base_s: float = Field(default=0.5, gt=0, description="first backoff; doubles per attempt, with full jitter")
+    max_s: float = Field(default=8.0, gt=0, description="backoff cap")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> RetriesConfig:
+        if self.max_s < self.base_s:
+            raise ValueError("max_s must be >= base_s")
+        return self
+
+
+class EndpointConfig(_Section):
+    url: str = Field(description="the detection Function URL (https://<id>.lambda-url.<region>.on.aws/)")
+    auth: Literal["aws_iam", "none"] = Field(
+        default="aws_iam", description="aws_iam: SigV4-sign every request (service lambda); none: unsigned"
+    )
+    region: str | None = Field(
+        default=None, description="signing region; null = taken from the URL, else AWS_REGION / the AWS profile"
+    )
+    timeout_s: float = Field(default=10.0, gt=0, le=300, description="per-request connect+read timeout")
+    retries: RetriesConfig = Field(default_factory=RetriesConfig, description="retry policy")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parsed = urlparse(value)
+        if parsed.scheme not in ("http", "https") or not parsed.netloc:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+    def region_from_url(self) -> str | None:
+        match = _LAMBDA_URL_REGION.search(urlparse(self.url).hostname or "")
+        return match.group(1) if match else None
+
+
+class ResponsesConfig(_Section):
+    queue_url: str = Field(description="SQS queue the answers arrive on")
+    endpoint_url: str | None = Field(
+        default=None, description="SQS endpoint override (the local stack); null = AWS (or AWS_ENDPOINT_URL_SQS)"
+    )
+    wait_s: int = Field(default=10, ge=0, le=20, description="SQS long-poll wait per receive")
+    answer_timeout_s: float = Field(
+        default=30.0, gt=0, description="a frame with no answer by then is counted unanswered"
+    )
+    reply_to: str | None = Field(
+        default=None, pattern=QUEUE_NAME_PATTERN,
+        description="queue name sent as X-Reply-To (a per-device queue; must match the backend's prefix)",
+    )
+
+    @model_validator(mode="after")
+    def _reply_to_is_listened_to(self) -> ResponsesConfig:
+        if self.reply_to and self.queue_url.rstrip("/").rsplit("/", 1)[-1] != self.reply_to:
+            raise ValueError("reply_to must name the queue of queue_url, or answers would go where nobody listens")
+        return self
+
+
+class SpoolConfig(_Section):
+    directory: Path = Field(
+        default=Path("/var/lib/facepipe/spool"), description="where frames wait while the endpoint is unreachable"
+    )
+    max_bytes: ByteSize = Field(
+        default=ByteSize(256 * 1024 * 1024), gt=0,
+        description="spool size cap (e.g. 268435456 or '256MiB'); oldest frames are dropped beyond it",
+    )
+
+
+class OutputsConfig(_Section):
+    log: bool = Field(default=True, description="one log line per answer: 'front-door: alice 0.42, unknown 1.31'")
+    jsonl: Path | None = Field(default=None, description="append one JSON record per answer to this file")
+    webhook_url: str | None = Field(default=None, description="POST each answer as JSON to this URL")
+    snapshots_dir: Path | None = Field(
+        default=None, description="write an annotated JPEG (boxes, names) per answer here"
+    )
+
+    @field_validator("webhook_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            EndpointConfig._http_url(value)
+        return value
+
+
+class MetricsConfig(_Section):
+    listen: str | None = Field(
+        default="127.0.0.1:9108", description="host:port for Prometheus /metrics and /healthz; null = off"
+    )
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None:
+            host, sep, port = value.rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError("must be host:port, e.g. 127.0.0.1:9108")
+        return value
+
+
+class EdgeConfig(_Section):
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN, description="this camera's name, sent as X-Device-Id")
+    camera: CameraConfig = Field(description="where frames come from")
+    throttle: ThrottleConfig = Field(default_factory=ThrottleConfig, description="which frames are sent")
+    endpoint: EndpointConfig = Field(description="the detection Function URL")
+    responses: ResponsesConfig = Field(description="the response queue")
+    spool: SpoolConfig = Field(default_factory=SpoolConfig, description="disk buffer for an unreachable endpoint")
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="what happens with each answer")
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint")
+    stop_timeout_s: float = Field(
+        default=10.0, gt=0, le=600,
+        description="on SIGTERM, how long in-flight uploads and answers may take before exit (keep < TimeoutStopSec)",
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="logging level")
+
+    def signing_region(self) -> str | None:
+        """Region for SigV4 and SQS: explicit, else from the Function URL, else the AWS chain's default."""
+        if self.endpoint.region:
+            return self.endpoint.region
+        from_url = self.endpoint.region_from_url()
+        if from_url:
+            return from_url
+        import botocore.session  # only here: the config models stay importable without touching AWS config
+
+        region = botocore.session.Session().get_config_variable("region")
+        return str(region) if region else None
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    """Nested dict of overrides from FACEPIPE_EDGE__A__B=value variables."""
+    tree: dict[str, Any] = {}
+    for name, raw in environ.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        path = [part.lower() for part in name[len(ENV_PREFIX):].split("__")]
+        if not all(path):
+            raise ConfigError(f"config error: environment variable {name}: empty key segment")
+        node = tree
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"config error: environment variable {name} conflicts with another override")
+            node = child
+        node[path[-1]] = None if raw.strip().lower() in ("", "null", "none", "~") else raw
+    return tree
+
+
+def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _describe(error: Mapping[str, Any], env_keys: set[tuple[str, ...]]) -> str:
+    loc = tuple(str(part) for part in error["loc"])
+    key = ".".join(loc) or "(top level)"
+    origin = f" (from {ENV_PREFIX}{'__'.join(loc).upper()})" if loc in env_keys else ""
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        hint = ""
+        if _CREDENTIAL_HINT.search(loc[-1]):
+            hint = ("; credentials never go in the config: they come from the standard AWS chain "
+                    "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance role)")
+        return f"unknown key '{key}'{origin}{hint}"
+    if kind == "missing":
+        return f"missing required key '{key}'"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    shown = repr(error.get("input"))
+    shown = shown if len(shown) <= 60 else shown[:57] + "..."
+    return f"'{key}'{origin}: {message} (got {shown})"
+
+
+def _leaf_paths(tree: Mapping[str, Any], prefix: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    paths: set[tuple[str, ...]] = set()
+    for key, value in tree.items():
+        path = (*prefix, key)
+        paths.add(path)
+        if isinstance(value, dict):
+            paths |= _leaf_paths(value, path)
+    return paths
+
+
+def parse_config(data: Any, environ: Mapping[str, str] | None = None, source: str = "config") -> EdgeConfig:
+    """Validate already-parsed YAML data plus environment overrides; raise ConfigError naming the key."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        kind = type(data).__name__
+        raise ConfigError(f"config error in {source}: the top level must be a mapping of sections, got {kind}")
+    overrides = env_overrides(os.environ if environ is None else environ)
+    try:
+        config = EdgeConfig.model_validate(_merge(data, overrides))
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = _describe(errors[0], _leaf_paths(overrides))
+        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
+        raise ConfigError(f"config error in {source}: {first}{more}") from None
+    if config.endpoint.auth == "aws_iam" and not config.signing_region():
+        raise ConfigError(
+            f"config error in {source}: 'endpoint.region' is required with auth aws_iam when the URL names no region "
+            "and no AWS_REGION/profile region is set"
+        )
+    return config
+
+
+def load_config(path: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> EdgeConfig:
+    """Read a YAML file, apply FACEPIPE_EDGE__* overrides, validate; ConfigError on any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config error: file not found: {path}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config error: cannot read {path}: {exc}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1} column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"config error in {path}{where}: invalid YAML: {problem}") from None
+    return parse_config(data, environ, source=str(path))
