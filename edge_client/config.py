@@ -28,6 +28,7 @@ ENV_PREFIX = "FACEPIPE_EDGE__"
 EX_CONFIG = 78  # sysexits.h; systemd's RestartPreventExitStatus=78 stops a restart loop on bad config
 _CREDENTIAL_HINT = re.compile(r"secret|access_key|session_token|password|credential", re.IGNORECASE)
 _LAMBDA_URL_REGION = re.compile(r"\.lambda-url\.([a-z0-9-]+)\.on\.aws$")
+_SQS_URL_REGION = re.compile(r"^sqs\.([a-z0-9-]+)\.amazonaws\.com$")
 
 
 class ConfigError(Exception):
@@ -208,12 +209,15 @@ class EdgeConfig(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="logging level")
 
     def signing_region(self) -> str | None:
-        """Region for SigV4 and SQS: explicit, else from the Function URL, else the AWS chain's default."""
+        """Region for SigV4 and SQS: explicit, else from the Function URL or queue URL, else the AWS default."""
         if self.endpoint.region:
             return self.endpoint.region
         from_url = self.endpoint.region_from_url()
         if from_url:
             return from_url
+        from_queue = _SQS_URL_REGION.search(urlparse(self.responses.queue_url).hostname or "")
+        if from_queue:
+            return from_queue.group(1)
         import botocore.session  # only here: the config models stay importable without touching AWS config
 
         region = botocore.session.Session().get_config_variable("region")
@@ -293,10 +297,10 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None, source: st
         first = _describe(errors[0], _leaf_paths(overrides))
         more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
         raise ConfigError(f"config error in {source}: {first}{more}") from None
-    if config.endpoint.auth == "aws_iam" and not config.signing_region():
+    if not config.signing_region():
         raise ConfigError(
-            f"config error in {source}: 'endpoint.region' is required with auth aws_iam when the URL names no region "
-            "and no AWS_REGION/profile region is set"
+            f"config error in {source}: 'endpoint.region' is required: neither the endpoint or queue URL nor "
+            "AWS_REGION/AWS_DEFAULT_REGION/the AWS profile names a region"
         )
     return config
 

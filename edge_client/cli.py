@@ -1,0 +1,138 @@
+"""`facepipe-edge`: run the daemon, or check its configuration and dependencies.
+
+Exit status: 0 ok; 78 (EX_CONFIG) for a bad configuration or missing credentials, so systemd's
+`RestartPreventExitStatus=78` stops a restart loop; 1 when `check` finds a dependency failing or
+the daemon cannot start for another reason. Errors are one line on stderr, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import tempfile
+from collections.abc import Callable
+from types import FrameType
+
+from edge_client.config import EX_CONFIG, ConfigError, EdgeConfig, load_config
+
+DEFAULT_CONFIG = os.environ.get("FACEPIPE_EDGE_CONFIG", "/etc/facepipe/edge.yaml")
+EX_FAILURE = 1
+
+
+def _fail(message: str, status: int) -> int:
+    print(f"facepipe-edge: {message}", file=sys.stderr)
+    return status
+
+
+def _run(config: EdgeConfig) -> int:
+    from edge_client.daemon import Daemon, format_summary
+    from edge_client.uploader import CredentialsMissing
+
+    try:
+        daemon = Daemon(config)
+    except CredentialsMissing as exc:
+        return _fail(str(exc), EX_CONFIG)
+    except OSError as exc:  # e.g. spool directory not writable
+        return _fail(f"cannot start: {exc}", EX_FAILURE)
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        logging.getLogger(__name__).info("%s received: stopping", signal.Signals(signum).name)
+        daemon.request_stop()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    status = daemon.run()
+    print(format_summary(daemon.summary()), flush=True)
+    return status
+
+
+def _check_camera(config: EdgeConfig) -> str:
+    from edge_client.camera import open_reader
+
+    reader = open_reader(config.camera)
+    try:
+        image = reader.read()
+    finally:
+        reader.close()
+    if image is None:
+        raise OSError("opened but delivered no frame")
+    return f"{config.camera.source!r} delivers {image.shape[1]}x{image.shape[0]} frames"
+
+
+def _check_endpoint(config: EdgeConfig) -> str:
+    import threading
+
+    from edge_client.uploader import Signer, Uploader
+
+    signer = Signer(config.signing_region() or "") if config.endpoint.auth == "aws_iam" else None
+    uploader = Uploader(config.endpoint, config.device_id, None, threading.Event(), signer)
+    ok, detail = uploader.probe()
+    if not ok:
+        raise OSError(f"{config.endpoint.url}: {detail}")
+    return f"{config.endpoint.url} answers ({detail}, {'signed' if signer else 'unsigned'})"
+
+
+def _check_queue(config: EdgeConfig) -> str:
+    from edge_client.correlator import make_sqs_client
+
+    sqs = make_sqs_client(config.responses, config.signing_region())
+    attributes = sqs.get_queue_attributes(
+        QueueUrl=config.responses.queue_url, AttributeNames=["ApproximateNumberOfMessages"]
+    )["Attributes"]
+    return f"{config.responses.queue_url} reachable ({attributes.get('ApproximateNumberOfMessages', '?')} waiting)"
+
+
+def _check_spool(config: EdgeConfig) -> str:
+    directory = config.spool.directory
+    directory.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=".check-"):
+        pass
+    frames = len(list(directory.glob("*.frame")))
+    return f"{directory} writable ({frames} frame(s) spooled)"
+
+
+def _check(config: EdgeConfig) -> int:
+    checks: list[tuple[str, Callable[[EdgeConfig], str]]] = [
+        ("camera", _check_camera), ("endpoint", _check_endpoint),
+        ("response queue", _check_queue), ("spool", _check_spool),
+    ]
+    print(f"config: ok ({config.device_id})")
+    failed = 0
+    for name, check in checks:
+        try:
+            print(f"{name}: ok: {check(config)}", flush=True)
+        except Exception as exc:  # each dependency gets one line, whatever went wrong
+            failed += 1
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"{name}: FAILED: {detail}", flush=True)
+    return EX_FAILURE if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facepipe-edge", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    for name, help_text in (("run", "run the daemon"),
+                            ("check", "validate the config and try the camera, endpoint, queue and spool")):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.add_argument("--config", default=DEFAULT_CONFIG,
+                         help=f"YAML config (default $FACEPIPE_EDGE_CONFIG or {DEFAULT_CONFIG})")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        return _fail(str(exc), EX_CONFIG)
+    logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.command == "check":
+        return _check(config)
+    return _run(config)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
