@@ -1,0 +1,234 @@
+"""Answer outputs: log line, JSONL file, annotated snapshots of a real photo, webhook to a real HTTP server."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+
+from cloud.contracts import RecognisedFace, ResponseMessage, Timings
+from edge_client.config import OutputsConfig
+from edge_client.metrics import EdgeMetrics
+from edge_client.outputs import WEBHOOK_QUEUE_SIZE, Outputs, answer_line
+from tests.photos import packaged
+
+GREEN, RED = (0, 200, 0), (0, 0, 255)
+
+
+Face = tuple[str, float | None, list[float]]  # name, distance, box
+
+
+def _answer(faces: list[Face], frame_timestamp: float | None = None) -> ResponseMessage:
+    return ResponseMessage(
+        request_id=str(uuid.uuid4()),
+        device_id="front-door",
+        frame_timestamp=frame_timestamp if frame_timestamp is not None else time.time(),
+        faces=[RecognisedFace(box=box, name=name, distance=dist, probability=0.99) for name, dist, box in faces],
+        timings=Timings(detect_ms=120.0, queue_wait_ms=15.0, recognise_ms=40.0),
+        model="facenet-casia-webface",
+    )
+
+
+@pytest.fixture(scope="module")
+def photo() -> tuple[bytes, tuple[int, int]]:
+    """A real photo (face_recognition's obama.jpg) as the frame JPEG, plus its (width, height)."""
+    data = packaged("face_recognition/obama.jpg").read_bytes()
+    image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    return data, (image.shape[1], image.shape[0])
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    server: _WebhookServer
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.server.gate.wait(timeout=10)
+        self.server.bodies.append(json.loads(body))
+        self.send_response(self.server.status)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class _WebhookServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, status: int) -> None:
+        super().__init__(("127.0.0.1", 0), _Receiver)
+        self.status = status
+        self.bodies: list[dict[str, Any]] = []
+        self.gate = threading.Event()  # cleared: every POST waits (a slow receiver)
+        self.gate.set()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}/hook"
+
+
+@pytest.fixture
+def webhook_server() -> Iterator[Any]:
+    started: list[_WebhookServer] = []
+
+    def start(status: int = 204) -> _WebhookServer:
+        server = _WebhookServer(status)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.gate.set()
+        server.shutdown()
+        server.server_close()
+
+
+def test_log_line_format() -> None:
+    box = [10.0, 10.0, 50.0, 50.0]
+    assert answer_line("front-door", _answer([("alice", 0.4249, box), ("unknown", 1.31, box)])) == (
+        "front-door: alice 0.42, unknown 1.31"
+    )
+    assert answer_line("front-door", _answer([])) == "front-door: no faces"
+    assert answer_line("front-door", _answer([("unknown", None, box)])) == "front-door: unknown"
+
+
+def test_log_output_can_be_turned_off(caplog: pytest.LogCaptureFixture) -> None:
+    answer = _answer([("alice", 0.42, [1.0, 2.0, 3.0, 4.0])])
+    with caplog.at_level(logging.INFO, logger="edge_client.outputs"):
+        Outputs(OutputsConfig(log=True), "front-door").emit(answer, None, 0.5)
+        Outputs(OutputsConfig(log=False), "front-door").emit(answer, None, 0.5)
+    assert [r.getMessage() for r in caplog.records] == ["front-door: alice 0.42"]
+
+
+def test_jsonl_appends_one_record_per_answer(tmp_path: Path) -> None:
+    # GIVEN a JSONL output in a folder that does not exist yet, with a line from an earlier run
+    path = tmp_path / "out" / "answers.jsonl"
+    path.parent.mkdir()
+    path.write_text('{"earlier": true}\n')
+    outputs = Outputs(OutputsConfig(log=False, jsonl=path), "front-door")
+    first = _answer([("alice", 0.42, [1.0, 2.0, 30.0, 40.0]), ("unknown", 1.31, [50.0, 2.0, 90.0, 40.0])])
+    second = _answer([])
+    # WHEN two answers are emitted
+    outputs.emit(first, None, 0.8123456)
+    outputs.emit(second, None, 1.5)
+    # THEN they are on disk at once (flushed), after the earlier line, and round-trip to the contract
+    lines = path.read_text().splitlines()
+    outputs.close()
+    assert len(lines) == 3 and json.loads(lines[0]) == {"earlier": True}
+    records = [json.loads(line) for line in lines[1:]]
+    assert [r["request_id"] for r in records] == [first.request_id, second.request_id]
+    assert records[0]["latency_s"] == pytest.approx(0.8123, abs=1e-4)
+    assert [f["name"] for f in records[0]["faces"]] == ["alice", "unknown"]
+    extras = {"answered_at", "latency_s"}
+    assert ResponseMessage.model_validate({k: v for k, v in records[0].items() if k not in extras}) == first
+
+
+def test_snapshot_draws_boxes_on_the_real_photo(tmp_path: Path, photo: tuple[bytes, tuple[int, int]]) -> None:
+    # GIVEN a real photo and an answer with a known and an unknown face
+    jpeg, (width, height) = photo
+    known_box = [width * 0.25, height * 0.15, width * 0.75, height * 0.6]
+    unknown_box = [width * 0.05, height * 0.7, width * 0.3, height * 0.95]
+    answer = _answer([("obama", 0.38, known_box), ("unknown", 1.27, unknown_box)])
+    outputs = Outputs(OutputsConfig(log=False, snapshots_dir=tmp_path / "snaps"), "front-door")
+    # WHEN it is emitted
+    outputs.emit(answer, jpeg, 0.7)
+    outputs.close()
+    # THEN one annotated JPEG named after the request, same size, with the box edges in their colours
+    files = list((tmp_path / "snaps").iterdir())
+    assert len(files) == 1 and files[0].name.endswith(f"_{answer.request_id}.jpg")
+    original = cv2.imdecode(np.frombuffer(jpeg, np.uint8), cv2.IMREAD_COLOR)
+    snapshot = cv2.imread(str(files[0]))
+    assert snapshot.shape == original.shape
+    for box, colour in ((known_box, GREEN), (unknown_box, RED)):
+        x1, y2 = round(box[0]), round(box[3])
+        y_mid = round((box[1] + box[3]) / 2)
+        for x, y in ((x1, y_mid), (round((box[0] + box[2]) / 2), y2)):  # left edge, bottom edge
+            assert np.abs(snapshot[y, x].astype(int) - colour).max() < 60, (x, y, snapshot[y, x])
+            assert np.abs(original[y, x].astype(int) - colour).max() >= 60  # the photo did not already look so
+    # away from the boxes the photo is unchanged (up to JPEG re-encoding)
+    assert np.abs(snapshot[5, width // 2].astype(int) - original[5, width // 2].astype(int)).max() < 25
+
+
+def test_snapshots_keep_only_the_newest(tmp_path: Path, photo: tuple[bytes, tuple[int, int]]) -> None:
+    jpeg, (width, height) = photo
+    box = [width * 0.3, height * 0.2, width * 0.7, height * 0.6]
+    snaps = tmp_path / "snaps"
+    outputs = Outputs(OutputsConfig(log=False, snapshots_dir=snaps), "front-door", snapshots_keep=2)
+    answers = [_answer([("obama", 0.4, box)], frame_timestamp=1_700_000_000 + i) for i in range(3)]
+    for answer in answers:
+        outputs.emit(answer, jpeg, 0.5)
+    outputs.emit(_answer([]), jpeg, 0.5)  # nothing to draw: no file
+    outputs.emit(_answer([("obama", 0.4, box)]), b"not a jpeg", 0.5)  # undecodable: skipped, no exception
+    outputs.close()
+    kept = sorted(path.name for path in snaps.iterdir())
+    assert [name.split("_", 1)[1] for name in kept] == [f"{a.request_id}.jpg" for a in answers[1:]]
+
+    # a restart keeps counting the files already there
+    again = Outputs(OutputsConfig(log=False, snapshots_dir=snaps), "front-door", snapshots_keep=2)
+    newest = _answer([("obama", 0.4, box)], frame_timestamp=1_700_000_010)
+    again.emit(newest, jpeg, 0.5)
+    again.close()
+    assert sorted(path.name.split("_", 1)[1] for path in snaps.iterdir()) == sorted(
+        [f"{answers[2].request_id}.jpg", f"{newest.request_id}.jpg"]
+    )
+
+
+def test_webhook_posts_each_answer(webhook_server: Any) -> None:
+    server = webhook_server()
+    outputs = Outputs(OutputsConfig(log=False, webhook_url=server.url), "front-door")
+    answers = [_answer([("alice", 0.42, [1.0, 2.0, 3.0, 4.0])]), _answer([])]
+    for answer in answers:
+        outputs.emit(answer, None, 0.9)
+    outputs.close()
+    assert [body["request_id"] for body in server.bodies] == [a.request_id for a in answers]
+    assert server.bodies[0]["faces"][0]["name"] == "alice"
+    assert server.bodies[0]["latency_s"] == 0.9
+    assert outputs.webhooks_sent == 2 and outputs.errors == {}
+
+
+def test_webhook_failures_are_counted(webhook_server: Any) -> None:
+    # GIVEN a receiver answering 500 and a URL where nothing listens
+    failing = webhook_server(status=500)
+    with ThreadingHTTPServer(("127.0.0.1", 0), _Receiver) as closed:
+        dead_url = f"http://127.0.0.1:{closed.server_address[1]}/hook"
+    metrics = EdgeMetrics()
+    for url in (failing.url, dead_url):
+        outputs = Outputs(OutputsConfig(log=False, webhook_url=url), "front-door", metrics=metrics)
+        outputs.emit(_answer([]), None, 0.1)
+        outputs.close()
+    # THEN each failure is counted by kind, in Prometheus too, and nothing raised
+    exposition = metrics.exposition().decode()
+    assert 'facepipe_edge_webhook_errors_total{kind="http"} 1.0' in exposition
+    assert 'facepipe_edge_webhook_errors_total{kind="connection"} 1.0' in exposition
+
+
+def test_slow_webhook_never_blocks_emit(webhook_server: Any, tmp_path: Path) -> None:
+    # GIVEN a receiver that holds every request until released
+    server = webhook_server()
+    server.gate.clear()
+    outputs = Outputs(OutputsConfig(log=False, jsonl=tmp_path / "a.jsonl", webhook_url=server.url), "front-door")
+    total = WEBHOOK_QUEUE_SIZE + 16
+    # WHEN more answers arrive than the webhook queue holds
+    for _ in range(total):
+        outputs.emit(_answer([]), None, 0.1)
+    # THEN emit returned for all of them (we got here), the overflow was dropped and counted,
+    # and the JSONL output still has every answer
+    dropped = outputs.errors.get("queue_full", 0)
+    assert 15 <= dropped <= 16  # one post may already be in flight, out of the queue
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == total
+    # once the receiver recovers, what was queued is delivered
+    server.gate.set()
+    outputs.close(timeout_s=10)
+    assert len(server.bodies) == total - dropped
+
