@@ -1,0 +1,106 @@
+"""One request-queue message per frame: metadata plus, per face, box, probability, landmarks and crop.
+
+Crops travel inline (base64 JPEG) while the message fits `max_message_bytes` in UTF-8 bytes (SQS's
+unit; moto counts characters, so we measure ourselves). A frame with many faces overflows: then
+every crop goes to S3 at `crops/<request_id>/<i>.jpg` and the message carries the keys. The keys
+depend only on the request id, so a retried upload of the same frame overwrites instead of piling up.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from cloud.aws import utf8_size
+from cloud.contracts import DetectedFace, RequestMessage
+from cloud.detection.detector import Face
+from cloud.images import encode_jpeg
+from cloud.settings import Settings
+
+CROP_JPEG_QUALITY = 90
+
+
+class MessageTooLarge(ValueError):
+    """The frame's message exceeds the queue limit even with every crop moved to S3."""
+
+
+@dataclass(frozen=True)
+class Frame:
+    """What the handler knows about an accepted upload, besides its faces."""
+
+    request_id: str
+    device_id: str
+    frame_timestamp: float | None
+    reply_to: str | None
+    width: int
+    height: int
+    detect_ms: float
+    detected_at: float
+
+
+@dataclass(frozen=True)
+class Sent:
+    message_id: str
+    message_bytes: int
+    crops_in_s3: bool
+
+
+def crop_key(request_id: str, index: int) -> str:
+    return f"crops/{request_id}/{index}.jpg"
+
+
+def build_message(frame: Frame, faces: Sequence[Face], crops: Sequence[bytes], in_s3: bool) -> RequestMessage:
+    """The message with crops inline (base64) or, when `in_s3`, as S3 keys."""
+    wire = [
+        DetectedFace(
+            # Hundredths of a pixel are plenty and keep the message small.
+            box=[round(v, 2) for v in face.box],
+            probability=round(min(max(face.probability, 0.0), 1.0), 6),
+            landmarks=[[round(x, 2), round(y, 2)] for x, y in face.landmarks],
+            crop_s3_key=crop_key(frame.request_id, i) if in_s3 else None,
+            crop_jpeg_b64=None if in_s3 else base64.b64encode(jpeg).decode("ascii"),
+        )
+        for i, (face, jpeg) in enumerate(zip(faces, crops, strict=True))
+    ]
+    return RequestMessage(
+        request_id=frame.request_id,
+        device_id=frame.device_id,
+        frame_timestamp=frame.frame_timestamp,
+        detected_at=frame.detected_at,
+        detect_ms=round(frame.detect_ms, 3),
+        image_width=frame.width,
+        image_height=frame.height,
+        reply_to=frame.reply_to,
+        faces=wire,
+    )
+
+
+def plan(frame: Frame, faces: Sequence[Face], max_bytes: int) -> tuple[str, list[tuple[str, bytes]]]:
+    """The message body to send and the (key, JPEG) uploads it needs first; checked before uploading."""
+    crops = [encode_jpeg(face.crop, CROP_JPEG_QUALITY) for face in faces]
+    body = build_message(frame, faces, crops, in_s3=False).model_dump_json()
+    if utf8_size(body) <= max_bytes:
+        return body, []
+    body = build_message(frame, faces, crops, in_s3=True).model_dump_json()
+    size = utf8_size(body)
+    if size > max_bytes:
+        raise MessageTooLarge(
+            f"{len(faces)} faces make a {size}-byte queue message even with crops in S3; "
+            f"the limit is {max_bytes} bytes"
+        )
+    return body, [(crop_key(frame.request_id, i), jpeg) for i, jpeg in enumerate(crops)]
+
+
+def send_frame(frame: Frame, faces: Sequence[Face], *, sqs: Any, s3: Any, settings: Settings) -> Sent:
+    """Upload overflow crops (if any), then put the frame's message on the request queue."""
+    if not settings.request_queue_url:
+        raise RuntimeError("FACEPIPE_REQUEST_QUEUE_URL is not set")
+    body, uploads = plan(frame, faces, settings.max_message_bytes)
+    if uploads and not settings.bucket:
+        raise RuntimeError("FACEPIPE_BUCKET is not set, and this frame's crops do not fit in one message")
+    for key, jpeg in uploads:
+        s3.put_object(Bucket=settings.bucket, Key=key, Body=jpeg, ContentType="image/jpeg")
+    reply = sqs.send_message(QueueUrl=settings.request_queue_url, MessageBody=body)
+    return Sent(message_id=reply["MessageId"], message_bytes=utf8_size(body), crops_in_s3=bool(uploads))

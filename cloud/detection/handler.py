@@ -1,0 +1,199 @@
+"""Detection Lambda behind the Function URL (payload format 2.0): frame in, faces onto the request queue.
+
+Every bad input is a 4xx JSON `ErrorBody` and queues nothing; a 5xx means our own fault (queue or
+bucket unreachable, misconfiguration). The detector is built once per container: at import time in
+Lambda (the init phase), lazily elsewhere so tests choose their settings first.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import math
+import os
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any
+
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from botocore.exceptions import BotoCoreError, ClientError
+from pydantic import BaseModel
+
+from cloud import aws
+from cloud.contracts import (
+    HEADER_DEVICE_ID,
+    HEADER_FRAME_TIMESTAMP,
+    HEADER_REPLY_TO,
+    HEADER_REQUEST_ID,
+    QUEUE_NAME_PATTERN,
+    DetectAccepted,
+    ErrorBody,
+    is_valid_device_id,
+    is_valid_request_id,
+)
+from cloud.detection.detector import Detector
+from cloud.detection.enqueue import Frame, MessageTooLarge, send_frame
+from cloud.images import ImageRejected, open_checked
+from cloud.settings import get_settings
+
+logger = Logger(service="facepipe-detection")
+metrics = Metrics(namespace="facepipe", service="detection")
+
+
+class Rejected(Exception):
+    """A request we answer with `status` (4xx for bad input, 5xx for our own faults)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Upload:
+    request_id: str
+    device_id: str
+    frame_timestamp: float | None
+    reply_to: str | None
+    body: bytes
+
+
+@lru_cache(maxsize=1)
+def get_detector() -> Detector:
+    """The container's detector; tests call `get_detector.cache_clear()` after changing settings."""
+    settings = get_settings()
+    return Detector(
+        min_probability=settings.min_face_probability,
+        max_side=settings.detect_max_side,
+        threads=settings.torch_threads,
+    )
+
+
+def request_id_of(headers: dict[str, str]) -> str | None:
+    """The client's X-Request-Id, a fresh UUID when absent, None when present but malformed."""
+    value = headers.get(HEADER_REQUEST_ID.lower())
+    if value is None:
+        return str(uuid.uuid4())
+    return value if is_valid_request_id(value) else None
+
+
+def parse_upload(event: dict[str, Any], headers: dict[str, str], request_id: str | None) -> Upload:
+    """Method, headers and body of a payload-2.0 event; raises Rejected with a 4xx."""
+    method = str(event.get("requestContext", {}).get("http", {}).get("method", "")).upper()
+    if method != "POST":
+        raise Rejected(405, f"method {method or '(none)'} not allowed: POST the image")
+    if request_id is None:
+        raise Rejected(400, f"{HEADER_REQUEST_ID} must be a canonical UUID (36 characters)")
+    device_id = headers.get(HEADER_DEVICE_ID.lower())
+    if device_id is None or not is_valid_device_id(device_id):
+        raise Rejected(400, f"{HEADER_DEVICE_ID} is required: 1-64 characters [A-Za-z0-9_.:-]")
+    return Upload(
+        request_id=request_id,
+        device_id=device_id,
+        frame_timestamp=_frame_timestamp(headers.get(HEADER_FRAME_TIMESTAMP.lower())),
+        reply_to=_reply_to(headers.get(HEADER_REPLY_TO.lower())),
+        body=_body(event),
+    )
+
+
+def _frame_timestamp(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        stamp = float(value) if len(value) <= 32 else math.nan
+    except ValueError:
+        stamp = math.nan
+    if not math.isfinite(stamp) or stamp < 0:
+        raise Rejected(400, f"{HEADER_FRAME_TIMESTAMP} must be epoch seconds (a non-negative number)")
+    return stamp
+
+
+def _reply_to(value: str | None) -> str | None:
+    if value is not None and re.fullmatch(QUEUE_NAME_PATTERN, value) is None:
+        raise Rejected(400, f"{HEADER_REPLY_TO} must be a queue name (1-80 characters [A-Za-z0-9_-])")
+    return value
+
+
+def _body(event: dict[str, Any]) -> bytes:
+    body = event.get("body") or ""
+    if not event.get("isBase64Encoded"):
+        return body.encode("utf-8")
+    try:
+        return base64.b64decode(body, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise Rejected(400, "body is marked base64 but is not valid base64") from exc
+
+
+def process(upload: Upload) -> DetectAccepted:
+    """Check and decode the image, detect every face, queue the frame's message."""
+    settings = get_settings()
+    try:
+        image = open_checked(upload.body, settings.max_body_bytes, settings.max_pixels)
+    except ImageRejected as exc:
+        raise Rejected(exc.status, str(exc)) from exc
+    started = time.perf_counter()
+    faces = get_detector().detect(image)
+    detect_ms = (time.perf_counter() - started) * 1000
+    frame = Frame(
+        request_id=upload.request_id,
+        device_id=upload.device_id,
+        frame_timestamp=upload.frame_timestamp,
+        reply_to=upload.reply_to,
+        width=image.width,
+        height=image.height,
+        detect_ms=detect_ms,
+        detected_at=time.time(),
+    )
+    try:
+        sent = send_frame(frame, faces, sqs=aws.client("sqs"), s3=aws.client("s3"), settings=settings)
+    except MessageTooLarge as exc:
+        raise Rejected(413, str(exc)) from exc
+    except (BotoCoreError, ClientError) as exc:
+        logger.exception("request queue or bucket unavailable")
+        raise Rejected(503, f"cannot queue the frame right now ({type(exc).__name__}); retry later") from exc
+    metrics.add_metric(name="DetectMs", unit=MetricUnit.Milliseconds, value=detect_ms)
+    metrics.add_metric(name="Faces", unit=MetricUnit.Count, value=len(faces))
+    metrics.add_metric(name="CropsInS3", unit=MetricUnit.Count, value=int(sent.crops_in_s3))
+    logger.info(
+        "frame queued",
+        extra={"faces": len(faces), "detect_ms": round(detect_ms, 1), "message_bytes": sent.message_bytes,
+               "crops_in_s3": sent.crops_in_s3, "width": image.width, "height": image.height},
+    )
+    return DetectAccepted(request_id=upload.request_id, faces=len(faces), detect_ms=round(detect_ms, 3))
+
+
+def _response(status: int, body: BaseModel, request_id: str | None) -> dict[str, Any]:
+    headers = {"content-type": "application/json"}
+    if request_id is not None:
+        headers[HEADER_REQUEST_ID.lower()] = request_id
+    return {"statusCode": status, "headers": headers, "body": body.model_dump_json(), "isBase64Encoded": False}
+
+
+@metrics.log_metrics
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    logger.clear_state()
+    headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
+    request_id = request_id_of(headers)
+    logger.set_correlation_id(request_id)
+    if context is not None:
+        logger.append_keys(aws_request_id=getattr(context, "aws_request_id", None))
+    try:
+        accepted = process(parse_upload(event, headers, request_id))
+    except Rejected as exc:
+        status, message = exc.status, str(exc)
+    except Exception:  # our fault, never the client's input: answer JSON, keep the details in the log
+        logger.exception("detection failed")
+        status, message = 500, "internal error"
+    else:
+        return _response(202, accepted, request_id)
+    metrics.add_dimension(name="status", value=str(status))
+    metrics.add_metric(name="Rejected" if status < 500 else "Failed", unit=MetricUnit.Count, value=1)
+    logger.warning("frame refused", extra={"status": status, "error": message})
+    return _response(status, ErrorBody(error=message, request_id=request_id), request_id)
+
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    get_detector()  # load the model during Lambda's init phase, not in the first request

@@ -1,0 +1,209 @@
+"""Detection handler end to end: payload-2.0 events in, 202/4xx/5xx out, messages on a real moto server."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import io
+import json
+import struct
+import uuid
+import zlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto.server import ThreadedMotoServer
+from PIL import Image
+
+from cloud import aws
+from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES, DetectAccepted, ErrorBody, RequestMessage
+from cloud.detection import handler as detection
+from cloud.settings import Settings, get_settings
+from tests.photos import packaged
+
+SAMPLE_EVENT = Path(__file__).resolve().parents[2] / "events" / "function_url_frame.json"
+Event = dict[str, Any]
+
+
+@pytest.fixture(scope="module")
+def moto_endpoint() -> Iterator[str]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+    detection.get_detector.cache_clear()
+
+
+@pytest.fixture
+def settings(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Fresh queue and bucket on the moto server; boto3 reaches them through AWS_ENDPOINT_URL."""
+    for name, value in {
+        "AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(name, value)
+    aws.client.cache_clear()
+    suffix = uuid.uuid4().hex[:12]
+    queue = aws.client("sqs").create_queue(
+        QueueName=f"requests-{suffix}", Attributes={"MaximumMessageSize": str(MAX_QUEUE_MESSAGE_BYTES)}
+    )
+    aws.client("s3").create_bucket(Bucket=f"facepipe-{suffix}")
+    monkeypatch.setenv("FACEPIPE_REQUEST_QUEUE_URL", queue["QueueUrl"])
+    monkeypatch.setenv("FACEPIPE_BUCKET", f"facepipe-{suffix}")
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+    aws.client.cache_clear()
+
+
+def _sample() -> Event:
+    event: Event = json.loads(SAMPLE_EVENT.read_text())
+    return event
+
+
+def _with_body(data: bytes, **headers: str) -> Event:
+    event = _sample()
+    event["body"] = base64.b64encode(data).decode("ascii")
+    event["headers"].update(headers)
+    return event
+
+
+def _received(settings: Settings) -> list[RequestMessage]:
+    reply = aws.client("sqs").receive_message(QueueUrl=settings.request_queue_url, MaxNumberOfMessages=10)
+    return [RequestMessage.model_validate_json(m["Body"]) for m in reply.get("Messages", [])]
+
+
+def test_sample_event_is_detected_and_queued(settings: Settings) -> None:
+    event = _sample()
+    response = detection.handler(event, None)
+    assert response["statusCode"] == 202
+    accepted = DetectAccepted.model_validate_json(response["body"])
+    assert accepted.request_id == event["headers"]["x-request-id"] and accepted.faces == 1
+    [message] = _received(settings)
+    assert (message.request_id, message.device_id) == (accepted.request_id, event["headers"]["x-device-id"])
+    assert message.frame_timestamp == float(event["headers"]["x-frame-timestamp"])
+    assert len(message.faces) == 1 and message.faces[0].crop_jpeg_b64
+
+
+def test_request_id_is_generated_when_absent_and_headers_are_case_insensitive(settings: Settings) -> None:
+    event = _sample()
+    headers = event["headers"]
+    del headers["x-request-id"]
+    headers["X-Device-Id"] = headers.pop("x-device-id")
+    headers["X-Reply-To"] = "facepipe-replies-cam-1"
+    response = detection.handler(event, None)
+    assert response["statusCode"] == 202
+    request_id = DetectAccepted.model_validate_json(response["body"]).request_id
+    assert str(uuid.UUID(request_id)) == request_id and response["headers"]["x-request-id"] == request_id
+    [message] = _received(settings)
+    assert message.request_id == request_id and message.reply_to == "facepipe-replies-cam-1"
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
+
+
+def _obama() -> bytes:
+    return packaged("face_recognition/obama.jpg").read_bytes()
+
+
+def _method(event: Event) -> None:
+    event["requestContext"]["http"]["method"] = "GET"
+
+
+def _plain_text(event: Event) -> None:
+    event["body"], event["isBase64Encoded"] = "hello, not an image", False
+
+
+def _bad_base64(event: Event) -> None:
+    event["body"] = "%%% not base64 %%%"
+
+
+BAD_INPUTS: dict[str, tuple[Callable[[], Event], int]] = {
+    "GET": (lambda: _mutated(_method), 405),
+    "non-UUID request id": (lambda: _with_body(_obama(), **{"x-request-id": "frame-42"}), 400),
+    "10 KB request id": (lambda: _with_body(_obama(), **{"x-request-id": "a" * 10_240}), 400),
+    "missing device id": (lambda: _mutated(lambda e: e["headers"].pop("x-device-id")), 400),
+    "bad device id": (lambda: _with_body(_obama(), **{"x-device-id": "cam 1/../etc"}), 400),
+    "bad frame timestamp": (lambda: _with_body(_obama(), **{"x-frame-timestamp": "yesterday"}), 400),
+    "infinite frame timestamp": (lambda: _with_body(_obama(), **{"x-frame-timestamp": "inf"}), 400),
+    "bad reply-to": (lambda: _with_body(_obama(), **{"x-reply-to": "https://sqs.example/queue"}), 400),
+    "empty body": (lambda: _with_body(b""), 400),
+    "truncated JPEG": (lambda: _with_body(_obama()[:20_000]), 400),
+    "text body": (lambda: _mutated(_plain_text), 415),
+    "invalid base64": (lambda: _mutated(_bad_base64), 400),
+    "PNG claiming 20000x20000": (lambda: _with_body(_png_claiming(20000, 20000)), 413),
+    "7 MB body": (lambda: _with_body(_obama() + bytes(7 * 1024 * 1024)), 413),
+}
+
+
+def _mutated(change: Callable[[Event], object]) -> Event:
+    event = _sample()
+    change(event)
+    return event
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_bad_input_is_a_clear_4xx_and_queues_nothing(settings: Settings, case: str) -> None:
+    make, status = BAD_INPUTS[case]
+    event = make()
+    response = detection.handler(copy.deepcopy(event), None)
+    assert response["statusCode"] == status
+    error = ErrorBody.model_validate_json(response["body"])
+    assert len(error.error) > 10
+    sent_id = event["headers"].get("x-request-id")
+    assert error.request_id == (sent_id if sent_id and len(sent_id) == 36 else None)
+    assert len(response["body"]) < 1000  # a 10 KB id is never echoed back
+    assert _received(settings) == []
+
+
+def test_unreachable_queue_is_a_503(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    missing = settings.request_queue_url.rsplit("/", 1)[0] + "/no-such-queue"
+    monkeypatch.setenv("FACEPIPE_REQUEST_QUEUE_URL", missing)
+    get_settings.cache_clear()
+    response = detection.handler(_sample(), None)
+    assert response["statusCode"] == 503
+    assert "retry" in ErrorBody.model_validate_json(response["body"]).error
+
+
+@pytest.mark.slow
+def test_many_face_frame_overflows_256_kib_into_s3(settings: Settings) -> None:
+    # Six copies of a real group photo (six faces each): 36 real faces in one 3840x1772 frame.
+    with Image.open(packaged("insightface/t1.jpg")) as photo:
+        tile = photo.convert("RGB")
+    mosaic = Image.new("RGB", (tile.width * 3, tile.height * 2))
+    for i in range(6):
+        mosaic.paste(tile, (tile.width * (i % 3), tile.height * (i // 3)))
+    body = io.BytesIO()
+    mosaic.save(body, "JPEG", quality=90)
+    response = detection.handler(_with_body(body.getvalue()), None)
+    assert response["statusCode"] == 202
+    faces = DetectAccepted.model_validate_json(response["body"]).faces
+    assert faces >= 24
+    reply = aws.client("sqs").receive_message(QueueUrl=settings.request_queue_url)
+    [raw] = [m["Body"] for m in reply["Messages"]]
+    assert len(raw.encode("utf-8")) <= MAX_QUEUE_MESSAGE_BYTES
+    message = RequestMessage.model_validate_json(raw)
+    assert len(message.faces) == faces and all(f.crop_jpeg_b64 is None for f in message.faces)
+    s3 = aws.client("s3")
+    crops = [s3.get_object(Bucket=settings.bucket, Key=f.crop_s3_key)["Body"].read() for f in message.faces]
+    # The same crops inline would not have fit: their base64 alone exceeds the limit.
+    assert sum(len(base64.b64encode(c)) for c in crops) > MAX_QUEUE_MESSAGE_BYTES
+
+
+def test_logs_carry_the_request_id_and_never_the_body(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:
+    stream = io.StringIO()  # powertools' handler keeps the stdout it saw at import; read its output directly
+    monkeypatch.setattr(detection.logger.registered_handler, "stream", stream)
+    event = _sample()
+    detection.handler(event, None)
+    out = stream.getvalue()
+    logs = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"level"' in line]
+    assert any(log.get("correlation_id") == event["headers"]["x-request-id"] for log in logs)
+    assert event["body"][:64] not in out
