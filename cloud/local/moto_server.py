@@ -1,0 +1,34 @@
+"""A real SQS/S3 protocol server for the local stack: moto's ThreadedMotoServer on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+
+from moto.server import ThreadedMotoServer
+
+log = logging.getLogger(__name__)
+
+
+class MotoServer:
+    """moto in a thread of this process, on `host:port` (port 0 = a free port chosen by the OS).
+
+    moto keeps its state in module globals: a `mock_aws` context entered in the same process resets
+    it, so tests that use this server must not also use in-process moto mocks.
+    """
+
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
+        self._server = ThreadedMotoServer(ip_address=host, port=port, verbose=False)
+        self.endpoint_url = ""
+
+    def start(self) -> str:
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per AWS call is noise
+        self._server.start()
+        host, port = self._server.get_host_and_port()
+        self.endpoint_url = f"http://{host}:{port}"
+        log.info("moto server listening on %s", self.endpoint_url)
+        return self.endpoint_url
+
+    def stop(self) -> None:
+        if self.endpoint_url:
+            self._server.stop()
+            self.endpoint_url = ""

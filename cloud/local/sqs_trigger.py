@@ -1,0 +1,210 @@
+"""A local SQS event source mapping: long-poll a queue, invoke a handler with batches, delete what succeeded.
+
+Semantics follow Lambda's SQS trigger with `ReportBatchItemFailures`: records named in the
+returned `batchItemFailures` stay on the queue and come back after the visibility timeout (and
+reach the DLQ after maxReceiveCount receives); the rest are deleted. A handler exception, or a
+response Lambda would reject (not a dict, unknown itemIdentifier), returns the whole batch.
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from cloud.local.function_url import Handler, LambdaContext
+
+log = logging.getLogger(__name__)
+
+MAX_RECEIVE = 10  # SQS ReceiveMessage returns at most 10 messages per call
+
+
+def _message_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
+    """ReceiveMessage's MessageAttributes in the Lambda event's camelCase form (binary as base64)."""
+    converted: dict[str, Any] = {}
+    for name, value in attributes.items():
+        item: dict[str, Any] = {"dataType": value["DataType"], "stringListValues": [], "binaryListValues": []}
+        if "StringValue" in value:
+            item["stringValue"] = value["StringValue"]
+        if "BinaryValue" in value:
+            item["binaryValue"] = base64.b64encode(value["BinaryValue"]).decode("ascii")
+        converted[name] = item
+    return converted
+
+
+def build_event(messages: list[dict[str, Any]], queue_arn: str, region: str) -> dict[str, Any]:
+    """The SQS event Lambda passes to a function for a batch of received messages."""
+    records = []
+    for message in messages:
+        record: dict[str, Any] = {
+            "messageId": message["MessageId"],
+            "receiptHandle": message["ReceiptHandle"],
+            "body": message["Body"],
+            "attributes": dict(message.get("Attributes", {})),
+            "messageAttributes": _message_attributes(message.get("MessageAttributes", {})),
+            "md5OfBody": message["MD5OfBody"],
+            "eventSource": "aws:sqs",
+            "eventSourceARN": queue_arn,
+            "awsRegion": region,
+        }
+        if "MD5OfMessageAttributes" in message:
+            record["md5OfMessageAttributes"] = message["MD5OfMessageAttributes"]
+        records.append(record)
+    return {"Records": records}
+
+
+def failed_ids(result: Any, batch_ids: set[str]) -> set[str] | None:
+    """The message ids to leave on the queue, or None when Lambda would treat the response as invalid
+    (and so fail the whole batch)."""
+    if result is None:
+        return set()
+    if not isinstance(result, dict):
+        return None
+    failures = result.get("batchItemFailures") or []
+    if not isinstance(failures, list):
+        return None
+    ids: set[str] = set()
+    for failure in failures:
+        item = failure.get("itemIdentifier") if isinstance(failure, dict) else None
+        if not isinstance(item, str) or item not in batch_ids:
+            return None
+        ids.add(item)
+    return ids
+
+
+class SqsTrigger:
+    """A thread that feeds `handler` batches from `queue_url` until stop()."""
+
+    def __init__(
+        self,
+        sqs: Any,
+        handler: Handler,
+        *,
+        queue_url: str,
+        queue_arn: str,
+        region: str,
+        batch_size: int = 10,
+        batching_window_s: float = 0.0,
+        timeout_s: float = 30.0,
+        poll_wait_s: int = 1,
+        function_name: str = "facepipe-recognition",
+    ) -> None:
+        if not 1 <= batch_size <= 10_000:
+            raise ValueError("batch size must be 1..10000")
+        if not 0 <= batching_window_s <= 300:
+            raise ValueError("batching window must be 0..300 s")
+        self.sqs, self.handler = sqs, handler
+        self.queue_url, self.queue_arn, self.region = queue_url, queue_arn, region
+        self.batch_size, self.batching_window_s = batch_size, batching_window_s
+        self.timeout_s, self.function_name = timeout_s, function_name
+        # Short long-polls keep stop() prompt; SQS and moto both honour WaitTimeSeconds 0..20.
+        self.poll_wait_s = poll_wait_s
+        self._stop = threading.Event()
+        self._running = threading.Event()  # cleared while paused
+        self._running.set()
+        self._idle = threading.Event()  # set while no batch is being received or processed
+        self._idle.set()
+        self._thread: threading.Thread | None = None
+        self.batches = 0  # invocations so far (for tests and logs)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="sqs-trigger", daemon=True)
+        self._thread.start()
+        log.info("SQS trigger polling %s (batch %d, window %.1f s)", self.queue_url, self.batch_size,
+                 self.batching_window_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._running.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stop taking new batches (an in-flight batch finishes first); resume on exit."""
+        self._running.clear()
+        self._idle.wait()
+        try:
+            yield
+        finally:
+            self._running.set()
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._running.wait()
+            if self._stop.is_set():
+                break
+            self._idle.clear()
+            try:
+                if self._running.is_set():
+                    messages = self._gather()
+                    if messages:
+                        self._process(messages)
+            except Exception:
+                # The poller must survive a broken endpoint or handler; back off and poll again.
+                log.exception("SQS trigger poll failed")
+                self._stop.wait(1.0)
+            finally:
+                self._idle.set()
+
+    def _receive(self, count: int, wait_s: int) -> list[dict[str, Any]]:
+        response = self.sqs.receive_message(
+            QueueUrl=self.queue_url,
+            MaxNumberOfMessages=min(MAX_RECEIVE, count),
+            WaitTimeSeconds=wait_s,
+            AttributeNames=["All"],
+            MessageAttributeNames=["All"],
+        )
+        return list(response.get("Messages", []))
+
+    def _gather(self) -> list[dict[str, Any]]:
+        """One batch: the first poll waits for a message, then fill up until the batch size or the
+        batching window is reached (window 0: only what the queue hands out right away)."""
+        messages = self._receive(self.batch_size, self.poll_wait_s)
+        if not messages:
+            return []
+        deadline = time.monotonic() + self.batching_window_s
+        while len(messages) < self.batch_size and not self._stop.is_set():
+            remaining = deadline - time.monotonic()
+            more = self._receive(self.batch_size - len(messages), min(20, max(0, int(remaining))))
+            if not more and remaining <= 0:
+                break
+            messages.extend(more)
+        return messages
+
+    def _process(self, messages: list[dict[str, Any]]) -> None:
+        ids = {m["MessageId"] for m in messages}
+        event = build_event(messages, self.queue_arn, self.region)
+        context = LambdaContext(self.function_name, self.timeout_s, self.region)
+        self.batches += 1
+        started = time.perf_counter()
+        try:
+            result = self.handler(event, context)
+        except Exception:
+            log.exception("%s raised on a batch of %d; whole batch returns to the queue", self.function_name,
+                          len(messages))
+            return
+        failures = failed_ids(result, ids)
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        if failures is None:
+            log.error("%s returned an invalid batch response %r; whole batch returns to the queue",
+                      self.function_name, result)
+            return
+        log.info("%s: batch of %d in %.0f ms, %d failed", self.function_name, len(messages), elapsed_ms,
+                 len(failures))
+        self._delete([m for m in messages if m["MessageId"] not in failures])
+
+    def _delete(self, messages: list[dict[str, Any]]) -> None:
+        for start in range(0, len(messages), MAX_RECEIVE):
+            chunk = messages[start:start + MAX_RECEIVE]
+            response = self.sqs.delete_message_batch(
+                QueueUrl=self.queue_url,
+                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
+            )
+            for failed in response.get("Failed", []):
+                log.warning("could not delete message: %s", failed)

@@ -1,0 +1,109 @@
+"""`facepipe local up` as a user runs it: a new process that prints its endpoints and the client
+environment, serves a frame end to end, and exits 0 on SIGTERM. Also measures each handler's cold
+start (new process to first result) and prints it; figures, not asserts."""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from types import SimpleNamespace
+from typing import IO
+
+import boto3
+import pytest
+
+from tests.conftest import Mailbox, post_frame
+from tests.photos import REPO, packaged, weights_path
+
+pytestmark = pytest.mark.slow
+
+
+def read_lines(stream: IO[str], lines: queue.Queue[str]) -> None:
+    for line in stream:
+        lines.put(line.rstrip("\n"))
+
+
+def wait_for_line(lines: queue.Queue[str], pattern: str, timeout: float, seen: list[str]) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            line = lines.get(timeout=max(0.1, deadline - time.monotonic()))
+        except queue.Empty:
+            break
+        seen.append(line)
+        if re.search(pattern, line):
+            return line
+    raise AssertionError(f"no line matching {pattern!r} within {timeout} s; output:\n" + "\n".join(seen))
+
+
+def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None:
+    # A clean environment: nothing of a stack running in this test process leaks into the child.
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
+    command = [sys.executable, "-m", "cloud.cli", "local", "up", "--weights", str(weights_path()),
+               "--handler-timeout", "5", "--prefix", f"cli-{uuid.uuid4().hex[:6]}-"]
+    started = time.monotonic()
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                               text=True)
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=read_lines, args=(process.stdout, lines), daemon=True).start()
+    seen: list[str] = []
+    try:
+        ready_line = wait_for_line(lines, r"^ready in ", 180, seen)
+        ready_s = time.monotonic() - started
+        exports = dict(shlex.split(line[len("export "):])[0].split("=", 1)
+                       for line in seen if line.startswith("export "))
+        for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_REGION",
+                     "FACEPIPE_FUNCTION_URL", "FACEPIPE_RESPONSE_QUEUE_URL"):
+            assert exports.get(name), f"{name} not exported"
+        for url in (exports["AWS_ENDPOINT_URL"], exports["FACEPIPE_FUNCTION_URL"]):
+            assert url.startswith("http://127.0.0.1:"), url
+        assert any(line.startswith("function URL") for line in seen)
+
+        # A client that knows only the printed environment.
+        stack = SimpleNamespace(
+            function_url=exports["FACEPIPE_FUNCTION_URL"], region=exports["AWS_REGION"],
+            credentials=SimpleNamespace(access_key=exports["AWS_ACCESS_KEY_ID"],
+                                        secret_key=exports["AWS_SECRET_ACCESS_KEY"]),
+        )
+        sqs = boto3.session.Session().client(
+            "sqs", endpoint_url=exports["AWS_ENDPOINT_URL"], region_name=exports["AWS_REGION"],
+            aws_access_key_id=exports["AWS_ACCESS_KEY_ID"], aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"])
+        request_id = str(uuid.uuid4())
+        posted = time.monotonic()
+        reply = post_frame(stack, packaged("face_recognition/obama2.jpg").read_bytes(), request_id=request_id)
+        accepted = time.monotonic()
+        assert reply.status_code == 202, reply.text
+        answer = Mailbox(sqs, exports["FACEPIPE_RESPONSE_QUEUE_URL"]).wait_for(request_id, timeout=60)
+        answered = time.monotonic()
+        assert answer["request_id"] == request_id and len(answer["faces"]) == 1
+        warm_ms = []
+        for _ in range(3):  # warm: the same frame again, end to end
+            request_id, posted_warm = str(uuid.uuid4()), time.monotonic()
+            post_frame(stack, packaged("face_recognition/obama2.jpg").read_bytes(), request_id=request_id)
+            Mailbox(sqs, exports["FACEPIPE_RESPONSE_QUEUE_URL"]).wait_for(request_id, timeout=60)
+            warm_ms.append((time.monotonic() - posted_warm) * 1000)
+
+        stopping = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+        stopped = time.monotonic()
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    print(f"\n[local up] {ready_line}")
+    print(f"[cold start] new process -> stack ready {ready_s:.1f} s; "
+          f"-> first detection result (202) {accepted - started:.1f} s "
+          f"(first invocation {(accepted - posted) * 1000:.0f} ms); "
+          f"-> first recognition result on the response queue {answered - started:.1f} s "
+          f"(first frame end to end {(answered - posted) * 1000:.0f} ms); SIGTERM -> exit {stopped - stopping:.1f} s")
+    print(f"[warm] one 1-face frame end to end (POST -> answer received): "
+          f"{', '.join(f'{ms:.0f}' for ms in warm_ms)} ms")
