@@ -140,6 +140,8 @@ class Camera:
         self._media_step = 0.0
         self._media_time = 0.0
         self.reconnects = 0
+        self._delivered = 0
+        self.ended = False  # a non-looping file/folder reached its end: read() returns None from now on
 
     def _open(self) -> _Reader | None:
         """Open the source, retrying with exponential backoff; None only when stopping."""
@@ -167,13 +169,15 @@ class Camera:
 
     def read(self) -> Frame | None:
         """The next frame; None at end of a non-looping file/folder or when stopping."""
-        while not self._stop.is_set():
+        while not self._stop.is_set() and not self.ended:
             if self._reader is None:
                 self._reader = self._open()
                 if self._reader is None:
                     return None
+                self._delivered = 0
             image = self._reader.read()
             if image is not None:
+                self._delivered += 1
                 return self._paced(image)
             finite = self._reader.finite
             self._reader.close()
@@ -181,7 +185,12 @@ class Camera:
             if finite:
                 if not self._config.loop:
                     log.info("camera: end of %s", self._config.source)
+                    self.ended = True
                     return None
+                if not self._delivered:  # nothing readable at all: do not spin reopening it
+                    log.warning("camera: %r gave no frame; retrying in %.1fs", self._config.source,
+                                self._config.reconnect.max_s)
+                    self._stop.wait(self._config.reconnect.max_s)
                 continue  # loop: reopen from the start
             log.warning("camera: lost %r; reconnecting", self._config.source)
             if self._stop.wait(self._config.reconnect.initial_s):

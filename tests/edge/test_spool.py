@@ -1,0 +1,67 @@
+"""Disk spool: order, size cap, atomic files, and surviving a restart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edge_client.spool import Spool, SpooledFrame
+from tests.photos import packaged
+
+
+def _frames(n: int) -> list[SpooledFrame]:
+    jpeg = packaged("face_recognition/obama.jpg").read_bytes()
+    return [SpooledFrame(request_id=f"00000000-0000-4000-8000-{i:012d}", captured_at=1_700_000_000 + i, jpeg=jpeg)
+            for i in range(n)]
+
+
+def _drain(spool: Spool) -> list[SpooledFrame]:
+    out = []
+    while (item := spool.oldest()[0]) is not None:
+        out.append(item)
+        spool.remove(item)
+    return out
+
+
+def test_fifo_in_capture_order_with_contents_intact(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10**9)
+    frames = _frames(5)
+    for frame in (frames[3], frames[0], frames[4], frames[1], frames[2]):  # spooled out of order
+        assert spool.put(frame) == 0
+    assert len(spool) == 5
+    drained = _drain(spool)
+    assert [f.request_id for f in drained] == [f.request_id for f in frames]
+    assert drained[0].jpeg == frames[0].jpeg and drained[0].captured_at == frames[0].captured_at
+    assert len(spool) == 0 and spool.bytes == 0 and list(tmp_path.iterdir()) == []
+
+
+def test_size_cap_drops_the_oldest(tmp_path: Path) -> None:
+    frames = _frames(6)
+    one = len(frames[0].header()) + 1 + len(frames[0].jpeg)
+    spool = Spool(tmp_path, max_bytes=3 * one + 10)
+    dropped = sum(spool.put(frame) for frame in frames)
+    assert dropped == 3 and len(spool) == 3 and spool.bytes <= spool.max_bytes
+    assert [f.request_id for f in _drain(spool)] == [f.request_id for f in frames[3:]]
+
+
+def test_survives_restart_and_cleans_interrupted_writes(tmp_path: Path) -> None:
+    first = Spool(tmp_path, max_bytes=10**9)
+    frames = _frames(3)
+    for frame in frames:
+        first.put(frame)
+    (tmp_path / "99999999999999999999-000001-x.frame.tmp").write_bytes(b"half a frame")  # a crash mid-write
+    again = Spool(tmp_path, max_bytes=10**9)
+    assert len(again) == 3 and again.bytes == first.bytes
+    assert not list(tmp_path.glob("*.tmp"))
+    assert [f.request_id for f in _drain(again)] == [f.request_id for f in frames]
+
+
+def test_corrupt_file_is_discarded_and_counted(tmp_path: Path) -> None:
+    spool = Spool(tmp_path, max_bytes=10**9)
+    frames = _frames(2)
+    for frame in frames:
+        spool.put(frame)
+    oldest = sorted(tmp_path.glob("*.frame"))[0]
+    oldest.write_bytes(b"{not json\n\xff\xd8")
+    item, corrupt = spool.oldest()
+    assert corrupt == 1 and item is not None and item.request_id == frames[1].request_id
+    assert len(spool) == 1
