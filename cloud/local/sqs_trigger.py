@@ -97,6 +97,8 @@ class SqsTrigger:
             raise ValueError("batch size must be 1..10000")
         if not 0 <= batching_window_s <= 300:
             raise ValueError("batching window must be 0..300 s")
+        if batch_size > 10 and batching_window_s < 1:
+            raise ValueError("a batch size over 10 needs a batching window of at least 1 s (as on AWS)")
         self.sqs, self.handler = sqs, handler
         self.queue_url, self.queue_arn, self.region = queue_url, queue_arn, region
         self.batch_size, self.batching_window_s = batch_size, batching_window_s

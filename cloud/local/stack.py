@@ -9,6 +9,7 @@ in its own process before importing them. So there is one stack per process.
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import os
 import secrets
@@ -33,7 +34,7 @@ _active: LocalStack | None = None  # the handlers read process-wide settings: on
 
 @dataclass
 class StackConfig:
-    host: str = "127.0.0.1"
+    host: str = "127.0.0.1"  # loopback only: moto accepts any credentials
     moto_port: int = 0  # 0 = a free port
     url_port: int = 0
     auth: Literal["aws_iam", "none"] = "aws_iam"
@@ -84,11 +85,13 @@ class LocalStack:
 
     def start(self) -> LocalStack:
         global _active
-        if _active is not None:
-            raise RuntimeError("a LocalStack is already running in this process (handlers share its settings)")
+        if not ipaddress.ip_address(self.config.host).is_loopback:
+            raise ValueError(f"the local stack binds loopback addresses only, not {self.config.host}")
         weights = Path(self.config.weights_path).resolve()
         if not weights.is_file():
             raise FileNotFoundError(f"recognition weights {weights} missing: run `facepipe models prepare`")
+        if _active is not None:
+            raise RuntimeError("a LocalStack is already running in this process (handlers share its settings)")
         _active = self
         try:
             self._start(weights)
@@ -268,7 +271,6 @@ def _fresh_handlers() -> tuple[Any, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = StackConfig()
-    parser.add_argument("--host", default=defaults.host, help="address to bind (default %(default)s)")
     parser.add_argument("--moto-port", type=int, default=0, help="moto (SQS/S3) port; 0 = free port")
     parser.add_argument("--url-port", type=int, default=0, help="Function URL port; 0 = free port")
     parser.add_argument("--auth", choices=["aws_iam", "none"], default=defaults.auth,
@@ -306,7 +308,7 @@ def endpoint_lines(stack: LocalStack) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = StackConfig(
-        host=args.host, moto_port=args.moto_port, url_port=args.url_port, auth=args.auth,
+        moto_port=args.moto_port, url_port=args.url_port, auth=args.auth,
         weights_path=args.weights, region=args.region, prefix=args.prefix, batch_size=args.batch_size,
         batching_window_s=args.batching_window, handler_timeout_s=args.handler_timeout,
         max_receive_count=args.max_receive_count, torch_threads=args.threads,

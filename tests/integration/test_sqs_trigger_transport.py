@@ -151,3 +151,8 @@ def test_stop_is_prompt_on_an_idle_queue(sqs: Any, queue: tuple[str, str]) -> No
     started = time.monotonic()
     trigger.stop()
     assert time.monotonic() - started < 5
+
+
+def test_batches_over_ten_need_a_batching_window(sqs: Any, queue: tuple[str, str]) -> None:
+    with pytest.raises(ValueError, match="batching window of at least 1 s"):
+        SqsTrigger(sqs, lambda e, c: None, queue_url=queue[0], queue_arn=queue[1], region=REGION, batch_size=11)
