@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -108,6 +109,16 @@ def _verify(tool: str, unit_file: Path) -> tuple[int, list[str]]:
 def test_systemd_analyze_verify(tmp_path: Path) -> None:
     tool = _systemd_analyze()
     returncode, complaints = _verify(tool, _runnable_copy(tmp_path, UNIT.read_text()))
+    assert returncode == 0 and complaints == [], complaints
+
+
+def test_documented_credential_lines_are_valid(tmp_path: Path) -> None:
+    # The commented-out credential options (drop-in material, docs/raspberry-pi.md) verify too.
+    tool = _systemd_analyze()
+    text = UNIT.read_text()
+    enabled = re.sub(r"^#((?:LoadCredential|Environment)=)", r"\1", text, flags=re.MULTILINE)
+    assert enabled.count("LoadCredential=") == 1 and "AWS_SHARED_CREDENTIALS_FILE=%d/" in enabled
+    returncode, complaints = _verify(tool, _runnable_copy(tmp_path, enabled))
     assert returncode == 0 and complaints == [], complaints
 
 
