@@ -1,0 +1,203 @@
+"""`facepipe enroll`: detect the single face in each photo, embed it, and add it to the gallery.
+
+    facepipe enroll --name NAME PHOTO...      one person, several photos
+    facepipe enroll --dir people/             one sub-folder per person: people/<name>/*.jpg
+
+Photos with no face or several faces are reported and skipped. torch is imported only when the
+command runs, so `facepipe --help` stays light.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from cloud.contracts import UNKNOWN_NAME
+from cloud.recognition.gallery import Gallery, GalleryError, GalleryNotFound, load_gallery, save_gallery
+
+if TYPE_CHECKING:
+    from cloud.detection.detector import Detector
+    from cloud.recognition.embedder import Embedder
+
+PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
+# Enrollment photos come from the operator's disk, not the network: allow full-size camera photos.
+MAX_PHOTO_BYTES = 64 * 1024 * 1024
+MAX_PHOTO_PIXELS = 64_000_000
+EMBED_CHUNK = 16  # crops per forward pass: bounded memory on long enrollments
+
+
+@dataclass(frozen=True)
+class Skipped:
+    path: Path
+    reason: str
+
+
+@dataclass
+class EnrollReport:
+    gallery_uri: str
+    model_tag: str
+    enrolled: dict[str, int] = field(default_factory=dict)  # name -> photos added in this run
+    skipped: list[Skipped] = field(default_factory=list)
+    version: str | None = None  # the saved gallery's version (S3 VersionId); None if nothing was saved
+
+    @property
+    def photos(self) -> int:
+        return sum(self.enrolled.values())
+
+
+def people_from_dir(directory: Path) -> dict[str, list[Path]]:
+    """{folder name: its photos} for every sub-folder of `directory` holding photos."""
+    if not directory.is_dir():
+        raise FileNotFoundError(f"{directory} is not a directory")
+    people = {}
+    for folder in sorted(p for p in directory.iterdir() if p.is_dir()):
+        photos = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES)
+        if photos:
+            people[folder.name] = photos
+    return people
+
+
+def enroll_photos(
+    gallery_uri: str,
+    weights_path: str | Path,
+    people: dict[str, list[Path]],
+    *,
+    min_probability: float = 0.9,
+    replace: bool = False,
+    progress: bool = False,
+    detector: Detector | None = None,
+    embedder: Embedder | None = None,
+) -> EnrollReport:
+    """Add one embedding per usable photo to the gallery at `gallery_uri` and save it.
+
+    `replace` drops a person's earlier embeddings first. `detector`/`embedder` let callers share
+    loaded models. Raises GalleryModelMismatch, before any photo is processed, when the stored
+    gallery was built with other weights.
+    """
+    from tqdm import tqdm
+
+    from cloud.detection.detector import Detector
+    from cloud.recognition.embedder import Embedder
+
+    bad = [name for name in people if not name or name == UNKNOWN_NAME]
+    if bad:
+        raise GalleryError(f"invalid name(s) {bad}: empty or the reserved {UNKNOWN_NAME!r}")
+    embedder = embedder or Embedder(weights_path)
+    gallery = _load_or_new(gallery_uri, embedder.model_tag)
+    gallery.check_model(embedder.model_tag, gallery_uri)
+    detector = detector or Detector(min_probability=min_probability)
+    report = EnrollReport(gallery_uri=gallery_uri, model_tag=embedder.model_tag)
+
+    names: list[str] = []
+    crops: list[np.ndarray] = []
+    work = [(name, path) for name, paths in people.items() for path in paths]
+    for name, path in tqdm(work, desc="enrolling", unit="photo", disable=not progress, file=sys.stderr):
+        crop_or_reason = _single_face(detector, path)
+        if isinstance(crop_or_reason, str):
+            report.skipped.append(Skipped(path, crop_or_reason))
+        else:
+            names.append(name)
+            crops.append(crop_or_reason)
+    if not crops:
+        return report
+
+    embeddings = [embedder.embed(crops[i : i + EMBED_CHUNK]) for i in range(0, len(crops), EMBED_CHUNK)]
+    if replace:
+        for name in set(names):
+            gallery.remove(name)
+    for name, embedding in zip(names, (row for chunk in embeddings for row in chunk), strict=True):
+        gallery.add(name, embedding)
+        report.enrolled[name] = report.enrolled.get(name, 0) + 1
+    report.version = save_gallery(gallery, gallery_uri)
+    return report
+
+
+def _load_or_new(uri: str, model_tag: str) -> Gallery:
+    try:
+        return load_gallery(uri)
+    except GalleryNotFound:
+        return Gallery(model_tag)
+
+
+def _single_face(detector: Detector, path: Path) -> np.ndarray | str:
+    """The photo's only face crop, or why the photo is skipped."""
+    from cloud.images import ImageRejected, open_checked
+
+    try:
+        image = open_checked(path.read_bytes(), MAX_PHOTO_BYTES, MAX_PHOTO_PIXELS)
+    except (OSError, ImageRejected) as exc:
+        return f"unreadable: {exc}"
+    faces = detector.detect(image)
+    if not faces:
+        return f"no face found (probability >= {detector.min_probability})"
+    if len(faces) > 1:
+        return f"{len(faces)} faces found; an enrollment photo must show exactly one face"
+    return faces[0].crop
+
+
+# --- command line ----------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    who = parser.add_mutually_exclusive_group(required=True)
+    who.add_argument("--name", help="the person shown in PHOTO...")
+    who.add_argument("--dir", type=Path, help="folder with one sub-folder of photos per person (folder name = name)")
+    parser.add_argument("photos", nargs="*", type=Path, metavar="PHOTO", help="photos of NAME (with --name)")
+    parser.add_argument("--gallery", help="s3://bucket/key or a file path (default: $FACEPIPE_GALLERY_URI)")
+    parser.add_argument("--weights", help="InceptionResnetV1 weights file (default: $FACEPIPE_WEIGHTS_PATH)")
+    parser.add_argument("--min-probability", type=float, help="face detection threshold (default: 0.9)")
+    parser.add_argument("--replace", action="store_true", help="drop the person's earlier embeddings first")
+
+
+def run(args: argparse.Namespace) -> int:
+    from cloud.recognition.embedder import WeightsMissing
+    from cloud.settings import get_settings
+
+    settings = get_settings()
+    gallery_uri = args.gallery or settings.gallery_uri
+    weights = args.weights or settings.weights_path
+    if not gallery_uri or not weights:
+        print("error: give --gallery and --weights (or set FACEPIPE_GALLERY_URI and FACEPIPE_WEIGHTS_PATH)",
+              file=sys.stderr)
+        return 2
+    try:
+        people = _people(args)
+        report = enroll_photos(
+            gallery_uri, weights, people, replace=args.replace, progress=True,
+            min_probability=settings.min_face_probability if args.min_probability is None else args.min_probability,
+        )
+    except (GalleryError, WeightsMissing, FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for line in summary_lines(report):
+        print(line)
+    return 0 if report.photos else 1
+
+
+def _people(args: argparse.Namespace) -> dict[str, list[Path]]:
+    if args.dir is not None:
+        if args.photos:
+            raise ValueError("--dir takes no PHOTO arguments")
+        return people_from_dir(args.dir)
+    if not args.photos:
+        raise ValueError("--name needs at least one PHOTO")
+    return {args.name: list(args.photos)}
+
+
+def summary_lines(report: EnrollReport) -> Iterator[str]:
+    for skipped in report.skipped:
+        yield f"skipped {skipped.path}: {skipped.reason}"
+    for name, count in sorted(report.enrolled.items()):
+        yield f"enrolled {name}: {count} photo(s)"
+    if report.photos:
+        yield (f"saved {report.photos} embedding(s) of {len(report.enrolled)} person(s) to {report.gallery_uri} "
+               f"(version {report.version}, model {report.model_tag})")
+    else:
+        yield f"nothing enrolled; {report.gallery_uri} unchanged"
+

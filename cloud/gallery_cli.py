@@ -1,0 +1,61 @@
+"""`facepipe gallery list` and `facepipe gallery remove NAME`: inspect and edit the enrolled gallery."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cloud.recognition.gallery import GalleryError, load_gallery, save_gallery
+
+
+def _add_gallery_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--gallery", help="s3://bucket/key or a file path (default: $FACEPIPE_GALLERY_URI)")
+
+
+def _gallery_uri(args: argparse.Namespace) -> str:
+    from cloud.settings import get_settings
+
+    uri = args.gallery or get_settings().gallery_uri
+    if not uri:
+        raise GalleryError("give --gallery or set FACEPIPE_GALLERY_URI")
+    return str(uri)
+
+
+def add_list_arguments(parser: argparse.ArgumentParser) -> None:
+    _add_gallery_argument(parser)
+
+
+def run_list(args: argparse.Namespace) -> int:
+    try:
+        uri = _gallery_uri(args)
+        gallery = load_gallery(uri)
+    except GalleryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    counts = gallery.counts()
+    print(f"gallery {uri} (version {gallery.version})")
+    print(f"model {gallery.model_tag}: {len(gallery)} embedding(s) of {len(counts)} name(s)")
+    for name, count in counts.items():
+        print(f"{count:5d}  {name}")
+    return 0
+
+
+def add_remove_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("name", help="the enrolled name to remove (every embedding of it)")
+    _add_gallery_argument(parser)
+
+
+def run_remove(args: argparse.Namespace) -> int:
+    try:
+        uri = _gallery_uri(args)
+        gallery = load_gallery(uri)
+        removed = gallery.remove(args.name)
+        if not removed:
+            print(f"error: {args.name!r} is not in {uri}", file=sys.stderr)
+            return 1
+        version = save_gallery(gallery, uri)
+    except GalleryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"removed {args.name}: {removed} embedding(s); {uri} is now version {version}")
+    return 0

@@ -1,0 +1,210 @@
+"""Recognition Lambda (SQS trigger): a batch of request messages -> ONE embedding pass over every
+crop of the batch -> gallery match -> one answer per request on its response queue.
+
+Two phases, so the forward pass happens once per batch while powertools still owns the partial
+batch response:
+1. `recognise_batch` parses every record, loads its crops and routes it; records that fail here
+   keep their exception. All good crops are embedded in one call and matched.
+2. powertools' BatchProcessor walks the records: `Batch.respond` re-raises a record's exception
+   (-> batchItemFailures, redelivered, DLQ after maxReceiveCount) or sends its answer.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import time
+from dataclasses import dataclass, field
+from functools import cache
+from typing import Any
+
+import numpy as np
+from aws_lambda_powertools import Logger, Metrics
+from aws_lambda_powertools.metrics import MetricUnit
+from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
+from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
+
+from cloud import aws
+from cloud.contracts import UNKNOWN_NAME, RequestMessage, is_valid_device_id, is_valid_request_id
+from cloud.images import decode_jpeg
+from cloud.recognition.embedder import CROP_SIZE, Embedder
+from cloud.recognition.gallery import Gallery, GalleryCache, Match
+from cloud.recognition.respond import Router, build_response, persist_response, queue_wait_ms, send_response
+from cloud.settings import Settings, get_settings
+
+GALLERY_REFRESH_SECONDS = 30.0  # how stale a warm container's gallery may get after an enrollment
+
+logger = Logger(service="facepipe-recognition")
+metrics = Metrics(namespace="facepipe", service="facepipe-recognition")
+# A batch where every record fails is reported record by record, like any partial failure.
+processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
+
+
+# --- per-container state -------------------------------------------------------------------------
+
+
+@cache
+def get_embedder(weights_path: str, threads: int) -> Embedder:
+    return Embedder(weights_path, threads=threads)
+
+
+@cache
+def get_router(default_queue_url: str, reply_to_prefix: str) -> Router:
+    return Router(default_queue_url, reply_to_prefix)  # holds the reply_to queue URL cache
+
+
+_galleries = GalleryCache(GALLERY_REFRESH_SECONDS)
+
+
+def forget_gallery() -> None:
+    """Reload the gallery on the next batch (after an enrollment in this process)."""
+    global _galleries
+    _galleries = GalleryCache(GALLERY_REFRESH_SECONDS)
+
+
+def reset_caches() -> None:
+    """Forget the embedder, gallery, router and settings (tests change the environment)."""
+    get_embedder.cache_clear()
+    get_router.cache_clear()
+    get_settings.cache_clear()
+    forget_gallery()
+
+
+# --- phase 1: parse, load crops, embed once, match -----------------------------------------------
+
+
+@dataclass
+class Outcome:
+    """What phase 1 concluded about one record."""
+
+    error: Exception | None = None
+    request: RequestMessage | None = None
+    queue_url: str = ""
+    crops: list[np.ndarray] = field(default_factory=list)
+    matches: list[Match] = field(default_factory=list)
+
+
+class BadRequest(ValueError):
+    """The record is not a usable request message (it will not get better on redelivery)."""
+
+
+def parse_request(body: str) -> RequestMessage:
+    request = RequestMessage.model_validate_json(body)  # unknown schema_version fails here too
+    if not is_valid_request_id(request.request_id):
+        raise BadRequest(f"request_id {request.request_id[:80]!r} is not a canonical UUID")
+    if not is_valid_device_id(request.device_id):
+        raise BadRequest(f"device_id {request.device_id[:80]!r} is not a valid device id")
+    return request
+
+
+def load_crops(request: RequestMessage, bucket: str) -> list[np.ndarray]:
+    """Every face's 160x160 RGB crop, inline (base64 JPEG) or from S3."""
+    crops = []
+    for i, face in enumerate(request.faces):
+        if (face.crop_jpeg_b64 is None) == (face.crop_s3_key is None):
+            raise BadRequest(f"face {i}: exactly one of crop_jpeg_b64 and crop_s3_key must be set")
+        if face.crop_jpeg_b64 is not None:
+            try:
+                jpeg = base64.b64decode(face.crop_jpeg_b64, validate=True)
+            except binascii.Error as exc:
+                raise BadRequest(f"face {i}: crop_jpeg_b64 is not base64: {exc}") from exc
+        else:
+            if not bucket:
+                raise BadRequest(f"face {i}: crop in S3 but FACEPIPE_BUCKET is not set")
+            jpeg = aws.client("s3").get_object(Bucket=bucket, Key=face.crop_s3_key)["Body"].read()
+        crop = decode_jpeg(jpeg)
+        if crop.shape != (CROP_SIZE, CROP_SIZE, 3):
+            raise BadRequest(f"face {i}: crop is {crop.shape}, expected ({CROP_SIZE}, {CROP_SIZE}, 3)")
+        crops.append(crop)
+    return crops
+
+
+def prepare_record(record: SQSRecord, settings: Settings) -> Outcome:
+    try:
+        request = parse_request(record.body)
+        queue_url = get_router(settings.response_queue_url, settings.reply_to_prefix).queue_url(request)
+        return Outcome(request=request, queue_url=queue_url, crops=load_crops(request, settings.bucket))
+    except Exception as exc:  # kept for phase 2, where powertools reports it for this record only
+        return Outcome(error=exc)
+
+
+def embed_and_match(outcomes: list[Outcome], embedder: Embedder, gallery: Gallery, threshold: float) -> None:
+    """One forward pass for every crop of the batch; the matches are dealt back to their records."""
+    good = [o for o in outcomes if o.error is None]
+    embeddings = embedder.embed([crop for o in good for crop in o.crops])
+    matches = gallery.match(embeddings, threshold)
+    start = 0
+    for outcome in good:
+        outcome.matches = matches[start : start + len(outcome.crops)]
+        start += len(outcome.crops)
+
+
+@dataclass
+class Batch:
+    outcomes: dict[str, Outcome]
+    model_tag: str
+    recognise_ms: float
+    settings: Settings
+
+    def respond(self, record: SQSRecord) -> str:
+        """powertools' record handler: answer one request, or raise its phase-1 error."""
+        outcome = self.outcomes[record.message_id]
+        if outcome.error is not None or outcome.request is None:
+            logger.warning(
+                "rejecting message %s (receive count %s): %s: %s", record.message_id,
+                record.attributes.get("ApproximateReceiveCount"), type(outcome.error).__name__, outcome.error,
+            )
+            raise outcome.error or BadRequest("no request")
+        request = outcome.request
+        logger.set_correlation_id(request.request_id)
+        try:
+            attributes = record.attributes
+            wait = queue_wait_ms(request, _int(attributes.get("SentTimestamp")),
+                                 _int(attributes.get("ApproximateFirstReceiveTimestamp")))
+            response = build_response(request, outcome.matches, model_tag=self.model_tag,
+                                      queue_wait_ms=wait, recognise_ms=self.recognise_ms)
+            if self.settings.persist_results:
+                persist_response(self.settings.bucket, request, response)
+            send_response(outcome.queue_url, response)
+            unknowns = sum(face.name == UNKNOWN_NAME for face in response.faces)
+            metrics.add_metric(name="QueueWaitMs", unit=MetricUnit.Milliseconds, value=wait)
+            metrics.add_metric(name="Unknowns", unit=MetricUnit.Count, value=unknowns)
+            logger.info("answered", extra={"device_id": request.device_id, "faces": len(response.faces),
+                                           "names": [face.name for face in response.faces]})
+            return request.request_id
+        finally:
+            logger.set_correlation_id(None)
+
+
+def recognise_batch(records: list[SQSRecord], settings: Settings) -> Batch:
+    """Phase 1 for the whole event. Embedder and gallery failures (missing weights, a gallery built
+    with other weights) raise: the whole batch returns to the queue, and the log says why."""
+    embedder = get_embedder(settings.weights_path, settings.torch_threads)
+    gallery = _galleries.get(settings.gallery_uri, embedder.model_tag)
+    start = time.perf_counter()
+    outcomes = [prepare_record(record, settings) for record in records]
+    embed_and_match(outcomes, embedder, gallery, settings.match_threshold)
+    recognise_ms = (time.perf_counter() - start) * 1000
+    faces = sum(len(o.crops) for o in outcomes if o.error is None)
+    metrics.add_metric(name="RecogniseMs", unit=MetricUnit.Milliseconds, value=recognise_ms)
+    metrics.add_metric(name="Faces", unit=MetricUnit.Count, value=faces)
+    return Batch({r.message_id: o for r, o in zip(records, outcomes, strict=True)},
+                 embedder.model_tag, recognise_ms, settings)
+
+
+# --- the Lambda entry point ------------------------------------------------------------------------
+
+
+def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+    try:
+        records = [SQSRecord(raw) for raw in event["Records"]]
+        batch = recognise_batch(records, get_settings())
+        result = process_partial_response(event=event, record_handler=batch.respond, processor=processor,
+                                          context=context)
+        return dict(result)
+    finally:
+        metrics.flush_metrics()
+
+
+def _int(value: str | None) -> int | None:
+    return int(value) if value else None

@@ -1,0 +1,121 @@
+"""From a request and its matches to an answer on a response queue (and optionally in S3).
+
+Redelivery: SQS delivers at least once, so the same request may be recognised twice. Everything in
+the answer is a function of the request message and the gallery (distances rounded to 1e-4, queue
+wait taken from the message's first receive), except `timings.recognise_ms`, which measures the
+delivery that produced it. Clients deduplicate by `request_id`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from cloud import aws
+from cloud.contracts import RecognisedFace, RequestMessage, ResponseMessage, Timings
+from cloud.recognition.gallery import Match
+from cloud.settings import Settings
+
+DISTANCE_DECIMALS = 4  # batch composition moves float32 embeddings by ~1e-6: round it away
+
+
+class ReplyToRefused(ValueError):
+    """A request names a reply_to queue this deployment does not allow."""
+
+
+def queue_wait_ms(
+    request: RequestMessage,
+    sent_timestamp_ms: int | None,
+    first_receive_ms: int | None,
+    now: float | None = None,
+) -> float:
+    """Time the request spent in the queue. SQS's own timestamps when the event carries them (first
+    receive minus sent is the same on every redelivery); otherwise now minus detection time."""
+    if sent_timestamp_ms is not None and first_receive_ms is not None:
+        return max(0.0, float(first_receive_ms - sent_timestamp_ms))
+    now = time.time() if now is None else now
+    start = sent_timestamp_ms / 1000 if sent_timestamp_ms is not None else request.detected_at
+    return max(0.0, (now - start) * 1000)
+
+
+def build_response(
+    request: RequestMessage,
+    matches: Sequence[Match],
+    *,
+    model_tag: str,
+    queue_wait_ms: float,
+    recognise_ms: float,
+) -> ResponseMessage:
+    if len(matches) != len(request.faces):
+        raise ValueError(f"{len(matches)} matches for {len(request.faces)} faces")
+    faces = [
+        RecognisedFace(
+            box=face.box,
+            name=name,
+            distance=None if distance is None else round(distance, DISTANCE_DECIMALS),
+            probability=face.probability,
+        )
+        for face, (name, distance) in zip(request.faces, matches, strict=True)
+    ]
+    return ResponseMessage(
+        request_id=request.request_id,
+        device_id=request.device_id,
+        frame_timestamp=request.frame_timestamp,
+        faces=faces,
+        timings=Timings(
+            detect_ms=request.detect_ms,
+            queue_wait_ms=round(queue_wait_ms, 1),
+            recognise_ms=round(recognise_ms, 1),
+        ),
+        model=model_tag,
+    )
+
+
+class Router:
+    """Picks the response queue: the configured default, or the request's reply_to when its name
+    starts with the configured prefix (one queue per device, never an arbitrary queue)."""
+
+    def __init__(self, default_queue_url: str, reply_to_prefix: str) -> None:
+        self.default_queue_url = default_queue_url
+        self.reply_to_prefix = reply_to_prefix
+        self._urls: dict[str, str] = {}  # queue name -> URL; queue URLs never change
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Router:
+        return cls(settings.response_queue_url, settings.reply_to_prefix)
+
+    def queue_url(self, request: RequestMessage) -> str:
+        name = request.reply_to
+        if name is None:
+            if not self.default_queue_url:
+                raise ReplyToRefused("no response queue configured (FACEPIPE_RESPONSE_QUEUE_URL) and no reply_to")
+            return self.default_queue_url
+        if not self.reply_to_prefix:
+            raise ReplyToRefused(f"reply_to {name!r} refused: reply_to is disabled (FACEPIPE_REPLY_TO_PREFIX empty)")
+        if not name.startswith(self.reply_to_prefix):
+            raise ReplyToRefused(f"reply_to {name!r} refused: it does not start with {self.reply_to_prefix!r}")
+        if name not in self._urls:
+            self._urls[name] = aws.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
+        return self._urls[name]
+
+
+def send_response(queue_url: str, response: ResponseMessage) -> str:
+    """Put the answer on its queue; returns the SQS MessageId."""
+    reply = aws.client("sqs").send_message(QueueUrl=queue_url, MessageBody=response.model_dump_json())
+    return str(reply["MessageId"])
+
+
+def result_key(request: RequestMessage) -> str:
+    """results/<device>/<YYYY-MM-DD>/<request_id>.json; the date is the detection date (UTC), so a
+    redelivery on another day still overwrites the same object."""
+    day = datetime.fromtimestamp(request.detected_at, UTC).strftime("%Y-%m-%d")
+    return f"results/{request.device_id}/{day}/{request.request_id}.json"
+
+
+def persist_response(bucket: str, request: RequestMessage, response: ResponseMessage) -> str:
+    key = result_key(request)
+    aws.client("s3").put_object(
+        Bucket=bucket, Key=key, Body=response.model_dump_json().encode(), ContentType="application/json"
+    )
+    return key

@@ -1,0 +1,176 @@
+"""Gallery: matching rules, storage round trips (local file and a versioned S3 object on a real moto
+server over HTTP), model-tag refusal, and the recognizer's reload-on-new-version cache."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from moto.server import ThreadedMotoServer
+
+from cloud import aws
+from cloud.contracts import UNKNOWN_NAME
+from cloud.recognition.gallery import (
+    Gallery,
+    GalleryCache,
+    GalleryError,
+    GalleryModelMismatch,
+    GalleryNotFound,
+    current_version,
+    load_gallery,
+    save_gallery,
+)
+
+TAG = "inception_resnet_v1:test"
+
+
+def unit_rows(seed: int, n: int) -> np.ndarray:
+    """n random L2-normalised 512-d rows (storage and arithmetic tests; not faces)."""
+    rows = np.random.default_rng(seed).normal(size=(n, 512)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+@pytest.fixture(scope="module")
+def s3_bucket() -> Iterator[str]:
+    """A versioned bucket on a moto server over HTTP, reached through cloud.aws like the handlers."""
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.setenv(name, "testing")
+        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        aws.client.cache_clear()
+        s3 = aws.client("s3")
+        s3.create_bucket(Bucket="galleries")
+        s3.put_bucket_versioning(Bucket="galleries", VersioningConfiguration={"Status": "Enabled"})
+        yield "galleries"
+    aws.client.cache_clear()
+    server.stop()
+
+
+# --- matching ----------------------------------------------------------------------------------------
+
+
+def test_match_names_the_nearest_within_threshold_and_unknown_beyond() -> None:
+    # GIVEN two people, one with two embeddings
+    a, b, c = unit_rows(1, 3)
+    gallery = Gallery(TAG)
+    gallery.add("ann", np.stack([a, b]))
+    gallery.add("bob", c)
+    # WHEN probing with b itself, with a vector between a and b, and with a far-away vector
+    between = (a + b) / np.linalg.norm(a + b)
+    far = unit_rows(2, 1)[0]
+    matches = gallery.match(np.stack([b, between, far, c]), threshold=0.9)
+    # THEN exact copies match at distance 0, and the far vector is unknown with its true distance
+    assert matches[0] == ("ann", pytest.approx(0.0, abs=1e-3))
+    assert matches[1][0] == "ann"
+    assert matches[1][1] == pytest.approx(np.linalg.norm(between - a), abs=1e-4)
+    nearest_far = min(np.linalg.norm(far - row) for row in (a, b, c))
+    assert matches[2] == (UNKNOWN_NAME, pytest.approx(nearest_far, abs=1e-4))
+    assert nearest_far > 0.9
+    assert matches[3] == ("bob", pytest.approx(0.0, abs=1e-3))
+
+
+def test_threshold_is_inclusive_and_empty_gallery_answers_unknown_without_distance() -> None:
+    a, b = unit_rows(3, 2)
+    gallery = Gallery(TAG)
+    gallery.add("ann", a)
+    distance = float(np.linalg.norm(a - b))
+    assert gallery.match(b[None], threshold=distance + 1e-4)[0][0] == "ann"
+    assert gallery.match(b[None], threshold=distance - 1e-4)[0][0] == UNKNOWN_NAME
+    assert Gallery(TAG).match(np.stack([a, b]), threshold=1.0) == [(UNKNOWN_NAME, None)] * 2
+
+
+def test_add_remove_counts() -> None:
+    gallery = Gallery(TAG)
+    assert gallery.add("ann", unit_rows(4, 2)) == 2
+    assert gallery.add("bob", unit_rows(5, 1)) == 1
+    assert gallery.counts() == {"ann": 2, "bob": 1}
+    assert gallery.remove("ann") == 2
+    assert gallery.remove("nobody") == 0
+    assert gallery.counts() == {"bob": 1}
+    assert gallery.embeddings.shape == (1, 512)
+    with pytest.raises(GalleryError, match="reserved"):
+        gallery.add(UNKNOWN_NAME, unit_rows(6, 1))
+
+
+# --- storage -----------------------------------------------------------------------------------------
+
+
+def test_file_round_trip(tmp_path: Path) -> None:
+    uri = str(tmp_path / "sub" / "gallery.npz")
+    gallery = Gallery(TAG)
+    gallery.add("ann", unit_rows(7, 2))
+    gallery.add("bob", unit_rows(8, 1))
+    version = save_gallery(gallery, uri)
+    loaded = load_gallery(uri)
+    assert (loaded.model_tag, loaded.names, loaded.version) == (TAG, ["ann", "ann", "bob"], version)
+    np.testing.assert_array_equal(loaded.embeddings, gallery.embeddings)
+    assert loaded.embeddings.dtype == np.float32
+    assert current_version(uri) == version
+
+
+def test_missing_and_unreadable_files(tmp_path: Path) -> None:
+    with pytest.raises(GalleryNotFound, match="enroll"):
+        load_gallery(str(tmp_path / "absent.npz"))
+    assert current_version(str(tmp_path / "absent.npz")) is None
+    junk = tmp_path / "junk.npz"
+    junk.write_bytes(b"not a gallery")
+    with pytest.raises(GalleryError, match="unreadable"):
+        load_gallery(str(junk))
+
+
+def test_s3_round_trip_keeps_every_version(s3_bucket: str) -> None:
+    # GIVEN a gallery saved twice to a versioned bucket
+    uri = f"s3://{s3_bucket}/people/gallery.npz"
+    gallery = Gallery(TAG)
+    gallery.add("ann", unit_rows(9, 1))
+    first = save_gallery(gallery, uri)
+    gallery.add("bob", unit_rows(10, 1))
+    second = save_gallery(gallery, uri)
+    # THEN each save is a new S3 version, the latest is what loads, and the first is still there
+    assert first and second and first != second
+    loaded = load_gallery(uri)
+    assert (loaded.names, loaded.version, loaded.model_tag) == (["ann", "bob"], second, TAG)
+    np.testing.assert_array_equal(loaded.embeddings, gallery.embeddings)
+    assert current_version(uri) == second
+    versions = aws.client("s3").list_object_versions(Bucket=s3_bucket, Prefix="people/gallery.npz")["Versions"]
+    assert {v["VersionId"] for v in versions} == {first, second}
+
+
+def test_s3_missing_gallery(s3_bucket: str) -> None:
+    with pytest.raises(GalleryNotFound):
+        load_gallery(f"s3://{s3_bucket}/nothing-here.npz")
+    assert current_version(f"s3://{s3_bucket}/nothing-here.npz") is None
+    with pytest.raises(GalleryError, match="s3://bucket/key"):
+        load_gallery("s3://only-a-bucket")
+
+
+# --- model tag and the recognizer's cache ----------------------------------------------------------
+
+
+def test_gallery_from_other_weights_is_refused_with_both_tags(tmp_path: Path) -> None:
+    uri = str(tmp_path / "gallery.npz")
+    save_gallery(Gallery("inception_resnet_v1:aaaa"), uri)
+    with pytest.raises(GalleryModelMismatch) as caught:
+        GalleryCache(refresh_seconds=60).get(uri, "inception_resnet_v1:bbbb")
+    message = str(caught.value)
+    assert "inception_resnet_v1:aaaa" in message and "inception_resnet_v1:bbbb" in message
+    assert "re-enroll" in message
+
+
+def test_cache_reloads_a_new_version_after_the_refresh_interval(s3_bucket: str) -> None:
+    uri = f"s3://{s3_bucket}/cache/gallery.npz"
+    fresh, lazy = GalleryCache(refresh_seconds=0), GalleryCache(refresh_seconds=3600)
+    # Nothing stored yet: an empty gallery, every face unknown.
+    assert len(fresh.get(uri, TAG)) == 0 and len(lazy.get(uri, TAG)) == 0
+    gallery = Gallery(TAG)
+    gallery.add("ann", unit_rows(11, 1))
+    version = save_gallery(gallery, uri)
+    reloaded = fresh.get(uri, TAG)
+    assert (reloaded.names, reloaded.version) == (["ann"], version)
+    assert len(lazy.get(uri, TAG)) == 0  # within its interval: no HEAD, the old copy

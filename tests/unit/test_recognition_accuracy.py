@@ -1,0 +1,117 @@
+"""Recognition accuracy at the published default threshold, through the real pipeline: enrollment
+(MTCNN + InceptionResnetV1 into a gallery file), then detect, embed and match probe photos.
+
+The shared set is the main test; the packaged photos make a self-contained version for machines
+without ../shared."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cloud.contracts import UNKNOWN_NAME
+from cloud.detection.detector import Detector
+from cloud.enrollment import enroll_photos
+from cloud.recognition.embedder import Embedder
+from cloud.recognition.gallery import Gallery, Match, load_gallery
+from cloud.settings import Settings
+from tests.photos import SHARED, packaged, requires_shared, weights_path
+
+THRESHOLD = Settings.model_fields["match_threshold"].default  # the calibrated default, not the env
+
+
+@pytest.fixture(scope="module")
+def models() -> tuple[Detector, Embedder]:
+    return Detector(), Embedder(weights_path())
+
+
+def embed_photo(photo: Path, models: tuple[Detector, Embedder]) -> np.ndarray:
+    detector, embedder = models
+    faces = detector.detect(Image.open(photo).convert("RGB"))
+    assert len(faces) == 1, f"{photo}: {len(faces)} faces"
+    return embedder.embed([faces[0].crop])
+
+
+def recognise(embedding: np.ndarray, gallery: Gallery) -> Match:
+    [match] = gallery.match(embedding, THRESHOLD)
+    return match
+
+
+def enrolled_gallery(tmp_path: Path, people: dict[str, list[Path]], models: tuple[Detector, Embedder]) -> Gallery:
+    uri = str(tmp_path / "gallery.npz")
+    report = enroll_photos(uri, weights_path(), people, detector=models[0], embedder=models[1])
+    assert report.skipped == [] and report.enrolled == {name: len(p) for name, p in people.items()}
+    return load_gallery(uri)
+
+
+# --- shared photos -----------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def shared_gallery(tmp_path_factory: pytest.TempPathFactory, models: tuple[Detector, Embedder]) -> Gallery:
+    """Every identity's 1.jpg enrolled."""
+    people = {p.name: [p / "1.jpg"] for p in sorted((SHARED / "identities").iterdir()) if p.is_dir()}
+    return enrolled_gallery(tmp_path_factory.mktemp("shared"), people, models)
+
+
+@pytest.fixture(scope="module")
+def shared_probes(models: tuple[Detector, Embedder]) -> dict[Path, np.ndarray]:
+    """The embedding of every identities/ photo, each detected once."""
+    return {photo: embed_photo(photo, models) for photo in sorted((SHARED / "identities").glob("*/*.jpg"))}
+
+
+@requires_shared
+def test_every_second_photo_is_recognised_with_the_right_name(
+    shared_gallery: Gallery, shared_probes: dict[Path, np.ndarray]
+) -> None:
+    probes = {photo: e for photo, e in shared_probes.items() if photo.name == "2.jpg"}
+    assert len(probes) >= 20
+    results = {p.parent.name: recognise(e, shared_gallery) for p, e in probes.items()}
+    wrong = {name: match for name, match in results.items() if match[0] != name}
+    assert not wrong, f"at threshold {THRESHOLD}: {wrong}"
+
+
+@requires_shared
+def test_people_who_are_not_enrolled_come_back_unknown(
+    shared_gallery: Gallery, shared_probes: dict[Path, np.ndarray]
+) -> None:
+    # Leave one out: each person in turn is taken out of the gallery and probed with every photo.
+    named = {}
+    for photo, embedding in shared_probes.items():
+        person = photo.parent.name
+        others = Gallery(shared_gallery.model_tag, list(shared_gallery.names), shared_gallery.embeddings.copy())
+        assert others.remove(person) == 1
+        name, distance = recognise(embedding, others)
+        if name != UNKNOWN_NAME:
+            named[f"{person}/{photo.name}"] = (name, distance)
+    assert not named, f"strangers given a name at threshold {THRESHOLD}: {named}"
+
+
+# --- packaged photos (self-contained) ----------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def packaged_gallery(tmp_path_factory: pytest.TempPathFactory, models: tuple[Detector, Embedder]) -> Gallery:
+    people = {"barack_obama": [packaged("face_recognition/obama.jpg")],
+              "joe_biden": [packaged("face_recognition/biden.jpg")]}
+    return enrolled_gallery(tmp_path_factory.mktemp("packaged"), people, models)
+
+
+@pytest.mark.parametrize("photo", ["face_recognition/obama2.jpg", "face_recognition/obama3.jpg"])
+def test_packaged_obama_photos_are_recognised(
+    photo: str, packaged_gallery: Gallery, models: tuple[Detector, Embedder]
+) -> None:
+    name, distance = recognise(embed_photo(packaged(photo), models), packaged_gallery)
+    assert name == "barack_obama", distance
+
+
+@pytest.mark.parametrize("photo", ["matplotlib/grace_hopper.jpg", "skimage/astronaut.png"])
+def test_packaged_strangers_are_unknown(
+    photo: str, packaged_gallery: Gallery, models: tuple[Detector, Embedder]
+) -> None:
+    name, distance = recognise(embed_photo(packaged(photo), models), packaged_gallery)
+    assert name == UNKNOWN_NAME
+    assert distance is not None and distance > THRESHOLD

@@ -1,0 +1,324 @@
+"""Recognition handler against a real moto server over HTTP, with real weights and real photos.
+
+Request messages are real: faces detected in packaged photos, crops JPEG-encoded as the detection
+side does, sent to a real request queue and received with every attribute, then handed to the
+handler as the Lambda SQS event the event source mapping builds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto.server import ThreadedMotoServer
+from PIL import Image
+
+from cloud import aws
+from cloud.contracts import UNKNOWN_NAME, DetectedFace, RequestMessage, ResponseMessage
+from cloud.detection.detector import Detector
+from cloud.enrollment import enroll_photos
+from cloud.images import encode_jpeg
+from cloud.recognition import handler as recognition
+from cloud.recognition.gallery import GalleryModelMismatch, load_gallery, save_gallery
+from cloud.settings import Settings
+from tests.photos import packaged, weights_path
+
+REGION = "us-east-1"
+REPLY_PREFIX = "facepipe-reply-"
+THRESHOLD = Settings.model_fields["match_threshold"].default
+
+
+@dataclass
+class Stack:
+    sqs: Any
+    s3: Any
+    bucket: str
+    request_queue: str
+    response_queue: str
+    device_queue: str  # allowed by the reply_to prefix
+    other_queue: str  # not allowed
+    gallery_uri: str
+    env: dict[str, str]
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            mp.setenv(name, "testing")
+        mp.setenv("AWS_DEFAULT_REGION", REGION)
+        aws.client.cache_clear()
+        sqs, s3 = aws.client("sqs"), aws.client("s3")
+        s3.create_bucket(Bucket="facepipe")
+        s3.put_bucket_versioning(Bucket="facepipe", VersioningConfiguration={"Status": "Enabled"})
+        queues = {name: sqs.create_queue(QueueName=name)["QueueUrl"]
+                  for name in ("requests", "responses", f"{REPLY_PREFIX}cam1", "other-queue")}
+        env = {
+            "FACEPIPE_RESPONSE_QUEUE_URL": queues["responses"],
+            "FACEPIPE_BUCKET": "facepipe",
+            "FACEPIPE_GALLERY_URI": "s3://facepipe/gallery/gallery.npz",
+            "FACEPIPE_WEIGHTS_PATH": str(weights_path()),
+            "FACEPIPE_REPLY_TO_PREFIX": REPLY_PREFIX,
+            "FACEPIPE_TORCH_THREADS": "2",
+            "FACEPIPE_PERSIST_RESULTS": "false",
+        }
+        for name, value in env.items():
+            mp.setenv(name, value)
+        recognition.reset_caches()
+        yield Stack(sqs, s3, "facepipe", queues["requests"], queues["responses"], queues[f"{REPLY_PREFIX}cam1"],
+                    queues["other-queue"], env["FACEPIPE_GALLERY_URI"], env)
+    recognition.reset_caches()
+    aws.client.cache_clear()
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def detector() -> Detector:
+    return Detector()
+
+
+@pytest.fixture(scope="module")
+def enrolled(stack: Stack, detector: Detector) -> None:
+    """Barack Obama and Joe Biden enrolled into the S3 gallery with the handler's own embedder."""
+    settings = recognition.get_settings()
+    embedder = recognition.get_embedder(settings.weights_path, settings.torch_threads)
+    report = enroll_photos(stack.gallery_uri, settings.weights_path,
+                           {"barack_obama": [packaged("face_recognition/obama.jpg")],
+                            "joe_biden": [packaged("face_recognition/biden.jpg")]},
+                           detector=detector, embedder=embedder)
+    assert report.enrolled == {"barack_obama": 1, "joe_biden": 1}
+
+
+@pytest.fixture(autouse=True)
+def fresh_settings(stack: Stack) -> Iterator[None]:
+    """Each test may change FACEPIPE_* settings; the embedder stays loaded (same weights)."""
+    yield
+    recognition.get_settings.cache_clear()
+    recognition.get_router.cache_clear()
+    recognition.forget_gallery()
+
+
+@pytest.fixture(scope="module")
+def crops(detector: Detector) -> dict[str, bytes]:
+    """The single face of some packaged photos, as the JPEG the detection side would queue."""
+    result = {}
+    for key, photo in (("obama2", "face_recognition/obama2.jpg"), ("biden", "face_recognition/biden.jpg"),
+                       ("hopper", "matplotlib/grace_hopper.jpg")):
+        faces = detector.detect(Image.open(packaged(photo)).convert("RGB"))
+        assert len(faces) == 1, photo
+        result[key] = encode_jpeg(faces[0].crop)
+    return result
+
+
+def request(crops: list[bytes], *, reply_to: str | None = None, s3_keys: list[str] | None = None) -> RequestMessage:
+    faces = [
+        DetectedFace(box=[10.0 * i, 20.0, 10.0 * i + 100, 140.0], probability=0.99,
+                     landmarks=[[1.0, 2.0]] * 5,
+                     crop_jpeg_b64=None if s3_keys else base64.b64encode(jpeg).decode(),
+                     crop_s3_key=s3_keys[i] if s3_keys else None)
+        for i, jpeg in enumerate(crops)
+    ]
+    return RequestMessage(request_id=str(uuid.uuid4()), device_id="cam1", frame_timestamp=time.time() - 0.5,
+                          detected_at=time.time(), detect_ms=42.0, image_width=640, image_height=480,
+                          reply_to=reply_to, faces=faces)
+
+
+def deliver(stack: Stack, bodies: list[str], visibility: int = 30) -> dict[str, Any]:
+    """Send the bodies to the request queue and receive them back as one Lambda SQS event."""
+    sent = {stack.sqs.send_message(QueueUrl=stack.request_queue, MessageBody=b)["MessageId"] for b in bodies}
+    return receive_event(stack, sent, visibility)
+
+
+def receive_event(stack: Stack, message_ids: set[str], visibility: int = 30) -> dict[str, Any]:
+    records: dict[str, dict[str, Any]] = {}
+    deadline = time.monotonic() + 10
+    while set(records) != message_ids and time.monotonic() < deadline:
+        reply = stack.sqs.receive_message(QueueUrl=stack.request_queue, MaxNumberOfMessages=10,
+                                          AttributeNames=["All"], VisibilityTimeout=visibility, WaitTimeSeconds=1)
+        for m in reply.get("Messages", []):
+            records[m["MessageId"]] = {
+                "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                "attributes": m["Attributes"], "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
+                "eventSource": "aws:sqs", "eventSourceARN": f"arn:aws:sqs:{REGION}:123456789012:requests",
+                "awsRegion": REGION,
+            }
+    assert set(records) == message_ids
+    return {"Records": list(records.values())}
+
+
+def drain(stack: Stack, queue_url: str, expected: int) -> list[ResponseMessage]:
+    answers: list[ResponseMessage] = []
+    deadline = time.monotonic() + 10
+    while len(answers) < expected and time.monotonic() < deadline:
+        reply = stack.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        for m in reply.get("Messages", []):
+            answers.append(ResponseMessage.model_validate_json(m["Body"]))
+            stack.sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=m["ReceiptHandle"])
+    # nothing more than expected arrives
+    extra = stack.sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=10, WaitTimeSeconds=0)
+    assert not extra.get("Messages"), [m["Body"][:200] for m in extra["Messages"]]
+    return answers
+
+
+def failures(result: dict[str, Any]) -> set[str]:
+    return {item["itemIdentifier"] for item in result["batchItemFailures"]}
+
+
+# --- tests -------------------------------------------------------------------------------------------
+
+
+def test_malformed_messages_fail_alone_and_good_ones_are_answered(
+    stack: Stack, enrolled: None, crops: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a batch: two good frames (one with two faces), broken JSON, an unknown schema version,
+    # and a message whose crop is not a JPEG
+    known = request([crops["obama2"], crops["hopper"]])
+    single = request([crops["biden"]])
+    future = json.loads(request([crops["biden"]]).model_dump_json()) | {"schema_version": 2}
+    not_jpeg = request([b"GIF89a definitely not a jpeg"])
+    bodies = [known.model_dump_json(), "{not json", json.dumps(future), single.model_dump_json(),
+              not_jpeg.model_dump_json()]
+    event = deliver(stack, bodies)
+    by_body = {r["body"]: r["messageId"] for r in event["Records"]}
+    # ... and a spy on the (real) embedder that counts forward passes
+    settings = recognition.get_settings()
+    embedder = recognition.get_embedder(settings.weights_path, settings.torch_threads)
+    passes: list[int] = []
+    real_embed = embedder.embed
+
+    def counting_embed(batch: list[Any]) -> Any:
+        passes.append(len(batch))
+        return real_embed(batch)
+
+    monkeypatch.setattr(embedder, "embed", counting_embed)
+
+    # WHEN the handler runs
+    result = recognition.handler(event, None)
+
+    # THEN exactly the three bad records are reported, the batch's three crops went through one pass
+    assert failures(result) == {by_body[bodies[1]], by_body[bodies[2]], by_body[bodies[4]]}
+    assert passes == [3]
+    answers = {a.request_id: a for a in drain(stack, stack.response_queue, 2)}
+    assert set(answers) == {known.request_id, single.request_id}
+    two = answers[known.request_id]
+    assert [f.name for f in two.faces] == ["barack_obama", UNKNOWN_NAME]
+    assert two.faces[0].distance is not None and two.faces[0].distance <= THRESHOLD
+    assert two.faces[1].distance is not None and two.faces[1].distance > THRESHOLD
+    assert [f.box for f in two.faces] == [f.box for f in known.faces]
+    assert two.device_id == "cam1" and two.timings.detect_ms == 42.0 and two.model == embedder.model_tag
+    assert [f.name for f in answers[single.request_id].faces] == ["joe_biden"]
+
+
+def test_every_record_bad_is_reported_not_raised(stack: Stack, enrolled: None) -> None:
+    event = deliver(stack, ["[]", '{"schema_version": 1}'])
+    result = recognition.handler(event, None)
+    assert failures(result) == {r["messageId"] for r in event["Records"]}
+    drain(stack, stack.response_queue, 0)
+
+
+def test_frame_without_faces_is_answered_with_an_empty_list(stack: Stack, enrolled: None) -> None:
+    empty = request([])
+    result = recognition.handler(deliver(stack, [empty.model_dump_json()]), None)
+    assert result == {"batchItemFailures": []}
+    [answer] = drain(stack, stack.response_queue, 1)
+    assert (answer.request_id, answer.faces) == (empty.request_id, [])
+
+
+def test_crops_from_s3(stack: Stack, enrolled: None, crops: dict[str, bytes]) -> None:
+    # GIVEN a frame whose crop overflowed to S3, and one pointing at a crop that does not exist
+    present = request([crops["obama2"]], s3_keys=["crops/present/0.jpg"])
+    stack.s3.put_object(Bucket=stack.bucket, Key="crops/present/0.jpg", Body=crops["obama2"])
+    absent = request([crops["obama2"]], s3_keys=["crops/absent/0.jpg"])
+    event = deliver(stack, [present.model_dump_json(), absent.model_dump_json()])
+    result = recognition.handler(event, None)
+    # THEN the missing crop fails its own record (redelivered, then the DLQ), the other is answered
+    assert failures(result) == {r["messageId"] for r in event["Records"] if "absent" in r["body"]}
+    [answer] = drain(stack, stack.response_queue, 1)
+    assert (answer.request_id, [f.name for f in answer.faces]) == (present.request_id, ["barack_obama"])
+
+
+def test_reply_to_with_the_prefix_is_honoured_and_others_refused(
+    stack: Stack, enrolled: None, crops: dict[str, bytes]
+) -> None:
+    allowed = request([crops["biden"]], reply_to=f"{REPLY_PREFIX}cam1")
+    refused = request([crops["biden"]], reply_to="other-queue")
+    event = deliver(stack, [allowed.model_dump_json(), refused.model_dump_json()])
+    result = recognition.handler(event, None)
+    assert failures(result) == {r["messageId"] for r in event["Records"] if "other-queue" in r["body"]}
+    [answer] = drain(stack, stack.device_queue, 1)
+    assert answer.request_id == allowed.request_id
+    drain(stack, stack.response_queue, 0)
+    drain(stack, stack.other_queue, 0)
+
+
+def test_reply_to_is_refused_when_no_prefix_is_configured(
+    stack: Stack, enrolled: None, crops: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACEPIPE_REPLY_TO_PREFIX", "")
+    recognition.get_settings.cache_clear()
+    asked = request([crops["biden"]], reply_to=f"{REPLY_PREFIX}cam1")
+    event = deliver(stack, [asked.model_dump_json()])
+    assert failures(recognition.handler(event, None)) == {event["Records"][0]["messageId"]}
+    drain(stack, stack.device_queue, 0)
+    drain(stack, stack.response_queue, 0)
+
+
+def test_redelivery_gives_the_same_answer(stack: Stack, enrolled: None, crops: dict[str, bytes]) -> None:
+    # GIVEN a message handled once but never deleted (say the function timed out after sending)
+    frame = request([crops["obama2"], crops["hopper"]])
+    first_event = deliver(stack, [frame.model_dump_json()], visibility=0)
+    recognition.handler(first_event, None)
+    # WHEN SQS delivers it again, this time in a batch with another frame
+    other = request([crops["biden"]])
+    other_id = stack.sqs.send_message(QueueUrl=stack.request_queue, MessageBody=other.model_dump_json())["MessageId"]
+    second_event = receive_event(stack, {first_event["Records"][0]["messageId"], other_id})
+    recognition.handler(second_event, None)
+    # THEN both answers for the frame are equal apart from the measured recognition time
+    answers = [a for a in drain(stack, stack.response_queue, 3) if a.request_id == frame.request_id]
+    assert len(answers) == 2
+    first, second = (a.model_dump(exclude={"timings": {"recognise_ms"}}) for a in answers)
+    assert first == second
+
+
+def test_answers_are_persisted_to_s3_when_enabled(
+    stack: Stack, enrolled: None, crops: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACEPIPE_PERSIST_RESULTS", "true")
+    recognition.get_settings.cache_clear()
+    frame = request([crops["obama2"]])
+    recognition.handler(deliver(stack, [frame.model_dump_json()]), None)
+    [answer] = drain(stack, stack.response_queue, 1)
+    day = datetime.fromtimestamp(frame.detected_at, UTC).strftime("%Y-%m-%d")
+    key = f"results/cam1/{day}/{frame.request_id}.json"
+    stored = stack.s3.get_object(Bucket=stack.bucket, Key=key)
+    assert stored["ContentType"] == "application/json"
+    assert ResponseMessage.model_validate_json(stored["Body"].read()) == answer
+
+
+def test_gallery_from_other_weights_stops_the_batch(
+    stack: Stack, enrolled: None, crops: dict[str, bytes], monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # GIVEN a gallery whose model tag is not the embedder's
+    gallery = load_gallery(stack.gallery_uri)
+    gallery.model_tag = "inception_resnet_v1:0123456789abcdef"
+    other = str(tmp_path / "other.npz")
+    save_gallery(gallery, other)
+    monkeypatch.setenv("FACEPIPE_GALLERY_URI", other)
+    recognition.get_settings.cache_clear()
+    event = deliver(stack, [request([crops["biden"]]).model_dump_json()])
+    # THEN the handler refuses it: the whole batch returns to the queue, nothing is answered
+    with pytest.raises(GalleryModelMismatch, match="0123456789abcdef"):
+        recognition.handler(event, None)
+    drain(stack, stack.response_queue, 0)
