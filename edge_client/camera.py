@@ -141,12 +141,14 @@ class Camera:
         self._media_time = 0.0
         self.reconnects = 0
         self._delivered = 0
+        self.last_activity = time.monotonic()  # a frame or an open attempt; the watchdog checks it
         self.ended = False  # a non-looping file/folder reached its end: read() returns None from now on
 
     def _open(self) -> _Reader | None:
         """Open the source, retrying with exponential backoff; None only when stopping."""
         delay = self._config.reconnect.initial_s
         while not self._stop.is_set():
+            self.last_activity = time.monotonic()
             try:
                 reader = open_reader(self._config)
             except OSError as exc:
@@ -206,6 +208,7 @@ class Camera:
             if delay < -1.0:  # fell far behind (slow machine): do not burst to catch up
                 self._next_due = time.monotonic()
         self._seq += 1
+        self.last_activity = time.monotonic()
         if self._media_step:
             self._media_time += self._media_step
         else:

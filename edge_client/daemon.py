@@ -40,6 +40,7 @@ from edge_client.uploader import Outcome, Signer, Uploader, UploadResult
 
 log = logging.getLogger(__name__)
 
+EX_SOFTWARE = 70  # sysexits.h: internal error (systemd's Restart=on-failure restarts)
 MAX_UPLOAD_THREADS = 4
 STATUS_EVERY_S = 10.0
 _LATENCIES_KEPT = 100_000  # for median/p95 in the summary; ~1 MB
@@ -145,11 +146,16 @@ class Daemon:
         )
         self.endpoint_down = threading.Event()
         self.capture_done = threading.Event()
+        self.failed = ""  # name of a stage thread that raised
         self._uploads: queue.Queue[Outgoing] = queue.Queue(maxsize=config.throttle.max_in_flight)
         self._busy: dict[str, Outgoing | SpooledFrame] = {}  # thread name -> frame being uploaded
         self._busy_lock = threading.Lock()
         self._keep_jpeg = config.outputs.snapshots_dir is not None
         self._threads: dict[str, threading.Thread] = {}
+        self.camera = Camera(config.camera, self.stop)
+        # A capture thread stuck this long (e.g. a stream read that never returns) is not healthy: the
+        # systemd watchdog then stops being fed and systemd restarts the service.
+        self._stall_limit_s = max(60.0, 2 * config.camera.reconnect.max_s)
         if len(self.spool):
             log.info("spool: %d frame(s) from an earlier run will be delivered first", len(self.spool))
 
@@ -160,7 +166,8 @@ class Daemon:
         self.stop.set()
 
     def run(self) -> int:
-        """Run until stopped (or a non-looping file camera is done and delivered); returns 0."""
+        """Run until stopped (or a non-looping file camera is done and delivered); returns 0, or
+        EX_SOFTWARE when a stage thread failed."""
         server = None
         if self.config.metrics.listen:
             try:
@@ -182,10 +189,18 @@ class Daemon:
             self._shutdown()
             if server is not None:
                 server.shutdown()
-        return 0
+        return EX_SOFTWARE if self.failed else 0
 
     def _start(self, name: str, target: Any) -> None:
-        thread = threading.Thread(target=target, name=name, daemon=True)
+        def guarded() -> None:
+            try:
+                target()
+            except Exception:  # a bug in a stage: stop everything and exit non-zero so systemd restarts us
+                log.exception("%s thread failed; stopping", name)
+                self.failed = name
+                self.stop.set()
+
+        thread = threading.Thread(target=guarded, name=name, daemon=True)
         self._threads[name] = thread
         thread.start()
 
@@ -194,7 +209,7 @@ class Daemon:
         tick = min(1.0, watchdog) if watchdog else 1.0
         next_status = time.monotonic() + STATUS_EVERY_S
         while not self.stop.wait(tick):
-            if watchdog:
+            if watchdog and self.pipeline_alive():
                 self.notifier.watchdog()
             if time.monotonic() >= next_status:
                 next_status += STATUS_EVERY_S
@@ -231,12 +246,13 @@ class Daemon:
     # --- stages -----------------------------------------------------------------------------
 
     def _capture_loop(self) -> None:
-        camera = Camera(self.config.camera, self.stop)
+        camera = self.camera
         throttle_cfg = self.config.throttle
         try:
             while not self.stop.is_set():
                 frame = camera.read()
                 if frame is None:
+                    self.capture_done.set()
                     break
                 self._count("captured", self.metrics.frames_captured)
                 decision = self.throttle.decide(frame.image, frame.media_time)
@@ -255,7 +271,6 @@ class Daemon:
                 self._uploads.put_nowait(Outgoing(str(uuid.uuid4()), frame.captured_at, jpeg))
         finally:
             camera.close()
-            self.capture_done.set()
 
     def _upload_loop(self) -> None:
         name = threading.current_thread().name
@@ -380,11 +395,20 @@ class Daemon:
                 f"unanswered {s['unanswered']}, spool {len(self.spool)}, in flight {self.in_flight.count}"
                 + (", endpoint DOWN" if self.endpoint_down.is_set() else ""))
 
+    def pipeline_alive(self) -> bool:
+        """Every stage thread runs and capture is making progress (or has finished its file)."""
+        if self.stop.is_set() or not all(thread.is_alive() for name, thread in self._threads.items()
+                                         if name != "capture"):
+            return False
+        if self.capture_done.is_set():
+            return True
+        return time.monotonic() - self.camera.last_activity < self._stall_limit_s
+
     def health(self) -> dict[str, Any]:
         alive = {name: thread.is_alive() for name, thread in self._threads.items()}
-        capture_ok = alive.get("capture", False) or self.capture_done.is_set()
         return {
-            "ok": capture_ok and alive.get("correlator", False) and not self.stop.is_set(),
+            "ok": self.pipeline_alive(),
+            "capture_stalled_s": round(time.monotonic() - self.camera.last_activity, 1),
             "device_id": self.config.device_id,
             "threads": alive,
             "endpoint_up": not self.endpoint_down.is_set(),

@@ -73,6 +73,10 @@ class MotionDetector:
         height, width = image.shape[:2]
         target_w = min(self._config.downscale_width, width)
         target_h = max(1, round(height * target_w / width))
+        # Bilinear to twice the size, then an exact 2:1 area average: close to a full INTER_AREA
+        # downscale (no aliasing flicker) at a fraction of its cost for non-integer ratios.
+        if width > 2 * target_w:
+            image = cv2.resize(image, (2 * target_w, 2 * target_h), interpolation=cv2.INTER_LINEAR)
         small = cv2.resize(image, (target_w, target_h), interpolation=cv2.INTER_AREA)
         grey = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY) if small.ndim == 3 else small
         return cv2.GaussianBlur(grey, (5, 5), 0)  # sensor noise is not motion
