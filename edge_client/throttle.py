@@ -1,8 +1,12 @@
 """Throttle: which captured frames are worth sending.
 
-Three gates, cheapest first: a rate cap (max_fps), a cap on requests in flight (sent, not yet
-answered), and motion gating on a small grey frame compared with the last frame *sent*, so a
-still scene sends one frame and slow drift still triggers once it adds up.
+Three gates, cheapest first: a rate cap (max_fps), motion gating on a small grey frame compared
+with the last frame *sent* (a still scene sends one frame; slow drift triggers once it adds up),
+and a cap on requests in flight (sent, not yet answered).
+
+The rate cap counts from the last frame that passed it, sent or not: motion is then checked at most
+max_fps times a second, so a still scene costs a few checks a second, not one per captured frame,
+at the price of noticing motion up to 1/max_fps later.
 """
 
 from __future__ import annotations
@@ -102,12 +106,13 @@ class Throttle:
         self._min_interval = 1.0 / config.max_fps
         self._motion = MotionDetector(config.motion) if config.motion.enabled else None
         self._in_flight = in_flight
-        self._last_sent: float | None = None
+        self._last_passed: float | None = None  # media time of the last frame past the rate gate
 
     def decide(self, image: np.ndarray, now: float) -> Decision:
         # `now` is the frame's media time (seconds); a tiny tolerance keeps max_fps == source fps from skipping frames.
-        if self._last_sent is not None and now - self._last_sent < self._min_interval * 0.999:
+        if self._last_passed is not None and now - self._last_passed < self._min_interval * 0.999:
             return Decision.RATE
+        self._last_passed = now
         grey = None
         if self._motion is not None:
             grey = self._motion.small_grey(image)
@@ -117,5 +122,4 @@ class Throttle:
             return Decision.BUSY
         if self._motion is not None and grey is not None:
             self._motion.set_reference(grey)
-        self._last_sent = now
         return Decision.SEND
