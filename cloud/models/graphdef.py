@@ -82,7 +82,10 @@ def _fields(buf: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
 def _text(value: int | memoryview) -> str:
     if not isinstance(value, memoryview):
         raise GraphFormatError("expected a string field")
-    return bytes(value).decode("utf-8")
+    try:
+        return bytes(value).decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise GraphFormatError("a string field is not UTF-8") from exc
 
 
 def _shape(buf: memoryview) -> tuple[int, ...]:

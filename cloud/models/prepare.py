@@ -191,30 +191,34 @@ def _read_graph_bytes(source: Path) -> bytes:
         raise PrepareError(f"{source} is a damaged archive ({exc})") from exc
 
 
-def _face_crops(photos: Path, limit: int) -> tuple[list[np.ndarray], list[str]]:
-    """Up to `limit` uint8 RGB 160x160 MTCNN face crops from the photos under `photos`, and their files."""
-    from facenet_pytorch import MTCNN
-    from PIL import Image
-
+def _photo_files(photos: Path) -> list[Path]:
     files = sorted(p for p in photos.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES) if photos.is_dir() else []
     if not files:
         raise PrepareError(
             f"no photos under {photos} to verify the conversion with: run `make photos` or pass --verify-photos DIR"
         )
+    return files
+
+
+def face_crops(files: list[Path], limit: int) -> tuple[list[np.ndarray], list[Path]]:
+    """Up to `limit` uint8 RGB 160x160 MTCNN face crops from `files`, and the files they came from."""
+    from facenet_pytorch import MTCNN
+    from PIL import Image
+
     mtcnn = MTCNN(image_size=160, keep_all=True, post_process=False)
     crops: list[np.ndarray] = []
-    used: list[str] = []
+    used: list[Path] = []
     for file in files:
         with Image.open(file) as image:
             faces = mtcnn(image.convert("RGB"))
         if faces is None:
             continue
-        used.append(str(file.relative_to(photos)))
+        used.append(file)
         crops.extend(faces.permute(0, 2, 3, 1).round().clamp(0, 255).byte().numpy())
         if len(crops) >= limit:
             break
     if not crops:
-        raise PrepareError(f"MTCNN found no face in the {len(files)} photos under {photos}")
+        raise PrepareError(f"MTCNN found no face in {len(files)} photos ({files[0].parent}, ...)")
     return crops[:limit], used
 
 
@@ -259,8 +263,9 @@ def prepare(out: Path, graph_source: Path | None, download_dir: Path, photos: Pa
     import cv2
     import torch
 
+    photo_files = _photo_files(photos)  # before the slow part: a missing input fails at once
     started = time.perf_counter()
-    source = graph_source or _download_wheel(download_dir)
+    source = (graph_source or _download_wheel(download_dir)).resolve()
     graph = _read_graph_bytes(source)
     graph_sha = hashlib.sha256(graph).hexdigest()
     if graph_source is None and graph_sha != GRAPH_SHA256:
@@ -271,7 +276,7 @@ def prepare(out: Path, graph_source: Path | None, download_dir: Path, photos: Pa
         raise PrepareError(f"{source} is not a TensorFlow GraphDef ({exc})") from exc
     state = convert(constants)
     convert_s = time.perf_counter() - started
-    crops, used_photos = _face_crops(photos, VERIFY_CROPS)
+    crops, used_photos = face_crops(photo_files, VERIFY_CROPS)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
@@ -284,16 +289,17 @@ def prepare(out: Path, graph_source: Path | None, download_dir: Path, photos: Pa
         cosine = verify(tmp, graph, crops)
         if cosine < MIN_COSINE:
             raise PrepareError(f"converted model disagrees with cv2.dnn: cosine {cosine:.6f} < {MIN_COSINE}")
+        digest = _sha256(tmp)
         record: dict[str, object] = {
             "model": "facenet_pytorch.InceptionResnetV1(classify=False)",
             "weights": "FaceNet 20180408-102900 (CASIA-WebFace)",
             "source": {"package": WHEEL_SPEC if graph_source is None else None, "path": str(source),
                        "member": GRAPH_MEMBER if zipfile.is_zipfile(source) else None, "graph_sha256": graph_sha},
-            "sha256": _sha256(tmp),
+            "sha256": digest,
             "size_bytes": tmp.stat().st_size,
             "keys": len(state),
             "verification": {"reference": f"cv2.dnn {cv2.__version__}", "crops": len(crops),
-                             "photos": used_photos, "cosine_min": cosine},
+                             "photos": [str(p) for p in used_photos], "cosine_min": cosine},
             "convert_seconds": round(convert_s, 2),
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
         }
@@ -304,6 +310,8 @@ def prepare(out: Path, graph_source: Path | None, download_dir: Path, photos: Pa
     sidecar_tmp = sidecar_path(out).with_suffix(".json.tmp")
     sidecar_tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(sidecar_tmp, sidecar_path(out))
+    print(f"wrote {out} ({len(state)} tensors, sha256 {digest[:16]}, converted in {convert_s:.1f} s); "
+          f"matches cv2.dnn on {len(crops)} face crops, 1 - min cosine = {1.0 - cosine:.1e}")
     return record
 
 
@@ -320,18 +328,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    out: Path = args.out
-    if not args.force and is_up_to_date(out):
-        print(f"{out} is up to date")
+    if not args.force and is_up_to_date(args.out):
+        print(f"{args.out} is up to date")
         return 0
     try:
-        record = prepare(out, args.graph, args.download_dir, args.verify_photos)
-    except PrepareError as exc:
+        prepare(args.out, args.graph, args.download_dir, args.verify_photos)
+    except (PrepareError, OSError) as exc:  # one line, not a traceback
         print(f"facepipe models prepare: error: {exc}", file=sys.stderr)
         return 1
-    verification = record["verification"]
-    assert isinstance(verification, dict)
-    print(f"wrote {out} ({record['keys']} tensors, sha256 {str(record['sha256'])[:16]}, "
-          f"converted in {record['convert_seconds']} s); matches cv2.dnn on {verification['crops']} face "
-          f"crops, min cosine {verification['cosine_min']:.7f}")
     return 0
