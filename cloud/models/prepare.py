@@ -235,7 +235,7 @@ def verify(weights: Path, graph: bytes, crops: list[np.ndarray]) -> float:
     for blob in standardise(crops):
         net.setInput(blob[None])
         reference.append(net.forward().reshape(-1))
-    theirs = np.stack(reference)
+    ours, theirs = ours.astype(np.float64), np.stack(reference).astype(np.float64)  # float32 rounds to 1.0
     cosines = np.sum(ours * theirs, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
     return float(cosines.min())
 

@@ -129,3 +129,15 @@ def test_shared_identities_nearest_enrolled_is_the_same_person(embedder: Embedde
     # One miss allowed: alex_lacamoire/2.jpg is a near tie (1.184 to his 1.jpg, 1.187 to ivan with the detector's
     # full-resolution crops), which the crop from a shrunk photo can tip. Broken weights miss nearly all.
     assert len(misses) <= 1, misses
+
+
+def test_facenet_pytorch_checkpoints_with_a_classifier_head_load(
+    embedder: Embedder, crops: dict[str, np.ndarray], tmp_path: Path
+) -> None:
+    # facenet-pytorch's own downloads (vggface2, casia-webface) also hold logits.*: those are ignored
+    state = torch.load(weights_path(), weights_only=True)
+    state.update({"logits.weight": torch.zeros(10575, 512), "logits.bias": torch.zeros(10575)})
+    path = tmp_path / "with-logits.pt"
+    torch.save(state, path)
+    faces = [crops["obama"], crops["biden"]]
+    np.testing.assert_allclose(Embedder(path).embed(faces), embedder.embed(faces), atol=1e-6)
