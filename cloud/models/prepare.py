@@ -157,8 +157,8 @@ def convert(constants: Mapping[str, np.ndarray]) -> dict[str, torch.Tensor]:
         model.load_state_dict(state, strict=True)
     except RuntimeError as exc:
         raise PrepareError(f"converted tensors do not fit InceptionResnetV1: {str(exc).splitlines()[0]}") from exc
-    # Contiguous copies in the module's own key order, so the same graph always gives the same file.
-    return {key: value.contiguous().clone() for key, value in model.state_dict().items()}
+    # The module's own (contiguous) copies in its key order, so the same graph always gives the same file.
+    return dict(model.state_dict())
 
 
 def _download_wheel(download_dir: Path) -> Path:
