@@ -25,7 +25,7 @@ $(INSTALLED): setup.cfg pyproject.toml | $(BIN)/python
 
 install: $(INSTALLED)
 
-$(WEIGHTS): | $(INSTALLED)
+$(WEIGHTS): | $(INSTALLED) $(PHOTOS)
 	$(BIN)/facepipe models prepare --out $@ --download-dir $(CACHE)/downloads
 
 weights: $(WEIGHTS)
