@@ -26,7 +26,7 @@ $(INSTALLED): setup.cfg pyproject.toml | $(BIN)/python
 install: $(INSTALLED)
 
 $(WEIGHTS): | $(INSTALLED) $(PHOTOS)
-	$(BIN)/facepipe models prepare --out $@ --download-dir $(CACHE)/downloads
+	$(BIN)/facepipe models prepare --out $@ --download-dir $(CACHE)/downloads --verify-photos $(CACHE)/photos
 
 weights: $(WEIGHTS)
 
