@@ -347,7 +347,12 @@ class Daemon:
         return result
 
     def _to_spool(self, item: Outgoing) -> None:
-        dropped = self.spool.put(SpooledFrame(item.request_id, item.captured_at, item.jpeg))
+        try:
+            dropped = self.spool.put(SpooledFrame(item.request_id, item.captured_at, item.jpeg))
+        except OSError as exc:  # disk full or read-only: lose this frame, keep the camera running
+            log.error("spool: cannot write frame %s: %s", item.request_id, exc)
+            self._count("dropped", self.metrics.frames_dropped)
+            return
         self._count("spooled", self.metrics.frames_spooled)
         if dropped:
             self._count("dropped", self.metrics.frames_dropped, dropped)

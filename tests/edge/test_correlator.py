@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -57,8 +58,10 @@ def _visible(sqs: Any, queue: str) -> int:
     return int(attrs["Attributes"]["ApproximateNumberOfMessages"])
 
 
-def _poll(correlator: Correlator, rounds: int = 5) -> None:
+def _poll(correlator: Correlator, until: Callable[[], bool], rounds: int = 10) -> None:
     for _ in range(rounds):
+        if until():
+            return
         correlator.poll_once(wait_s=1)
 
 
@@ -69,7 +72,7 @@ def test_answer_matched_and_duplicate_reported_once(moto_sqs: Any, queue: str) -
     pending.add(Pending(request_id, captured_at=time.time() - 0.25, jpeg=None))
     for _ in range(3):  # SQS delivers at least once: the same answer three times
         moto_sqs.send_message(QueueUrl=queue, MessageBody=_answer(request_id))
-    _poll(correlator)
+    _poll(correlator, lambda: len(recorder.duplicates) == 2)
     assert [rid for rid, _ in recorder.answered] == [request_id]
     assert recorder.answered[0][1] >= 0.25
     assert recorder.duplicates == [request_id, request_id]
@@ -113,6 +116,6 @@ def test_no_answer_in_time_counts_unanswered_once_and_late_answer_is_not_reporte
     assert recorder.unanswered == [request_id]
     assert "counted unanswered" in caplog.text
     moto_sqs.send_message(QueueUrl=queue, MessageBody=_answer(request_id))
-    _poll(correlator, 2)
+    _poll(correlator, lambda: bool(recorder.late), rounds=3)
     assert recorder.answered == [] and recorder.late == [request_id]
     assert _visible(moto_sqs, queue) == 0
