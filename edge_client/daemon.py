@@ -148,7 +148,7 @@ class Daemon:
         self.capture_done = threading.Event()
         self.failed = ""  # name of a stage thread that raised
         self._uploads: queue.Queue[Outgoing] = queue.Queue(maxsize=config.throttle.max_in_flight)
-        self._busy: dict[str, Outgoing | SpooledFrame] = {}  # thread name -> frame being uploaded
+        self._busy: dict[str, Outgoing] = {}  # uploader thread name -> live frame being uploaded
         self._busy_lock = threading.Lock()
         self._keep_jpeg = config.outputs.snapshots_dir is not None
         self._threads: dict[str, threading.Thread] = {}
@@ -229,8 +229,7 @@ class Daemon:
         with self._busy_lock:
             unfinished = list(self._busy.values())
         for frame in unfinished:  # still uploading at the deadline: keep a copy (a duplicate is harmless)
-            if isinstance(frame, Outgoing):
-                self._to_spool(frame)
+            self._to_spool(frame)
         # Answers to what was sent: wait for them within the same deadline.
         while len(self.pending) and time.monotonic() < deadline:
             time.sleep(0.05)
