@@ -151,7 +151,7 @@ class Batch:
         outcome = self.outcomes[record.message_id]
         if outcome.error is not None or outcome.request is None:
             logger.warning(
-                "rejecting message %s (receive count %s): %s: %s", record.message_id,
+                "message %s not answered (receive count %s): %s: %s", record.message_id,
                 record.attributes.get("ApproximateReceiveCount"), type(outcome.error).__name__, outcome.error,
             )
             raise outcome.error or BadRequest("no request")
@@ -172,6 +172,9 @@ class Batch:
             logger.info("answered", extra={"device_id": request.device_id, "faces": len(response.faces),
                                            "names": [face.name for face in response.faces]})
             return request.request_id
+        except Exception:
+            logger.exception("could not answer message %s; it returns to the queue", record.message_id)
+            raise
         finally:
             logger.set_correlation_id(None)
 
