@@ -10,6 +10,7 @@ WEIGHTS := $(CACHE)/models/facenet-casia-webface.pt
 PHOTOS := $(CACHE)/photos/.complete
 INSTALLED := $(VENV)/.installed
 VIDEO ?=
+ENROLL ?=
 PYTEST_ARGS ?=
 
 .PHONY: install demo test lint typecheck bench weights photos clean
@@ -46,7 +47,7 @@ test: $(INSTALLED) $(WEIGHTS) $(PHOTOS) lint typecheck
 	FACEPIPE_TEST_WEIGHTS=$(WEIGHTS) FACEPIPE_TEST_PHOTOS=$(CACHE)/photos $(BIN)/pytest $(PYTEST_ARGS)
 
 demo: $(INSTALLED) $(WEIGHTS) $(PHOTOS)
-	$(BIN)/python -m cloud.local.demo --weights $(WEIGHTS) --photos $(CACHE)/photos $(if $(VIDEO),--video $(VIDEO))
+	$(BIN)/python -m cloud.local.demo --weights $(WEIGHTS) --photos $(CACHE)/photos $(if $(VIDEO),--video $(VIDEO)) $(if $(ENROLL),--enroll-dir $(ENROLL))
 
 bench: $(INSTALLED) $(WEIGHTS) $(PHOTOS)
 	$(BIN)/python -m benchmarks.handlers --weights $(WEIGHTS) --photos $(CACHE)/photos

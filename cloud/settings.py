@@ -23,7 +23,7 @@ class Settings(BaseSettings):
     bucket: str = Field(default="", description="S3 bucket: oversized crops, persisted results, gallery")
     gallery_uri: str = Field(default="", description="s3://bucket/key or a local file path")
     weights_path: str = Field(default="", description="local InceptionResnetV1 state_dict file")
-    match_threshold: float = Field(default=1.0, gt=0, description="max L2 distance for a named match")
+    match_threshold: float = Field(default=1.02, gt=0, description="max L2 distance for a named match")
     reply_to_prefix: str = Field(
         default="", pattern=r"^$|" + QUEUE_NAME_PATTERN[1:-1] + "$",
         description="queue-name prefix a request's reply_to must match; empty disables reply_to",

@@ -16,6 +16,10 @@ from facenet_pytorch.models.utils.detect_face import extract_face
 from PIL import Image
 
 CROP_SIZE = 160  # InceptionResnetV1 input
+# Context around the box, in pixels of the 160 px crop: FaceNet 20180408 (CASIA-WebFace) was trained and
+# validated on crops with margin 32. Measured on the shared photos: margin 0 leaves a same-person pair at
+# 1.18 (above the nearest stranger), margin 32 separates same (<= 1.00) from different (>= 1.036) people.
+CROP_MARGIN = 32
 
 
 @dataclass(frozen=True)
@@ -38,7 +42,7 @@ class Detector:
         self.min_probability = min_probability
         self.max_side = max_side
         self._mtcnn = MTCNN(
-            keep_all=True, post_process=False, image_size=CROP_SIZE, margin=0, device=torch.device("cpu")
+            keep_all=True, post_process=False, image_size=CROP_SIZE, margin=CROP_MARGIN, device=torch.device("cpu")
         )
 
     def detect(self, image: Image.Image) -> list[Face]:
@@ -79,5 +83,5 @@ class Detector:
 
 def _crop(image: Image.Image, box: np.ndarray) -> np.ndarray:
     """facenet-pytorch's own extraction (box crop, bilinear resize), as uint8 HWC RGB."""
-    tensor = extract_face(image, box, image_size=CROP_SIZE, margin=0)  # float 0..255, CHW
+    tensor = extract_face(image, box, image_size=CROP_SIZE, margin=CROP_MARGIN)  # float 0..255, CHW
     return tensor.permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()

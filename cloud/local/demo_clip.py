@@ -51,7 +51,7 @@ def write_pan_clip(
 ) -> int:
     """Write the clip (MJPG in an .avi container: decodable by every OpenCV build); returns the frame count."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    writer = cv2.VideoWriter(str(out), cv2.VideoWriter_fourcc(*"MJPG"), fps, (width, height))
+    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
         raise RuntimeError(f"OpenCV cannot write {out}")
     frames = 0

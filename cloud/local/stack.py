@@ -236,7 +236,7 @@ class LocalStack:
         report = enroll_photos(self.gallery_uri, settings.weights_path, people,
                                detector=detection.get_detector(), embedder=embedder)
         # A warm recognizer rechecks the gallery only every GALLERY_REFRESH_SECONDS; drop its copy now.
-        recognition._galleries = recognition.GalleryCache(recognition.GALLERY_REFRESH_SECONDS)
+        recognition.forget_gallery()
         return report
 
     def _set_env(self, values: dict[str, str]) -> None:

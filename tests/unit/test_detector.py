@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloud.detection.detector import Detector, Face
+from cloud.detection.detector import CROP_MARGIN, Detector, Face
 from tests.photos import SHARED, packaged, requires_shared, shared_manifest
 
 
@@ -67,7 +67,12 @@ def test_downscale_maps_boxes_back_and_crops_from_the_original() -> None:
         assert np.abs(np.subtract(nearest.box, face.box)).max() < 0.1 * size
         assert np.abs(np.subtract(nearest.landmarks, face.landmarks)).max() < 0.1 * size
         # The crop is the original-resolution region of the mapped box, not the downscaled one.
-        box = tuple(int(v) for v in (max(face.box[0], 0), max(face.box[1], 0), face.box[2], face.box[3]))
+        # CROP_MARGIN is in pixels of the 160 px crop, so in the original it scales with the box.
+        x1, y1, x2, y2 = face.box
+        mx = CROP_MARGIN * (x2 - x1) / (160 - CROP_MARGIN)
+        my = CROP_MARGIN * (y2 - y1) / (160 - CROP_MARGIN)
+        box = (int(max(x1 - mx / 2, 0)), int(max(y1 - my / 2, 0)),
+               int(min(x2 + mx / 2, image.width)), int(min(y2 + my / 2, image.height)))
         expected = np.asarray(image.crop(box).resize((160, 160), Image.Resampling.BILINEAR))
         assert np.abs(expected.astype(int) - face.crop.astype(int)).mean() < 1
 

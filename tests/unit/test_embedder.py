@@ -13,6 +13,7 @@ from facenet_pytorch import MTCNN
 from facenet_pytorch.models.utils.detect_face import extract_face
 from PIL import Image
 
+from cloud.detection.detector import CROP_MARGIN
 from cloud.recognition.embedder import Embedder, WeightsInvalid, WeightsMissing
 from tests.photos import SHARED, packaged, requires_shared, weights_path
 
@@ -31,7 +32,7 @@ def mtcnn() -> MTCNN:
 
 
 def face(mtcnn: MTCNN, path: Path, size: int = 160) -> np.ndarray:
-    """The largest face in a photo as a uint8 RGB crop (margin 0, as the detector cuts them).
+    """The largest face in a photo as a uint8 RGB crop (with the detector's margin).
 
     Detection runs on a copy shrunk to 640 px (quick); the crop is cut from the full-resolution photo,
     since crops from a shrunk photo lose quality (alex_lacamoire/2.jpg then lands nearer another person).
@@ -43,7 +44,7 @@ def face(mtcnn: MTCNN, path: Path, size: int = 160) -> np.ndarray:
     boxes, _ = mtcnn.detect(small)
     assert boxes is not None, f"no face in {path}"
     largest = max(boxes, key=lambda b: (b[2] - b[0]) * (b[3] - b[1])) * (image.width / small.width)
-    return extract_face(image, largest, image_size=size, margin=0).permute(1, 2, 0).round().byte().numpy()
+    return extract_face(image, largest, image_size=size, margin=CROP_MARGIN).permute(1, 2, 0).round().byte().numpy()
 
 
 @pytest.fixture(scope="module")
