@@ -1,7 +1,8 @@
 """Edge benchmark: the daemon's CPU per captured frame with and without motion gating, and
 end-to-end latency (capture to answer) on the local stack. Prints figures; asserts nothing.
 
-Run: `.venv/bin/python -m tests.edge.bench_edge [--video ../shared/testdata/faces/video/short_hamilton_clip.mp4]`
+Run: `make bench` or `.venv/bin/python -m benchmarks.edge [--video CLIP]`. The default clip is the shared
+real video when ../shared exists, else the demo clip filmed from the packaged photos.
 
 The local stack runs in this process; the daemon runs as its own process (`python -m edge_client
 run`), so its CPU figure (getrusage of the daemon, every thread, from the start of the pipeline)
@@ -25,7 +26,7 @@ from typing import Any
 import cv2
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 DEFAULT_VIDEO = REPO.parent / "shared" / "testdata" / "faces" / "video" / "short_hamilton_clip.mp4"
 DEFAULT_WEIGHTS = REPO / ".cache" / "models" / "facenet-casia-webface.pt"
 DEFAULT_PHOTOS = REPO / ".cache" / "photos"
@@ -44,7 +45,7 @@ SCENARIOS = [
 def still_video(photo: Path, frames: int, path: Path) -> Path:
     """One real photo written `frames` times at 29.97 fps (MJPG): a camera watching a still scene."""
     image = cv2.imread(str(photo))
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 29.97, (image.shape[1], image.shape[0]))
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 29.97, (image.shape[1], image.shape[0]))
     for _ in range(frames):
         writer.write(image)
     writer.release()
@@ -94,7 +95,7 @@ def run_daemon(stack: Any, video: Path, throttle: dict[str, Any], workdir: Path)
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
+    parser.add_argument("--video", type=Path, default=DEFAULT_VIDEO if DEFAULT_VIDEO.is_file() else None)
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     args = parser.parse_args()
@@ -102,9 +103,14 @@ def main() -> int:
     for noisy in ("facepipe-detection", "facepipe-recognition", "cloud"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
+    from cloud.local.demo import FILMED
+    from cloud.local.demo_clip import write_pan_clip
     from cloud.local.stack import LocalStack, StackConfig
 
     with LocalStack(StackConfig(weights_path=args.weights)) as stack, tempfile.TemporaryDirectory() as tmp:
+        if args.video is None:
+            args.video = Path(tmp) / "demo-clip.avi"
+            write_pan_clip([args.photos / name for name in FILMED], args.video)
         _, frames = decode_only_cpu(args.video)
         photo = args.photos / "matplotlib" / "grace_hopper.jpg"
         videos = {"clip": args.video, "still": still_video(photo, frames, Path(tmp) / "still.avi")}
