@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from cloud import aws
@@ -27,36 +26,11 @@ SAMPLE_EVENT = Path(__file__).resolve().parents[2] / "events" / "function_url_fr
 Event = dict[str, Any]
 
 
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
+@pytest.fixture(scope="module", autouse=True)
+def fresh_detector() -> Iterator[None]:
+    """This module's handler builds its own detector; later modules get a fresh one."""
+    yield
     detection.get_detector.cache_clear()
-
-
-@pytest.fixture
-def settings(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Fresh queue and bucket on the moto server; boto3 reaches them through AWS_ENDPOINT_URL."""
-    for name, value in {
-        "AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    aws.client.cache_clear()
-    suffix = uuid.uuid4().hex[:12]
-    queue = aws.client("sqs").create_queue(
-        QueueName=f"requests-{suffix}", Attributes={"MaximumMessageSize": str(MAX_QUEUE_MESSAGE_BYTES)}
-    )
-    aws.client("s3").create_bucket(Bucket=f"facepipe-{suffix}")
-    monkeypatch.setenv("FACEPIPE_REQUEST_QUEUE_URL", queue["QueueUrl"])
-    monkeypatch.setenv("FACEPIPE_BUCKET", f"facepipe-{suffix}")
-    get_settings.cache_clear()
-    yield get_settings()
-    get_settings.cache_clear()
-    aws.client.cache_clear()
 
 
 def _sample() -> Event:

@@ -5,51 +5,18 @@ from __future__ import annotations
 import base64
 import time
 import uuid
-from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from cloud import aws
-from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES, RequestMessage
+from cloud.contracts import RequestMessage
 from cloud.detection.detector import Detector, Face
 from cloud.detection.enqueue import Frame, MessageTooLarge, send_frame
 from cloud.images import decode_jpeg
 from cloud.settings import Settings, get_settings
 from tests.photos import packaged
-
-
-@pytest.fixture(scope="module")
-def moto_endpoint() -> Iterator[str]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"http://{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def settings(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Fresh queue and bucket on the moto server; boto3 reaches them through AWS_ENDPOINT_URL."""
-    for name, value in {
-        "AWS_ENDPOINT_URL": moto_endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1", "AWS_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(name, value)
-    aws.client.cache_clear()
-    suffix = uuid.uuid4().hex[:12]
-    queue = aws.client("sqs").create_queue(
-        QueueName=f"requests-{suffix}", Attributes={"MaximumMessageSize": str(MAX_QUEUE_MESSAGE_BYTES)}
-    )
-    aws.client("s3").create_bucket(Bucket=f"facepipe-{suffix}")
-    monkeypatch.setenv("FACEPIPE_REQUEST_QUEUE_URL", queue["QueueUrl"])
-    monkeypatch.setenv("FACEPIPE_BUCKET", f"facepipe-{suffix}")
-    get_settings.cache_clear()
-    yield get_settings()
-    get_settings.cache_clear()
-    aws.client.cache_clear()
 
 
 @pytest.fixture(scope="module")

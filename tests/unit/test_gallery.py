@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from moto.server import ThreadedMotoServer
 
 from cloud import aws
 from cloud.contracts import UNKNOWN_NAME
@@ -22,6 +21,7 @@ from cloud.recognition.gallery import (
     load_gallery,
     save_gallery,
 )
+from tests.moto_env import moto_server, point_boto3_at
 
 TAG = "inception_resnet_v1:test"
 
@@ -35,21 +35,13 @@ def unit_rows(seed: int, n: int) -> np.ndarray:
 @pytest.fixture(scope="module")
 def s3_bucket() -> Iterator[str]:
     """A versioned bucket on a moto server over HTTP, reached through cloud.aws like the handlers."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            env.setenv(name, "testing")
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        aws.client.cache_clear()
+    with moto_server() as endpoint, pytest.MonkeyPatch.context() as env:
+        point_boto3_at(endpoint, env.setenv)
         s3 = aws.client("s3")
         s3.create_bucket(Bucket="galleries")
         s3.put_bucket_versioning(Bucket="galleries", VersioningConfiguration={"Status": "Enabled"})
         yield "galleries"
     aws.client.cache_clear()
-    server.stop()
 
 
 # --- matching ----------------------------------------------------------------------------------------

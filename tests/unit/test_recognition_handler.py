@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from moto.server import ThreadedMotoServer
 from PIL import Image
 
 from cloud import aws
@@ -29,6 +28,7 @@ from cloud.images import encode_jpeg
 from cloud.recognition import handler as recognition
 from cloud.recognition.gallery import GalleryModelMismatch, load_gallery, save_gallery
 from cloud.settings import Settings
+from tests.moto_env import moto_server, point_boto3_at
 from tests.photos import packaged, weights_path
 
 REGION = "us-east-1"
@@ -51,15 +51,8 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
-        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
-            mp.setenv(name, "testing")
-        mp.setenv("AWS_DEFAULT_REGION", REGION)
-        aws.client.cache_clear()
+    with moto_server() as endpoint, pytest.MonkeyPatch.context() as mp:
+        point_boto3_at(endpoint, mp.setenv, REGION)
         sqs, s3 = aws.client("sqs"), aws.client("s3")
         s3.create_bucket(Bucket="facepipe")
         s3.put_bucket_versioning(Bucket="facepipe", VersioningConfiguration={"Status": "Enabled"})
@@ -81,7 +74,6 @@ def stack() -> Iterator[Stack]:
                     queues["other-queue"], env["FACEPIPE_GALLERY_URI"], env)
     recognition.reset_caches()
     aws.client.cache_clear()
-    server.stop()
 
 
 @pytest.fixture(scope="module")
