@@ -100,7 +100,9 @@ def main() -> int:
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    for noisy in ("facepipe-detection", "facepipe-recognition", "cloud"):
+    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
+    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    for noisy in ("facepipe-detection", "facepipe-recognition", "cloud", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
     from cloud.local.demo import FILMED

@@ -14,6 +14,7 @@ import argparse
 import base64
 import io
 import json
+import logging
 import os
 import statistics
 import subprocess
@@ -81,23 +82,27 @@ def sqs_event(bodies: list[str]) -> dict:
 
 
 def _environment(endpoint: str, weights: Path, workdir: Path) -> dict[str, str]:
-    sqs = boto3.client("sqs", endpoint_url=endpoint, region_name=REGION)
-    s3 = boto3.client("s3", endpoint_url=endpoint, region_name=REGION)
-    s3.create_bucket(Bucket="bench")
-    return {
+    aws = {
         "AWS_ENDPOINT_URL": endpoint,
         "AWS_ACCESS_KEY_ID": "bench",
         "AWS_SECRET_ACCESS_KEY": "bench",
         "AWS_DEFAULT_REGION": REGION,
         "AWS_REGION": REGION,
+    }
+    os.environ.update(aws)
+    sqs = boto3.client("sqs")
+    boto3.client("s3").create_bucket(Bucket="bench")
+    return {
+        **aws,
         "FACEPIPE_REQUEST_QUEUE_URL": sqs.create_queue(QueueName="bench-requests")["QueueUrl"],
         "FACEPIPE_RESPONSE_QUEUE_URL": sqs.create_queue(QueueName="bench-responses")["QueueUrl"],
         "FACEPIPE_BUCKET": "bench",
         "FACEPIPE_GALLERY_URI": str(workdir / "gallery.npz"),
         "FACEPIPE_WEIGHTS_PATH": str(weights),
         "FACEPIPE_TORCH_THREADS": "2",
-        "POWERTOOLS_METRICS_NAMESPACE": "facepipe",
-        "POWERTOOLS_SERVICE_NAME": "facepipe-bench",
+        # Quiet handlers: their JSON logs and EMF metrics are for CloudWatch, not for this printout.
+        "POWERTOOLS_LOG_LEVEL": "WARNING",
+        "POWERTOOLS_METRICS_DISABLED": "true",
     }
 
 
@@ -134,6 +139,7 @@ def main() -> int:
     parser.add_argument("--photos", type=Path, required=True)
     parser.add_argument("--repeat", type=int, default=10)
     args = parser.parse_args()
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's per-request access log
     workdir = Path(".cache/bench")
     workdir.mkdir(parents=True, exist_ok=True)
 
@@ -157,7 +163,7 @@ def main() -> int:
     print(f"# facepipe handler benchmark ({os.cpu_count()} cores, torch threads 2, median of {args.repeat})")
     # Cold starts first, while this process has loaded no model (the two share the machine's cores).
     cold_det, _ = cold_start_s("cloud.detection.handler", function_url_event(frames["640x480"]), env, workdir)
-    sqs = boto3.client("sqs", endpoint_url=env["AWS_ENDPOINT_URL"], region_name=REGION)
+    sqs = boto3.client("sqs")
     queued = sqs.receive_message(QueueUrl=env["FACEPIPE_REQUEST_QUEUE_URL"], MaxNumberOfMessages=1)["Messages"][0]
     cold_rec, _ = cold_start_s("cloud.recognition.handler", sqs_event([queued["Body"]]), env, workdir)
     print(f"cold start, detection handler (new process to 202):            {cold_det:6.2f} s")
