@@ -50,6 +50,10 @@ class Detector:
         if image.mode != "RGB":
             image = image.convert("RGB")
         small, scale = self._downscale(image)
+        if min(small.size) < self._mtcnn.min_face_size:
+            # MTCNN's image pyramid starts at its minimum face size: a thinner frame holds no face it
+            # can find, and facenet-pytorch raises on it instead of returning nothing.
+            return []
         boxes, probs, points = self._mtcnn.detect(small, landmarks=True)
         if boxes is None:
             return []

@@ -181,3 +181,16 @@ def test_logs_carry_the_request_id_and_never_the_body(settings: Settings, monkey
     logs = [json.loads(line) for line in out.splitlines() if line.startswith("{") and '"level"' in line]
     assert any(log.get("correlation_id") == event["headers"]["x-request-id"] for log in logs)
     assert event["body"][:64] not in out
+
+
+def test_a_frame_too_small_for_any_face_is_accepted_with_none(settings: Settings) -> None:
+    # A valid image thinner than MTCNN's smallest face: not bad input, just a frame without faces.
+    with Image.open(packaged("face_recognition/obama.jpg")) as photo:
+        strip = photo.convert("RGB").crop((0, 0, photo.width, 12))
+    body = io.BytesIO()
+    strip.save(body, "JPEG")
+    response = detection.handler(_with_body(body.getvalue()), None)
+    assert response["statusCode"] == 202, response["body"]
+    assert DetectAccepted.model_validate_json(response["body"]).faces == 0
+    [message] = _received(settings)
+    assert message.faces == [] and (message.image_width, message.image_height) == (strip.width, 12)

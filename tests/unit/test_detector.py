@@ -89,3 +89,14 @@ def test_shared_photos_face_counts(detector: Detector) -> None:
         if found != expected:
             wrong.append(f"{row['file']}: {found} faces, expected {expected}")
     assert not wrong, "\n".join(wrong)
+
+
+@pytest.mark.parametrize(
+    ("crop", "max_side"),
+    [((0, 0, 16, 16), 0), ((0, 200, 1280, 219), 0), ((0, 200, 1280, 230), 640)],
+    ids=["16x16", "1280x19", "thin after downscale"],
+)
+def test_frames_thinner_than_the_smallest_face_have_no_faces(crop: tuple[int, int, int, int], max_side: int) -> None:
+    # MTCNN cannot look for a face smaller than 20 px; facenet-pytorch raises on such frames.
+    strip = _rgb(packaged("insightface/t1.jpg")).crop(crop)
+    assert Detector(max_side=max_side).detect(strip) == []
