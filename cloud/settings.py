@@ -25,7 +25,7 @@ class Settings(BaseSettings):
     weights_path: str = Field(default="", description="local InceptionResnetV1 state_dict file")
     match_threshold: float = Field(default=1.02, gt=0, description="max L2 distance for a named match")
     reply_to_prefix: str = Field(
-        default="", pattern=r"^$|" + QUEUE_NAME_PATTERN[1:-1] + "$",
+        default="", pattern=r"^(|" + QUEUE_NAME_PATTERN[1:-1] + ")$",  # empty, or a queue name
         description="queue-name prefix a request's reply_to must match; empty disables reply_to",
     )
     torch_threads: int = Field(default=2, ge=1, le=64)
