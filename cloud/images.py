@@ -68,10 +68,15 @@ def encode_jpeg(rgb: np.ndarray, quality: int = 90) -> bytes:
     return out.getvalue()
 
 
-def decode_jpeg(data: bytes) -> np.ndarray:
-    """JPEG bytes -> uint8 HxWx3 RGB array; ImageRejected(400) when they are not a decodable JPEG."""
+def decode_jpeg(data: bytes, size: tuple[int, int]) -> np.ndarray:
+    """JPEG bytes of exactly `size` (width, height) -> uint8 HxWx3 RGB array; ImageRejected(400) when
+    they are not a decodable JPEG, or when the header names other dimensions (checked before decoding)."""
     try:
-        with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:
+        with Image.open(io.BytesIO(data), formats=["JPEG"]) as image:  # reads the header only
+            if image.size != size:
+                raise ImageRejected(400, f"JPEG is {image.width}x{image.height}, expected {size[0]}x{size[1]}")
             return np.asarray(image.convert("RGB"), dtype=np.uint8)
-    except (OSError, SyntaxError, ValueError) as exc:
+    except ImageRejected:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ImageRejected(400, f"not a decodable JPEG: {exc}") from exc

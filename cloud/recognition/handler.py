@@ -25,14 +25,22 @@ from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, pro
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from cloud import aws
-from cloud.contracts import UNKNOWN_NAME, RequestMessage, is_valid_device_id, is_valid_request_id
-from cloud.images import decode_jpeg
+from cloud.contracts import (
+    MAX_QUEUE_MESSAGE_BYTES,
+    UNKNOWN_NAME,
+    RequestMessage,
+    is_valid_device_id,
+    is_valid_request_id,
+)
+from cloud.images import ImageRejected, decode_jpeg
 from cloud.recognition.embedder import CROP_SIZE, Embedder
 from cloud.recognition.gallery import Gallery, GalleryCache, Match
 from cloud.recognition.respond import Router, build_response, persist_response, queue_wait_ms, send_response
 from cloud.settings import Settings, get_settings
 
 GALLERY_REFRESH_SECONDS = 30.0  # how stale a warm container's gallery may get after an enrollment
+# An inline crop is bounded by the message size; one in S3 gets the same bound (a 160x160 JPEG is ~10 KB).
+MAX_CROP_BYTES = MAX_QUEUE_MESSAGE_BYTES
 
 logger = Logger(service="facepipe-recognition")
 metrics = Metrics(namespace="facepipe", service="facepipe-recognition")
@@ -111,11 +119,16 @@ def load_crops(request: RequestMessage, bucket: str) -> list[np.ndarray]:
         else:
             if not bucket:
                 raise BadRequest(f"face {i}: crop in S3 but FACEPIPE_BUCKET is not set")
-            jpeg = aws.client("s3").get_object(Bucket=bucket, Key=face.crop_s3_key)["Body"].read()
-        crop = decode_jpeg(jpeg)
-        if crop.shape != (CROP_SIZE, CROP_SIZE, 3):
-            raise BadRequest(f"face {i}: crop is {crop.shape}, expected ({CROP_SIZE}, {CROP_SIZE}, 3)")
-        crops.append(crop)
+            stored = aws.client("s3").get_object(Bucket=bucket, Key=face.crop_s3_key)
+            if stored["ContentLength"] > MAX_CROP_BYTES:
+                stored["Body"].close()
+                raise BadRequest(f"face {i}: crop object is {stored['ContentLength']} bytes; the limit is "
+                                 f"{MAX_CROP_BYTES}")
+            jpeg = stored["Body"].read()
+        try:
+            crops.append(decode_jpeg(jpeg, (CROP_SIZE, CROP_SIZE)))
+        except ImageRejected as exc:
+            raise BadRequest(f"face {i}: {exc}") from exc
     return crops
 
 

@@ -59,7 +59,7 @@ def test_crops_travel_inline_when_they_fit(settings: Settings, group_faces: tupl
     for wire, face in zip(message.faces, faces, strict=True):
         assert wire.crop_s3_key is None and wire.crop_jpeg_b64 is not None
         assert np.allclose(wire.box, face.box, atol=0.01) and np.allclose(wire.landmarks, face.landmarks, atol=0.01)
-        crop = decode_jpeg(base64.b64decode(wire.crop_jpeg_b64))
+        crop = decode_jpeg(base64.b64decode(wire.crop_jpeg_b64), (160, 160))
         assert crop.shape == (160, 160, 3)
         assert np.abs(crop.astype(int) - face.crop.astype(int)).mean() < 4  # JPEG of the same pixels
     assert _crop_keys(settings) == []
@@ -80,7 +80,7 @@ def test_overflow_moves_crops_to_s3(
     assert all(f.crop_jpeg_b64 is None for f in message.faces)
     assert sorted(_crop_keys(small)) == sorted(f.crop_s3_key for f in message.faces)
     stored = aws.client("s3").get_object(Bucket=small.bucket, Key=message.faces[0].crop_s3_key)["Body"].read()
-    assert np.abs(decode_jpeg(stored).astype(int) - faces[0].crop.astype(int)).mean() < 4
+    assert np.abs(decode_jpeg(stored, (160, 160)).astype(int) - faces[0].crop.astype(int)).mean() < 4
 
 
 def test_too_large_even_with_s3_queues_and_uploads_nothing(

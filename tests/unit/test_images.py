@@ -94,14 +94,32 @@ def test_exif_orientation_is_applied() -> None:
 def test_jpeg_round_trip_of_a_real_crop() -> None:
     with Image.open(packaged("skimage/astronaut.png")) as photo:
         crop = np.asarray(photo.convert("RGB").crop((180, 60, 340, 220)))
-    decoded = decode_jpeg(encode_jpeg(crop))
+    decoded = decode_jpeg(encode_jpeg(crop), (160, 160))
     assert decoded.shape == crop.shape and decoded.dtype == np.uint8
     assert np.abs(decoded.astype(int) - crop.astype(int)).mean() < 4
 
 
 def test_decode_jpeg_refuses_other_bytes() -> None:
     with pytest.raises(ImageRejected):
-        decode_jpeg(packaged("skimage/astronaut.png").read_bytes())
+        decode_jpeg(packaged("skimage/astronaut.png").read_bytes(), (512, 512))
+
+
+def _jpeg_claiming(width: int, height: int) -> bytes:
+    """A real 160x160 crop's JPEG with the width and height in its frame header (SOF0) replaced."""
+    with Image.open(packaged("skimage/astronaut.png")) as photo:
+        crop = np.asarray(photo.convert("RGB").crop((180, 60, 340, 220)))
+    data = bytearray(encode_jpeg(crop))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", height, width)
+    return bytes(data)
+
+
+def test_decode_jpeg_checks_the_header_dimensions_before_decoding() -> None:
+    # 9000x9000 is under Pillow's own bomb limits: without our check it would allocate 243 MB.
+    for width, height in ((9000, 9000), (161, 160)):
+        with pytest.raises(ImageRejected, match=f"JPEG is {width}x{height}, expected 160x160") as info:
+            decode_jpeg(_jpeg_claiming(width, height), (160, 160))
+        assert info.value.status == 400
 
 
 def test_encode_jpeg_refuses_non_rgb_arrays() -> None:

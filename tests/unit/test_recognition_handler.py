@@ -8,6 +8,7 @@ handler as the Lambda SQS event the event source mapping builds.
 from __future__ import annotations
 
 import base64
+import io
 import json
 import time
 import uuid
@@ -239,6 +240,30 @@ def test_crops_from_s3(stack: Stack, enrolled: None, crops: dict[str, bytes]) ->
     assert failures(result) == {r["messageId"] for r in event["Records"] if "absent" in r["body"]}
     [answer] = drain(stack, stack.response_queue, 1)
     assert (answer.request_id, [f.name for f in answer.faces]) == (present.request_id, ["barack_obama"])
+
+
+def test_crops_are_size_checked_before_they_are_read_or_decoded(
+    stack: Stack, enrolled: None, crops: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a whole photo in place of a 160x160 crop, inline, and one in S3 larger than any crop can be
+    photo = packaged("matplotlib/grace_hopper.jpg").read_bytes()
+    huge = packaged("face_recognition/obama.jpg").read_bytes()
+    assert len(huge) > recognition.MAX_CROP_BYTES
+    stack.s3.put_object(Bucket=stack.bucket, Key="crops/huge/0.jpg", Body=huge)
+    inline = request([photo])
+    in_s3 = request([huge], s3_keys=["crops/huge/0.jpg"])
+    good = request([crops["biden"]])
+    event = deliver(stack, [inline.model_dump_json(), in_s3.model_dump_json(), good.model_dump_json()])
+    ids = {r["messageId"]: RequestMessage.model_validate_json(r["body"]).request_id for r in event["Records"]}
+    log = io.StringIO()
+    monkeypatch.setattr(recognition.logger.registered_handler, "stream", log)
+    # WHEN the handler runs THEN both fail their own record, with the reason logged, and the good one is answered
+    result = recognition.handler(event, None)
+    assert {ids[m] for m in failures(result)} == {inline.request_id, in_s3.request_id}
+    assert "expected 160x160" in log.getvalue()
+    assert f"bytes; the limit is {recognition.MAX_CROP_BYTES}" in log.getvalue()
+    [answer] = drain(stack, stack.response_queue, 1)
+    assert (answer.request_id, [f.name for f in answer.faces]) == (good.request_id, ["joe_biden"])
 
 
 def test_reply_to_with_the_prefix_is_honoured_and_others_refused(
