@@ -163,10 +163,13 @@ def load_gallery(uri: str) -> Gallery:
     if location is None:
         path = Path(uri)
         try:
+            # Version before content: a save in between then makes the next check reload, instead of
+            # labelling the old content with the new version (which no check would ever reload).
+            version = file_version(path)
             data = path.read_bytes()
         except FileNotFoundError as exc:
             raise GalleryNotFound(f"no gallery at {uri}: enroll someone first (facepipe enroll)") from exc
-        return from_bytes(data, uri, file_version(path))
+        return from_bytes(data, uri, version)
     bucket, key = location
     s3 = aws.client("s3")
     try:

@@ -3,6 +3,7 @@ server over HTTP), model-tag refusal, and the recognizer's reload-on-new-version
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -166,3 +167,28 @@ def test_cache_reloads_a_new_version_after_the_refresh_interval(s3_bucket: str) 
     reloaded = fresh.get(uri, TAG)
     assert (reloaded.names, reloaded.version) == (["ann"], version)
     assert len(lazy.get(uri, TAG)) == 0  # within its interval: no HEAD, the old copy
+
+
+def test_a_save_while_the_cache_reads_the_file_is_picked_up_by_the_next_check(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN a file gallery that an enrollment replaces right after the recognizer has read its bytes
+    uri = str(tmp_path / "gallery.npz")
+    old, new = Gallery(TAG), Gallery(TAG)
+    old.add("ann", unit_rows(12, 1))
+    new.add("bob", unit_rows(13, 1))
+    save_gallery(old, uri)
+    real_read = Path.read_bytes
+
+    def read_then_enroll(path: Path) -> bytes:
+        data = real_read(path)
+        monkeypatch.setattr(Path, "read_bytes", real_read)
+        time.sleep(0.01)  # a new mtime even on coarse clocks
+        save_gallery(new, uri)
+        return data
+
+    monkeypatch.setattr(Path, "read_bytes", read_then_enroll)
+    cache = GalleryCache(refresh_seconds=0)
+    assert cache.get(uri, TAG).names == ["ann"]
+    # THEN the next check sees a version it has not loaded, and reloads
+    assert cache.get(uri, TAG).names == ["bob"]
