@@ -16,6 +16,7 @@ from pathlib import Path
 
 import yaml
 
+from cloud.enrollment import people_from_dir
 from cloud.local.demo_clip import write_pan_clip
 from cloud.local.stack import LocalStack, StackConfig
 
@@ -30,16 +31,6 @@ ENROLLED = {
 }
 # Other photos of an enrolled person, and a group of six people nobody enrolled.
 FILMED = ["face_recognition/obama2.jpg", "insightface/t1.jpg", "face_recognition/obama3.jpg"]
-
-
-def people_from_dir(root: Path) -> dict[str, list[Path]]:
-    """One folder per person, every photo in it (the `facepipe enroll --dir` layout)."""
-    people = {
-        folder.name: sorted(p for p in folder.iterdir() if p.suffix.lower() in {".jpg", ".jpeg", ".png"})
-        for folder in sorted(root.iterdir())
-        if folder.is_dir()
-    }
-    return {name: photos for name, photos in people.items() if photos}
 
 
 def edge_config(stack: LocalStack, video: Path, workdir: Path) -> dict:

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from cloud import aws
 from cloud.contracts import RecognisedFace, RequestMessage, ResponseMessage, Timings
 from cloud.recognition.gallery import Match
-from cloud.settings import Settings
 
 DISTANCE_DECIMALS = 4  # batch composition moves float32 embeddings by ~1e-6: round it away
 
@@ -80,10 +79,6 @@ class Router:
         self.default_queue_url = default_queue_url
         self.reply_to_prefix = reply_to_prefix
         self._urls: dict[str, str] = {}  # queue name -> URL; queue URLs never change
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Router:
-        return cls(settings.response_queue_url, settings.reply_to_prefix)
 
     def queue_url(self, request: RequestMessage) -> str:
         name = request.reply_to
