@@ -141,6 +141,7 @@ class Camera:
         self._media_time = 0.0
         self.reconnects = 0
         self._delivered = 0
+        self._lost_wait = config.reconnect.initial_s  # grows while reopened sources deliver nothing
         self.last_activity = time.monotonic()  # a frame or an open attempt; the watchdog checks it
         self.ended = False  # a non-looping file/folder reached its end: read() returns None from now on
 
@@ -194,8 +195,13 @@ class Camera:
                                 self._config.reconnect.max_s)
                     self._stop.wait(self._config.reconnect.max_s)
                 continue  # loop: reopen from the start
-            log.warning("camera: lost %r; reconnecting", self._config.source)
-            if self._stop.wait(self._config.reconnect.initial_s):
+            # A source that opens but delivers nothing (device busy, empty stream) backs off like one that
+            # does not open at all; one that delivered frames before is reopened quickly.
+            if self._delivered:
+                self._lost_wait = self._config.reconnect.initial_s
+            wait, self._lost_wait = self._lost_wait, min(self._lost_wait * 2, self._config.reconnect.max_s)
+            log.warning("camera: lost %r; reconnecting in %.1fs", self._config.source, wait)
+            if self._stop.wait(wait):
                 return None
         return None
 

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import cv2
 import pytest
@@ -104,3 +107,54 @@ def test_source_appearing_later_is_picked_up(tmp_path: Path) -> None:
     (folder / "a.jpg").symlink_to(packaged("face_recognition/biden.jpg"))
     reader.join(timeout=5)
     assert result and result[0] is not None and camera.reconnects >= 1
+
+
+@pytest.fixture
+def empty_stream(tmp_path: Path) -> Iterator[tuple[str, list[float]]]:
+    """An HTTP "camera" that opens (a valid AVI header from a real photo) but never delivers a frame."""
+    image = cv2.imread(str(packaged("face_recognition/obama.jpg")))
+    clip = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 10.0, (image.shape[1], image.shape[0]))
+    writer.write(image)
+    writer.release()
+    data = clip.read_bytes()
+    header = data[: data.index(b"movi") + 4]  # everything up to the first frame
+    opened: list[float] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802
+            opened.append(time.monotonic())
+            self.send_response(200)
+            self.send_header("Content-Type", "video/x-msvideo")
+            self.send_header("Content-Length", str(len(header)))
+            self.end_headers()
+            self.wfile.write(header)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/camera.avi", opened
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_stream_that_opens_but_delivers_nothing_backs_off(empty_stream: tuple[str, list[float]]) -> None:
+    url, opened = empty_stream
+    stop = threading.Event()
+    camera = Camera(CameraConfig(source=url, reconnect={"initial_s": 0.05, "max_s": 0.4}), stop)
+    result: list = []
+    reader = threading.Thread(target=lambda: result.append(camera.read()))
+    reader.start()
+    time.sleep(1.5)
+    stop.set()
+    reader.join(timeout=5)
+    assert not reader.is_alive() and result == [None]
+    # Waits 0.05, 0.1, 0.2, 0.4, 0.4 ... between reopenings: about 6 in 1.5 s, not 30 (a fixed 0.05 s).
+    gaps = [later - earlier for earlier, later in zip(opened, opened[1:], strict=False)]
+    assert 3 <= len(opened) <= 10, opened
+    assert max(gaps) >= 0.35
