@@ -194,3 +194,15 @@ def test_a_frame_too_small_for_any_face_is_accepted_with_none(settings: Settings
     assert DetectAccepted.model_validate_json(response["body"]).faces == 0
     [message] = _received(settings)
     assert message.faces == [] and (message.image_width, message.image_height) == (strip.width, 12)
+
+
+def test_emf_metrics_carry_detect_ms_and_faces(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    response = detection.handler(_sample(), None)
+    [emf] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    [directive] = emf["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "facepipe"
+    assert {m["Name"] for m in directive["Metrics"]} >= {"DetectMs", "Faces"}
+    accepted = DetectAccepted.model_validate_json(response["body"])
+    assert emf["Faces"] == [accepted.faces] == [1]  # powertools writes each metric's values as a list
+    assert emf["DetectMs"] == [pytest.approx(accepted.detect_ms, abs=0.01)]

@@ -339,3 +339,22 @@ def test_gallery_from_other_weights_stops_the_batch(
     with pytest.raises(GalleryModelMismatch, match="0123456789abcdef"):
         recognition.handler(event, None)
     drain(stack, stack.response_queue, 0)
+
+
+def test_emf_metrics_count_faces_and_unknowns(
+    stack: Stack, enrolled: None, crops: dict[str, bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a batch of two frames: Obama and a stranger, then Biden alone
+    event = deliver(stack, [request([crops["obama2"], crops["hopper"]]).model_dump_json(),
+                            request([crops["biden"]]).model_dump_json()])
+    capsys.readouterr()
+    recognition.handler(event, None)
+    drain(stack, stack.response_queue, 2)
+    # THEN one CloudWatch EMF document carries the batch's figures
+    [emf] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    [directive] = emf["_aws"]["CloudWatchMetrics"]
+    assert directive["Namespace"] == "facepipe"
+    assert {m["Name"] for m in directive["Metrics"]} >= {"RecogniseMs", "Faces", "Unknowns", "QueueWaitMs"}
+    # powertools writes each metric's values as a list: one per add_metric call (Unknowns: one per answer)
+    assert emf["Faces"] == [3] and sorted(emf["Unknowns"]) == [0, 1]
+    assert len(emf["RecogniseMs"]) == 1 and emf["RecogniseMs"][0] > 0
