@@ -1,8 +1,8 @@
 """`facepipe-edge`: run the daemon, or check its configuration and dependencies.
 
-Exit status: 0 ok; 78 (EX_CONFIG) for a bad configuration or missing credentials, so systemd's
-`RestartPreventExitStatus=78` stops a restart loop; 1 when `check` finds a dependency failing or
-the daemon cannot start for another reason. Errors are one line on stderr, never a traceback.
+Exit status: 0 ok; 78 (EX_CONFIG) for a bad configuration, missing credentials or a broken AWS
+profile, so systemd's `RestartPreventExitStatus=78` stops a restart loop; 1 when `check` finds a
+dependency failing or the daemon cannot start for another reason. Errors are one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ def _fail(message: str, status: int) -> int:
 
 def _run(config: EdgeConfig) -> int:
     import cv2
+    from botocore.exceptions import BotoCoreError
 
     from edge_client.daemon import Daemon, format_summary
     from edge_client.uploader import CredentialsMissing
@@ -41,6 +42,8 @@ def _run(config: EdgeConfig) -> int:
         daemon = Daemon(config)
     except CredentialsMissing as exc:
         return _fail(str(exc), EX_CONFIG)
+    except BotoCoreError as exc:  # e.g. AWS_PROFILE names a missing profile: restarting cannot fix it
+        return _fail(f"AWS configuration: {exc}", EX_CONFIG)
     except OSError as exc:  # e.g. spool directory not writable
         return _fail(f"cannot start: {exc}", EX_FAILURE)
 

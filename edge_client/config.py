@@ -219,8 +219,12 @@ class EdgeConfig(_Section):
         if from_queue:
             return from_queue.group(1)
         import botocore.session  # only here: the config models stay importable without touching AWS config
+        from botocore.exceptions import BotoCoreError
 
-        region = botocore.session.Session().get_config_variable("region")
+        try:
+            region = botocore.session.Session().get_config_variable("region")
+        except BotoCoreError as exc:  # e.g. AWS_PROFILE names a profile that does not exist
+            raise ConfigError(f"config error: AWS configuration: {exc}") from None
         return str(region) if region else None
 
 

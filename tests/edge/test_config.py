@@ -164,3 +164,23 @@ def test_bad_configs_exit_78_with_one_line_and_no_traceback(tmp_path: Path) -> N
         assert len(lines) == 1 and lines[0].startswith("facepipe-edge: config error"), (name, result.stderr)
         assert fragment in lines[0] and "Traceback" not in result.stderr
         assert result.stdout == ""
+
+
+@pytest.mark.parametrize("region", [None, "eu-west-1"], ids=["region-from-profile", "region-in-config"])
+def test_missing_aws_profile_exits_78_with_one_line(tmp_path: Path, region: str | None) -> None:
+    """AWS_PROFILE naming no profile (a typo in the unit's Environment=) is bad config, not a crash to restart."""
+    data = yaml.safe_load(GOOD)
+    data["endpoint"] = {"url": "http://127.0.0.1:9/", "region": region}
+    data["responses"]["queue_url"] = "http://127.0.0.1:9/123456789012/answers"
+    data["spool"] = {"directory": str(tmp_path / "spool")}
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml.safe_dump(data))
+    (tmp_path / "aws-config").write_text("[profile other]\nregion = eu-west-1\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_EDGE__", "AWS_"))}
+    env.update(AWS_PROFILE="facepipe-edeg", AWS_CONFIG_FILE=str(tmp_path / "aws-config"),
+               AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "aws-config"))
+    result = subprocess.run([sys.executable, "-m", "edge_client", "run", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert result.returncode == EX_CONFIG, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "profile (facepipe-edeg) could not be found" in lines[0], result.stderr
