@@ -41,7 +41,7 @@ from cloud.images import ImageRejected, open_checked
 from cloud.settings import get_settings
 
 logger = Logger(service="facepipe-detection")
-metrics = Metrics(namespace="facepipe", service="detection")
+metrics = Metrics(namespace="facepipe", service="facepipe-detection")  # as the Logger
 
 
 class Rejected(Exception):

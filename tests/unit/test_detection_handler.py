@@ -201,7 +201,7 @@ def test_emf_metrics_carry_detect_ms_and_faces(settings: Settings, capsys: pytes
     response = detection.handler(_sample(), None)
     [emf] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     [directive] = emf["_aws"]["CloudWatchMetrics"]
-    assert directive["Namespace"] == "facepipe"
+    assert directive["Namespace"] == "facepipe" and emf["service"] == "facepipe-detection"
     assert {m["Name"] for m in directive["Metrics"]} >= {"DetectMs", "Faces"}
     accepted = DetectAccepted.model_validate_json(response["body"])
     assert emf["Faces"] == [accepted.faces] == [1]  # powertools writes each metric's values as a list

@@ -353,7 +353,7 @@ def test_emf_metrics_count_faces_and_unknowns(
     # THEN one CloudWatch EMF document carries the batch's figures
     [emf] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
     [directive] = emf["_aws"]["CloudWatchMetrics"]
-    assert directive["Namespace"] == "facepipe"
+    assert directive["Namespace"] == "facepipe" and emf["service"] == "facepipe-recognition"
     assert {m["Name"] for m in directive["Metrics"]} >= {"RecogniseMs", "Faces", "Unknowns", "QueueWaitMs"}
     # powertools writes each metric's values as a list: one per add_metric call (Unknowns: one per answer)
     assert emf["Faces"] == [3] and sorted(emf["Unknowns"]) == [0, 1]
