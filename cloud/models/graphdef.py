@@ -10,7 +10,6 @@ from __future__ import annotations
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 
@@ -167,7 +166,3 @@ def read_graph(data: bytes) -> Graph:
     if not nodes:
         raise GraphFormatError("no nodes: not a GraphDef")
     return Graph(nodes, constants)
-
-
-def load_graph(path: str | Path) -> Graph:
-    return read_graph(Path(path).read_bytes())
