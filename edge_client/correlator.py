@@ -16,7 +16,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -35,7 +35,10 @@ class Pending:
     request_id: str
     captured_at: float  # epoch seconds
     jpeg: bytes | None  # kept only when an output needs the frame (annotated snapshots)
-    sent_at: float = field(default_factory=time.monotonic)
+    sent_at: float = field(default_factory=time.monotonic)  # the answer timeout runs from here
+    # Registered before its POST (the answer can beat the HTTP response); a retried upload can outlast
+    # the answer timeout, so the timeout only runs once the endpoint has accepted the frame.
+    uploading: bool = False
 
 
 class PendingRequests:
@@ -49,17 +52,31 @@ class PendingRequests:
         with self._lock:
             self._items[item.request_id] = item
 
+    def accepted(self, request_id: str) -> None:
+        """The endpoint took the frame: its answer timeout starts now."""
+        with self._lock:
+            item = self._items.get(request_id)
+            if item is not None:
+                self._items[request_id] = replace(item, uploading=False, sent_at=time.monotonic())
+
     def pop(self, request_id: str) -> Pending | None:
         with self._lock:
             return self._items.pop(request_id, None)
 
     def pop_expired(self, timeout_s: float, now: float | None = None) -> list[Pending]:
+        """Accepted requests older than `timeout_s` (never one whose upload is still under way)."""
         now = time.monotonic() if now is None else now
         with self._lock:
-            expired = [p for p in self._items.values() if now - p.sent_at >= timeout_s]
+            expired = [p for p in self._items.values() if not p.uploading and now - p.sent_at >= timeout_s]
             for item in expired:
                 del self._items[item.request_id]
         return expired
+
+    def pop_all(self) -> list[Pending]:
+        with self._lock:
+            items = list(self._items.values())
+            self._items.clear()
+        return items
 
     def __len__(self) -> int:
         with self._lock:
@@ -112,6 +129,16 @@ class Correlator:
             self._expired.add(item.request_id)
             log.warning("no answer for frame %s within %.0fs: counted unanswered",
                         item.request_id, self._config.answer_timeout_s)
+            self._events.unanswered(item)
+
+    def abandon(self) -> None:
+        """At stop: a frame still awaiting its answer is counted unanswered now (the next run discards
+        the answer); one whose upload is still under way is only forgotten (it stays spooled)."""
+        waiting = [item for item in self._pending.pop_all() if not item.uploading]
+        if waiting:
+            log.warning("stopping before %d frame(s) got their answer: counted unanswered", len(waiting))
+        for item in waiting:
+            self._expired.add(item.request_id)
             self._events.unanswered(item)
 
     def poll_once(self, wait_s: int | None = None) -> int:

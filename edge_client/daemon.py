@@ -8,8 +8,9 @@ instead of queueing them.
 
 One stop event ends everything. On stop (SIGTERM): capture ends, queued frames go to the spool,
 uploads already under way may finish within `stop_timeout_s`, answers to them are awaited within
-the same deadline, and whatever is left stays spooled for the next start. A non-looping file
-camera ends the same way once every frame has been answered (or timed out) and the spool is empty.
+the same deadline (a frame still without one is counted unanswered), and whatever is left stays
+spooled for the next start. A non-looping file camera ends the same way once every frame has been
+answered (or timed out) and the spool is empty.
 """
 
 from __future__ import annotations
@@ -226,9 +227,10 @@ class Daemon:
         for name, thread in self._threads.items():
             if name != "correlator":
                 thread.join(timeout=max(0.0, deadline - time.monotonic()))
-        with self._busy_lock:
-            unfinished = list(self._busy.values())
-        for frame in unfinished:  # still uploading at the deadline: keep a copy (a duplicate is harmless)
+        with self._busy_lock:  # still uploading at the deadline: spool a copy (a duplicate is harmless);
+            unfinished = list(self._busy.values())  # taking the entry tells the uploader not to spool it too
+            self._busy.clear()
+        for frame in unfinished:
             self._to_spool(frame)
         # Answers to what was sent: wait for them within the same deadline.
         while len(self.pending) and time.monotonic() < deadline:
@@ -236,10 +238,9 @@ class Daemon:
         self.correlator.close()
         self._threads["correlator"].join(timeout=max(0.1, deadline - time.monotonic()))
         self.correlator.sweep()
+        self.correlator.abandon()
         self.outputs.close()
         summary = self.stats.summary()
-        if len(self.pending):
-            log.info("stopping with %d frame(s) still awaiting an answer", len(self.pending))
         log.info("stopped; spool keeps %d frame(s); %s", len(self.spool), format_summary(summary))
 
     # --- stages -----------------------------------------------------------------------------
@@ -288,11 +289,11 @@ class Daemon:
                 self._busy[name] = item
             try:
                 result = self._send(item.request_id, item.captured_at, item.jpeg, retry=True)
-                if result.outcome is Outcome.UNREACHABLE:
-                    self._to_spool(item)
             finally:
                 with self._busy_lock:
-                    self._busy.pop(name, None)
+                    still_ours = self._busy.pop(name, None) is not None  # else _shutdown spooled it
+            if result.outcome is Outcome.UNREACHABLE and still_ours:
+                self._to_spool(item)
 
     def _drain_loop(self) -> None:
         """Deliver spooled frames oldest first; while the endpoint is down, probe with backoff."""
@@ -325,9 +326,10 @@ class Daemon:
     def _send(self, request_id: str, captured_at: float, jpeg: bytes, retry: bool) -> UploadResult:
         """Upload one frame that holds an in-flight slot; the slot stays only while an answer is due."""
         # Registered before the POST: the answer can arrive before the HTTP response does.
-        self.pending.add(Pending(request_id, captured_at, jpeg if self._keep_jpeg else None))
+        self.pending.add(Pending(request_id, captured_at, jpeg if self._keep_jpeg else None, uploading=True))
         result = self.uploader.upload(jpeg, request_id, captured_at, retry=retry)
         if result.outcome is Outcome.ACCEPTED:
+            self.pending.accepted(request_id)
             self._count("sent", self.metrics.frames_sent)
             if self.endpoint_down.is_set():
                 log.info("endpoint reachable again; draining %d spooled frame(s)", len(self.spool))

@@ -1,0 +1,135 @@
+"""Where each frame the daemon sent ends: answered, unanswered, rejected or spooled, each counted once.
+
+A real HTTP endpoint that accepts (or refuses) frames but answers nothing itself, and a real SQS
+protocol server (moto over HTTP) for the response queue; the test plays the cloud's answer when needed.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from cloud.contracts import RecognisedFace, ResponseMessage, Timings
+from edge_client.daemon import Daemon
+from tests.edge.conftest import Scripted, make_config, wait_until
+from tests.photos import packaged
+
+PHOTOS = ["face_recognition/obama.jpg", "face_recognition/biden.jpg"]
+
+
+@pytest.fixture
+def camera_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "camera"
+    folder.mkdir()
+    for index, photo in enumerate(PHOTOS):
+        (folder / f"{index}.jpg").symlink_to(packaged(photo))
+    return folder
+
+
+@pytest.fixture
+def queue(moto_sqs: Any) -> str:
+    url: str = moto_sqs.create_queue(QueueName=f"edge-frames-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    return url
+
+
+def _daemon(tmp_path: Path, url: str, queue: str, sqs: Any, camera: Path, **sections: Any) -> Daemon:
+    config = make_config(
+        tmp_path, camera={"source": str(camera), "fps": 0}, throttle={"motion": {"enabled": False}},
+        endpoint={"url": url}, responses={"queue_url": queue, **sections.pop("responses", {})}, **sections,
+    )
+    return Daemon(config, sqs=sqs)
+
+
+def _start(daemon: Daemon) -> threading.Thread:
+    thread = threading.Thread(target=daemon.run, name="daemon-under-test", daemon=True)
+    thread.start()
+    return thread
+
+
+def _answer(request_id: str) -> str:
+    return ResponseMessage(
+        request_id=request_id, device_id="test-edge", frame_timestamp=time.time(),
+        faces=[RecognisedFace(box=[1, 2, 30, 40], name="barack_obama", distance=0.6, probability=0.99)],
+        timings=Timings(detect_ms=10, queue_wait_ms=1, recognise_ms=20), model="test",
+    ).model_dump_json()
+
+
+def test_rejected_frames_are_logged_and_counted(
+    tmp_path: Path, scripted_endpoint: tuple[str, Scripted], queue: str, moto_sqs: Any, camera_folder: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    url, script = scripted_endpoint
+    script.statuses = [400]
+    daemon = _daemon(tmp_path, url, queue, moto_sqs, camera_folder)
+    thread = _start(daemon)
+    thread.join(timeout=30)  # nothing awaits an answer: the daemon ends after the folder
+    assert not thread.is_alive()
+    summary = daemon.summary()
+    assert summary["rejected"] == len(script.requests) == len(PHOTOS)  # not retried
+    assert summary["sent"] == summary["spooled"] == summary["unanswered"] == 0
+    assert caplog.text.count("rejected by the endpoint (HTTP 400)") == len(PHOTOS)
+
+
+def test_frames_still_awaiting_an_answer_at_stop_are_counted_unanswered(
+    tmp_path: Path, scripted_endpoint: tuple[str, Scripted], queue: str, moto_sqs: Any, camera_folder: Path,
+) -> None:
+    url, _ = scripted_endpoint
+    daemon = _daemon(tmp_path, url, queue, moto_sqs, camera_folder, stop_timeout_s=0.5)
+    thread = _start(daemon)
+    wait_until(lambda: daemon.stats["sent"] == len(PHOTOS), 30, "both frames accepted")
+    time.sleep(0.3)
+    assert thread.is_alive()  # waits for the answers (answer timeout 20 s)
+    daemon.request_stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    summary = daemon.summary()
+    assert summary["sent"] == summary["unanswered"] == len(PHOTOS) and summary["answered"] == 0
+    assert len(daemon.pending) == 0 and daemon.in_flight.count == 0
+
+
+def test_answer_timeout_runs_from_acceptance_not_from_a_slow_upload(
+    tmp_path: Path, scripted_endpoint: tuple[str, Scripted], queue: str, moto_sqs: Any, camera_folder: Path,
+) -> None:
+    # The endpoint takes 2 s per frame; an answer counts as late only 1 s after the frame was accepted.
+    url, script = scripted_endpoint
+    script.delay_s = 2.0
+    camera = tmp_path / "one"
+    camera.mkdir()
+    (camera / "0.jpg").symlink_to(camera_folder / "0.jpg")
+    daemon = _daemon(tmp_path, url, queue, moto_sqs, camera, responses={"answer_timeout_s": 1})
+    thread = _start(daemon)
+    wait_until(lambda: daemon.stats["sent"] == 1, 30, "the frame accepted")
+    moto_sqs.send_message(QueueUrl=queue, MessageBody=_answer(script.requests[0]["headers"]["X-Request-Id"]))
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    summary = daemon.summary()
+    assert summary["answered"] == 1 and summary["unanswered"] == summary["late"] == 0
+    assert summary["latency_median_s"] >= 2.0  # capture to answer includes the slow upload
+
+
+def test_upload_cut_off_at_stop_is_spooled_once(
+    tmp_path: Path, scripted_endpoint: tuple[str, Scripted], queue: str, moto_sqs: Any, camera_folder: Path,
+) -> None:
+    # A frame still uploading at the stop deadline is spooled by the shutdown; when its upload then
+    # fails, the uploader must not spool (and count) it a second time.
+    url, script = scripted_endpoint
+    script.statuses, script.delay_s = [503], 2.0
+    camera = tmp_path / "one"
+    camera.mkdir()
+    (camera / "0.jpg").symlink_to(camera_folder / "0.jpg")
+    daemon = _daemon(tmp_path, url, queue, moto_sqs, camera, stop_timeout_s=0.5)
+    thread = _start(daemon)
+    wait_until(lambda: len(script.requests) == 1, 30, "the upload under way")
+    daemon.request_stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    for name, worker in daemon._threads.items():  # the cut-off upload ends when the endpoint answers
+        worker.join(timeout=10)
+        assert not worker.is_alive(), name
+    assert len(daemon.spool) == 1 and daemon.stats["spooled"] == 1
+    assert daemon.spool.oldest()[0].request_id == script.requests[0]["headers"]["X-Request-Id"]  # type: ignore[union-attr]
