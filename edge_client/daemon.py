@@ -240,8 +240,8 @@ class Daemon:
         self.correlator.sweep()
         self.correlator.abandon()
         self.outputs.close()
-        summary = self.stats.summary()
-        log.info("stopped; spool keeps %d frame(s); %s", len(self.spool), format_summary(summary))
+        # The summary itself is the CLI's to print (once, on stdout).
+        log.info("stopped; spool keeps %d frame(s)", len(self.spool))
 
     # --- stages -----------------------------------------------------------------------------
 
