@@ -122,7 +122,6 @@ class Correlator:
         self._answered = RecentIds()
         self._expired = RecentIds()
         self._done = threading.Event()
-        self.poll_errors = 0
 
     def sweep(self) -> None:
         for item in self._pending.pop_expired(self._config.answer_timeout_s):
@@ -204,7 +203,6 @@ class Correlator:
                 self.poll_once()
                 delay = 1.0
             except (BotoCoreError, ClientError) as exc:
-                self.poll_errors += 1
                 log.warning("response queue: %s; retrying in %.0fs", exc, delay)
                 self.sweep()
                 if self._done.wait(delay):

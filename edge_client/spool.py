@@ -26,11 +26,10 @@ class SpooledFrame:
     request_id: str
     captured_at: float
     jpeg: bytes
-    seq: int = 0
     name: str = ""  # file name once spooled
 
     def header(self) -> bytes:
-        return json.dumps({"request_id": self.request_id, "captured_at": self.captured_at, "seq": self.seq}).encode()
+        return json.dumps({"request_id": self.request_id, "captured_at": self.captured_at}).encode()
 
 
 class Spool:
@@ -99,8 +98,8 @@ class Spool:
                     header, _, jpeg = raw.partition(b"\n")
                     meta = json.loads(header)
                     return SpooledFrame(
-                        request_id=str(meta["request_id"]), captured_at=float(meta["captured_at"]),
-                        seq=int(meta.get("seq", 0)), jpeg=jpeg, name=name,
+                        request_id=str(meta["request_id"]), captured_at=float(meta["captured_at"]), jpeg=jpeg,
+                        name=name,
                     ), corrupt
                 except (OSError, ValueError, KeyError, TypeError) as exc:
                     log.warning("spool: discarding unreadable %s: %s", name, exc)

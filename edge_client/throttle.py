@@ -61,10 +61,6 @@ class InFlight:
         with self._cond:
             return self._count
 
-    def wait_idle(self, timeout: float) -> bool:
-        with self._cond:
-            return self._cond.wait_for(lambda: self._count == 0, timeout)
-
 
 class MotionDetector:
     """Fraction of changed pixels between a small blurred grey frame and a reference frame."""
