@@ -136,7 +136,8 @@ class ResponsesConfig(_Section):
     endpoint_url: str | None = Field(
         default=None, description="SQS endpoint override (the local stack); null = AWS (or AWS_ENDPOINT_URL_SQS)"
     )
-    wait_s: int = Field(default=10, ge=0, le=20, description="SQS long-poll wait per receive")
+    # 0 would be a short poll in a tight loop: a busy core and a billed SQS request each time round.
+    wait_s: int = Field(default=10, ge=1, le=20, description="SQS long-poll wait per receive")
     answer_timeout_s: float = Field(
         default=30.0, gt=0, description="a frame with no answer by then is counted unanswered"
     )

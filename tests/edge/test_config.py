@@ -48,6 +48,7 @@ BAD_FILES = [
     ("bad_size.yaml", GOOD + "spool: {max_bytes: lots}\n", "'spool.max_bytes'"),
     ("bad_listen.yaml", GOOD + "metrics: {listen: localhost}\n", "'metrics.listen': must be host:port"),
     ("bad_reply_to.yaml", GOOD.replace('answers"}', 'answers", reply_to: other}'), "reply_to must name the queue"),
+    ("short_poll.yaml", GOOD.replace('answers"}', 'answers", wait_s: 0}'), "'responses.wait_s'"),
 ]
 
 

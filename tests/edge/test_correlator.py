@@ -49,7 +49,7 @@ def queue(moto_sqs: Any) -> str:
 def _correlator(moto_sqs: Any, queue: str, recorder: Recorder, timeout_s: float = 30) -> tuple[Correlator,
                                                                                              PendingRequests]:
     pending = PendingRequests()
-    config = ResponsesConfig(queue_url=queue, wait_s=0, answer_timeout_s=timeout_s)
+    config = ResponsesConfig(queue_url=queue, wait_s=1, answer_timeout_s=timeout_s)
     return Correlator(config, "porch", moto_sqs, pending, recorder.events()), pending
 
 
