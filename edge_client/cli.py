@@ -138,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         return _fail(str(exc), EX_CONFIG)
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # botocore says "Found credentials in ..." once per client at INFO, and dumps every request at DEBUG.
+    logging.getLogger("botocore").setLevel(logging.WARNING)
     if args.command == "check":
         return _check(config)
     return _run(config)
