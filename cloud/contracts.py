@@ -25,6 +25,7 @@ HEADER_REPLY_TO = "X-Reply-To"  # optional response queue *name*, must match the
 # Limits shared by both sides.
 MAX_REQUEST_BODY_BYTES = 6 * 1024 * 1024  # Function URL BUFFERED mode: 6 MB request payload
 MAX_QUEUE_MESSAGE_BYTES = 256 * 1024  # we keep SQS's classic 256 KiB (template sets MaximumMessageSize)
+CROP_SIZE = 160  # face crops on the request queue are CROP_SIZE x CROP_SIZE: InceptionResnetV1's input
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
 
@@ -75,7 +76,7 @@ class DetectedFace(_Strict):
     box: Box
     probability: float = Field(ge=0, le=1)
     landmarks: list[Point] = Field(min_length=5, max_length=5, description="eyes, nose, mouth corners")
-    # Exactly one of the two: the aligned 160x160 crop inline (JPEG, base64) or a pointer to it in S3
+    # Exactly one of the two: the aligned CROP_SIZE x CROP_SIZE crop inline (JPEG, base64) or a pointer to it in S3
     # when the frame's message would exceed MAX_QUEUE_MESSAGE_BYTES.
     crop_jpeg_b64: str | None = None
     crop_s3_key: str | None = None

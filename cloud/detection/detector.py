@@ -15,7 +15,8 @@ from facenet_pytorch import MTCNN
 from facenet_pytorch.models.utils.detect_face import extract_face
 from PIL import Image
 
-CROP_SIZE = 160  # InceptionResnetV1 input
+from cloud.contracts import CROP_SIZE
+
 # Context around the box, in pixels of the 160 px crop: FaceNet 20180408 (CASIA-WebFace) was trained and
 # validated on crops with margin 32. Measured on the shared photos: margin 0 leaves a same-person pair at
 # 1.18 (above the nearest stranger), margin 32 separates same (<= 1.00) from different (>= 1.036) people.

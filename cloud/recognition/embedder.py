@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-CROP_SIZE = 160
-EMBEDDING_SIZE = 512
+from cloud.contracts import CROP_SIZE
+from cloud.recognition.gallery import EMBEDDING_SIZE
 
 
 class WeightsMissing(FileNotFoundError):

@@ -26,6 +26,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
 from cloud import aws
 from cloud.contracts import (
+    CROP_SIZE,
     MAX_QUEUE_MESSAGE_BYTES,
     UNKNOWN_NAME,
     RequestMessage,
@@ -33,7 +34,7 @@ from cloud.contracts import (
     is_valid_request_id,
 )
 from cloud.images import ImageRejected, decode_jpeg
-from cloud.recognition.embedder import CROP_SIZE, Embedder
+from cloud.recognition.embedder import Embedder
 from cloud.recognition.gallery import Gallery, GalleryCache, Match
 from cloud.recognition.respond import Router, build_response, persist_response, queue_wait_ms, send_response
 from cloud.settings import Settings, get_settings
