@@ -16,7 +16,7 @@ import pytest
 
 from cloud.contracts import RecognisedFace, ResponseMessage, Timings
 from edge_client.daemon import Daemon
-from tests.edge.conftest import Scripted, make_config, wait_until
+from tests.edge.conftest import Scripted, _merge, make_config, wait_until
 from tests.photos import packaged
 
 PHOTOS = ["face_recognition/obama.jpg", "face_recognition/biden.jpg"]
@@ -38,11 +38,9 @@ def queue(moto_sqs: Any) -> str:
 
 
 def _daemon(tmp_path: Path, url: str, queue: str, sqs: Any, camera: Path, **sections: Any) -> Daemon:
-    config = make_config(
-        tmp_path, camera={"source": str(camera), "fps": 0}, throttle={"motion": {"enabled": False}},
-        endpoint={"url": url}, responses={"queue_url": queue, **sections.pop("responses", {})}, **sections,
-    )
-    return Daemon(config, sqs=sqs)
+    base = {"camera": {"source": str(camera), "fps": 0}, "throttle": {"motion": {"enabled": False}},
+            "endpoint": {"url": url}, "responses": {"queue_url": queue}}
+    return Daemon(make_config(tmp_path, **_merge(base, sections)), sqs=sqs)
 
 
 def _start(daemon: Daemon) -> threading.Thread:
@@ -110,6 +108,24 @@ def test_answer_timeout_runs_from_acceptance_not_from_a_slow_upload(
     summary = daemon.summary()
     assert summary["answered"] == 1 and summary["unanswered"] == summary["late"] == 0
     assert summary["latency_median_s"] >= 2.0  # capture to answer includes the slow upload
+
+
+def test_stop_lets_an_upload_under_way_finish_and_awaits_its_answer(
+    tmp_path: Path, scripted_endpoint: tuple[str, Scripted], queue: str, moto_sqs: Any, camera_folder: Path,
+) -> None:
+    url, script = scripted_endpoint
+    script.delay_s = 1.0
+    daemon = _daemon(tmp_path, url, queue, moto_sqs, camera_folder, throttle={"max_in_flight": 1}, stop_timeout_s=5)
+    thread = _start(daemon)
+    wait_until(lambda: len(script.requests) == 1, 30, "the upload under way")
+    daemon.request_stop()  # SIGTERM while the endpoint is still busy with the frame
+    wait_until(lambda: daemon.stats["sent"] == 1, 10, "the upload finished after the stop")
+    moto_sqs.send_message(QueueUrl=queue, MessageBody=_answer(script.requests[0]["headers"]["X-Request-Id"]))
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    summary = daemon.summary()
+    assert summary["sent"] == summary["answered"] == 1 and summary["unanswered"] == summary["spooled"] == 0
+    assert len(script.requests) == 1 and len(daemon.spool) == 0
 
 
 def test_upload_cut_off_at_stop_is_spooled_once(

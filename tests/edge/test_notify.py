@@ -1,16 +1,25 @@
-"""systemd notify protocol over real AF_UNIX datagram sockets (a file path and an abstract name)."""
+"""systemd notify protocol over real AF_UNIX datagram sockets (a file path and an abstract name), and what
+the daemon sends on it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
+import threading
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from edge_client import daemon as daemon_module
+from edge_client.daemon import Daemon
 from edge_client.notify import SystemdNotifier
+from tests.edge.conftest import Scripted, make_config
+from tests.photos import packaged
 
 
 @pytest.fixture
@@ -102,3 +111,39 @@ def test_watchdog_interval_is_half_of_watchdog_usec(
         else:
             monkeypatch.setenv(name, value)
     assert SystemdNotifier("").watchdog_interval_s == expected
+
+
+def test_daemon_sends_ready_status_watchdog_and_stopping(
+    listener: tuple[socket.socket, str], monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+    scripted_endpoint: tuple[str, Scripted], moto_sqs: Any,
+) -> None:
+    # GIVEN a daemon started by "systemd": a notify socket and a 1 s watchdog (pinged every 0.5 s)
+    sock, path = listener
+    monkeypatch.setenv("WATCHDOG_USEC", "1000000")
+    monkeypatch.setenv("WATCHDOG_PID", str(os.getpid()))
+    monkeypatch.setattr(daemon_module, "STATUS_EVERY_S", 1.0)
+    camera = tmp_path / "camera"
+    camera.mkdir()
+    (camera / "a.jpg").symlink_to(packaged("face_recognition/obama.jpg"))
+    queue = moto_sqs.create_queue(QueueName=f"edge-notify-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    config = make_config(tmp_path, camera={"source": str(camera), "fps": 5, "loop": True},
+                         endpoint={"url": scripted_endpoint[0]}, responses={"queue_url": queue}, stop_timeout_s=0.5)
+    daemon = Daemon(config, notifier=SystemdNotifier(path), sqs=moto_sqs)
+    thread = threading.Thread(target=daemon.run, daemon=True)
+    thread.start()
+    # WHEN it runs for a while, then is stopped
+    received: list[bytes] = []
+    deadline = time.monotonic() + 2.5
+    while time.monotonic() < deadline:
+        received.append(sock.recv(4096))
+    daemon.request_stop()
+    thread.join(timeout=15)
+    sock.settimeout(0.5)
+    with contextlib.suppress(TimeoutError):
+        while True:
+            received.append(sock.recv(4096))
+    # THEN READY comes first, the watchdog is fed, STATUS carries the counts, and STOPPING ends it
+    assert received[:2] == [b"READY=1", b"STATUS=running"]
+    assert received.count(b"WATCHDOG=1") >= 3
+    assert any(message.startswith(b"STATUS=captured ") for message in received)
+    assert received[-1] == b"STOPPING=1" and not thread.is_alive()
