@@ -64,11 +64,15 @@ class Spool:
             name = f"{round(frame.captured_at * 1e9):020d}-{self._counter:06d}-{frame.request_id}{_SUFFIX}"
             path = self.directory / name
             tmp = path.with_name(name + _TMP_SUFFIX)
-            with open(tmp, "wb") as fh:
-                fh.write(data)
-                fh.flush()
-                os.fsync(fh.fileno())
-            os.replace(tmp, path)
+            try:
+                with open(tmp, "wb") as fh:
+                    fh.write(data)
+                    fh.flush()
+                    os.fsync(fh.fileno())
+                os.replace(tmp, path)
+            except OSError:  # disk full: a partial file would stay behind, uncounted, until a restart
+                tmp.unlink(missing_ok=True)
+                raise
             self._sizes[name] = len(data)
             self._bytes += len(data)
             return self._trim()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
+import subprocess
+import sys
 from pathlib import Path
 
 from edge_client.spool import Spool, SpooledFrame
-from tests.photos import packaged
+from tests.photos import REPO, packaged
 
 
 def _frames(n: int) -> list[SpooledFrame]:
@@ -65,3 +68,24 @@ def test_corrupt_file_is_discarded_and_counted(tmp_path: Path) -> None:
     item, corrupt = spool.oldest()
     assert corrupt == 1 and item is not None and item.request_id == frames[1].request_id
     assert len(spool) == 1
+
+
+def test_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
+    # A real write failure: a file size limit (as on a full disk, the write stops part way).
+    code = (
+        "import resource, signal, sys\n"
+        "from pathlib import Path\n"
+        "from edge_client.spool import Spool, SpooledFrame\n"
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+        "spool = Spool(Path(sys.argv[1]), max_bytes=10**9)\n"
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))\n"
+        "try:\n"
+        "    spool.put(SpooledFrame('00000000-0000-4000-8000-000000000000', 1.0, Path(sys.argv[2]).read_bytes()))\n"
+        "except OSError as exc:\n"
+        "    print('failed:', exc.errno)\n"
+        "print(len(spool), spool.bytes)\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(packaged("face_recognition/obama.jpg"))],
+                            capture_output=True, text=True, timeout=60, cwd=REPO, check=True)
+    assert result.stdout.split() == ["failed:", str(errno.EFBIG), "0", "0"], result.stdout + result.stderr
+    assert list(tmp_path.iterdir()) == []
