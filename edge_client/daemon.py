@@ -232,6 +232,12 @@ class Daemon:
             self._busy.clear()
         for frame in unfinished:
             self._to_spool(frame)
+        # Frames still queued behind uploads that outlived the deadline (max_in_flight > upload threads).
+        while True:
+            try:
+                self._spool_queued(self._uploads.get_nowait())
+            except queue.Empty:
+                break
         # Answers to what was sent: wait for them within the same deadline.
         while len(self.pending) and time.monotonic() < deadline:
             time.sleep(0.05)
@@ -282,8 +288,7 @@ class Daemon:
                     return
                 continue
             if self.stop.is_set() or self.endpoint_down.is_set():
-                self._to_spool(item)
-                self.in_flight.release()
+                self._spool_queued(item)
                 continue
             with self._busy_lock:
                 self._busy[name] = item
@@ -346,6 +351,11 @@ class Daemon:
                         result.error)
             self.endpoint_down.set()
         return result
+
+    def _spool_queued(self, item: Outgoing) -> None:
+        """A frame that was queued, not sent: to the spool, and its in-flight slot is free again."""
+        self._to_spool(item)
+        self.in_flight.release()
 
     def _to_spool(self, item: Outgoing) -> None:
         try:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from cloud.contracts import RecognisedFace, ResponseMessage, Timings
-from edge_client.daemon import Daemon
+from edge_client.daemon import MAX_UPLOAD_THREADS, Daemon
 from tests.edge.conftest import Scripted, _merge, make_config, wait_until
 from tests.photos import packaged
 
@@ -37,8 +37,8 @@ def queue(moto_sqs: Any) -> str:
     return url
 
 
-def _daemon(tmp_path: Path, url: str, queue: str, sqs: Any, camera: Path, **sections: Any) -> Daemon:
-    base = {"camera": {"source": str(camera), "fps": 0}, "throttle": {"motion": {"enabled": False}},
+def _daemon(tmp_path: Path, url: str, queue: str, sqs: Any, source: Path, **sections: Any) -> Daemon:
+    base = {"camera": {"source": str(source), "fps": 0}, "throttle": {"motion": {"enabled": False}},
             "endpoint": {"url": url}, "responses": {"queue_url": queue}}
     return Daemon(make_config(tmp_path, **_merge(base, sections)), sqs=sqs)
 
@@ -149,3 +149,22 @@ def test_upload_cut_off_at_stop_is_spooled_once(
         assert not worker.is_alive(), name
     assert len(daemon.spool) == 1 and daemon.stats["spooled"] == 1
     assert daemon.spool.oldest()[0].request_id == script.requests[0]["headers"]["X-Request-Id"]  # type: ignore[union-attr]
+
+
+def test_frames_queued_behind_cut_off_uploads_are_spooled_at_stop(
+    tmp_path: Path, scripted_endpoint: tuple[str, Scripted], queue: str, moto_sqs: Any, camera_folder: Path,
+) -> None:
+    # More frames in flight than upload threads: at the deadline some wait in the upload queue. The
+    # process exits right after run() returns, so they must be in the spool by then.
+    url, script = scripted_endpoint
+    script.statuses, script.delay_s = [503], 3.0
+    slots = MAX_UPLOAD_THREADS + 3
+    daemon = _daemon(tmp_path, url, queue, moto_sqs, camera_folder, stop_timeout_s=0.5,
+                     camera={"loop": True}, throttle={"max_fps": 60, "max_in_flight": slots})
+    thread = _start(daemon)
+    wait_until(lambda: len(script.requests) == MAX_UPLOAD_THREADS and daemon.in_flight.count == slots, 30,
+               "every upload thread busy and the queue full")
+    daemon.request_stop()
+    thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert len(daemon.spool) == daemon.stats["spooled"] == slots
