@@ -72,12 +72,6 @@ class PendingRequests:
                 del self._items[item.request_id]
         return expired
 
-    def pop_all(self) -> list[Pending]:
-        with self._lock:
-            items = list(self._items.values())
-            self._items.clear()
-        return items
-
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
@@ -132,8 +126,8 @@ class Correlator:
 
     def abandon(self) -> None:
         """At stop: a frame still awaiting its answer is counted unanswered now (the next run discards
-        the answer); one whose upload is still under way is only forgotten (it stays spooled)."""
-        waiting = [item for item in self._pending.pop_all() if not item.uploading]
+        the answer). One whose upload is still under way is left alone: the shutdown spools it."""
+        waiting = self._pending.pop_expired(0.0)
         if waiting:
             log.warning("stopping before %d frame(s) got their answer: counted unanswered", len(waiting))
         for item in waiting:

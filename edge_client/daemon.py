@@ -22,7 +22,7 @@ import threading
 import time
 import uuid
 from collections import Counter, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -342,6 +342,12 @@ class Daemon:
             return result
         if self.pending.pop(request_id) is not None:
             self.in_flight.release()
+        elif result.outcome is Outcome.UNREACHABLE:
+            # Its answer came although no HTTP response did (e.g. a read timeout during a slow cold start):
+            # the cloud has the frame, and spooling it would send it again and report it twice.
+            log.info("frame %s answered without an HTTP response (%s); not sent again", request_id, result.error)
+            self._count("sent", self.metrics.frames_sent)
+            return replace(result, outcome=Outcome.ACCEPTED)
         if result.outcome is Outcome.REJECTED:
             self.stats.inc("rejected")
             self.metrics.rejections.labels(status=str(result.status)).inc()

@@ -128,6 +128,28 @@ def test_stop_lets_an_upload_under_way_finish_and_awaits_its_answer(
     assert len(script.requests) == 1 and len(daemon.spool) == 0
 
 
+def test_frame_answered_without_an_http_response_is_not_sent_again(
+    tmp_path: Path, scripted_endpoint: tuple[str, Scripted], queue: str, moto_sqs: Any, camera_folder: Path,
+) -> None:
+    # The endpoint takes longer than the client's timeout (a slow cold start) but processes the frame:
+    # its answer arrives while the upload fails. Spooling it would send it again and report it twice.
+    url, script = scripted_endpoint
+    script.delay_s = 2.0
+    camera = tmp_path / "one"
+    camera.mkdir()
+    (camera / "0.jpg").symlink_to(camera_folder / "0.jpg")
+    daemon = _daemon(tmp_path, url, queue, moto_sqs, camera,
+                     endpoint={"timeout_s": 1.0, "retries": {"max_attempts": 1}})
+    thread = _start(daemon)
+    wait_until(lambda: len(script.requests) == 1, 30, "the upload under way")
+    moto_sqs.send_message(QueueUrl=queue, MessageBody=_answer(script.requests[0]["headers"]["X-Request-Id"]))
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    summary = daemon.summary()
+    assert summary["sent"] == summary["answered"] == 1 and summary["spooled"] == 0
+    assert len(script.requests) == 1 and summary["upload_errors"] == 1
+
+
 def test_upload_cut_off_at_stop_is_spooled_once(
     tmp_path: Path, scripted_endpoint: tuple[str, Scripted], queue: str, moto_sqs: Any, camera_folder: Path,
 ) -> None:
