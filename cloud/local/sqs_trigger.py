@@ -173,10 +173,12 @@ class SqsTrigger:
         deadline = time.monotonic() + self.batching_window_s
         while len(messages) < self.batch_size and not self._stop.is_set():
             remaining = deadline - time.monotonic()
-            more = self._receive(self.batch_size - len(messages), min(20, max(0, int(remaining))))
-            if not more and remaining <= 0:
+            if remaining < 1:
+                # Long polls wait whole seconds: sit out the window's last fraction, then take what is there.
+                self._stop.wait(max(0.0, remaining))
+                messages.extend(self._receive(self.batch_size - len(messages), 0))
                 break
-            messages.extend(more)
+            messages.extend(self._receive(self.batch_size - len(messages), min(20, int(remaining))))
         return messages
 
     def _process(self, messages: list[dict[str, Any]]) -> None:

@@ -16,6 +16,7 @@ import secrets
 import shlex
 import signal
 import string
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -320,7 +321,12 @@ def run(args: argparse.Namespace) -> int:
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        with LocalStack(config) as stack:
+        try:
+            stack = LocalStack(config).start()
+        except (FileNotFoundError, ValueError) as exc:  # missing weights, impossible batching settings
+            print(f"facepipe local up: {exc}", file=sys.stderr)
+            return 2
+        try:
             print("\n".join(endpoint_lines(stack)), flush=True)
             phases = ", ".join(f"{name[:-2]} {seconds:.1f} s" for name, seconds in stack.timings.items()
                                if name != "total_s")
@@ -328,6 +334,8 @@ def run(args: argparse.Namespace) -> int:
             while not stopping.wait(0.5):
                 pass
             print("stopping", flush=True)
+        finally:
+            stack.stop()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

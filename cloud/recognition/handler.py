@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 import time
 from dataclasses import dataclass, field
 from functools import cache
@@ -225,3 +226,8 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 def _int(value: str | None) -> int | None:
     return int(value) if value else None
+
+
+if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    # Load the model during Lambda's init phase, not in the first batch.
+    get_embedder(get_settings().weights_path, get_settings().torch_threads)

@@ -3,28 +3,16 @@ the server keeps serving."""
 
 from __future__ import annotations
 
-import struct
 import uuid
-import zlib
 from typing import Any
 
 import pytest
 import requests
 
 from cloud.contracts import HEADER_REQUEST_ID
+from tests.bad_images import png_claiming
 from tests.conftest import Mailbox, post_frame, queue_depth
 from tests.photos import packaged
-
-
-def png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def png_claiming(width: int, height: int) -> bytes:
-    """A small, well-formed PNG file whose header claims width x height (the pixel data is a stub)."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", header) + png_chunk(b"IDAT", zlib.compress(bytes(1024)))
-            + png_chunk(b"IEND", b""))
 
 
 def truncated_jpeg() -> bytes:

@@ -6,9 +6,7 @@ import base64
 import copy
 import io
 import json
-import struct
 import uuid
-import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from cloud import aws
 from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES, DetectAccepted, ErrorBody, RequestMessage
 from cloud.detection import handler as detection
 from cloud.settings import Settings, get_settings
+from tests.bad_images import png_claiming
 from tests.photos import packaged
 
 SAMPLE_EVENT = Path(__file__).resolve().parents[2] / "events" / "function_url_frame.json"
@@ -76,14 +75,6 @@ def test_request_id_is_generated_when_absent_and_headers_are_case_insensitive(se
     assert message.request_id == request_id and message.reply_to == "facepipe-replies-cam-1"
 
 
-def _png_claiming(width: int, height: int) -> bytes:
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
-
-
 def _obama() -> bytes:
     return packaged("face_recognition/obama.jpg").read_bytes()
 
@@ -113,7 +104,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[], Event], int]] = {
     "truncated JPEG": (lambda: _with_body(_obama()[:20_000]), 400),
     "text body": (lambda: _mutated(_plain_text), 415),
     "invalid base64": (lambda: _mutated(_bad_base64), 400),
-    "PNG claiming 20000x20000": (lambda: _with_body(_png_claiming(20000, 20000)), 413),
+    "PNG claiming 20000x20000": (lambda: _with_body(png_claiming(20000, 20000)), 413),
     "7 MB body": (lambda: _with_body(_obama() + bytes(7 * 1024 * 1024)), 413),
 }
 

@@ -4,27 +4,17 @@ from __future__ import annotations
 
 import io
 import struct
-import zlib
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from cloud.images import ImageRejected, decode_jpeg, encode_jpeg, open_checked
+from tests.bad_images import png_claiming
 from tests.photos import packaged
 
 MAX_BYTES = 6 * 1024 * 1024
 MAX_PIXELS = 16_000_000
-
-
-def _png_claiming(width: int, height: int) -> bytes:
-    """A tiny, well-formed PNG header whose IHDR claims width x height (8-bit RGB)."""
-
-    def chunk(kind: bytes, data: bytes) -> bytes:
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0")) + chunk(b"IEND", b"")
 
 
 def _status(data: bytes, max_bytes: int = MAX_BYTES, max_pixels: int = MAX_PIXELS) -> int:
@@ -48,7 +38,7 @@ def test_truncated_jpeg_is_400() -> None:
 
 
 def test_png_claiming_20000x20000_is_413_before_decoding() -> None:
-    data = _png_claiming(20000, 20000)
+    data = png_claiming(20000, 20000)
     assert len(data) < 100
     assert _status(data) == 413
 
@@ -56,7 +46,7 @@ def test_png_claiming_20000x20000_is_413_before_decoding() -> None:
 def test_pixel_limit_is_read_from_the_header() -> None:
     # 5000x5000 is under Pillow's own bomb limit: this is our check, not Pillow's.
     with pytest.raises(ImageRejected, match="5000x5000") as info:
-        open_checked(_png_claiming(5000, 5000), MAX_BYTES, MAX_PIXELS)
+        open_checked(png_claiming(5000, 5000), MAX_BYTES, MAX_PIXELS)
     assert info.value.status == 413
 
 
