@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cloud.contracts import DEVICE_ID_PATTERN, QUEUE_NAME_PATTERN
+from edge_client.metrics import parse_listen
 
 ENV_PREFIX = "FACEPIPE_EDGE__"
 EX_CONFIG = 78  # sysexits.h; systemd's RestartPreventExitStatus=78 stops a restart loop on bad config
@@ -188,9 +189,7 @@ class MetricsConfig(_Section):
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         if value is not None:
-            host, sep, port = value.rpartition(":")
-            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-                raise ValueError("must be host:port, e.g. 127.0.0.1:9108")
+            parse_listen(value)  # the one parser the metrics server uses
         return value
 
 
@@ -248,11 +247,12 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     return tree
 
 
-def _merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+def deep_merge(base: dict[str, Any], override: Mapping[str, Any]) -> dict[str, Any]:
+    """`override` laid over `base`, recursing into mappings both have (YAML, then environment overrides)."""
     merged = dict(base)
     for key, value in override.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
+            merged[key] = deep_merge(merged[key], value)
         else:
             merged[key] = value
     return merged
@@ -296,7 +296,7 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None, source: st
         raise ConfigError(f"config error in {source}: the top level must be a mapping of sections, got {kind}")
     overrides = env_overrides(os.environ if environ is None else environ)
     try:
-        config = EdgeConfig.model_validate(_merge(data, overrides))
+        config = EdgeConfig.model_validate(deep_merge(data, overrides))
     except ValidationError as exc:
         errors = exc.errors()
         first = _describe(errors[0], _leaf_paths(overrides))

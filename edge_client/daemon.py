@@ -242,7 +242,9 @@ class Daemon:
         while len(self.pending) and time.monotonic() < deadline:
             time.sleep(0.05)
         self.correlator.close()
-        self._threads["correlator"].join(timeout=max(0.1, deadline - time.monotonic()))
+        # Nothing is pending now (or the deadline has passed): don't sit out a long poll under way, up to
+        # responses.wait_s. The thread is a daemon; an answer it still receives finds no pending frame.
+        self._threads["correlator"].join(timeout=0.5)
         self.correlator.sweep()
         self.correlator.abandon()
         self.outputs.close()

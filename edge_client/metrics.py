@@ -65,7 +65,7 @@ def parse_listen(listen: str) -> tuple[str, int]:
     """'127.0.0.1:9108' -> ('127.0.0.1', 9108); '[::]:9108' -> ('::', 9108); ':9108' -> all interfaces."""
     host, sep, port = listen.rpartition(":")
     if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"listen address {listen!r} is not host:port")
+        raise ValueError("must be host:port, e.g. 127.0.0.1:9108")
     host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
     return host or "0.0.0.0", int(port)
 

@@ -62,7 +62,8 @@ def run_demo(weights: Path, photos: Path, video: Path | None, enroll_dir: Path |
     with LocalStack(StackConfig(weights_path=weights, batching_window_s=0.2)) as stack:
         print(f"local stack ready in {stack.timings['total_s']:.1f} s: {stack.function_url}", flush=True)
         report = stack.enroll(people)
-        print(f"enrolled: {report}", flush=True)
+        print(f"enrolled {report.photos} photo(s) of {', '.join(report.enrolled)}"
+              + "".join(f"; skipped {skip}" for skip in report.skipped), flush=True)
         config_path = workdir / "edge.yaml"
         config_path.write_text(yaml.safe_dump(edge_config(stack, video, workdir), sort_keys=False))
         print(f"edge daemon: facepipe-edge run --config {config_path}", flush=True)

@@ -16,17 +16,9 @@ from typing import Any
 
 import pytest
 
-from edge_client.config import EdgeConfig, parse_config
+from edge_client.config import EdgeConfig, deep_merge, parse_config
 
 CLIP = "video/short_hamilton_clip.mp4"  # in tests.photos.SHARED
-
-
-def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in override.items():
-        merged[key] = _merge(merged[key], value) if isinstance(value, dict) and isinstance(
-            merged.get(key), dict) else value
-    return merged
 
 
 def make_config(tmp_path: Path, **sections: Any) -> EdgeConfig:
@@ -41,7 +33,7 @@ def make_config(tmp_path: Path, **sections: Any) -> EdgeConfig:
         "metrics": {"listen": None},
         "stop_timeout_s": 5,
     }
-    return parse_config(_merge(base, sections), environ={})
+    return parse_config(deep_merge(base, sections), environ={})
 
 
 def wait_until(condition: Callable[[], bool], timeout: float, what: str, interval: float = 0.05) -> None:

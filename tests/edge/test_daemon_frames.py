@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 
 from cloud.contracts import RecognisedFace, ResponseMessage, Timings
+from edge_client.config import deep_merge
 from edge_client.daemon import MAX_UPLOAD_THREADS, Daemon
-from tests.edge.conftest import Scripted, _merge, make_config, wait_until
+from tests.edge.conftest import Scripted, make_config, wait_until
 from tests.photos import packaged
 
 PHOTOS = ["face_recognition/obama.jpg", "face_recognition/biden.jpg"]
@@ -40,7 +41,7 @@ def queue(moto_sqs: Any) -> str:
 def _daemon(tmp_path: Path, url: str, queue: str, sqs: Any, source: Path, **sections: Any) -> Daemon:
     base = {"camera": {"source": str(source), "fps": 0}, "throttle": {"motion": {"enabled": False}},
             "endpoint": {"url": url}, "responses": {"queue_url": queue}}
-    return Daemon(make_config(tmp_path, **_merge(base, sections)), sqs=sqs)
+    return Daemon(make_config(tmp_path, **deep_merge(base, sections)), sqs=sqs)
 
 
 def _start(daemon: Daemon) -> threading.Thread:
