@@ -130,6 +130,8 @@ def _single_face(detector: Detector, path: Path) -> np.ndarray | str:
     from cloud.images import ImageRejected, open_checked
 
     try:
+        if path.stat().st_size > MAX_PHOTO_BYTES:  # before reading it: the limit is also a memory bound
+            return f"unreadable: larger than {MAX_PHOTO_BYTES} bytes"
         image = open_checked(path.read_bytes(), MAX_PHOTO_BYTES, MAX_PHOTO_PIXELS)
     except (OSError, ImageRejected) as exc:
         return f"unreadable: {exc}"

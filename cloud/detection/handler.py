@@ -167,6 +167,8 @@ def process(upload: Upload) -> DetectAccepted:
 
 def _response(status: int, body: BaseModel, request_id: str | None) -> dict[str, Any]:
     headers = {"content-type": "application/json"}
+    if status == 405:
+        headers["allow"] = "POST"
     if request_id is not None:
         headers[HEADER_REQUEST_ID.lower()] = request_id
     return {"statusCode": status, "headers": headers, "body": body.model_dump_json(), "isBase64Encoded": False}

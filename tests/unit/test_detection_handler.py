@@ -126,6 +126,7 @@ def test_bad_input_is_a_clear_4xx_and_queues_nothing(settings: Settings, case: s
     sent_id = event["headers"].get("x-request-id")
     assert error.request_id == (sent_id if sent_id and len(sent_id) == 36 else None)
     assert len(response["body"]) < 1000  # a 10 KB id is never echoed back
+    assert (response["headers"].get("allow") == "POST") == (status == 405)
     assert _received(settings) == []
 
 
