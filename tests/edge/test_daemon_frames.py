@@ -91,15 +91,21 @@ def test_frames_still_awaiting_an_answer_at_stop_are_counted_unanswered(
     assert len(daemon.pending) == 0 and daemon.in_flight.count == 0
 
 
+def _one_frame_camera(tmp_path: Path, camera_folder: Path) -> Path:
+    """A folder camera holding only the first real photo of `camera_folder`."""
+    camera = tmp_path / "one"
+    camera.mkdir()
+    (camera / "0.jpg").symlink_to(camera_folder / "0.jpg")
+    return camera
+
+
 def test_answer_timeout_runs_from_acceptance_not_from_a_slow_upload(
     tmp_path: Path, scripted_endpoint: tuple[str, Scripted], queue: str, moto_sqs: Any, camera_folder: Path,
 ) -> None:
     # The endpoint takes 2 s per frame; an answer counts as late only 1 s after the frame was accepted.
     url, script = scripted_endpoint
     script.delay_s = 2.0
-    camera = tmp_path / "one"
-    camera.mkdir()
-    (camera / "0.jpg").symlink_to(camera_folder / "0.jpg")
+    camera = _one_frame_camera(tmp_path, camera_folder)
     daemon = _daemon(tmp_path, url, queue, moto_sqs, camera, responses={"answer_timeout_s": 1})
     thread = _start(daemon)
     wait_until(lambda: daemon.stats["sent"] == 1, 30, "the frame accepted")
@@ -136,9 +142,7 @@ def test_frame_answered_without_an_http_response_is_not_sent_again(
     # its answer arrives while the upload fails. Spooling it would send it again and report it twice.
     url, script = scripted_endpoint
     script.delay_s = 2.0
-    camera = tmp_path / "one"
-    camera.mkdir()
-    (camera / "0.jpg").symlink_to(camera_folder / "0.jpg")
+    camera = _one_frame_camera(tmp_path, camera_folder)
     daemon = _daemon(tmp_path, url, queue, moto_sqs, camera,
                      endpoint={"timeout_s": 1.0, "retries": {"max_attempts": 1}})
     thread = _start(daemon)
@@ -158,9 +162,7 @@ def test_upload_cut_off_at_stop_is_spooled_once(
     # fails, the uploader must not spool (and count) it a second time.
     url, script = scripted_endpoint
     script.statuses, script.delay_s = [503], 2.0
-    camera = tmp_path / "one"
-    camera.mkdir()
-    (camera / "0.jpg").symlink_to(camera_folder / "0.jpg")
+    camera = _one_frame_camera(tmp_path, camera_folder)
     daemon = _daemon(tmp_path, url, queue, moto_sqs, camera, stop_timeout_s=0.5)
     thread = _start(daemon)
     wait_until(lambda: len(script.requests) == 1, 30, "the upload under way")
