@@ -1,31 +1,26 @@
-"""Deployment artefacts: template.yaml (cfn-lint, offline SAM transform), Dockerfile.lambda, .dockerignore,
-events/sqs_request_batch.json; each checked against the code it deploys (settings, contracts, handlers)."""
+"""template.yaml: cfn-lint, the offline SAM transform (as `sam build` + `sam deploy` run it), and the
+transformed template checked against the code it deploys (settings, contracts, handlers) and against the
+issue's rules (least privilege, redrive, visibility, encryption); events/sqs_request_batch.json."""
 
 from __future__ import annotations
 
 import ast
-import configparser
-import copy
-import fnmatch
 import hashlib
 import json
 import re
-import shlex
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from aws_lambda_powertools.utilities.parser.models import SqsModel
 from cfnlint.api import lint
-from cfnlint.decode import decode_str
-from samtranslator.translator.transform import transform
 
 from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES, RequestMessage
+from cloud.local.template import PLACEHOLDER_IMAGE_URI, as_built, load_template, transform
 from cloud.settings import Settings
+from tests.dockerfile import dockerfile_env
 from tests.photos import REPO
 
 TEMPLATE_TEXT = (REPO / "template.yaml").read_text()
-DOCKERFILE = (REPO / "Dockerfile.lambda").read_text()
 REGIONS = ["us-east-1", "eu-west-1"]
 HANDLERS = {"DetectionFunction": "cloud.detection.handler.handler",
             "RecognitionFunction": "cloud.recognition.handler.handler"}
@@ -33,25 +28,14 @@ HANDLERS = {"DetectionFunction": "cloud.detection.handler.handler",
 Template = dict[str, Any]
 
 
-class _NoManagedPolicies:
-    """The translator's managed-policy lookup (translator configuration): the template names none by name."""
-
-    def load(self) -> dict[str, str]:
-        return {}
-
-
 @pytest.fixture(scope="module")
 def template() -> Template:
-    decoded, errors = decode_str(TEMPLATE_TEXT)
-    assert not errors, errors
-    return json.loads(json.dumps(decoded))  # plain dicts, no cfn-lint node types
+    return load_template()
 
 
 @pytest.fixture(scope="module")
-def transformed(template: Template) -> Iterator[Template]:
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("AWS_DEFAULT_REGION", "us-east-1")
-        yield transform(copy.deepcopy(template), {}, _NoManagedPolicies())
+def transformed(template: Template) -> Template:
+    return transform(as_built(template))
 
 
 def _of_type(tpl: Template, kind: str) -> dict[str, dict[str, Any]]:
@@ -89,7 +73,7 @@ def test_one_image_two_handlers(transformed: Template) -> None:
     for name, handler in HANDLERS.items():
         props = functions[name]["Properties"]
         assert props["PackageType"] == "Image"
-        assert props["Code"] == {"ImageUri": {"Ref": "ImageUri"}}
+        assert props["Code"] == {"ImageUri": PLACEHOLDER_IMAGE_URI}  # what `sam build` fills in
         assert props["ImageConfig"]["Command"] == [handler]
 
 
@@ -126,8 +110,9 @@ def test_sqs_trigger_reports_partial_batch_failures(transformed: Template) -> No
     assert props["EventSourceArn"] == {"Fn::GetAtt": ["RequestQueue", "Arn"]}
     assert props["FunctionName"] == {"Ref": "RecognitionFunction"}
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
-    assert props["BatchSize"] == 8
-    assert props["MaximumBatchingWindowInSeconds"] == 1
+    assert props["BatchSize"] == {"Ref": "RecognitionBatchSize"}
+    assert props["MaximumBatchingWindowInSeconds"] == {"Ref": "RecognitionBatchingWindow"}
+    assert transformed["Parameters"]["RecognitionBatchSize"]["MaxValue"] == 10  # SQS event source maximum
     assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "RecognitionMaxConcurrency"}}
 
 
@@ -150,7 +135,8 @@ def test_queues_dead_letter_size_and_encryption(transformed: Template) -> None:
     queues = _of_type(transformed, "AWS::SQS::Queue")
     for source, dlq in (("RequestQueue", "RequestDeadLetterQueue"), ("ResponseQueue", "ResponseDeadLetterQueue")):
         props = queues[source]["Properties"]
-        assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]}, "maxReceiveCount": 3}
+        assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]},
+                                          "maxReceiveCount": {"Ref": "MaxReceiveCount"}}
         assert props["MaximumMessageSize"] == MAX_QUEUE_MESSAGE_BYTES
         # a DLQ keeps messages longer than its source, or they expire before anyone looks
         assert queues[dlq]["Properties"]["MessageRetentionPeriod"] > props["MessageRetentionPeriod"]
@@ -234,18 +220,9 @@ def _function_env(transformed: Template, function: str) -> dict[str, Any]:
     return dict(transformed["Resources"][function]["Properties"]["Environment"]["Variables"])
 
 
-def _dockerfile_env() -> dict[str, str]:
-    env: dict[str, str] = {}
-    for line in _instructions("ENV"):
-        for pair in shlex.split(line):
-            key, _, value = pair.partition("=")
-            env[key] = value
-    return env
-
-
 @pytest.mark.parametrize("function", sorted(HANDLERS))
 def test_every_facepipe_variable_is_a_settings_field(transformed: Template, function: str) -> None:
-    env = _function_env(transformed, function) | _dockerfile_env()
+    env = _function_env(transformed, function) | dockerfile_env()
     names = {name for name in env if name.startswith("FACEPIPE_")}
     fields = set(Settings.model_fields)
     assert {name.removeprefix("FACEPIPE_").lower() for name in names} <= fields, names
@@ -290,80 +267,6 @@ def test_template_values_are_valid_settings(transformed: Template) -> None:
         settings = Settings(**{k: v for k, v in values.items() if v is not None})
         assert settings.max_message_bytes == MAX_QUEUE_MESSAGE_BYTES  # = the queues' MaximumMessageSize
         assert settings.gallery_uri.startswith("s3://facepipe-bucket/gallery/")
-
-
-# --- Dockerfile.lambda and .dockerignore ------------------------------------------------------------
-
-
-def _instructions(keyword: str) -> list[str]:
-    """Arguments of every `keyword` instruction (continuation lines joined)."""
-    joined = re.sub(r"\\\n\s*", " ", DOCKERFILE)
-    return [line.split(None, 1)[1] for line in joined.splitlines() if line.split(None, 1)[:1] == [keyword]]
-
-
-def _makefile_torch_spec() -> dict[str, str]:
-    makefile = (REPO / "Makefile").read_text()
-    spec = re.search(r"^TORCH_SPEC \?= (.+)$", makefile, re.MULTILINE)
-    assert spec, "TORCH_SPEC not in the Makefile"
-    return dict(item.split("==") for item in spec.group(1).split())
-
-
-def test_dockerfile_base_image_and_handler() -> None:
-    assert "ARG BASE_IMAGE=public.ecr.aws/lambda/python:3.12" in DOCKERFILE
-    assert _instructions("FROM")[0] == "${BASE_IMAGE} AS runtime"
-    assert json.loads(_instructions("CMD")[-1]) == [HANDLERS["DetectionFunction"]]
-
-
-def test_dockerfile_uses_cpu_torch_pinned_like_the_makefile() -> None:
-    args = dict(arg.split("=", 1) for arg in _instructions("ARG") if "=" in arg)
-    assert {"torch": args["TORCH_VERSION"], "torchvision": args["TORCHVISION_VERSION"]} == _makefile_torch_spec()
-    installs = [run for run in _instructions("RUN") if "torch==" in run]
-    assert installs and "--index-url https://download.pytorch.org/whl/cpu" in installs[0]
-    # the package install is constrained to that torch, so pip cannot swap in a CUDA build
-    assert any("--constraint" in run and "[cloud]" in run for run in _instructions("RUN"))
-
-
-def test_dockerfile_weights_path_is_where_prepare_writes() -> None:
-    prepare = next(run for run in _instructions("RUN") if "models prepare" in run)
-    out = shlex.split(prepare)[shlex.split(prepare).index("--out") + 1]
-    assert _dockerfile_env()["FACEPIPE_WEIGHTS_PATH"] == out
-    copied = next(c for c in _instructions("COPY") if c.startswith("--from=weights"))
-    assert out.startswith(shlex.split(copied)[-1])
-
-
-def _dockerignored(path: str, patterns: list[str]) -> bool:
-    """Docker's rule: the last pattern matching the path or one of its parent folders decides."""
-    parts = path.split("/")
-    candidates = ["/".join(parts[: i + 1]) for i in range(len(parts))]
-    ignored = False
-    for raw in patterns:
-        negate = raw.startswith("!")
-        pattern = raw.lstrip("!").rstrip("/")
-        if any(fnmatch.fnmatchcase(c, pattern) or fnmatch.fnmatchcase(c, pattern.removeprefix("**/"))
-               for c in candidates):
-            ignored = not negate
-    return ignored
-
-
-def test_build_context_has_what_the_dockerfile_copies() -> None:
-    lines = (REPO / ".dockerignore").read_text().splitlines()
-    patterns = [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    sources = [src for copy_args in _instructions("COPY") if not copy_args.startswith("--from")
-               for src in shlex.split(copy_args)[:-1]]
-    # setup.cfg reads README.md (long_description = file: ...): it must be copied too
-    cfg = configparser.ConfigParser()
-    cfg.read(REPO / "setup.cfg")
-    needed = cfg["metadata"]["long_description"].removeprefix("file:").strip()
-    assert needed in sources
-    for source in sources:
-        files = [source] if not source.endswith("/") else [
-            str(p.relative_to(REPO)) for p in (REPO / source).rglob("*.py") if "__pycache__" not in p.parts]
-        assert files, source
-        for file in files:
-            assert not _dockerignored(file, patterns), f"{file} is copied but excluded by .dockerignore"
-    for private in (".venv/bin/python", ".cache/models/facenet-casia-webface.pt", ".git/HEAD", "tests/photos.py",
-                    "cloud/__pycache__/settings.cpython-312.pyc"):
-        assert _dockerignored(private, patterns), private
 
 
 # --- sample event ---------------------------------------------------------------------------------
