@@ -1,11 +1,13 @@
 """template.yaml: cfn-lint, the offline SAM transform (as `sam build` + `sam deploy` run it), and the
 transformed template checked against the code it deploys (settings, contracts, handlers) and against the
-issue's rules (least privilege, redrive, visibility, encryption); events/sqs_request_batch.json."""
+issue's rules (least privilege, redrive, visibility, encryption, concurrency, alarms);
+events/sqs_request_batch.json."""
 
 from __future__ import annotations
 
-import ast
+import copy
 import hashlib
+import importlib
 import json
 import re
 from typing import Any
@@ -17,13 +19,17 @@ from cfnlint.api import lint
 from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES, RequestMessage
 from cloud.local.template import PLACEHOLDER_IMAGE_URI, as_built, load_template, transform
 from cloud.settings import Settings
-from tests.dockerfile import dockerfile_env
+from edge_client.config import ResponsesConfig
+from tests.dockerfile import dockerfile_env, instructions
 from tests.photos import REPO
 
 TEMPLATE_TEXT = (REPO / "template.yaml").read_text()
 REGIONS = ["us-east-1", "eu-west-1"]
 HANDLERS = {"DetectionFunction": "cloud.detection.handler.handler",
             "RecognitionFunction": "cloud.recognition.handler.handler"}
+PREFIXES = {"DetectionFunction": "Detection", "RecognitionFunction": "Recognition"}
+ALIAS = "live"
+NO_VALUE = {"Ref": "AWS::NoValue"}
 
 Template = dict[str, Any]
 
@@ -44,6 +50,104 @@ def _of_type(tpl: Template, kind: str) -> dict[str, dict[str, Any]]:
 
 def _errors(text: str) -> list[str]:
     return [f"{m.rule.id} {m.message} (line {m.linenumber})" for m in lint(text, regions=REGIONS)]
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _with_defaults(template: Template, **defaults: Any) -> Template:
+    """The template deployed with these parameter values: without a value the translator, like
+    CloudFormation, takes a parameter's Default."""
+    changed = copy.deepcopy(template)
+    for name, value in defaults.items():
+        changed["Parameters"][name]["Default"] = value
+    return changed
+
+
+def _refs(value: Any) -> set[str]:
+    """Resources and parameters a value names (Ref, GetAtt, ${...} in Sub), pseudo parameters left out."""
+    found: set[str] = set()
+    if isinstance(value, list):
+        for item in value:
+            found |= _refs(item)
+    elif isinstance(value, dict):
+        for key, arg in value.items():
+            if key == "Ref":
+                found.add(arg)
+            elif key == "Fn::GetAtt":
+                found.add(arg[0] if isinstance(arg, list) else arg.split(".")[0])
+            elif key == "Fn::Sub":
+                text, variables = (arg, {}) if isinstance(arg, str) else arg
+                found |= {name.split(".")[0] for name in re.findall(r"\$\{([^}!]+)\}", text)} - set(variables)
+                found |= _refs(variables)
+            else:
+                found |= _refs(arg)
+    return {name for name in found if not name.startswith("AWS::")}
+
+
+def _conditions(tpl: Template, value: Any) -> set[str]:
+    """Conditions a value depends on (Fn::If, Condition), with the conditions those name."""
+    found: set[str] = set()
+    if isinstance(value, list):
+        for item in value:
+            found |= _conditions(tpl, item)
+    elif isinstance(value, dict):
+        for key, arg in value.items():
+            if key == "Fn::If" or (key == "Condition" and isinstance(arg, str)):  # not a policy's Condition
+                name = arg[0] if key == "Fn::If" else arg
+                found |= {name} | _conditions(tpl, tpl["Conditions"][name])
+            found |= _conditions(tpl, arg)
+    return found
+
+
+def _parameters_behind(tpl: Template, value: Any) -> set[str]:
+    """Parameters whose values can change a value: named in it, or in the conditions it depends on."""
+    named = _refs(value) | {ref for cond in _conditions(tpl, value) for ref in _refs(tpl["Conditions"][cond])}
+    return named & set(tpl["Parameters"])
+
+
+def _parameter_values(tpl: Template, **overrides: Any) -> dict[str, str]:
+    """Parameter values as CloudFormation sees them (strings): the defaults, then the overrides."""
+    values = {name: str(param.get("Default", "")) for name, param in tpl["Parameters"].items()}
+    return values | {name: str(value) for name, value in overrides.items()}
+
+
+def _holds(tpl: Template, condition: str, values: dict[str, str]) -> bool:
+    """A template condition evaluated for these parameter values, as CloudFormation does."""
+
+    def evaluate(expr: dict[str, Any]) -> bool:
+        (function, args), = expr.items()
+        if function == "Fn::Not":
+            return not evaluate(args[0])
+        if function == "Fn::And":
+            return all(evaluate(arg) for arg in args)
+        if function == "Fn::Or":
+            return any(evaluate(arg) for arg in args)
+        if function == "Condition":
+            return evaluate(tpl["Conditions"][args])
+        if function == "Fn::Equals":
+            left, right = (_resolve(tpl, arg, values) for arg in args)
+            return str(left) == str(right)
+        raise AssertionError(f"unexpected condition function {function}")
+
+    return evaluate(tpl["Conditions"][condition])
+
+
+def _resolve(tpl: Template, value: Any, values: dict[str, str]) -> Any:
+    """A value with Fn::If and parameter Refs resolved for these parameter values; AWS::NoValue -> None."""
+    if isinstance(value, list):
+        return [item for item in (_resolve(tpl, item, values) for item in value) if item is not None]
+    if not isinstance(value, dict):
+        return value
+    if value == NO_VALUE:
+        return None
+    if set(value) == {"Ref"} and value["Ref"] in values:
+        return values[value["Ref"]]
+    if set(value) == {"Fn::If"}:
+        condition, then, otherwise = value["Fn::If"]
+        return _resolve(tpl, then if _holds(tpl, condition, values) else otherwise, values)
+    return {key: _resolve(tpl, item, values) for key, item in value.items()}
 
 
 # --- lint and transform ---------------------------------------------------------------------------
@@ -75,31 +179,181 @@ def test_one_image_two_handlers(transformed: Template) -> None:
         assert props["PackageType"] == "Image"
         assert props["Code"] == {"ImageUri": PLACEHOLDER_IMAGE_URI}  # what `sam build` fills in
         assert props["ImageConfig"]["Command"] == [handler]
+        for setting in ("MemorySize", "Timeout"):  # per function, chosen at deploy time
+            parameter = f"{PREFIXES[name]}{setting}"
+            assert props[setting] == {"Ref": parameter}
+            assert transformed["Parameters"][parameter]["Type"] == "Number"
 
 
-@pytest.mark.parametrize("handler", sorted(set(HANDLERS.values())))
-def test_handler_exists_in_the_code(handler: str) -> None:
-    # `module.function`: the file exists and defines the function (parsed, not imported: no torch here).
-    module, function = handler.rsplit(".", 1)
-    source = REPO / (module.replace(".", "/") + ".py")
-    assert source.is_file(), source
-    tree = ast.parse(source.read_text())
-    assert function in {node.name for node in tree.body if isinstance(node, ast.FunctionDef)}
+def test_every_handler_named_in_the_template_and_the_dockerfile_is_an_importable_callable(
+    transformed: Template, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("AWS_LAMBDA_FUNCTION_NAME", raising=False)  # in Lambda the modules load their models
+    commands = [res["Properties"]["ImageConfig"]["Command"]
+                for res in _of_type(transformed, "AWS::Lambda::Function").values()]
+    dockerfile_cmds = instructions("CMD")
+    assert dockerfile_cmds, "Dockerfile.lambda has no CMD"
+    commands += [json.loads(cmd) for cmd in dockerfile_cmds]  # exec form: a JSON list
+    handlers = set()
+    for command in commands:
+        assert isinstance(command, list) and len(command) == 1, command  # the runtime takes one `module.function`
+        handlers.add(command[0])
+    for handler in sorted(handlers):
+        module_name, _, function_name = handler.rpartition(".")
+        module = importlib.import_module(module_name)
+        assert callable(getattr(module, function_name, None)), f"{handler}: no callable {function_name}"
+
+
+@pytest.mark.parametrize("function", sorted(HANDLERS))
+def test_each_function_is_served_by_its_live_alias(transformed: Template, function: str) -> None:
+    aliases = {name: res for name, res in _of_type(transformed, "AWS::Lambda::Alias").items()
+               if res["Properties"]["FunctionName"] == {"Ref": function}}
+    assert list(aliases) == [f"{function}Alias{ALIAS}"]  # the name the template refers to
+    alias = aliases[f"{function}Alias{ALIAS}"]["Properties"]
+    assert alias["Name"] == ALIAS
+    version_id, attribute = alias["FunctionVersion"]["Fn::GetAtt"]
+    assert attribute == "Version"
+    version = transformed["Resources"][version_id]
+    assert version["Type"] == "AWS::Lambda::Version"
+    assert version["Properties"]["FunctionName"] == {"Ref": function}
+
+
+def _version_of(tpl: Template, function: str) -> tuple[str, dict[str, Any]]:
+    version_id = tpl["Resources"][f"{function}Alias{ALIAS}"]["Properties"]["FunctionVersion"]["Fn::GetAtt"][0]
+    return version_id, tpl["Resources"][version_id]
+
+
+def _another_value(param: dict[str, Any]) -> Any:
+    default = param.get("Default", "")
+    if "AllowedValues" in param:
+        return next(value for value in param["AllowedValues"] if str(value) != str(default))
+    if param["Type"] == "Number":
+        return param["MaxValue"] if str(param["MaxValue"]) != str(default) else param["MinValue"]
+    return f"{default}x"  # the translator does not check patterns
+
+
+@pytest.mark.parametrize("function", sorted(HANDLERS))
+def test_any_change_to_a_function_publishes_a_version_for_its_alias(
+    template: Template, transformed: Template, function: str
+) -> None:
+    """A version is a snapshot of the function's settings, and the URL and the trigger invoke the alias:
+    a parameter that changes the function must also make CloudFormation publish a new version, or the
+    alias keeps serving the old settings. SAM's version id hashes the template, not parameter values,
+    so such a parameter must be in the version's Description (a change of which replaces the version)."""
+    version_id, version = _version_of(transformed, function)
+    described = _refs(version["Properties"]["Description"])
+    props = dict(transformed["Resources"][function]["Properties"])
+    props.pop("ReservedConcurrentExecutions")  # function-wide, not part of a version
+    behind = _parameters_behind(transformed, props)
+    assert {f"{PREFIXES[function]}MemorySize", "MatchThreshold", "ReplyToPrefix"} <= behind  # the walk finds them
+    for name in sorted(behind):
+        changed = transform(as_built(_with_defaults(template, **{name: _another_value(template["Parameters"][name])})))
+        assert _version_of(changed, function)[0] != version_id or name in described, name
+    # A new image is a new version by itself (SAM hashes the ImageUri that `sam build` writes).
+    rebuilt = transform(as_built(template, image_uri=PLACEHOLDER_IMAGE_URI + "-rebuilt"))
+    assert _version_of(rebuilt, function)[0] != version_id
+
+
+@pytest.mark.parametrize("function", sorted(HANDLERS))
+def test_version_description_fits_lambdas_limit_at_the_longest_parameter_values(
+    transformed: Template, function: str
+) -> None:
+    text = _version_of(transformed, function)[1]["Properties"]["Description"]["Fn::Sub"]
+    params = transformed["Parameters"]
+
+    def longest(name: str) -> int:
+        param = params[name]
+        if "AllowedValues" in param:
+            return max(len(str(value)) for value in param["AllowedValues"])
+        if "MaxLength" in param:
+            return int(param["MaxLength"])
+        if param["Type"] == "Number" and "MinValue" in param and "MaxValue" in param:
+            return max(len(str(param["MinValue"])), len(str(param["MaxValue"])))
+        raise AssertionError(f"parameter {name} has no length limit")
+
+    names = re.findall(r"\$\{(\w+)\}", text)
+    assert names
+    assert len(re.sub(r"\$\{\w+\}", "", text)) + sum(longest(name) for name in names) <= 256
+
+
+# --- concurrency ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("function", sorted(HANDLERS))
+def test_reserved_concurrency_is_a_parameter_minus_one_for_none(transformed: Template, function: str) -> None:
+    name = f"{PREFIXES[function]}ReservedConcurrency"
+    param = transformed["Parameters"][name]
+    assert param["Default"] == param["MinValue"] == -1  # not reserved, and nothing below that
+    reserved = transformed["Resources"][function]["Properties"]["ReservedConcurrentExecutions"]
+    assert "Fn::If" in reserved, reserved  # conditional: -1 must leave it out
+    assert reserved["Fn::If"][1:] == [{"Ref": name}, NO_VALUE]
+
+    def resolved(value: int) -> Any:
+        return _resolve(transformed, reserved, _parameter_values(transformed, **{name: value}))
+
+    assert resolved(-1) is None  # property left out: the account's shared pool
+    assert resolved(0) == "0"  # AWS's own meaning: stopped
+    assert resolved(param["MaxValue"]) == str(param["MaxValue"])
+
+
+def test_recognition_reserved_concurrency_explains_the_sqs_maximum_concurrency(transformed: Template) -> None:
+    assert "RecognitionMaxConcurrency" in transformed["Parameters"]["RecognitionReservedConcurrency"]["Description"]
+
+
+@pytest.mark.parametrize("function", sorted(HANDLERS))
+def test_provisioned_concurrency_is_optional_and_on_the_alias(transformed: Template, function: str) -> None:
+    name = f"{PREFIXES[function]}ProvisionedConcurrency"
+    param = transformed["Parameters"][name]
+    assert param["Default"] == param["MinValue"] == 0
+    assert "ProvisionedConcurrencyConfig" not in transformed["Resources"][function]["Properties"]
+    config = transformed["Resources"][f"{function}Alias{ALIAS}"]["Properties"]["ProvisionedConcurrencyConfig"]
+    assert "Fn::If" in config, config  # conditional: 0 must leave it out
+    assert config["Fn::If"][1:] == [{"ProvisionedConcurrentExecutions": {"Ref": name}}, NO_VALUE]
+
+    def resolved(value: int) -> Any:
+        return _resolve(transformed, config, _parameter_values(transformed, **{name: value}))
+
+    assert resolved(0) is None  # none: the property is left out, as Lambda wants at least 1
+    for value in {param["MinValue"], param["MinValue"] + 1, param["Default"], param["MaxValue"]}:
+        config_value = resolved(value)
+        assert config_value is None or int(config_value["ProvisionedConcurrentExecutions"]) >= 1, value
+    assert resolved(3) == {"ProvisionedConcurrentExecutions": "3"}
+
+
+def test_non_default_parameters_transform_to_a_valid_template(template: Template) -> None:
+    changed = _with_defaults(template, FunctionUrlAuthType="NONE", DetectionReservedConcurrency=20,
+                             RecognitionReservedConcurrency=10, DetectionProvisionedConcurrency=2,
+                             RecognitionProvisionedConcurrency=1, AlarmEmail="ops@example.com",
+                             ReplyToPrefix="facepipe-answers-", MatchThreshold="0.95", Architecture="arm64")
+    result = transform(as_built(changed))
+    assert _errors(json.dumps(result)) == []
+    values = _parameter_values(result)
+    assert _resolve(result, result["Resources"]["DetectionFunctionAliaslive"]["Properties"], values)[
+        "ProvisionedConcurrencyConfig"] == {"ProvisionedConcurrentExecutions": "2"}
+    assert _resolve(result, result["Resources"]["RecognitionFunction"]["Properties"], values)[
+        "ReservedConcurrentExecutions"] == "10"
+    assert _holds(result, "IsPublicUrl", values) and _holds(result, "HasAlarmEmail", values)
+
+
+# --- the endpoint and the trigger -----------------------------------------------------------------
 
 
 def test_function_url_is_iam_authenticated_and_buffered(transformed: Template) -> None:
     urls = _of_type(transformed, "AWS::Lambda::Url")
     assert list(urls) == ["DetectionFunctionUrl"]
     props = urls["DetectionFunctionUrl"]["Properties"]
-    assert props["TargetFunctionArn"] == {"Ref": "DetectionFunction"}
+    assert props["TargetFunctionArn"] == {"Ref": f"DetectionFunctionAlias{ALIAS}"}  # the alias (an ARN)
     assert props["AuthType"] == {"Ref": "FunctionUrlAuthType"}
     assert transformed["Parameters"]["FunctionUrlAuthType"]["Default"] == "AWS_IAM"
+    assert transformed["Parameters"]["FunctionUrlAuthType"]["AllowedValues"] == ["AWS_IAM", "NONE"]
     assert props["InvokeMode"] == "BUFFERED"
-    # Public access is granted only under the NONE choice, with both actions (October 2025 rule).
+    # Public access is granted only under the NONE choice, with both actions (October 2025 rule), on the
+    # alias the URL serves: a permission applies only to the ARN it names.
     public = _of_type(transformed, "AWS::Lambda::Permission")
     assert {res["Properties"]["Action"] for res in public.values()} == {"lambda:InvokeFunctionUrl",
                                                                        "lambda:InvokeFunction"}
     assert all(res.get("Condition") == "IsPublicUrl" for res in public.values())
+    assert all(res["Properties"]["FunctionName"] == props["TargetFunctionArn"] for res in public.values())
     assert transformed["Conditions"]["IsPublicUrl"] == {"Fn::Equals": [{"Ref": "FunctionUrlAuthType"}, "NONE"]}
 
 
@@ -108,12 +362,16 @@ def test_sqs_trigger_reports_partial_batch_failures(transformed: Template) -> No
     assert len(mappings) == 1
     props = next(iter(mappings.values()))["Properties"]
     assert props["EventSourceArn"] == {"Fn::GetAtt": ["RequestQueue", "Arn"]}
-    assert props["FunctionName"] == {"Ref": "RecognitionFunction"}
+    assert props["FunctionName"] == {"Ref": f"RecognitionFunctionAlias{ALIAS}"}  # where provisioned concurrency is
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert props["BatchSize"] == {"Ref": "RecognitionBatchSize"}
     assert props["MaximumBatchingWindowInSeconds"] == {"Ref": "RecognitionBatchingWindow"}
     assert transformed["Parameters"]["RecognitionBatchSize"]["MaxValue"] == 10  # SQS event source maximum
     assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "RecognitionMaxConcurrency"}}
+    assert transformed["Parameters"]["RecognitionMaxConcurrency"]["MinValue"] >= 2  # the SQS minimum
+
+
+# --- queues, bucket, logs -------------------------------------------------------------------------
 
 
 def test_visibility_timeout_is_at_least_six_times_the_recognition_timeout(transformed: Template) -> None:
@@ -133,6 +391,8 @@ def test_visibility_timeout_is_at_least_six_times_the_recognition_timeout(transf
 
 def test_queues_dead_letter_size_and_encryption(transformed: Template) -> None:
     queues = _of_type(transformed, "AWS::SQS::Queue")
+    assert transformed["Parameters"]["MaxReceiveCount"]["Default"] == 3
+    assert MAX_QUEUE_MESSAGE_BYTES == 262144  # SQS's classic 256 KiB
     for source, dlq in (("RequestQueue", "RequestDeadLetterQueue"), ("ResponseQueue", "ResponseDeadLetterQueue")):
         props = queues[source]["Properties"]
         assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]},
@@ -143,23 +403,28 @@ def test_queues_dead_letter_size_and_encryption(transformed: Template) -> None:
     assert all(q["Properties"]["SqsManagedSseEnabled"] is True for q in queues.values())
 
 
-def test_every_queue_and_the_bucket_refuse_plain_http(transformed: Template) -> None:
-    def denies_insecure(document: dict[str, Any]) -> bool:
-        return any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
-                   for s in document["Statement"])
+def _denies_insecure(document: dict[str, Any]) -> bool:
+    return any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+               for s in document["Statement"])
 
+
+def test_every_queue_the_bucket_and_the_alarm_topic_refuse_plain_http(transformed: Template) -> None:
     covered = {q["Ref"] for res in _of_type(transformed, "AWS::SQS::QueuePolicy").values()
-               if denies_insecure(res["Properties"]["PolicyDocument"]) for q in res["Properties"]["Queues"]}
+               if _denies_insecure(res["Properties"]["PolicyDocument"]) for q in res["Properties"]["Queues"]}
     assert covered == set(_of_type(transformed, "AWS::SQS::Queue"))
     bucket_policies = _of_type(transformed, "AWS::S3::BucketPolicy").values()
-    assert any(p["Properties"]["Bucket"] == {"Ref": "Bucket"} and denies_insecure(p["Properties"]["PolicyDocument"])
+    assert any(p["Properties"]["Bucket"] == {"Ref": "Bucket"} and _denies_insecure(p["Properties"]["PolicyDocument"])
                for p in bucket_policies)
+    topics = {t["Ref"] for res in _of_type(transformed, "AWS::SNS::TopicPolicy").values()
+              if _denies_insecure(res["Properties"]["PolicyDocument"]) for t in res["Properties"]["Topics"]}
+    assert topics == set(_of_type(transformed, "AWS::SNS::Topic"))
 
 
 def test_bucket_private_versioned_encrypted_with_expiry(transformed: Template) -> None:
     props = transformed["Resources"]["Bucket"]["Properties"]
     assert props["VersioningConfiguration"] == {"Status": "Enabled"}
-    assert props["BucketEncryption"]["ServerSideEncryptionConfiguration"][0]["ServerSideEncryptionByDefault"]
+    [encryption] = props["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+    assert encryption["ServerSideEncryptionByDefault"]["SSEAlgorithm"] in ("AES256", "aws:kms")
     assert all(props["PublicAccessBlockConfiguration"].values()) and len(props["PublicAccessBlockConfiguration"]) == 4
     rules = {rule.get("Prefix"): rule for rule in props["LifecycleConfiguration"]["Rules"]}
     assert rules["crops/"]["ExpirationInDays"] == 1
@@ -175,40 +440,186 @@ def test_log_groups_with_retention(transformed: Template) -> None:
         assert log_group["Ref"] in groups
 
 
+# --- least privilege ------------------------------------------------------------------------------
+
+
+def _statements(policies: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    # a conditional statement counts with its content (the reply_to one)
+    return [s.get("Fn::If", [None, s])[1] for p in policies for s in p["PolicyDocument"]["Statement"]]
+
+
 def test_function_roles_are_scoped(transformed: Template) -> None:
     for role in _of_type(transformed, "AWS::IAM::Role").values():
         props = role["Properties"]
         # only the basic logging policy is attached by ARN (no account-wide SQS or S3 policy)
         assert [arn.rsplit("/", 1)[-1] for arn in props["ManagedPolicyArns"]] == ["AWSLambdaBasicExecutionRole"]
-        for policy in props["Policies"]:
-            for statement in policy["PolicyDocument"]["Statement"]:
-                statement = statement.get("Fn::If", [None, statement])[1]  # the conditional reply_to statement
-                assert statement["Resource"] != "*", statement
-                assert not any(action.endswith(":*") for action in _list(statement["Action"])), statement
+        for statement in _statements(props["Policies"]):
+            assert statement["Resource"] != "*", statement
+            assert not any(action.endswith(":*") for action in _list(statement["Action"])), statement
 
 
-def _list(value: Any) -> list[Any]:
-    return value if isinstance(value, list) else [value]
+# What each role may do to which queue; besides these, a role names only the bucket and parameters.
+ROLE_QUEUES = {
+    "DetectionFunction": {"RequestQueue": {"sqs:SendMessage*"}},
+    "RecognitionFunction": {
+        "RequestQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                         "sqs:GetQueueAttributes"},
+        "ResponseQueue": {"sqs:SendMessage*"},
+    },
+}
 
 
-def test_edge_device_policy(transformed: Template) -> None:
+@pytest.mark.parametrize("function", sorted(ROLE_QUEUES))
+def test_each_role_touches_only_its_own_queues_and_the_bucket(transformed: Template, function: str) -> None:
+    role_id = transformed["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]
+    queues = set(_of_type(transformed, "AWS::SQS::Queue"))
+    touched: dict[str, set[str]] = {}
+    for statement in _statements(transformed["Resources"][role_id]["Properties"]["Policies"]):
+        named = _refs(statement["Resource"])
+        assert named <= queues | {"Bucket"} | set(transformed["Parameters"]), statement
+        for resource in named - set(transformed["Parameters"]):
+            touched.setdefault(resource, set()).update(_list(statement["Action"]))
+    assert {name: actions for name, actions in touched.items() if name in queues} == ROLE_QUEUES[function]
+    assert all(action.startswith("s3:") for action in touched.get("Bucket", set()))
+
+
+def test_edge_device_policy_invokes_the_url_and_reads_answers_only(transformed: Template) -> None:
     statements = transformed["Resources"]["EdgeDevicePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     by_sid = {s["Sid"]: s for s in statements}
+    assert set(by_sid) == {"UploadFrames", "ReadAnswers"}
     upload = by_sid["UploadFrames"]
     assert set(upload["Action"]) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
-    assert upload["Resource"] == {"Fn::GetAtt": ["DetectionFunction", "Arn"]}
+    # IAM matches function ARNs exactly: the alias the URL serves, not the bare function or its versions
+    assert upload["Resource"] == transformed["Resources"]["DetectionFunctionUrl"]["Properties"]["TargetFunctionArn"]
+    assert upload["Resource"] == {"Ref": f"DetectionFunctionAlias{ALIAS}"}
     answers = by_sid["ReadAnswers"]
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= set(answers["Action"])
-    assert {"Fn::GetAtt": ["ResponseQueue", "Arn"]} in answers["Resource"]
+    assert all(action.startswith("sqs:") for action in answers["Action"])
+    assert _refs(answers["Resource"]) == {"ResponseQueue", "ReplyToPrefix"}  # its queue, or the per-device ones
     assert not any("SendMessage" in action for s in statements for action in _list(s["Action"]))
 
 
-def test_outputs_give_the_client_everything(transformed: Template) -> None:
+# --- alarms ---------------------------------------------------------------------------------------
+
+
+def _alarm_on(tpl: Template, namespace: str, metric: str, dimensions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The one alarm on this metric of this resource."""
+    alarms = [a["Properties"] for a in _of_type(tpl, "AWS::CloudWatch::Alarm").values()
+              if (a["Properties"].get("Namespace"), a["Properties"].get("MetricName")) == (namespace, metric)
+              and a["Properties"]["Dimensions"] == dimensions]
+    assert len(alarms) == 1, f"{len(alarms)} alarms on {namespace} {metric} {dimensions}"
+    return alarms[0]
+
+
+def _fires_above_zero(alarm: dict[str, Any], statistic: str) -> bool:
+    return (alarm["Statistic"], alarm["Threshold"], alarm["ComparisonOperator"]) == (
+        statistic, 0, "GreaterThanThreshold")
+
+
+def test_every_dead_letter_queue_has_an_alarm(transformed: Template) -> None:
+    queues = _of_type(transformed, "AWS::SQS::Queue")
+    dlqs = {q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
+            for q in queues.values() if "RedrivePolicy" in q["Properties"]}
+    assert dlqs == {"RequestDeadLetterQueue", "ResponseDeadLetterQueue"}
+    for dlq in dlqs:
+        alarm = _alarm_on(transformed, "AWS/SQS", "ApproximateNumberOfMessagesVisible",
+                          [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq, "QueueName"]}}])
+        assert _fires_above_zero(alarm, "Maximum"), dlq
+
+
+@pytest.mark.parametrize("metric", ["Errors", "Throttles"])
+@pytest.mark.parametrize("function", sorted(HANDLERS))
+def test_every_function_has_error_and_throttle_alarms(transformed: Template, function: str, metric: str) -> None:
+    # FunctionName alone: every version and alias added up
+    alarm = _alarm_on(transformed, "AWS/Lambda", metric, [{"Name": "FunctionName", "Value": {"Ref": function}}])
+    assert _fires_above_zero(alarm, "Sum")
+
+
+def test_request_queue_backlog_alarm(transformed: Template) -> None:
+    alarm = _alarm_on(transformed, "AWS/SQS", "ApproximateAgeOfOldestMessage",
+                      [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["RequestQueue", "QueueName"]}}])
+    assert (alarm["Statistic"], alarm["ComparisonOperator"]) == ("Maximum", "GreaterThanThreshold")
+    assert alarm["Threshold"] == {"Ref": "RequestQueueAgeAlarmSeconds"}
+    param = transformed["Parameters"]["RequestQueueAgeAlarmSeconds"]
+    # by default: when the edge daemon has given up waiting for the answer
+    assert param["Default"] == ResponsesConfig.model_fields["answer_timeout_s"].default
+    # a threshold must be reachable before requests expire
+    assert param["MaxValue"] <= transformed["Resources"]["RequestQueue"]["Properties"]["MessageRetentionPeriod"]
+
+
+def test_detection_5xx_alarm_reads_the_metric_the_handler_emits(transformed: Template) -> None:
+    # The handler answers its own failures (500, 503), which Lambda's Errors never counts.
+    handler = importlib.import_module(HANDLERS["DetectionFunction"].rpartition(".")[0])
+    alarm = transformed["Resources"]["DetectionFailedAlarm"]["Properties"]
+    [expression] = [m for m in alarm["Metrics"] if m.get("ReturnData", True)]
+    stats = {m["Id"]: m["MetricStat"] for m in alarm["Metrics"] if "MetricStat" in m}
+    assert set(re.findall(r"\b[a-z]\w*\b", expression["Expression"])) >= set(stats)  # all of them counted
+    statuses = set()
+    for stat in stats.values():
+        metric = stat["Metric"]
+        assert metric["Namespace"] == handler.metrics.namespace
+        assert metric["Namespace"] == _function_env(transformed, "DetectionFunction")["POWERTOOLS_METRICS_NAMESPACE"]
+        assert metric["MetricName"] == "Failed"
+        dimensions = {d["Name"]: d["Value"] for d in metric["Dimensions"]}
+        assert set(dimensions) == {"service", "status"}  # the full set, or CloudWatch finds no such metric
+        assert dimensions["service"] == handler.metrics.service
+        statuses.add(dimensions["status"])
+        assert stat["Stat"] == "Sum"
+    assert statuses == {"500", "503"}
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+
+
+def test_every_alarm_notifies_the_encrypted_topic(transformed: Template) -> None:
+    alarms = _of_type(transformed, "AWS::CloudWatch::Alarm")
+    assert len(alarms) == 8
+    policy = next(p["Properties"] for p in _of_type(transformed, "AWS::SNS::TopicPolicy").values()
+                  if p["Properties"]["Topics"] == [{"Ref": "AlarmTopic"}])
+    [publish] = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert publish["Principal"] == {"Service": "cloudwatch.amazonaws.com"} and publish["Action"] == "sns:Publish"
+    source = publish["Condition"]["ArnLike"]["aws:SourceArn"]["Fn::Sub"]
+    assert source.endswith(":alarm:${AWS::StackName}-*")
+    for name, alarm in alarms.items():
+        props = alarm["Properties"]
+        assert props["AlarmActions"] == [{"Ref": "AlarmTopic"}], name
+        assert props["TreatMissingData"] == "notBreaching", name  # an idle queue or function publishes nothing
+        assert props["AlarmName"]["Fn::Sub"].startswith("${AWS::StackName}-"), name  # what the topic lets publish
+    # CloudWatch cannot use the AWS managed key alias/aws/sns: a key of the stack's own, granting it
+    topic = transformed["Resources"]["AlarmTopic"]["Properties"]
+    assert topic["KmsMasterKeyId"] == {"Ref": "AlarmTopicKey"}
+    key = transformed["Resources"]["AlarmTopicKey"]["Properties"]
+    assert key["EnableKeyRotation"] is True
+    [grant] = [s for s in key["KeyPolicy"]["Statement"] if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
+    assert set(grant["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+
+
+def test_alarm_email_subscription_is_optional(transformed: Template) -> None:
+    subscriptions = _of_type(transformed, "AWS::SNS::Subscription")
+    assert [(s.get("Condition"), s["Properties"]) for s in subscriptions.values()] == [
+        ("HasAlarmEmail", {"TopicArn": {"Ref": "AlarmTopic"}, "Protocol": "email", "Endpoint": {"Ref": "AlarmEmail"}})]
+    param = transformed["Parameters"]["AlarmEmail"]
+    assert param["Default"] == ""
+    assert not _holds(transformed, "HasAlarmEmail", _parameter_values(transformed))
+    assert _holds(transformed, "HasAlarmEmail", _parameter_values(transformed, AlarmEmail="ops@example.com"))
+    assert re.fullmatch(param["AllowedPattern"], "ops@example.com") and re.fullmatch(param["AllowedPattern"], "")
+    assert not re.fullmatch(param["AllowedPattern"], "ops at example.com")
+
+
+# --- outputs --------------------------------------------------------------------------------------
+
+
+def test_outputs_give_the_client_and_the_operator_everything(transformed: Template) -> None:
     outputs = transformed["Outputs"]
-    for name in ("FunctionUrl", "RequestQueueUrl", "ResponseQueueUrl", "BucketName", "GalleryUri",
-                 "EdgeDevicePolicyArn"):
-        assert name in outputs, name
-    assert outputs["FunctionUrl"]["Value"] == {"Fn::GetAtt": ["DetectionFunctionUrl", "FunctionUrl"]}
+    expected = {
+        "FunctionUrl": {"Fn::GetAtt": ["DetectionFunctionUrl", "FunctionUrl"]},
+        "RequestQueueUrl": {"Ref": "RequestQueue"},
+        "RequestDeadLetterQueueUrl": {"Ref": "RequestDeadLetterQueue"},
+        "ResponseQueueUrl": {"Ref": "ResponseQueue"},
+        "ResponseDeadLetterQueueUrl": {"Ref": "ResponseDeadLetterQueue"},
+        "BucketName": {"Ref": "Bucket"},
+        "EdgeDevicePolicyArn": {"Ref": "EdgeDevicePolicy"},
+        "AlarmTopicArn": {"Ref": "AlarmTopic"},
+    }
+    assert {name: outputs[name]["Value"] for name in expected if name in outputs} == expected
     assert outputs["GalleryUri"]["Value"] == transformed["Resources"]["DetectionFunction"]["Properties"][
         "Environment"]["Variables"]["FACEPIPE_GALLERY_URI"]
 
