@@ -22,6 +22,8 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
      "remove a name from the gallery"),
     (("models", "prepare"), "cloud.models.prepare", "add_arguments", "run",
      "build the InceptionResnetV1 weights file offline"),
+    (("models", "fetch"), "cloud.models.fetch", "add_arguments", "run",
+     "download an InceptionResnetV1 state_dict pinned by its sha256"),
 ]
 
 _GROUP_HELP = {

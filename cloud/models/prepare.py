@@ -249,6 +249,13 @@ def sidecar_path(out: Path) -> Path:
     return out.with_name(out.name + ".json")
 
 
+def write_sidecar(out: Path, record: dict[str, object]) -> None:
+    """`out`'s sidecar JSON, replaced atomically (written after `out`, so a crash leaves a mismatch)."""
+    tmp = sidecar_path(out).with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(record, indent=2) + "\n")
+    os.replace(tmp, sidecar_path(out))
+
+
 def is_up_to_date(out: Path) -> bool:
     """True when `out` exists and is byte-for-byte the file its sidecar describes."""
     try:
@@ -307,9 +314,7 @@ def prepare(out: Path, graph_source: Path | None, download_dir: Path, photos: Pa
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    sidecar_tmp = sidecar_path(out).with_suffix(".json.tmp")
-    sidecar_tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(sidecar_tmp, sidecar_path(out))
+    write_sidecar(out, record)
     print(f"wrote {out} ({len(state)} tensors, sha256 {digest[:16]}, converted in {convert_s:.1f} s); "
           f"matches cv2.dnn on {len(crops)} face crops, 1 - min cosine = {1.0 - cosine:.1e}")
     return record
