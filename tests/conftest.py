@@ -20,7 +20,9 @@ from tests.photos import packaged, weights_path
 
 # What the `local_stack` fixture enrolls before any test runs (names as in the shared set).
 ENROLLED = {"barack_obama": "face_recognition/obama.jpg", "joe_biden": "face_recognition/biden.jpg"}
-HANDLER_TIMEOUT_S = 2  # -> request queue visibility 12 s, so DLQ tests finish in well under a minute
+# template.yaml parameters, both off their defaults (60, 3), so that DLQ tests finish in about 40 s:
+RECOGNITION_TIMEOUT_S = 3  # the smallest allowed; the request queue's visibility is 18 s (the template's Mapping)
+MAX_RECEIVE_COUNT = 2  # a failing message is redelivered once, then dead-letters
 
 
 @pytest.fixture(scope="session")
@@ -35,15 +37,19 @@ def local_stack() -> Iterator[Any]:
       daemon's FACEPIPE_EDGE__* overrides); `client("sqs" | "s3")`: a boto3 client for the stack;
     - `trigger.paused()`: a context manager that holds recognition (request messages stay queued);
     - `enroll({name: [photo paths]})`: add people to the gallery.
-    The gallery starts with ENROLLED (barack_obama, joe_biden from the packaged photos). The handler
-    timeout is HANDLER_TIMEOUT_S, so the request queue's visibility timeout is 6x that. The process
+    - `stack_name`, `parameters` (template.yaml parameters as the stack in moto's CloudFormation got them),
+      `resources.queues[logical id]` (`.url`, `.arn`, `.attributes`, `.visibility_timeout`, `.max_receive_count`).
+    The gallery starts with ENROLLED (barack_obama, joe_biden from the packaged photos). RecognitionTimeout is
+    RECOGNITION_TIMEOUT_S and MaxReceiveCount MAX_RECEIVE_COUNT; read the request queue's visibility timeout
+    from `resources.queues["RequestQueue"]` (template.yaml's Mapping gives it). The process
     environment holds the stack's AWS_* variables while it runs. Tests that read answers should use
     the `responses` fixture (it consumes the default response queue) or their own reply_to queue
     (`reply_queue`), never both on the default queue.
     """
     from cloud.local.stack import LocalStack, StackConfig
 
-    stack = LocalStack(StackConfig(weights_path=weights_path(), handler_timeout_s=HANDLER_TIMEOUT_S))
+    stack = LocalStack(StackConfig(weights_path=weights_path(), recognition_timeout_s=RECOGNITION_TIMEOUT_S,
+                                   max_receive_count=MAX_RECEIVE_COUNT))
     stack.start()
     try:
         stack.enroll({name: [packaged(photo)] for name, photo in ENROLLED.items()})

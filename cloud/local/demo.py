@@ -59,7 +59,8 @@ def run_demo(weights: Path, photos: Path, video: Path | None, enroll_dir: Path |
     # The handlers' JSON logs and EMF metrics are for CloudWatch; the demo shows the edge's view.
     os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
     os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
-    with LocalStack(StackConfig(weights_path=weights, batching_window_s=0.2)) as stack:
+    # The SQS trigger's batch size and window are template.yaml's defaults, as deployed.
+    with LocalStack(StackConfig(weights_path=weights)) as stack:
         print(f"local stack ready in {stack.timings['total_s']:.1f} s: {stack.function_url}", flush=True)
         report = stack.enroll(people)
         print(f"enrolled {report.photos} photo(s) of {', '.join(report.enrolled)}"

@@ -47,8 +47,9 @@ def wait_for_line(lines: queue.Queue[str], pattern: str, timeout: float, seen: l
 def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None:
     # A clean environment: nothing of a stack running in this test process leaks into the child.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
+    prefix = f"cli-{uuid.uuid4().hex[:6]}-"
     command = [sys.executable, "-m", "cloud.cli", "local", "up", "--weights", str(weights_path()),
-               "--handler-timeout", "5", "--prefix", f"cli-{uuid.uuid4().hex[:6]}-"]
+               "--handler-timeout", "5", "--max-receive-count", "4", "--prefix", prefix]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
@@ -66,6 +67,14 @@ def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None
         for url in (exports["AWS_ENDPOINT_URL"], exports["FACEPIPE_FUNCTION_URL"]):
             assert url.startswith("http://127.0.0.1:"), url
         assert any(line.startswith("function URL") for line in seen)
+        # The queues are template.yaml's, named by CloudFormation in the stack named after the prefix.
+        stack_line = next(line for line in seen if line.startswith("stack "))
+        assert f"stack          {prefix[:-1]} " in stack_line, stack_line
+        for option in ("DetectionTimeout 5", "RecognitionTimeout 5", "MaxReceiveCount 4"):
+            assert option in stack_line, stack_line
+        assert any(line.startswith("request queue") and "visibility 30 s" in line for line in seen)  # Mapping: 6x5
+        queue_name = exports["FACEPIPE_RESPONSE_QUEUE_URL"].rsplit("/", 1)[1]
+        assert queue_name.startswith(f"{prefix}ResponseQueue-"), queue_name
 
         # A client that knows only the printed environment.
         stack = SimpleNamespace(
@@ -107,3 +116,14 @@ def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None
           f"(first frame end to end {(answered - posted) * 1000:.0f} ms); SIGTERM -> exit {stopped - stopping:.1f} s")
     print(f"[warm] one 1-face frame end to end (POST -> answer received): "
           f"{', '.join(f'{ms:.0f}' for ms in warm_ms)} ms")
+
+
+def test_local_up_refuses_a_value_the_template_does_not_allow_in_one_line() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
+    command = [sys.executable, "-m", "cloud.cli", "local", "up", "--weights", str(weights_path()),
+               "--recognition-timeout", "7"]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "facepipe local up: template parameter RecognitionTimeout = 7: not one of the allowed values "
+        "3, 5, 10, 15, 30, 60, 90, 120, 180, 300, 600, 900"], result.stderr
