@@ -171,6 +171,17 @@ def test_cfn_lint_can_fail() -> None:
 # --- the two functions ----------------------------------------------------------------------------
 
 
+def test_sam_build_makes_one_image_from_the_dockerfile(template: Template) -> None:
+    # Identical Metadata = one SAM build definition = one image for both functions.
+    metadata = [template["Resources"][name]["Metadata"] for name in HANDLERS]
+    assert metadata[0] == metadata[1]
+    assert (REPO / metadata[0]["DockerContext"] / metadata[0]["Dockerfile"]).is_file()
+    declared = {arg.split("=", 1)[0] for arg in instructions("ARG")}
+    assert set(metadata[0]["DockerBuildArgs"]) <= declared  # every build arg is one the Dockerfile reads
+    assert all(value == "" for value in metadata[0]["DockerBuildArgs"].values())  # the default weights
+    assert all("ImageUri" not in template["Resources"][name]["Properties"] for name in HANDLERS)
+
+
 def test_one_image_two_handlers(transformed: Template) -> None:
     functions = _of_type(transformed, "AWS::Lambda::Function")
     assert set(functions) == set(HANDLERS)
