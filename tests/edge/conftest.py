@@ -10,13 +10,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from edge_client.config import EdgeConfig, deep_merge, parse_config
+from tests.http_server import QuietHandler, serving
 
 CLIP = "video/short_hamilton_clip.mp4"  # in tests.photos.SHARED
 
@@ -132,7 +132,7 @@ def scripted_endpoint() -> Iterator[tuple[str, Scripted]]:
     """A real HTTP server on 127.0.0.1 that answers each POST with the next scripted status."""
     script = Scripted(statuses=[202])
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self) -> None:  # noqa: N802
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             index = len(script.requests)
@@ -147,18 +147,8 @@ def scripted_endpoint() -> Iterator[tuple[str, Scripted]]:
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/", script
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield f"{url}/", script
 
 
 @pytest.fixture(scope="module")

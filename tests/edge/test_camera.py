@@ -5,9 +5,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import cv2
 import pytest
@@ -15,6 +13,7 @@ import pytest
 from edge_client.camera import Camera, source_kind
 from edge_client.config import CameraConfig
 from tests.edge.conftest import CLIP
+from tests.http_server import QuietHandler, serving
 from tests.photos import SHARED, packaged, requires_shared
 
 
@@ -121,7 +120,7 @@ def empty_stream(tmp_path: Path) -> Iterator[tuple[str, list[float]]]:
     header = data[: data.index(b"movi") + 4]  # everything up to the first frame
     opened: list[float] = []
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self) -> None:  # noqa: N802
             opened.append(time.monotonic())
             self.send_response(200)
@@ -130,17 +129,8 @@ def empty_stream(tmp_path: Path) -> Iterator[tuple[str, list[float]]]:
             self.end_headers()
             self.wfile.write(header)
 
-        def log_message(self, format: str, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}/camera.avi", opened
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as url:
+        yield f"{url}/camera.avi", opened
 
 
 def test_stream_that_opens_but_delivers_nothing_backs_off(empty_stream: tuple[str, list[float]]) -> None:

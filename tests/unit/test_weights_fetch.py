@@ -8,7 +8,6 @@ import functools
 import hashlib
 import http.server
 import json
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ import torch
 from cloud import cli
 from cloud.models import fetch, prepare
 from cloud.recognition.embedder import Embedder
+from tests.http_server import serving
 from tests.photos import packaged, weights_path
 
 VGGFACE2_CLASSES = 8631  # the size of facenet-pytorch's VGGFace2 classifier head
@@ -53,14 +53,8 @@ class _Quiet(http.server.SimpleHTTPRequestHandler):
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     """(base URL, directory): a plain HTTP server on 127.0.0.1 serving the directory."""
     root = tmp_path_factory.mktemp("served")
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_Quiet, directory=str(root)))
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", root
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(functools.partial(_Quiet, directory=str(root))) as url:
+        yield url, root
 
 
 def test_fetches_the_real_weights_byte_for_byte(
