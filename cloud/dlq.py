@@ -174,13 +174,13 @@ def diagnose(message: dict[str, Any], body: Any, queues: Queues, s3: Any) -> str
         try:
             answer = ResponseMessage.model_validate(body)
         except ValidationError as exc:
-            return f"not a response message: {_first_error(exc)}"
+            return f"not a response message: {_errors(exc)}"
         return (f"answer for device {answer.device_id} received without being deleted until maxReceiveCount: "
                 "no daemon of that device reads this queue, or it was gone for longer than the retention")
     try:
         request = RequestMessage.model_validate(body)
     except ValidationError as exc:
-        return f"not a request message: {_first_error(exc)}"
+        return f"not a request message: {_errors(exc)}"
     if not is_valid_request_id(request.request_id):
         return f"request_id {request.request_id[:40]!r} is not a canonical UUID"
     if not is_valid_device_id(request.device_id):
@@ -195,9 +195,11 @@ def diagnose(message: dict[str, Any], body: Any, queues: Queues, s3: Any) -> str
     return "not known from the message (a valid request): see the recognition log for its message id"
 
 
-def _first_error(exc: ValidationError) -> str:
-    error = exc.errors()[0]
-    return f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+def _errors(exc: ValidationError) -> str:
+    """Every field the contract refuses, 'field: why; ...' (at most 300 characters)."""
+    text = "; ".join(f"{'.'.join(str(part) for part in error['loc']) or 'body'}: {error['msg']}"
+                     for error in exc.errors())
+    return text if len(text) <= 300 else text[:297] + "..."
 
 
 def _exists(s3: Any, bucket: str, key: str) -> bool:
