@@ -185,8 +185,8 @@ def diagnose(message: dict[str, Any], body: Any, queues: Queues, s3: Any) -> str
         return f"request_id {request.request_id[:40]!r} is not a canonical UUID"
     if not is_valid_device_id(request.device_id):
         return f"device_id {request.device_id[:40]!r} is not valid"
-    prefix = os.environ.get("FACEPIPE_REPLY_TO_PREFIX", "")
-    if request.reply_to is not None and not (prefix and request.reply_to.startswith(prefix)):
+    prefix = os.environ.get("FACEPIPE_REPLY_TO_PREFIX", "")  # the recognizer's setting, when known here
+    if request.reply_to is not None and prefix and not request.reply_to.startswith(prefix):
         return f"reply_to {request.reply_to!r} refused (the recognizer accepts only names starting with {prefix!r})"
     missing = [face.crop_s3_key for face in request.faces if face.crop_s3_key and queues.bucket
                and not _exists(s3, queues.bucket, face.crop_s3_key)]
@@ -318,7 +318,8 @@ def run_list(args: argparse.Namespace) -> int:
     sqs = _client("sqs")
     try:
         queues = resolve(args, sqs)
-        letters = [describe(m, queues, _client("s3")) for m in peek(sqs, queues.dlq, args.max)]
+        s3 = _client("s3")
+        letters = [describe(m, queues, s3) for m in peek(sqs, queues.dlq, args.max)]
     except (DlqError, BotoCoreError, ClientError) as exc:
         return _fail(exc)
     if args.json:

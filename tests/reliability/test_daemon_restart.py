@@ -2,7 +2,7 @@
 started again on the same spool: every frame it accepted ends answered in the first run, or spooled at the
 stop and answered after the restart; none is reported twice, none lost.
 
-The first run offers 10 frames/s, more than the local stack detects, so at the SIGTERM some frames are
+The first run offers 15 frames/s, more than the local stack detects, so at the SIGTERM some frames are
 still queued for upload: those go to the spool. The second run is a short non-looping camera: it delivers
 the spool first, then its own frames, and exits once everything is answered.
 """
@@ -23,10 +23,10 @@ pytestmark = pytest.mark.slow
 
 def test_sigterm_mid_run_then_restart_loses_no_frame(local_stack: Any, reply_queue: str, tmp_path: Path) -> None:
     jsonl = tmp_path / "answers.jsonl"
-    # Run 1: a looping camera faster than the stack, 8 frames in flight at most.
+    # Run 1: a looping camera faster than the stack; up to 16 frames in flight (uploading, queued or awaiting answers).
     config = daemon_config(local_stack, reply_queue, tmp_path, local_stack.function_url,
-                           camera={"source": str(camera_folder(tmp_path / "camera1", 4)), "loop": True, "fps": 10},
-                           throttle={"max_fps": 10, "max_in_flight": 8})
+                           camera={"source": str(camera_folder(tmp_path / "camera1", 4)), "loop": True, "fps": 15},
+                           throttle={"max_fps": 15, "max_in_flight": 16})
     first = start_daemon(local_stack, config, tmp_path / "run1.yaml")
     try:
         wait_until(lambda: len(answers(jsonl)) >= 8 or first.poll() is not None, 90, "answers in run 1")
@@ -53,7 +53,7 @@ def test_sigterm_mid_run_then_restart_loses_no_frame(local_stack: Any, reply_que
     answered2 = set(ids) - answered1
     lost1 = c1["captured"] - c1["gated"] - c1["answered"] - c1["rejected"] - len(at_stop)
     lost2 = len(at_stop) + c2["captured"] - c2["gated"] - c2["answered"] - c2["rejected"]
-    print(f"\ndaemon restart: run 1 captured {c1['captured']}, gated {c1['gated']} (busy: the stack is slower), "
+    print(f"\ndaemon restart: run 1 captured {c1['captured']}, gated {c1['gated']} (busy), "
           f"sent {c1['sent']}, answered {c1['answered']}, spooled at the SIGTERM {len(at_stop)}, "
           f"unanswered {c1['unanswered']}, duplicates {c1['duplicates']}; run 2 captured {c2['captured']}, "
           f"sent {c2['sent']} ({len(at_stop)} from the spool), answered {c2['answered']}, "
