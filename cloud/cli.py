@@ -24,12 +24,17 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
      "build the InceptionResnetV1 weights file offline"),
     (("models", "fetch"), "cloud.models.fetch", "add_arguments", "run",
      "download an InceptionResnetV1 state_dict pinned by its sha256"),
+    (("dlq", "list"), "cloud.dlq", "add_list_arguments", "run_list",
+     "list a dead-letter queue's messages (request id, device, receives, why) without consuming them"),
+    (("dlq", "redrive"), "cloud.dlq", "add_redrive_arguments", "run_redrive",
+     "move a dead-letter queue's messages back to their queue"),
 ]
 
 _GROUP_HELP = {
     "local": "the local stack",
     "gallery": "inspect and edit the enrolled gallery",
     "models": "model weights",
+    "dlq": "the request and response dead-letter queues",
 }
 
 

@@ -24,7 +24,7 @@ CASES = {
     # name: (body, headers, content type, words the error must contain)
     "empty body": (lambda: b"", {}, "image/jpeg", "empty"),
     "truncated jpeg": (truncated_jpeg, {}, "image/jpeg", "JPEG"),
-    "text body": (lambda: b"hello, this is not an image", {}, "text/plain", "JPEG and PNG"),
+    "text body": (lambda: b"hello, this is not an image", {}, "text/plain", "JPEG, PNG and WebP"),
     "png claiming 20000x20000": (lambda: png_claiming(20000, 20000), {}, "image/png", "pixels"),
     "7 MB body": (lambda: b"\xff\xd8\xff" + bytes(7 * 1024 * 1024), {}, "image/jpeg", "exceeds"),
     "non-uuid request id": (lambda: packaged("face_recognition/obama2.jpg").read_bytes(),
