@@ -7,7 +7,7 @@ from typing import Any
 
 import requests
 
-from cloud.contracts import HEADER_DEVICE_ID, HEADER_REQUEST_ID
+from cloud.contracts import HEADER_DEVICE_ID, HEADER_REPLY_TO, HEADER_REQUEST_ID
 from tests.conftest import post_frame, queue_depth, sign_request
 from tests.photos import packaged
 
@@ -46,3 +46,16 @@ def test_an_unknown_access_key_is_refused(local_stack: Any) -> None:
                                                               "AKIAOTHERKEY00000000")
     assert_forbidden(requests.post(local_stack.function_url, data=photo, headers=signed, timeout=30),
                      "unknown access key")
+
+
+def test_a_reply_to_added_after_signing_is_refused_and_nothing_is_queued(local_stack: Any) -> None:
+    # GIVEN a correctly signed frame to which someone on the way adds an unsigned X-Reply-To
+    sqs, photo = local_stack.client("sqs"), packaged(PHOTO).read_bytes()
+    headers = {"Content-Type": "image/jpeg", HEADER_REQUEST_ID: str(uuid.uuid4()), HEADER_DEVICE_ID: "cam"}
+    signed = sign_request(local_stack, "POST", local_stack.function_url, photo, headers)
+    signed[HEADER_REPLY_TO] = f"{local_stack.reply_to_prefix}attacker"
+    with local_stack.trigger.paused():
+        before = queue_depth(sqs, local_stack.request_queue_url)
+        reply = requests.post(local_stack.function_url, data=photo, headers=signed, timeout=30)
+        assert_forbidden(reply, "not covered by the signature (SignedHeaders): x-reply-to")
+        assert queue_depth(sqs, local_stack.request_queue_url) == before
