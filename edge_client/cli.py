@@ -32,6 +32,7 @@ def _run(config: EdgeConfig) -> int:
     from botocore.exceptions import BotoCoreError
 
     from edge_client.daemon import Daemon, format_summary
+    from edge_client.spool import SpoolInUse
     from edge_client.uploader import CredentialsMissing
 
     # OpenCV's worker pool wakes (and spins) for every small resize/blur: on the daemon's 160-px motion
@@ -44,6 +45,8 @@ def _run(config: EdgeConfig) -> int:
         return _fail(str(exc), EX_CONFIG)
     except BotoCoreError as exc:  # e.g. AWS_PROFILE names a missing profile: restarting cannot fix it
         return _fail(f"AWS configuration: {exc}", EX_CONFIG)
+    except SpoolInUse as exc:  # two daemons configured with one spool: restarting cannot fix it either
+        return _fail(str(exc), EX_CONFIG)
     except OSError as exc:  # e.g. spool directory not writable
         return _fail(f"cannot start: {exc}", EX_FAILURE)
 
