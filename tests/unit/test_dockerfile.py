@@ -16,6 +16,7 @@ import posixpath
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -429,3 +430,15 @@ def test_image_installs_only_the_cloud_extra_and_it_holds_no_edge_or_local_tool(
     offline_only = (names("edge") | names("local")) - {"opencv-python-headless", "requests"}
     assert offline_only >= {"moto", "aws-sam-translator", "prometheus-client", "pyyaml"}
     assert names("cloud") & offline_only == set()
+
+
+@pytest.mark.parametrize("argv", [["models", "fetch", "--help"], ["local", "up"]])
+def test_a_command_the_image_does_not_ship_says_so(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # The image has no cloud.models or cloud.local: make them unimportable here, as they are there
+    for module in ("cloud.models", "cloud.models.fetch", "cloud.local", "cloud.local.stack"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(SystemExit) as exited:
+        cli.build_parser(argv)
+    assert exited.value.code == 2
+    assert f"'{' '.join(argv[:2])}' is not part of this installation" in capsys.readouterr().err
