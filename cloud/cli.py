@@ -51,7 +51,13 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
                 groups[prefix] = group_parser.add_subparsers(dest=f"command_{depth}", required=True)
         sub = groups[path[:-1]].add_parser(path[-1], help=help_text, description=help_text)
         if argv[: len(path)] == list(path):
-            module = importlib.import_module(module_name)
+            try:
+                module = importlib.import_module(module_name)
+            except ModuleNotFoundError as exc:  # e.g. `models`/`local` in the Lambda image, which ships neither
+                if exc.name is None or not module_name.startswith(exc.name):
+                    raise  # a third-party package missing: its own message says which
+                parser.error(f"'{' '.join(path)}' is not part of this installation (the Lambda image has only "
+                             f"the functions, `enroll` and `gallery`); run it from a full install")
             getattr(module, add_name)(sub)
             sub.set_defaults(_run=getattr(module, run_name))
     return parser

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cloud.contracts import UNKNOWN_NAME
-from cloud.recognition.gallery import Gallery, GalleryError, GalleryNotFound, load_gallery, save_gallery
+from cloud.recognition.gallery import Gallery, GalleryError, GalleryNotFound, load_gallery, update_gallery
 
 if TYPE_CHECKING:
     from cloud.detection.detector import Detector
@@ -45,6 +45,7 @@ class EnrollReport:
     enrolled: dict[str, int] = field(default_factory=dict)  # name -> photos added in this run
     skipped: list[Skipped] = field(default_factory=list)
     version: str | None = None  # the saved gallery's version (S3 VersionId); None if nothing was saved
+    attempts: int = 0  # saves tried: more than 1 when another edit landed while this one was merged
 
     @property
     def photos(self) -> int:
@@ -78,7 +79,8 @@ def enroll_photos(
 
     `replace` drops a person's earlier embeddings first. `detector`/`embedder` let callers share
     loaded models. Raises GalleryModelMismatch, before any photo is processed, when the stored
-    gallery was built with other weights.
+    gallery was built with other weights. Detection and embedding run first; only the merge into the
+    latest stored gallery is retried when another edit (an enrollment, a removal) lands meanwhile.
     """
     from tqdm import tqdm
 
@@ -89,8 +91,7 @@ def enroll_photos(
     if bad:
         raise GalleryError(f"invalid name(s) {bad}: empty or the reserved {UNKNOWN_NAME!r}")
     embedder = embedder or Embedder(weights_path)
-    gallery = _load_or_new(gallery_uri, embedder.model_tag)
-    gallery.check_model(embedder.model_tag, gallery_uri)
+    _load_or_new(gallery_uri, embedder.model_tag).check_model(embedder.model_tag, gallery_uri)  # fail early
     detector = detector or Detector(min_probability=min_probability)
     report = EnrollReport(gallery_uri=gallery_uri, model_tag=embedder.model_tag)
 
@@ -107,14 +108,22 @@ def enroll_photos(
     if not crops:
         return report
 
-    embeddings = [embedder.embed(crops[i : i + EMBED_CHUNK]) for i in range(0, len(crops), EMBED_CHUNK)]
-    if replace:
-        for name in set(names):
-            gallery.remove(name)
-    for name, embedding in zip(names, (row for chunk in embeddings for row in chunk), strict=True):
-        gallery.add(name, embedding)
+    embeddings = np.concatenate(
+        [embedder.embed(crops[i : i + EMBED_CHUNK]) for i in range(0, len(crops), EMBED_CHUNK)]
+    )
+    model_tag = embedder.model_tag
+
+    def merge(gallery: Gallery) -> int:
+        gallery.check_model(model_tag, gallery_uri)  # the stored gallery may have been replaced meanwhile
+        changed = sum(gallery.remove(name) for name in set(names)) if replace else 0
+        for name, embedding in zip(names, embeddings, strict=True):
+            changed += gallery.add(name, embedding)
+        return changed
+
+    update = update_gallery(gallery_uri, merge, new=lambda: Gallery(model_tag))
+    for name in names:
         report.enrolled[name] = report.enrolled.get(name, 0) + 1
-    report.version = save_gallery(gallery, gallery_uri)
+    report.version, report.attempts = update.gallery.version, update.attempts
     return report
 
 

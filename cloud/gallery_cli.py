@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cloud.recognition.gallery import GalleryError, load_gallery, save_gallery
+from cloud.recognition.gallery import GalleryError, load_gallery, update_gallery
 
 
 def _add_gallery_argument(parser: argparse.ArgumentParser) -> None:
@@ -48,14 +48,13 @@ def add_remove_arguments(parser: argparse.ArgumentParser) -> None:
 def run_remove(args: argparse.Namespace) -> int:
     try:
         uri = _gallery_uri(args)
-        gallery = load_gallery(uri)
-        removed = gallery.remove(args.name)
-        if not removed:
-            print(f"error: {args.name!r} is not in {uri}", file=sys.stderr)
-            return 1
-        version = save_gallery(gallery, uri)
+        # Conditional save, re-applied on a conflict: an enrollment finishing meanwhile cannot undo it.
+        update = update_gallery(uri, lambda gallery: gallery.remove(args.name))
     except GalleryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(f"removed {args.name}: {removed} embedding(s); {uri} is now version {version}")
+    if not update.changed:
+        print(f"error: {args.name!r} is not in {uri}", file=sys.stderr)
+        return 1
+    print(f"removed {args.name}: {update.changed} embedding(s); {uri} is now version {update.gallery.version}")
     return 0

@@ -18,6 +18,7 @@ import cv2
 import numpy as np
 
 from edge_client.config import CameraConfig
+from edge_client.redact import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
@@ -64,12 +65,12 @@ class _VideoReader:
         if kind == "device" and (isinstance(source, int) or source.isdigit()):
             source = int(source)
         if kind == "file" and not Path(str(source)).is_file():
-            raise OSError(f"no such video file: {source}")
+            raise OSError(f"no such video file: {redact_url(source)}")
         self.finite = kind == "file"
         self._cap = cv2.VideoCapture(source)
         if not self._cap.isOpened():
             self._cap.release()
-            raise OSError(f"cannot open camera source {config.source!r}")
+            raise OSError(f"cannot open camera source {redact_url(config.source)!r}")
         if kind == "device":
             # Requests only: the driver picks the nearest mode it supports.
             if config.width:
@@ -153,7 +154,7 @@ class Camera:
             try:
                 reader = open_reader(self._config)
             except OSError as exc:
-                log.warning("camera: %s; retrying in %.1fs", exc, delay)
+                log.warning("camera: %s; retrying in %.1fs", scrub(str(exc), self._config.source), delay)
             else:
                 self._set_pace(reader)
                 return reader
@@ -187,11 +188,11 @@ class Camera:
             self._reader = None
             if finite:
                 if not self._config.loop:
-                    log.info("camera: end of %s", self._config.source)
+                    log.info("camera: end of %s", redact_url(self._config.source))
                     self.ended = True
                     return None
                 if not self._delivered:  # nothing readable at all: do not spin reopening it
-                    log.warning("camera: %r gave no frame; retrying in %.1fs", self._config.source,
+                    log.warning("camera: %r gave no frame; retrying in %.1fs", redact_url(self._config.source),
                                 self._config.reconnect.max_s)
                     self._stop.wait(self._config.reconnect.max_s)
                 continue  # loop: reopen from the start
@@ -200,7 +201,7 @@ class Camera:
             if self._delivered:
                 self._lost_wait = self._config.reconnect.initial_s
             wait, self._lost_wait = self._lost_wait, min(self._lost_wait * 2, self._config.reconnect.max_s)
-            log.warning("camera: lost %r; reconnecting in %.1fs", self._config.source, wait)
+            log.warning("camera: lost %r; reconnecting in %.1fs", redact_url(self._config.source), wait)
             if self._stop.wait(wait):
                 return None
         return None

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from types import FrameType
 
 from edge_client.config import EX_CONFIG, ConfigError, EdgeConfig, load_config
+from edge_client.redact import redact_url, scrub
 
 DEFAULT_CONFIG = os.environ.get("FACEPIPE_EDGE_CONFIG", "/etc/facepipe/edge.yaml")
 EX_FAILURE = 1
@@ -32,6 +33,7 @@ def _run(config: EdgeConfig) -> int:
     from botocore.exceptions import BotoCoreError
 
     from edge_client.daemon import Daemon, format_summary
+    from edge_client.spool import SpoolInUse
     from edge_client.uploader import CredentialsMissing
 
     # OpenCV's worker pool wakes (and spins) for every small resize/blur: on the daemon's 160-px motion
@@ -44,6 +46,8 @@ def _run(config: EdgeConfig) -> int:
         return _fail(str(exc), EX_CONFIG)
     except BotoCoreError as exc:  # e.g. AWS_PROFILE names a missing profile: restarting cannot fix it
         return _fail(f"AWS configuration: {exc}", EX_CONFIG)
+    except SpoolInUse as exc:  # two daemons configured with one spool: restarting cannot fix it either
+        return _fail(str(exc), EX_CONFIG)
     except OSError as exc:  # e.g. spool directory not writable
         return _fail(f"cannot start: {exc}", EX_FAILURE)
 
@@ -68,7 +72,7 @@ def _check_camera(config: EdgeConfig) -> str:
         reader.close()
     if image is None:
         raise OSError("opened but delivered no frame")
-    return f"{config.camera.source!r} delivers {image.shape[1]}x{image.shape[0]} frames"
+    return f"{redact_url(config.camera.source)!r} delivers {image.shape[1]}x{image.shape[0]} frames"
 
 
 def _check_endpoint(config: EdgeConfig) -> str:
@@ -80,8 +84,8 @@ def _check_endpoint(config: EdgeConfig) -> str:
     uploader = Uploader(config.endpoint, config.device_id, None, threading.Event(), signer)
     ok, detail = uploader.probe()
     if not ok:
-        raise OSError(f"{config.endpoint.url}: {detail}")
-    return f"{config.endpoint.url} answers ({detail}, {'signed' if signer else 'unsigned'})"
+        raise OSError(f"{redact_url(config.endpoint.url)}: {detail}")
+    return f"{redact_url(config.endpoint.url)} answers ({detail}, {'signed' if signer else 'unsigned'})"
 
 
 def _check_queue(config: EdgeConfig) -> str:
@@ -103,6 +107,11 @@ def _check_spool(config: EdgeConfig) -> str:
     return f"{directory} writable ({frames} frame(s) spooled)"
 
 
+def _urls(config: EdgeConfig) -> tuple[object, ...]:
+    """Configured URLs whose credentials or query must not reach the output."""
+    return (config.camera.source, config.endpoint.url, config.outputs.webhook_url)
+
+
 def _check(config: EdgeConfig) -> int:
     checks: list[tuple[str, Callable[[EdgeConfig], str]]] = [
         ("camera", _check_camera), ("endpoint", _check_endpoint),
@@ -115,7 +124,7 @@ def _check(config: EdgeConfig) -> int:
             print(f"{name}: ok: {check(config)}", flush=True)
         except Exception as exc:  # each dependency gets one line, whatever went wrong
             failed += 1
-            detail = " ".join(str(exc).split()) or type(exc).__name__
+            detail = " ".join(scrub(str(exc), *_urls(config)).split()) or type(exc).__name__
             print(f"{name}: FAILED: {detail}", flush=True)
     return EX_FAILURE if failed else 0
 

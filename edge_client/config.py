@@ -24,6 +24,7 @@ from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, fi
 
 from cloud.contracts import DEVICE_ID_PATTERN, QUEUE_NAME_PATTERN
 from edge_client.metrics import parse_listen
+from edge_client.redact import redact_url
 
 ENV_PREFIX = "FACEPIPE_EDGE__"
 EX_CONFIG = 78  # sysexits.h; systemd's RestartPreventExitStatus=78 stops a restart loop on bad config
@@ -272,7 +273,8 @@ def _describe(error: Mapping[str, Any], env_keys: set[tuple[str, ...]]) -> str:
     if kind == "missing":
         return f"missing required key '{key}'"
     message = str(error["msg"]).removeprefix("Value error, ")
-    shown = repr(error.get("input"))
+    value = error.get("input")
+    shown = repr(redact_url(value) if isinstance(value, str) else value)  # a mistyped URL may hold a token
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     return f"'{key}'{origin}: {message} (got {shown})"
 

@@ -35,6 +35,7 @@ from edge_client.encode import EncodeError, encode_jpeg
 from edge_client.metrics import EdgeMetrics
 from edge_client.notify import SystemdNotifier
 from edge_client.outputs import Outputs
+from edge_client.redact import redact_url
 from edge_client.spool import Spool, SpooledFrame
 from edge_client.throttle import Decision, InFlight, Throttle
 from edge_client.uploader import Outcome, Signer, Uploader, UploadResult
@@ -182,8 +183,8 @@ class Daemon:
         self._start("correlator", self.correlator.run)
         self.notifier.ready()
         self.notifier.status("running")
-        log.info("%s: running (camera %r -> %s)", self.config.device_id, self.config.camera.source,
-                 self.config.endpoint.url)
+        log.info("%s: running (camera %r -> %s)", self.config.device_id, redact_url(self.config.camera.source),
+                 redact_url(self.config.endpoint.url))
         try:
             self._supervise()
         finally:

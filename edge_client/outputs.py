@@ -27,6 +27,7 @@ import requests
 from cloud.contracts import UNKNOWN_NAME, ResponseMessage
 from edge_client.config import OutputsConfig
 from edge_client.metrics import EdgeMetrics
+from edge_client.redact import redact_url, scrub
 
 log = logging.getLogger(__name__)
 
@@ -100,14 +101,14 @@ class _Webhook:
         try:
             response = self._session.post(self.url, json=record, timeout=WEBHOOK_TIMEOUT_S)
         except requests.Timeout:
-            self._count_error("timeout", "webhook %s timed out", self.url)
+            self._count_error("timeout", "webhook %s timed out", redact_url(self.url))
         except requests.RequestException as exc:
-            self._count_error("connection", "webhook %s failed: %s", self.url, exc)
+            self._count_error("connection", "webhook %s failed: %s", redact_url(self.url), scrub(str(exc), self.url))
         else:
             if response.ok:
                 self.sent += 1
             else:
-                self._count_error("http", "webhook %s answered %d", self.url, response.status_code)
+                self._count_error("http", "webhook %s answered %d", redact_url(self.url), response.status_code)
 
     def close(self, timeout_s: float) -> None:
         """Let queued posts finish for up to `timeout_s`, then give up on the rest (daemon thread)."""

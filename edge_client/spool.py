@@ -2,23 +2,35 @@
 
 One file per frame: a JSON header line (request id, capture time, ...) then the JPEG bytes, written
 to a temporary name, fsynced and renamed, so a crash leaves either the whole frame or nothing.
-File names sort in capture order, so draining oldest-first is a directory listing. Beyond
-`max_bytes` the oldest frames are deleted (the caller counts them as dropped).
+The directory is fsynced after the rename too, so the new name itself survives a power cut. File
+names sort in capture order, so draining oldest-first is a directory listing. Beyond `max_bytes` the
+oldest frames are deleted (the caller counts them as dropped).
+
+One process per spool: an exclusive fcntl lock on `.lock` in the directory, held while the Spool is
+open. A second daemon pointed at the same directory gets SpoolInUse instead of draining, trimming and
+deleting the first one's frames.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import logging
 import os
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 log = logging.getLogger(__name__)
 
 _SUFFIX = ".frame"
 _TMP_SUFFIX = ".tmp"
+LOCK_NAME = ".lock"
+
+
+class SpoolInUse(OSError):
+    """Another process has this spool directory open."""
 
 
 @dataclass(frozen=True)
@@ -40,6 +52,7 @@ class Spool:
         self.max_bytes = max_bytes
         self._lock = threading.Lock()
         directory.mkdir(parents=True, exist_ok=True)
+        self._lock_file = _lock_exclusively(directory / LOCK_NAME)  # before touching any file
         for leftover in directory.glob(f"*{_TMP_SUFFIX}"):  # a write interrupted by a crash
             leftover.unlink(missing_ok=True)
         self._sizes: dict[str, int] = {p.name: p.stat().st_size for p in directory.glob(f"*{_SUFFIX}")}
@@ -70,12 +83,17 @@ class Spool:
                     fh.flush()
                     os.fsync(fh.fileno())
                 os.replace(tmp, path)
+                _fsync_directory(self.directory)  # the rename is durable only once the directory is
             except OSError:  # disk full: a partial file would stay behind, uncounted, until a restart
                 tmp.unlink(missing_ok=True)
                 raise
             self._sizes[name] = len(data)
             self._bytes += len(data)
             return self._trim()
+
+    def close(self) -> None:
+        """Release the directory for another process (also happens when this one exits)."""
+        self._lock_file.close()
 
     def _trim(self) -> int:
         dropped = 0
@@ -89,6 +107,8 @@ class Spool:
         return dropped
 
     def _delete(self, name: str) -> None:
+        # No directory fsync here: a delete lost in a power cut brings back a delivered or dropped
+        # frame, which is sent again (a duplicate answer is harmless); a lost rename would lose a frame.
         (self.directory / name).unlink(missing_ok=True)
         self._bytes -= self._sizes.pop(name, 0)
 
@@ -114,3 +134,30 @@ class Spool:
     def remove(self, frame: SpooledFrame) -> None:
         with self._lock:
             self._delete(frame.name)
+
+
+def _lock_exclusively(path: Path) -> IO[str]:
+    """Open and lock `path` (kept open: closing it releases the lock); SpoolInUse when held elsewhere."""
+    handle = open(path, "a+")  # noqa: SIM115 - stays open for the Spool's lifetime: it holds the lock
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "unknown"
+        handle.close()
+        raise SpoolInUse(
+            f"spool directory {path.parent} is in use by another facepipe-edge process (pid {holder}); "
+            f"give each daemon its own spool.directory"
+        ) from None
+    handle.truncate(0)
+    handle.write(f"{os.getpid()}\n")
+    handle.flush()
+    return handle
+
+
+def _fsync_directory(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -66,3 +66,76 @@ def dockerfile_env() -> dict[str, str]:
             key, _, value = pair.partition("=")
             env[key] = value
     return env
+
+
+# --- the commands a RUN step invokes ---------------------------------------------------------------------
+
+_SEPARATORS = {"&&", "||", ";", "|", "&", ";;", "|&"}  # a new command follows
+_OPENERS = {"if", "then", "else", "elif", "while", "until", "do", "!", "{", "time"}  # ... and after these
+_CLOSERS = {"fi", "done", "}"}
+_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+_REDIRECTION = re.compile(r"^[0-9]*(>>?|<<?|>&|<&|&>)")
+
+
+class UnsupportedShell(ValueError):
+    """A construct run_commands does not parse: better to fail than to miss a command."""
+
+
+def _take_substitutions(script: str) -> tuple[str, list[str]]:
+    """`script` with every top-level $(...) replaced by a placeholder word, and the inner scripts."""
+    inner: list[str] = []
+    out, index = [], 0
+    while (start := script.find("$(", index)) != -1:
+        depth, end = 1, start + 2
+        while end < len(script) and depth:
+            depth += {"(": 1, ")": -1}.get(script[end], 0)
+            end += 1
+        if depth:
+            raise UnsupportedShell(f"unbalanced $( in {script!r}")
+        inner.append(script[start + 2 : end - 1])
+        out.append(script[index:start] + "SUBSTITUTION")
+        index = end
+    out.append(script[index:])
+    return "".join(out), inner
+
+
+def run_commands(script: str) -> list[str]:
+    """Every command name a shell script (one RUN step) invokes: the first word of each simple command,
+    after &&, ||, ;, |, &, a subshell's (, reserved words such as if/then/do, and inside $(...) command
+    substitutions. Variable assignments and redirections before a command are skipped; backslash-newline
+    continuations are joined. A `case` or an unbalanced $( raises UnsupportedShell instead of guessing."""
+    flat, substituted = _take_substitutions(script.replace("\\\n", " "))
+    commands = [command for inner in substituted for command in run_commands(inner)]
+    lexer = shlex.shlex(flat, posix=True, punctuation_chars=True)
+    lexer.whitespace_split = True
+    lexer.commenters = ""
+    expect_command, subshells, in_for_header = True, 0, False
+    for token in lexer:
+        if in_for_header:  # for NAME in WORDS; do: the words are not commands
+            if token == "do":
+                in_for_header, expect_command = False, True
+            continue
+        if token in _SEPARATORS:
+            expect_command = True
+        elif token == "(" and expect_command:
+            subshells += 1
+        elif token == ")" and subshells:
+            subshells -= 1
+            expect_command = False
+        elif not expect_command:
+            if token in _CLOSERS:
+                expect_command = False
+        elif token in _OPENERS:
+            pass
+        elif token in _CLOSERS:
+            expect_command = False
+        elif token == "for":
+            in_for_header = True
+        elif token == "case":
+            raise UnsupportedShell("case ... esac is not parsed")
+        elif _ASSIGNMENT.match(token) or _REDIRECTION.match(token):
+            continue  # FOO=bar cmd / >file cmd: the command is still to come
+        else:
+            commands.append(token)
+            expect_command = False
+    return commands

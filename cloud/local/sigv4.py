@@ -4,6 +4,11 @@ The canonical request is rebuilt from what was received with botocore's own `Sig
 local check and a real client agree on every canonicalisation detail; only the signature
 comparison and the envelope checks (key id, scope, signed headers, clock skew, payload hash)
 are ours.
+
+A header the client did not sign could have been added or changed by anyone on the way, so every
+header the handler acts on (request id, device id, frame timestamp, reply-to) must be among the
+signed ones when it is present; otherwise a captured request could be replayed with another
+reply-to queue or device id.
 """
 
 from __future__ import annotations
@@ -19,9 +24,15 @@ from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from cloud.contracts import HEADER_DEVICE_ID, HEADER_FRAME_TIMESTAMP, HEADER_REPLY_TO, HEADER_REQUEST_ID
+
 SERVICE = "lambda"
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW_SECONDS = 300  # AWS rejects requests whose x-amz-date is more than 5 minutes off
+# Headers the detection handler reads: unsigned, they could be added after signing.
+MUST_SIGN_WHEN_PRESENT = tuple(
+    name.lower() for name in (HEADER_REQUEST_ID, HEADER_DEVICE_ID, HEADER_FRAME_TIMESTAMP, HEADER_REPLY_TO)
+)
 
 _AUTH_RE = re.compile(
     r"^AWS4-HMAC-SHA256\s+Credential=(?P<credential>[^,\s]+)\s*,\s*"
@@ -83,6 +94,9 @@ def verify(
     missing = [name for name in signed if name not in lower]
     if missing:
         return _fail(f"signed headers missing from the request: {', '.join(missing)}")
+    unsigned = [name for name in MUST_SIGN_WHEN_PRESENT if name in lower and name not in signed]
+    if unsigned:
+        return _fail(f"headers not covered by the signature (SignedHeaders): {', '.join(unsigned)}")
 
     amz_date = lower["x-amz-date"]
     try:

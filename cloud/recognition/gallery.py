@@ -8,18 +8,30 @@ Storage format (format version 1): a NumPy `.npz` archive, read without pickle, 
 
 Location by URI: `s3://bucket/key` (a versioned object: every save is a new S3 version and the
 VersionId is returned) or a local file path.
+
+Edits (enroll, remove) go through `update_gallery`: read the latest gallery, apply the edit, and save
+only if the stored gallery is still the one read (S3: PutObject with If-Match on the ETag read, or
+If-None-Match '*' when there was none; a file: under an fcntl lock, compared with the content read);
+on a conflict it re-reads and re-applies the edit. Two concurrent edits therefore both land, instead
+of the later save silently undoing the earlier one.
 """
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import io
 import os
+import random
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from botocore.exceptions import ClientError
 
 from cloud import aws
 from cloud.contracts import UNKNOWN_NAME
@@ -34,6 +46,10 @@ class GalleryError(Exception):
 
 class GalleryNotFound(GalleryError, FileNotFoundError):
     """No gallery at the URI yet (nothing enrolled)."""
+
+
+class GalleryConflict(GalleryError):
+    """The stored gallery changed since it was read: the save was refused, nothing was overwritten."""
 
 
 class GalleryModelMismatch(GalleryError):
@@ -60,6 +76,9 @@ class Gallery:
     names: list[str] = field(default_factory=list)
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, EMBEDDING_SIZE), np.float32))
     version: str | None = None  # where it was loaded from: S3 VersionId or file mtime; not stored
+    # What a conditional save compares with the stored gallery: the S3 ETag or the file content's
+    # SHA-256 as read (or last saved); None = not stored yet. Not stored.
+    revision: str | None = None
 
     def __post_init__(self) -> None:
         self.embeddings = np.asarray(self.embeddings, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
@@ -141,7 +160,7 @@ def to_bytes(gallery: Gallery) -> bytes:
     return buffer.getvalue()
 
 
-def from_bytes(data: bytes, uri: str = "", version: str | None = None) -> Gallery:
+def from_bytes(data: bytes, uri: str = "", version: str | None = None, revision: str | None = None) -> Gallery:
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             fmt = int(archive["format_version"])
@@ -152,6 +171,7 @@ def from_bytes(data: bytes, uri: str = "", version: str | None = None) -> Galler
                 names=[str(n) for n in archive["names"]],
                 embeddings=archive["embeddings"],
                 version=version,
+                revision=revision,
             )
     except (ValueError, KeyError, OSError) as exc:  # not an npz, or fields missing
         raise GalleryError(f"gallery {uri} is unreadable: {exc}") from exc
@@ -169,35 +189,128 @@ def load_gallery(uri: str) -> Gallery:
             data = path.read_bytes()
         except FileNotFoundError as exc:
             raise GalleryNotFound(f"no gallery at {uri}: enroll someone first (facepipe enroll)") from exc
-        return from_bytes(data, uri, version)
+        return from_bytes(data, uri, version, _content_revision(data))
     bucket, key = location
     s3 = aws.client("s3")
     try:
         obj = s3.get_object(Bucket=bucket, Key=key)
     except s3.exceptions.NoSuchKey as exc:
         raise GalleryNotFound(f"no gallery at {uri}: enroll someone first (facepipe enroll)") from exc
-    return from_bytes(obj["Body"].read(), uri, _s3_version(obj))
+    return from_bytes(obj["Body"].read(), uri, _s3_version(obj), obj["ETag"])
 
 
 def save_gallery(gallery: Gallery, uri: str) -> str | None:
-    """Write the gallery; returns (and sets on `gallery`) its new version: the S3 VersionId, or the
-    file's mtime. A local file is replaced atomically so a reader never sees half a gallery."""
+    """Write the gallery unconditionally, whatever is stored (a new gallery, a copy to another URI);
+    returns (and sets on `gallery`) its new version: the S3 VersionId, or the file's mtime. Edits of
+    a gallery others may edit too go through `update_gallery`."""
+    return _write(gallery, uri, conditional=False)
+
+
+def _write(gallery: Gallery, uri: str, *, conditional: bool) -> str | None:
+    """Save; with `conditional`, only if the stored gallery's revision is still `gallery.revision`
+    (None: only if nothing is stored), else GalleryConflict. A local file is replaced atomically so a
+    reader never sees half a gallery; its conditional save must run under `_file_lock`."""
     data = to_bytes(gallery)
     location = parse_s3_uri(uri)
     if location is None:
         path = Path(uri)
+        if conditional and _stored_file_revision(path) != gallery.revision:
+            raise GalleryConflict(f"{uri} changed since it was read")
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.{random.getrandbits(32):08x}.tmp")
         tmp.write_bytes(data)
         tmp.replace(path)
-        gallery.version = file_version(path)
-    else:
-        bucket, key = location
+        gallery.version, gallery.revision = file_version(path), _content_revision(data)
+        return gallery.version
+    bucket, key = location
+    condition: dict[str, str] = {}
+    if conditional:
+        condition = {"IfMatch": gallery.revision} if gallery.revision else {"IfNoneMatch": "*"}
+    try:
         reply = aws.client("s3").put_object(
-            Bucket=bucket, Key=key, Body=data, ContentType="application/octet-stream"
+            Bucket=bucket, Key=key, Body=data, ContentType="application/octet-stream", **condition
         )
-        gallery.version = _s3_version(reply)
+    except ClientError as exc:
+        # 412: the ETag no longer matches (or an object appeared); 409: a concurrent conditional write
+        # won the race; NoSuchKey: the object read was deleted meanwhile.
+        if conditional and exc.response.get("Error", {}).get("Code") in _CONFLICT_CODES:
+            raise GalleryConflict(f"{uri} changed since it was read") from exc
+        raise
+    gallery.version, gallery.revision = _s3_version(reply), reply["ETag"]
     return gallery.version
+
+
+_CONFLICT_CODES = {"PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey"}
+UPDATE_ATTEMPTS = 8
+
+
+@dataclass(frozen=True)
+class Update:
+    gallery: Gallery  # as saved (or as read, when the edit changed nothing)
+    changed: int  # what the edit returned: embeddings added + removed; 0 = nothing saved
+    attempts: int  # 1 unless another writer got in between and the edit was re-applied
+
+
+def update_gallery(
+    uri: str, edit: Callable[[Gallery], int], *, new: Callable[[], Gallery] | None = None,
+    attempts: int = UPDATE_ATTEMPTS,
+) -> Update:
+    """Apply `edit` to the latest gallery at `uri` and save it, so that concurrent edits all land.
+
+    `edit` changes the gallery in place and returns how many embeddings it added or removed (0: nothing
+    to save). It may run more than once, each time on a fresh copy, so it must be cheap and depend only
+    on its argument: do slow work (detection, embedding) before. `new` makes the gallery to edit when
+    none is stored yet; without it that is GalleryNotFound. Exceptions from `edit` (e.g.
+    GalleryModelMismatch) propagate with nothing saved; GalleryConflict after `attempts` lost races.
+    """
+    with _file_lock(uri):
+        for attempt in range(1, attempts + 1):
+            try:
+                gallery = load_gallery(uri)
+            except GalleryNotFound:
+                if new is None:
+                    raise
+                gallery = new()
+            changed = edit(gallery)
+            if not changed:
+                return Update(gallery, 0, attempt)
+            try:
+                _write(gallery, uri, conditional=True)
+                return Update(gallery, changed, attempt)
+            except GalleryConflict:
+                if attempt < attempts:
+                    time.sleep(random.uniform(0, min(1.0, 0.02 * 2**attempt)))  # full jitter
+    raise GalleryConflict(f"{uri} kept changing: {attempts} attempts to save an edit lost the race; try again")
+
+
+@contextmanager
+def _file_lock(uri: str) -> Iterator[None]:
+    """For a file gallery, an exclusive lock on a lock file beside it for the whole read-edit-save:
+    local writers queue instead of racing. (S3 needs none: its conditional writes do the job.)"""
+    if parse_s3_uri(uri) is not None:
+        yield
+        return
+    path = Path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A lock file that is never deleted: deleting it would let two writers lock two different files.
+    with open(path.with_name(f".{path.name}.lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def _stored_file_revision(path: Path) -> str | None:
+    try:
+        return _content_revision(path.read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def _content_revision(data: bytes) -> str:
+    # The content itself, not mtime/size: two saves within one timestamp tick can have the same size.
+    return hashlib.sha256(data).hexdigest()
 
 
 def current_version(uri: str) -> str | None:

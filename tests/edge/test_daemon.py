@@ -120,7 +120,7 @@ def test_endpoint_down_then_up_delivers_everything_spooled(
     try:
         wait_until(lambda: daemon.capture_done.is_set() and len(daemon.spool) == len(PHOTOS), 30,
                    "every frame spooled while the endpoint is down")
-        spooled_ids = {p.name.split("-", 2)[2].removesuffix(".frame") for p in daemon.spool.directory.iterdir()}
+        spooled_ids = {p.name.split("-", 2)[2].removesuffix(".frame") for p in daemon.spool.directory.glob("*.frame")}
         assert daemon.stats["sent"] == 0 and daemon.endpoint_down.is_set()
         time.sleep(0.5)
         assert thread.is_alive()  # waits for the endpoint rather than losing frames

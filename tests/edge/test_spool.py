@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import errno
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
-from edge_client.spool import Spool, SpooledFrame
+import pytest
+import yaml
+
+from edge_client.config import EX_CONFIG
+from edge_client.spool import LOCK_NAME, Spool, SpooledFrame, SpoolInUse
 from tests.photos import REPO, packaged
 
 
@@ -34,7 +40,7 @@ def test_fifo_in_capture_order_with_contents_intact(tmp_path: Path) -> None:
     drained = _drain(spool)
     assert [f.request_id for f in drained] == [f.request_id for f in frames]
     assert drained[0].jpeg == frames[0].jpeg and drained[0].captured_at == frames[0].captured_at
-    assert len(spool) == 0 and spool.bytes == 0 and list(tmp_path.iterdir()) == []
+    assert len(spool) == 0 and spool.bytes == 0 and list(tmp_path.glob("*.frame")) == []
 
 
 def test_size_cap_drops_the_oldest(tmp_path: Path) -> None:
@@ -52,6 +58,7 @@ def test_survives_restart_and_cleans_interrupted_writes(tmp_path: Path) -> None:
     for frame in frames:
         first.put(frame)
     (tmp_path / "99999999999999999999-000001-x.frame.tmp").write_bytes(b"half a frame")  # a crash mid-write
+    first.close()  # the daemon exits (its lock goes with it)
     again = Spool(tmp_path, max_bytes=10**9)
     assert len(again) == 3 and again.bytes == first.bytes
     assert not list(tmp_path.glob("*.tmp"))
@@ -88,4 +95,60 @@ def test_failed_write_leaves_no_partial_file(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path), str(packaged("face_recognition/obama.jpg"))],
                             capture_output=True, text=True, timeout=60, cwd=REPO, check=True)
     assert result.stdout.split() == ["failed:", str(errno.EFBIG), "0", "0"], result.stdout + result.stderr
-    assert list(tmp_path.iterdir()) == []
+    assert [path.name for path in tmp_path.iterdir()] == [LOCK_NAME]
+
+
+def test_a_second_spool_on_the_same_directory_is_refused(tmp_path: Path) -> None:
+    # GIVEN a spool holding a frame
+    first = Spool(tmp_path, max_bytes=10**9)
+    first.put(_frames(1)[0])
+    # WHEN a second one opens the same directory (another daemon with the same config)
+    with pytest.raises(SpoolInUse, match=rf"in use by another facepipe-edge process \(pid {os.getpid()}\)"):
+        Spool(tmp_path, max_bytes=1)  # max_bytes=1 would trim (delete) the first one's frame
+    # THEN the first one's frame is untouched, and once it closes the directory can be opened
+    assert len(list(tmp_path.glob("*.frame"))) == 1
+    first.close()
+    assert len(Spool(tmp_path, max_bytes=10**9)) == 1
+
+
+def test_a_second_daemon_on_a_spool_in_use_exits_as_a_config_error(tmp_path: Path) -> None:
+    spool_dir = tmp_path / "spool"
+    holder = Spool(spool_dir, max_bytes=10**9)  # stands for the first daemon: this process holds the lock
+    holder.put(_frames(1)[0])
+    config = {
+        "device_id": "second", "camera": {"source": str(packaged("face_recognition/obama.jpg"))},
+        "endpoint": {"url": "http://127.0.0.1:9/", "auth": "none", "region": "us-east-1"},
+        "responses": {"queue_url": "http://127.0.0.1:9/000000000000/none"},
+        "spool": {"directory": str(spool_dir), "max_bytes": 1}, "metrics": {"listen": None},
+    }
+    path = tmp_path / "edge.yaml"
+    path.write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPIPE_EDGE__")}
+    result = subprocess.run([sys.executable, "-m", "edge_client", "run", "--config", str(path)], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == EX_CONFIG, result.stderr
+    expected = f"spool directory {spool_dir} is in use by another facepipe-edge process (pid {os.getpid()})"
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(list(spool_dir.glob("*.frame"))) == 1  # the first daemon's frame is still there
+    holder.close()
+
+
+def test_put_fsyncs_the_directory_after_the_rename(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Power loss cannot be staged here; what can be checked is that a directory fsync happens, on the
+    # real directory, after the frame file has its final name.
+    synced: list[tuple[bool, list[str]]] = []
+    real_fsync = os.fsync
+
+    def recording_fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            synced.append((os.path.samefile(f"/proc/self/fd/{fd}", tmp_path), sorted(os.listdir(tmp_path))))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    spool = Spool(tmp_path, max_bytes=10**9)
+    spool.put(_frames(1)[0])
+    assert len(synced) == 1
+    same_dir, listing = synced[0]
+    assert same_dir and [name for name in listing if name.endswith(".frame")] == [spool.oldest()[0].name]
+    assert not [name for name in listing if name.endswith(".tmp")]

@@ -11,7 +11,7 @@ import botocore.auth
 import pytest
 import requests
 
-from cloud.contracts import HEADER_DEVICE_ID, HEADER_REQUEST_ID
+from cloud.contracts import HEADER_DEVICE_ID, HEADER_REPLY_TO, HEADER_REQUEST_ID
 from tests.conftest import post_frame, queue_depth, sign_request
 from tests.photos import packaged
 
@@ -94,8 +94,6 @@ def test_a_signed_header_changed_after_signing_is_refused(local_stack: Any) -> N
                      "signature does not match")
 
 
-@pytest.mark.xfail(strict=True, reason="cloud/local/sigv4.py verifies only the headers the client listed in "
-                   "SignedHeaders; requiring the X-* headers the handler uses to be signed is being fixed there")
 def test_a_header_the_handler_uses_added_after_signing_is_refused(local_stack: Any) -> None:
     photo = packaged(PHOTO).read_bytes()
     headers = _headers()
@@ -106,3 +104,15 @@ def test_a_header_the_handler_uses_added_after_signing_is_refused(local_stack: A
     with local_stack.trigger.paused():
         reply = requests.post(local_stack.function_url, data=photo, headers=signed, timeout=60)
     assert reply.status_code == 403, reply.text
+
+
+def test_a_reply_to_added_after_signing_is_refused_and_nothing_is_queued(local_stack: Any) -> None:
+    # GIVEN a correctly signed frame to which someone on the way adds an unsigned X-Reply-To
+    sqs, photo = local_stack.client("sqs"), packaged(PHOTO).read_bytes()
+    signed = sign_request(local_stack, "POST", local_stack.function_url, photo, _headers())
+    signed[HEADER_REPLY_TO] = f"{local_stack.reply_to_prefix}attacker"
+    with local_stack.trigger.paused():
+        before = queue_depth(sqs, local_stack.request_queue_url)
+        reply = requests.post(local_stack.function_url, data=photo, headers=signed, timeout=30)
+        assert_forbidden(reply, "not covered by the signature (SignedHeaders): x-reply-to")
+        assert queue_depth(sqs, local_stack.request_queue_url) == before

@@ -6,21 +6,32 @@ the packages and the weights, and a build context that holds what the image copi
 from __future__ import annotations
 
 import argparse
+import ast
 import configparser
 import fnmatch
+import importlib.util
 import json
 import os
 import posixpath
 import re
 import shlex
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 from cloud import cli
 from cloud.models import fetch
-from tests.dockerfile import DOCKERFILE, dockerfile_env, instructions, stage, stages
+from tests.dockerfile import (
+    DOCKERFILE,
+    UnsupportedShell,
+    dockerfile_env,
+    instructions,
+    run_commands,
+    stage,
+    stages,
+)
 from tests.photos import REPO
 
 HANDLERS = {"DetectionFunction": "cloud.detection.handler.handler",
@@ -162,22 +173,44 @@ def test_image_writes_caches_under_tmp_only() -> None:
     assert env.get("HOME", "/tmp/").startswith("/tmp/")
 
 
-def test_trim_deletes_only_listed_files_then_imports_both_handlers() -> None:
-    # What the trim deletes was checked against what the handlers load (see the RUN's comment): a new
-    # target must be checked too, and added here.
+def _trim_module():
+    spec = importlib.util.spec_from_file_location("trim_lambda_packages", REPO / "tools" / "trim_lambda_packages.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_trim_step_runs_the_script_then_imports_both_handlers_and_no_offline_part() -> None:
     build = stage("build")
-    trim = next(build.expand(run) for run in build.args("RUN") if "torch/include" in run)
+    trim = next(build.expand(run) for run in build.args("RUN") if "trim_lambda_packages.py" in run)
     commands = [" ".join(command.split()) for command in trim.split("&&")]
-    deleting = [command for command in commands if "rm " in command or "-delete" in command]
-    assert deleting == [
-        "rm -rf torch/include torch/share torch/test",
-        "find torch/bin -mindepth 1 ! -name torch_shm_manager -delete",
-        "find . -depth -type d -name tests \\( -path './numpy/*' -o -path './sympy/*' -o -path './networkx/*' \\) "
-        "-exec rm -rf {} +",
-    ]
-    # the last command imports both handlers from what is left, so a wrong deletion fails the build
-    assert commands[-1].startswith("python -c") and all(handler.rsplit(".", 1)[0] in commands[-1]
-                                                         for handler in HANDLERS.values())
+    assert commands[0] == 'python /tmp/tools/trim_lambda_packages.py "/var/lang/lib/python3.12/site-packages"'
+    # then both handlers import from what is left, so a wrong deletion fails the build ...
+    assert commands[2].startswith("python -c") and all(handler.rsplit(".", 1)[0] in commands[2]
+                                                       for handler in HANDLERS.values())
+    # ... and the offline-only parts are absent, or the build fails
+    assert commands[3].startswith("python -c") and all(
+        f"'{module}'" in commands[3] for module in ("edge_client", "cloud.local", "cloud.models"))
+
+
+def test_trim_script_deletes_only_the_listed_files(tmp_path: Path) -> None:
+    # GIVEN a site-packages tree with what the trim targets and what must stay next to it
+    keep = ["torch/__init__.py", "torch/bin/torch_shm_manager", "torch/lib/libtorch_cpu.so",
+            "numpy/core/multiarray.py", "numpy/testing/__init__.py", "sympy/core/basic.py",
+            "networkx/algorithms/tree.py", "cv2/tests_data.txt", "facenet_pytorch/tests/keep.py"]
+    drop = ["torch/include/ATen/ATen.h", "torch/share/cmake/Torch/TorchConfig.cmake", "torch/test/test_api",
+            "torch/bin/protoc", "torch/bin/test_jit", "numpy/tests/test_ctypeslib.py",
+            "numpy/core/tests/test_umath.py", "numpy/core/tests/data/tests/x.txt", "sympy/core/tests/test_basic.py",
+            "networkx/algorithms/tree/tests/test_mst.py"]
+    for relative in keep + drop:
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text("x")
+    # WHEN the script runs on it
+    _trim_module().trim(tmp_path)
+    # THEN exactly the listed files are gone
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*") if p.is_file())
+    assert left == sorted(keep)
 
 
 # --- the build context -------------------------------------------------------------------------------
@@ -208,11 +241,204 @@ def test_build_context_has_what_the_dockerfile_copies() -> None:
     needed = cfg["metadata"]["long_description"].removeprefix("file:").strip()
     assert needed in sources
     for source in sources:
-        files = [source] if not source.endswith("/") else [
-            str(p.relative_to(REPO)) for p in (REPO / source).rglob("*.py") if "__pycache__" not in p.parts]
+        files = _context_files(source)
         assert files, source
         for file in files:
             assert not _dockerignored(file, patterns), f"{file} is copied but excluded by .dockerignore"
     for private in (".venv/bin/python", ".cache/models/facenet-casia-webface.pt", ".git/HEAD", "tests/photos.py",
                     "cloud/__pycache__/settings.cpython-312.pyc", "build/lib/cloud/settings.py"):
         assert _dockerignored(private, patterns), private
+
+
+def _context_files(source: str) -> list[str]:
+    """The build-context files a COPY source names: a folder's files (recursively), a glob's matches, a file."""
+    if source.endswith("/"):
+        return sorted(str(p.relative_to(REPO)) for p in (REPO / source).rglob("*")
+                      if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc")
+    return sorted(str(p.relative_to(REPO)) for p in REPO.glob(source) if p.is_file())
+
+
+# --- every command a RUN step invokes exists in its stage -----------------------------------------------
+
+_RPM_QA = ("`rpm -qa` of public.ecr.aws/lambda/python:3.12, quoted in "
+           "https://github.com/amazonlinux/amazon-linux-2023/issues/585")
+_COREUTILS = f"coreutils-single is installed: {_RPM_QA}"
+# Docker runs RUN with `/bin/sh -c`; in this image that shell is bash (the bash package is the only shell in
+# the same package list), so its builtins are there whatever packages are.
+_BASH_BUILTIN = f"bash builtin; bash is the image's /bin/sh: {_RPM_QA}"
+
+# Commands of the base image public.ecr.aws/lambda/python:3.12, each with where that is stated. `find` is not
+# one of them: the image is AL2023 minimal without findutils (https://github.com/aws/aws-lambda-base-images/issues/196).
+LAMBDA_PYTHON_312: dict[str, str] = {
+    **{builtin: _BASH_BUILTIN for builtin in
+       ("cd", "test", "[", "printf", "echo", "exit", "set", "true", "false", ":", "export", "unset", "command")},
+    "python": "the runtime in /var/lang/bin (on PATH): AWS base images for Python are 'preloaded with a "
+              "language runtime' (https://docs.aws.amazon.com/lambda/latest/dg/python-image.html); pip runs as "
+              "`python -m pip`",
+    **{tool: _COREUTILS for tool in ("rm", "mkdir", "cp", "mv", "ln", "cat", "ls", "chmod", "dirname", "basename")},
+    "grep": f"grep is installed: {_RPM_QA}",
+    "gawk": f"gawk is installed: {_RPM_QA}",
+    "dnf": "AWS's answer for tools AL2023-minimal images lack: 'you can use dnf to install packages' "
+           "(https://github.com/aws/aws-lambda-base-images/issues/173)",
+}
+# Commands a stage installs itself, for the stages built on it.
+INSTALLED_BY_STAGE: dict[str, dict[str, str]] = {
+    "build": {"facepipe": "console script of setup.cfg [options.entry_points], installed by the build stage's "
+                          "`pip install /tmp/facepipe-src[cloud]`"},
+}
+
+
+def available_commands(name: str | None) -> dict[str, str]:
+    """What a stage's RUN steps can call: its base image's commands plus what the stages below it installed."""
+    current = next(s for s in stages() if s.name == name)
+    if current.base == "${BASE_IMAGE}":
+        assert "ARG BASE_IMAGE=public.ecr.aws/lambda/python:3.12" in DOCKERFILE
+        return dict(LAMBDA_PYTHON_312)
+    return {**available_commands(current.base), **INSTALLED_BY_STAGE.get(current.base, {})}
+
+
+def unavailable_commands(name: str | None, script: str) -> list[str]:
+    available = available_commands(name)
+    return [command for command in run_commands(script) if command not in available]
+
+
+def test_every_run_step_calls_only_commands_its_stage_has() -> None:
+    checked = 0
+    for current in stages():
+        for script in current.args("RUN"):
+            assert unavailable_commands(current.name, script) == [], f"stage {current.name}: {script}"
+            checked += len(run_commands(script))
+    assert checked >= 10  # the RUN steps were parsed, not skipped
+
+
+def test_the_checker_flags_find_as_the_old_trim_step_used_it() -> None:
+    # The trim step as it was before: it would stop `sam build` with "find: command not found".
+    old_trim = (
+        'cd "${SITE}" && rm -rf torch/include torch/share torch/test '
+        '&& find torch/bin -mindepth 1 ! -name torch_shm_manager -delete '
+        "&& find . -depth -type d -name tests \\( -path './numpy/*' -o -path './sympy/*' -o -path './networkx/*' \\) "
+        "-exec rm -rf {} + && python -c \"import torch\""
+    )
+    assert run_commands(old_trim) == ["cd", "rm", "find", "find", "python"]
+    assert unavailable_commands("build", old_trim) == ["find", "find"]
+    # and `dnf install -y findutils` is what a stage would need first (a command of a package it installs
+    # itself is not known to the checker: it would have to be added to INSTALLED_BY_STAGE with its source)
+    assert unavailable_commands("build", "dnf install -y findutils") == []
+
+
+def test_run_commands_reads_shell_syntax() -> None:
+    script = ('set -e; X=1 Y=2 make -j2 2>&1 | tee log >/dev/null; if [ -n "$A" ]; then echo a >&2; exit 1; fi; '
+              'for f in a b; do rm "$f"; done; test "$(dirname "$(which x)")" = / && (cd x && ls) || { true; }; '
+              "! grep -q x y \\\n && python -c 'print(1); import os'")
+    assert sorted(run_commands(script)) == sorted(
+        ["which", "dirname", "set", "make", "tee", "[", "echo", "exit", "rm", "test", "cd", "ls", "true", "grep",
+         "python"])
+    with pytest.raises(UnsupportedShell):
+        run_commands('case "$A" in a) find . ;; esac')
+
+
+# --- what the image holds: only what the functions import ----------------------------------------------
+
+# What the image runs: both handlers, and the CLI with the commands it documents for the image (enroll, gallery).
+RUNTIME_ROOTS = ("cloud.detection.handler", "cloud.recognition.handler", "cloud.cli", "cloud.enrollment",
+                 "cloud.gallery_cli")
+NOT_IN_IMAGE = ("edge_client", "cloud.local", "cloud.models")
+
+
+def _module_name(relative: str) -> str:
+    return relative.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+
+
+def _first_party_imports(module: str) -> set[str]:
+    """Every facepipe module `module` imports anywhere in its source (top level, functions, TYPE_CHECKING)."""
+    path = REPO / (module.replace(".", "/") + ".py")
+    if not path.exists():
+        path = REPO / module.replace(".", "/") / "__init__.py"
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
+        for name in names:
+            if name.split(".")[0] in ("cloud", "edge_client") and (
+                    (REPO / (name.replace(".", "/") + ".py")).exists() or (REPO / name.replace(".", "/")).is_dir()):
+                parts = name.split(".")
+                found.update(".".join(parts[: i + 1]) for i in range(len(parts)))  # with its packages
+    return found
+
+
+def _import_closure(roots: tuple[str, ...]) -> set[str]:
+    seen: set[str] = set()
+    todo = list(roots)
+    while todo:
+        module = todo.pop()
+        if module not in seen:
+            seen.add(module)
+            todo += _first_party_imports(module)
+    return seen
+
+
+def _shipped_modules() -> set[str]:
+    """facepipe's modules in the final image: what the build stage copies into the source tree it installs
+    (the final stage takes the build stage's site-packages)."""
+    build = stage("build")
+    modules = set()
+    for copy in build.args("COPY"):
+        *sources, destination = shlex.split(copy)
+        if not destination.startswith("/tmp/facepipe-src/"):
+            continue
+        for source in sources:
+            modules.update(_module_name(f) for f in _context_files(source) if f.endswith(".py"))
+    return modules
+
+
+def test_image_ships_exactly_the_modules_the_functions_import() -> None:
+    shipped, needed = _shipped_modules(), _import_closure(RUNTIME_ROOTS)
+    assert "cloud.detection.handler" in shipped and "cloud.recognition.gallery" in shipped
+    assert sorted(shipped - needed) == [], "in the image but imported by nothing it runs"
+    assert sorted(needed - shipped) == [], "imported by the functions but not in the image"
+    assert [m for m in shipped if m.startswith(NOT_IN_IMAGE)] == []
+
+
+def test_only_the_weights_stage_adds_the_weights_tools() -> None:
+    # The build stage (whose site-packages the image takes) copies nothing into site-packages itself ...
+    site = stage("build").expand("${SITE}")
+    assert [copy for copy in stage("build").args("COPY") if site in stage("build").expand(copy)] == []
+    # ... the weights stage adds cloud/models/ for `facepipe models fetch/prepare`, and the image takes only
+    # the weights from that stage
+    weights = stage("weights")
+    assert [weights.expand(copy) for copy in weights.args("COPY") if "cloud/" in copy] == [
+        f"cloud/models/ {site}/cloud/models/"]
+    assert [m for m in _import_closure(("cloud.models.prepare", "cloud.models.fetch"))
+            if m.startswith(("edge_client", "cloud.local"))] == []
+
+
+def test_image_installs_only_the_cloud_extra_and_it_holds_no_edge_or_local_tool() -> None:
+    installs = [run for run in stage("build").args("RUN") if "/tmp/facepipe-src[" in run]
+    assert len(installs) == 1 and re.findall(r"/tmp/facepipe-src\[([^\]]*)\]", installs[0]) == ["cloud"]
+    cfg = configparser.ConfigParser()
+    cfg.read(REPO / "setup.cfg")
+    extras = cfg["options.extras_require"]
+
+    def names(extra: str) -> set[str]:
+        return {re.split(r"[<>=!\[ ]", line.strip())[0].lower() for line in extras[extra].splitlines()
+                if line.strip() and not line.strip().startswith("#")}
+
+    # what only the edge daemon or the local stack needs (the functions need opencv and requests too)
+    offline_only = (names("edge") | names("local")) - {"opencv-python-headless", "requests"}
+    assert offline_only >= {"moto", "aws-sam-translator", "prometheus-client", "pyyaml"}
+    assert names("cloud") & offline_only == set()
+
+
+@pytest.mark.parametrize("argv", [["models", "fetch", "--help"], ["local", "up"]])
+def test_a_command_the_image_does_not_ship_says_so(argv: list[str], monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    # The image has no cloud.models or cloud.local: make them unimportable here, as they are there
+    for module in ("cloud.models", "cloud.models.fetch", "cloud.local", "cloud.local.stack"):
+        monkeypatch.setitem(sys.modules, module, None)
+    with pytest.raises(SystemExit) as exited:
+        cli.build_parser(argv)
+    assert exited.value.code == 2
+    assert f"'{' '.join(argv[:2])}' is not part of this installation" in capsys.readouterr().err

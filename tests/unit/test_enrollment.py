@@ -122,3 +122,29 @@ def test_commands_enroll_list_remove(tmp_path: Path, capsys: pytest.CaptureFixtu
     missing = str(tmp_path / "absent.pt")
     assert facepipe(["enroll", "--name", "x", crowd, "--gallery", uri, "--weights", missing]) == 2
     assert missing in capsys.readouterr().err
+
+
+class _RemovingWhileEmbedding:
+    """The real embedder, with a `facepipe gallery remove` run while it embeds: an erasure request
+    made during an enrollment's slow part."""
+
+    def __init__(self, embedder: Embedder, uri: str, name: str) -> None:
+        self._embedder, self._uri, self._name = embedder, uri, name
+        self.model_tag = embedder.model_tag
+
+    def embed(self, crops: list[np.ndarray]) -> np.ndarray:
+        assert facepipe(["gallery", "remove", self._name, "--gallery", self._uri]) == 0
+        return self._embedder.embed(crops)
+
+
+def test_a_removal_during_enrollment_is_not_undone(tmp_path: Path, models: tuple[Detector, Embedder]) -> None:
+    # GIVEN a gallery with Biden, and an enrollment of Obama during which Biden is removed
+    uri = str(tmp_path / "gallery.npz")
+    enroll(uri, {"joe_biden": [packaged("face_recognition/biden.jpg")]}, models)
+    detector, embedder = models
+    removing = _RemovingWhileEmbedding(embedder, uri, "joe_biden")
+    report = enroll_photos(uri, weights_path(), {"barack_obama": [packaged("face_recognition/obama.jpg")]},
+                           detector=detector, embedder=removing)  # type: ignore[arg-type]
+    # THEN the enrollment merged into the gallery as it was after the removal: Biden stays removed
+    assert report.enrolled == {"barack_obama": 1}
+    assert load_gallery(uri).counts() == {"barack_obama": 1}

@@ -3,8 +3,9 @@ server over HTTP), model-tag refusal, and the recognizer's reload-on-new-version
 
 from __future__ import annotations
 
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -15,12 +16,15 @@ from cloud.contracts import UNKNOWN_NAME
 from cloud.recognition.gallery import (
     Gallery,
     GalleryCache,
+    GalleryConflict,
     GalleryError,
     GalleryModelMismatch,
     GalleryNotFound,
+    Update,
     current_version,
     load_gallery,
     save_gallery,
+    update_gallery,
 )
 from tests.moto_env import moto_server, point_boto3_at
 
@@ -192,3 +196,144 @@ def test_a_save_while_the_cache_reads_the_file_is_picked_up_by_the_next_check(
     assert cache.get(uri, TAG).names == ["ann"]
     # THEN the next check sees a version it has not loaded, and reloads
     assert cache.get(uri, TAG).names == ["bob"]
+
+
+# --- concurrent edits: read-modify-write with conditional saves ---------------------------------------
+
+
+def _adder(name: str, seed: int) -> Callable[[Gallery], int]:
+    return lambda gallery: gallery.add(name, unit_rows(seed, 1))
+
+
+def _both_read_before_either_saves(
+    uri: str, edits: tuple[Callable[[Gallery], int], Callable[[Gallery], int]], new: Callable[[], Gallery] | None,
+) -> list[Update]:
+    """Run two update_gallery calls in threads, their first attempts held at a barrier after the read
+    and the edit: the worst interleaving (both edit the same revision), forced every time."""
+    barrier = threading.Barrier(2, timeout=30)
+    updates: list[Update] = []
+
+    def run(edit: Callable[[Gallery], int]) -> None:
+        calls = 0
+
+        def held(gallery: Gallery) -> int:
+            nonlocal calls
+            calls += 1
+            changed = edit(gallery)
+            if calls == 1:
+                barrier.wait()
+            return changed
+
+        updates.append(update_gallery(uri, held, new=new))
+
+    threads = [threading.Thread(target=run, args=(edit,)) for edit in edits]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(updates) == 2
+    return updates
+
+
+def test_s3_two_edits_of_one_revision_both_land_every_round(s3_bucket: str) -> None:
+    # GIVEN a stored gallery with "base", and rounds of two writers that both read it before either
+    # saves: one removes "base" (an erasure request), the other enrolls someone new
+    for round_ in range(15):
+        uri = f"s3://{s3_bucket}/race/{round_}.npz"
+        seeded = Gallery(TAG)
+        seeded.add("base", unit_rows(100 + round_, 2))
+        save_gallery(seeded, uri)
+        updates = _both_read_before_either_saves(
+            uri, (lambda gallery: gallery.remove("base"), _adder(f"new{round_}", round_)), None
+        )
+        # THEN the second save was refused (If-Match on the ETag read), re-read and re-applied: both land
+        assert sorted(update.attempts for update in updates) == [1, 2]
+        assert load_gallery(uri).counts() == {f"new{round_}": 1}
+
+
+def test_s3_two_writers_creating_the_first_gallery_both_land(s3_bucket: str) -> None:
+    # GIVEN no gallery yet, and two enrollments that both found none (If-None-Match '*' on the save)
+    for round_ in range(5):
+        uri = f"s3://{s3_bucket}/create/{round_}.npz"
+        updates = _both_read_before_either_saves(
+            uri, (_adder("ann", 1), _adder("bob", 2)), lambda: Gallery(TAG)
+        )
+        assert sorted(update.attempts for update in updates) == [1, 2]
+        assert load_gallery(uri).counts() == {"ann": 1, "bob": 1}
+
+
+def test_file_gallery_edit_interrupted_by_an_unlocked_writer_is_reapplied(tmp_path: Path) -> None:
+    # GIVEN a file gallery and an edit during which another writer (not taking the lock) saves
+    uri = str(tmp_path / "gallery.npz")
+    seeded = Gallery(TAG)
+    seeded.add("base", unit_rows(20, 1))
+    save_gallery(seeded, uri)
+    calls = 0
+
+    def remove_base_while_someone_enrolls(gallery: Gallery) -> int:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            other = load_gallery(uri)
+            other.add("carl", unit_rows(21, 1))
+            save_gallery(other, uri)
+        return gallery.remove("base")
+
+    update = update_gallery(uri, remove_base_while_someone_enrolls)
+    # THEN the content check refused the first save; the edit was re-applied to the fresh gallery
+    assert (update.attempts, update.changed) == (2, 1)
+    assert load_gallery(uri).counts() == {"carl": 1}
+
+
+def _add_at_once(uri: str, names: list[str]) -> list[int]:
+    """One thread per name, released together, each adding its name; returns their attempts."""
+    barrier = threading.Barrier(len(names), timeout=30)
+    attempts: list[int] = []
+
+    def add(name: str, seed: int) -> None:
+        barrier.wait()
+        attempts.append(update_gallery(uri, _adder(name, seed), new=lambda: Gallery(TAG)).attempts)
+
+    threads = [threading.Thread(target=add, args=(name, seed)) for seed, name in enumerate(names)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return attempts
+
+
+def test_file_gallery_writers_queue_on_the_lock(tmp_path: Path) -> None:
+    # GIVEN rounds of four threads adding one name each to one file gallery at the same moment
+    uri = str(tmp_path / "gallery.npz")
+    for round_ in range(10):
+        # THEN the lock makes each writer read the previous one's save: no conflict, no retry
+        assert _add_at_once(uri, [f"p{round_}-{i}" for i in range(4)]) == [1, 1, 1, 1]
+    # ... and every name is there
+    assert load_gallery(uri).counts() == {f"p{r}-{i}": 1 for r in range(10) for i in range(4)}
+
+
+def test_update_without_a_change_saves_nothing_and_a_missing_gallery_needs_new(tmp_path: Path) -> None:
+    uri = str(tmp_path / "gallery.npz")
+    with pytest.raises(GalleryNotFound):
+        update_gallery(uri, lambda gallery: gallery.remove("ann"))
+    assert not Path(uri).exists()
+    save_gallery(Gallery(TAG), uri)
+    before = Path(uri).read_bytes(), current_version(uri)
+    update = update_gallery(uri, lambda gallery: gallery.remove("ann"))
+    assert (update.changed, update.attempts) == (0, 1)
+    assert (Path(uri).read_bytes(), current_version(uri)) == before
+
+
+def test_an_edit_that_keeps_losing_gives_up_with_a_conflict(s3_bucket: str) -> None:
+    uri = f"s3://{s3_bucket}/busy.npz"
+    save_gallery(Gallery(TAG), uri)
+
+    def always_overtaken(gallery: Gallery) -> int:
+        other = load_gallery(uri)
+        other.add("someone", unit_rows(30, 1))
+        save_gallery(other, uri)
+        return gallery.add("ann", unit_rows(31, 1))
+
+    with pytest.raises(GalleryConflict, match="3 attempts"):
+        update_gallery(uri, always_overtaken, attempts=3)
+    assert "ann" not in load_gallery(uri).counts()

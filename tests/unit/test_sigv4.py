@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import threading
+import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +12,10 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
+from cloud.contracts import HEADER_DEVICE_ID, HEADER_FRAME_TIMESTAMP, HEADER_REPLY_TO, HEADER_REQUEST_ID
 from cloud.local.sigv4 import verify
+from edge_client.config import EndpointConfig
+from edge_client.uploader import Signer, Uploader
 
 KEY, SECRET, REGION = "AKIALOCALTEST0000001", "local-secret-for-unit-tests", "eu-west-1"
 HOST = "127.0.0.1:8123"
@@ -105,3 +110,41 @@ def test_a_signed_header_that_was_changed_fails() -> None:
     headers = sign()
     headers["Content-Type"] = "text/plain"
     assert "signature does not match" in check(headers).reason
+
+
+CONTRACT_HEADERS = {
+    HEADER_REQUEST_ID: "0b9a6c3e-4f4a-4a53-9e43-5d0f1f6c2a11", HEADER_DEVICE_ID: "cam-1",
+    HEADER_FRAME_TIMESTAMP: "1700000000.250000", HEADER_REPLY_TO: "facepipe-replies-cam-1",
+}
+
+
+@pytest.mark.parametrize("added", list(CONTRACT_HEADERS))
+def test_a_handler_header_added_after_signing_is_refused(added: str) -> None:
+    # GIVEN a request signed with every contract header but one, which is then added unsigned
+    headers = sign(extra={name: value for name, value in CONTRACT_HEADERS.items() if name != added})
+    assert check(headers).ok
+    headers[added] = CONTRACT_HEADERS[added]
+    # THEN the signature alone would still verify, but the unsigned header is refused by name
+    verdict = check(headers)
+    assert not verdict.ok
+    assert verdict.reason == f"headers not covered by the signature (SignedHeaders): {added.lower()}"
+
+
+def test_signed_contract_headers_verify_and_a_changed_one_fails() -> None:
+    headers = sign(extra=CONTRACT_HEADERS)
+    assert check(headers).ok
+    headers[HEADER_REPLY_TO] = "someone-elses-queue"
+    assert "signature does not match" in check(headers).reason
+
+
+def test_the_edge_uploader_signs_every_header_it_sends() -> None:
+    # GIVEN the edge daemon's own signer and frame headers (with a reply-to queue)
+    config = EndpointConfig(url=f"http://{HOST}/", auth="aws_iam", region=REGION)
+    signer = Signer(REGION, credentials=Credentials(KEY, SECRET))
+    uploader = Uploader(config, "cam-1", "facepipe-replies-cam-1", threading.Event(), signer)
+    headers = signer.sign("POST", config.url, BODY, uploader.frame_headers(str(uuid.uuid4()), 1700000000.25))
+    # THEN all four contract headers are in SignedHeaders and the local check accepts the request
+    signed = headers["Authorization"].split("SignedHeaders=")[1].split(",")[0].split(";")
+    assert {name.lower() for name in CONTRACT_HEADERS} <= set(signed)
+    verdict = check({"Host": HOST, **headers}, path="/")
+    assert verdict.ok, verdict.reason
