@@ -151,6 +151,7 @@ def uploads_of(body: str, settings: Settings) -> list[Upload]:
 def detect_record(record: SQSRecord) -> list[str]:
     """powertools' record handler: detect every image of one message, or raise (-> batchItemFailures)."""
     settings = get_settings()
+    metrics.add_metric(name="IngestMessages", unit=MetricUnit.Count, value=1)
     try:
         uploads = uploads_of(record.body, settings)
         for upload in uploads:
