@@ -176,6 +176,9 @@ UPLOADS_PREFIX = "uploads/"  # the only keys of the stack's bucket that detectio
 DEVICE_ID_METADATA = "device-id"  # x-amz-meta-device-id of an object under uploads/
 REPLY_TO_METADATA = "reply-to"  # x-amz-meta-reply-to: the answer's queue, as X-Reply-To
 S3_DEVICE_ID = "s3"  # device id of an uploads/ object without that metadata
+# x-amz-meta-image-event: the object is the image of an ImageEvent (image_s3) with this request id, so
+# its own S3 notification is not detected a second time.
+IMAGE_EVENT_METADATA = "image-event"
 S3_REQUEST_NAMESPACE = uuid.NAMESPACE_URL
 
 

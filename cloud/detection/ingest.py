@@ -6,6 +6,8 @@ Each record's body is one of
   notification configuration); the request id is `s3_request_id(bucket, key, version-or-etag)`, the device
   id and reply_to come from the object's `x-amz-meta-device-id` / `x-amz-meta-reply-to` metadata;
 - S3's `s3:TestEvent` (sent once when the notification is configured): consumed, nothing to answer.
+  Neither is the notification of an object with `x-amz-meta-image-event` metadata: an image event
+  references it (`facepipe submit --via queue` with an image too big to go inline).
 
 Each image then takes the Function URL's path (`handler.process`: the same byte, pixel and format checks,
 detection, the request queue), so its answer reaches the response queue like an upload's. A record that
@@ -30,6 +32,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from cloud import aws
 from cloud.contracts import (
     DEVICE_ID_METADATA,
+    IMAGE_EVENT_METADATA,
     QUEUE_NAME_PATTERN,
     REPLY_TO_METADATA,
     S3_DEVICE_ID,
@@ -116,6 +119,10 @@ def from_s3_record(record: dict[str, Any], settings: Settings) -> Upload | None:
     if version in (None, "null"):  # an unversioned bucket (S3 says "null"): the ETag identifies the object
         version = None
     metadata = {k.lower(): v for k, v in head.get("Metadata", {}).items()}
+    if IMAGE_EVENT_METADATA in metadata:  # an image event names this object and gets the answer
+        logger.info("uploads/ object of image event %s: its notification is not detected again",
+                    metadata[IMAGE_EVENT_METADATA][:40])
+        return None
     device_id = metadata.get(DEVICE_ID_METADATA, S3_DEVICE_ID)
     if not is_valid_device_id(device_id):
         raise BadImageEvent(f"x-amz-meta-{DEVICE_ID_METADATA} {device_id[:80]!r} is not a valid device id")

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cloud.contracts import ImageEvent, S3ImageRef, s3_request_id
+from cloud.contracts import IMAGE_EVENT_METADATA, ImageEvent, S3ImageRef, s3_request_id
 from tests.bad_images import png_claiming
 from tests.conftest import INGEST_VISIBILITY_S, MAX_RECEIVE_COUNT, Mailbox
 from tests.photos import SHARED, requires_shared
@@ -31,10 +31,10 @@ def test_inline_and_s3_referenced_events_are_answered_with_the_right_names(
 ) -> None:
     sqs, s3 = local_stack.client("sqs"), local_stack.client("s3")
     inline = event(reply_queue, image_b64=base64.b64encode(OBAMA.read_bytes()).decode("ascii"))
-    # Under uploads/, the object is also notified: its answer goes to the same reply queue, not the shared one.
-    s3.put_object(Bucket=local_stack.bucket, Key="uploads/by-ref/biden.jpg", Body=BIDEN.read_bytes(),
-                  Metadata={"reply-to": reply_queue.rsplit("/", 1)[1]})
     by_ref = event(reply_queue, image_s3=S3ImageRef(bucket=local_stack.bucket, key="uploads/by-ref/biden.jpg"))
+    # Under uploads/, the object is also notified; its metadata says an image event has it (answered once).
+    s3.put_object(Bucket=local_stack.bucket, Key="uploads/by-ref/biden.jpg", Body=BIDEN.read_bytes(),
+                  Metadata={IMAGE_EVENT_METADATA: by_ref.request_id})
     for message in (inline, by_ref):
         sqs.send_message(QueueUrl=ingest_door.url, MessageBody=message.model_dump_json(exclude_none=True))
     mailbox = Mailbox(sqs, reply_queue)
@@ -42,6 +42,8 @@ def test_inline_and_s3_referenced_events_are_answered_with_the_right_names(
     assert answers[inline.request_id]["result"] == "barack_obama"
     assert answers[by_ref.request_id]["result"] == "joe_biden"
     assert all(a["device_id"] == "ingest-test" and a["filename"] == "probe.jpg" for a in answers.values())
+    time.sleep(2 * INGEST_VISIBILITY_S)  # the notification of the referenced object was consumed, not answered
+    assert sqs.receive_message(QueueUrl=reply_queue, WaitTimeSeconds=1).get("Messages", []) == []
 
 
 def test_a_photo_put_under_uploads_is_answered_with_its_documented_request_id_once_per_version(

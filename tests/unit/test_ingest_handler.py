@@ -15,7 +15,7 @@ import pytest
 from PIL import Image
 
 from cloud import aws
-from cloud.contracts import ImageEvent, RequestMessage, S3ImageRef, s3_request_id
+from cloud.contracts import IMAGE_EVENT_METADATA, ImageEvent, RequestMessage, S3ImageRef, s3_request_id
 from cloud.detection import handler as detection
 from cloud.settings import Settings
 from tests.bad_images import png_claiming
@@ -140,6 +140,17 @@ def test_s3_notifications_of_uploads_are_detected_with_the_documented_request_id
     assert (first.device_id, first.reply_to, first.filename) == ("door-cam", "facepipe-reply-door",
                                                                  "2026 01 01+obama.jpg")
     assert len(first.faces) == 1
+
+
+def test_the_notification_of_an_image_events_object_is_not_detected_twice(settings: Settings, ingest: str) -> None:
+    s3 = aws.client("s3")
+    put = s3.put_object(Bucket=settings.bucket, Key="uploads/ref.jpg", Body=small_jpeg(),
+                        Metadata={IMAGE_EVENT_METADATA: str(uuid.uuid4())})
+    notification = {"Records": [{"eventSource": "aws:s3", "eventName": "ObjectCreated:Put",
+                                 "s3": {"bucket": {"name": settings.bucket},
+                                        "object": {"key": "uploads/ref.jpg", "eTag": put["ETag"].strip('"')}}}]}
+    assert detection.handler(deliver(ingest, [json.dumps(notification)]), None) == {"batchItemFailures": []}
+    assert queued(settings) == {}
 
 
 def test_s3_request_id_is_uuid5_of_bucket_key_and_version() -> None:
