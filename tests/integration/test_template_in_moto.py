@@ -161,6 +161,7 @@ def test_the_local_stacks_queues_and_bucket_are_the_templates(local_stack: Any, 
     assert local_stack.bucket == physical["Bucket"]
     assert local_stack.gallery_uri == f"s3://{physical['Bucket']}/{local_stack.parameters['GalleryKey']}"
     # AND the queues carry the values given to LocalStack
+    urls |= {name: local_stack.resources.queues[name].url for name in ("IngestQueue", "IngestDeadLetterQueue")}
     for queue, dlq in QUEUES.items():
         redrive = json.loads(attributes(sqs, urls[queue])["RedrivePolicy"])
         assert redrive == {"deadLetterTargetArn": attributes(sqs, urls[dlq])["QueueArn"],
