@@ -15,7 +15,19 @@ import pytest
 from PIL import Image
 
 from cloud import aws
-from cloud.submit import Collector, Input, Report, Sent, SubmitError, _percentile, _row, collect_inputs, write_rows
+from cloud.submit import (
+    Collector,
+    Input,
+    Report,
+    Sent,
+    SubmitError,
+    Target,
+    _percentile,
+    _row,
+    collect_inputs,
+    target_from_stack,
+    write_rows,
+)
 from tests.moto_env import moto_server, point_boto3_at
 from tests.photos import SHARED, packaged, requires_shared
 
@@ -103,3 +115,22 @@ def test_collector_on_a_shared_queue_takes_its_own_answers_once_and_leaves_the_r
         # Another client's answer is still there for it, visible now.
         [left] = sqs.receive_message(QueueUrl=queue, MaxNumberOfMessages=10)["Messages"]
         assert json.loads(left["Body"])["request_id"] == other
+
+
+def test_a_deployed_stacks_endpoints_come_from_its_outputs(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A stack in moto's CloudFormation with template.yaml's output names (values stand in for the real ones).
+    outputs = {"FunctionUrl": "https://abc.lambda-url.us-east-1.on.aws/", "FunctionUrlAuthType": "AWS_IAM",
+               "ResponseQueueUrl": "https://sqs.us-east-1.amazonaws.com/1/r", "BucketName": "facepipe-bucket",
+               "IngestQueueUrl": "https://sqs.us-east-1.amazonaws.com/1/i"}
+    template = {"Parameters": {"ReplyToPrefix": {"Type": "String", "Default": ""}},
+                "Resources": {"Queue": {"Type": "AWS::SQS::Queue"}},
+                "Outputs": {name: {"Value": value} for name, value in outputs.items()}}
+    with moto_server() as endpoint:
+        point_boto3_at(endpoint, monkeypatch.setenv)
+        cloudformation = aws.client("cloudformation")
+        cloudformation.create_stack(StackName="deployed", TemplateBody=json.dumps(template),
+                                    Parameters=[{"ParameterKey": "ReplyToPrefix", "ParameterValue": "answers-"}])
+        target = target_from_stack(cloudformation, "deployed")
+    assert target == Target(function_url=outputs["FunctionUrl"], auth="aws_iam",
+                            response_queue_url=outputs["ResponseQueueUrl"], ingest_queue_url=outputs["IngestQueueUrl"],
+                            bucket="facepipe-bucket", reply_to_prefix="answers-")
