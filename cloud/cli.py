@@ -20,6 +20,8 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
     (("gallery", "list"), "cloud.gallery_cli", "add_list_arguments", "run_list", "list enrolled names"),
     (("gallery", "remove"), "cloud.gallery_cli", "add_remove_arguments", "run_remove",
      "remove a name from the gallery"),
+    (("submit",), "cloud.submit", "add_arguments", "run",
+     "send photos or a video's frames through the URL, the ingest queue or S3, and collect every answer"),
     (("models", "prepare"), "cloud.models.prepare", "add_arguments", "run",
      "build the InceptionResnetV1 weights file offline"),
     (("models", "fetch"), "cloud.models.fetch", "add_arguments", "run",

@@ -12,7 +12,7 @@ import re
 import uuid
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 SCHEMA_VERSION: Literal[1] = 1
 
@@ -28,6 +28,7 @@ MAX_QUEUE_MESSAGE_BYTES = 256 * 1024  # we keep SQS's classic 256 KiB (template 
 CROP_SIZE = 160  # face crops on the request queue are CROP_SIZE x CROP_SIZE: InceptionResnetV1's input
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
+MAX_FILENAME_CHARS = 255
 
 Box = Annotated[list[float], Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in pixels")]
 Point = Annotated[list[float], Field(min_length=2, max_length=2)]
@@ -93,6 +94,7 @@ class RequestMessage(_Strict):
     image_height: int = Field(gt=0)
     reply_to: str | None = Field(default=None, pattern=QUEUE_NAME_PATTERN)
     faces: list[DetectedFace]
+    filename: str | None = Field(default=None, max_length=MAX_FILENAME_CHARS, description="a JSON upload's filename")
 
 
 # --- Response queue: recognition -> edge ------------------------------------------------------
@@ -121,6 +123,96 @@ class ResponseMessage(_Strict):
     faces: list[RecognisedFace]
     timings: Timings
     model: str = Field(description="embedding model tag the gallery was matched with")
+    filename: str | None = Field(default=None, max_length=MAX_FILENAME_CHARS, description="a JSON upload's filename")
+    result: str = Field(default="", description="names of the faces left to right, joined by ','; '' for none")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _fill_result(cls, data: object) -> object:
+        """`result` is derived from `faces`: filled in when absent (older producers), checked when present."""
+        if isinstance(data, dict) and "result" not in data:
+            try:
+                faces = [f if isinstance(f, RecognisedFace) else RecognisedFace.model_validate(f)
+                         for f in data.get("faces", [])]
+            except (ValueError, TypeError):
+                return data  # the faces' own validation reports it
+            data = {**data, "result": result_of(faces)}
+        return data
+
+    @model_validator(mode="after")
+    def _check_result(self) -> ResponseMessage:
+        if self.result != result_of(self.faces):
+            raise ValueError(f"result {self.result!r} does not match the faces ({result_of(self.faces)!r})")
+        return self
+
+
+def result_of(faces: list[RecognisedFace]) -> str:
+    """The answer in one string, for clients that want names only (the course workload generator
+    compares `result == "Alice"`): every face's name, ordered by the box's left edge, joined by ','."""
+    return ",".join(face.name for face in sorted(faces, key=lambda face: face.box[0]))
 
 
 UNKNOWN_NAME = "unknown"
+
+
+# --- Function URL: JSON uploads (the course workload generator's protocol) ---------------------
+
+JSON_DEVICE_ID = "json-client"  # device id of a JSON upload without X-Device-Id
+
+
+class JsonUpload(BaseModel):
+    """`Content-Type: application/json` body: one image, base64. Answered 200 (not 202) with DetectAccepted."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)  # clients may add fields of their own
+
+    request_id: str = Field(description="canonical UUID; the answer on the response queue carries it")
+    content: str = Field(min_length=1, description="the JPEG or PNG image, base64")
+    filename: str | None = Field(default=None, max_length=MAX_FILENAME_CHARS)
+
+
+# --- Ingest queue: image events (producers -> detection) ----------------------------------------
+
+UPLOADS_PREFIX = "uploads/"  # the only keys of the stack's bucket that detection reads images from
+DEVICE_ID_METADATA = "device-id"  # x-amz-meta-device-id of an object under uploads/
+REPLY_TO_METADATA = "reply-to"  # x-amz-meta-reply-to: the answer's queue, as X-Reply-To
+S3_DEVICE_ID = "s3"  # device id of an uploads/ object without that metadata
+# x-amz-meta-image-event: the object is the image of an ImageEvent (image_s3) with this request id, so
+# its own S3 notification is not detected a second time.
+IMAGE_EVENT_METADATA = "image-event"
+S3_REQUEST_NAMESPACE = uuid.NAMESPACE_URL
+
+
+def s3_request_id(bucket: str, key: str, version_or_etag: str) -> str:
+    """The request id of an object put under uploads/: uuid5(NAMESPACE_URL, "<bucket>/<key>/<v>") where
+    <v> is the object's version id (the stack's bucket is versioned), or its ETag without quotes in an
+    unversioned bucket. The uploader computes it from PutObject's answer (VersionId, else ETag), so it
+    can find its answer; a re-delivered notification gives the same id."""
+    return str(uuid.uuid5(S3_REQUEST_NAMESPACE, f"{bucket}/{key}/{version_or_etag.strip(chr(34))}"))
+
+
+class S3ImageRef(_Strict):
+    bucket: str = Field(min_length=3, max_length=63)
+    key: str = Field(min_length=1, max_length=1024)
+    version_id: str | None = Field(default=None, max_length=1024)
+
+
+class ImageEvent(_Strict):
+    """One image on the ingest queue: inline (base64, within the 256 KiB message) or in the stack's
+    bucket under uploads/. Answered on the response queue (or `reply_to`) like a Function URL upload."""
+
+    schema_version: Literal[1] = SCHEMA_VERSION
+    request_id: str
+    device_id: str = Field(pattern=DEVICE_ID_PATTERN)
+    frame_timestamp: float | None = Field(default=None, ge=0, allow_inf_nan=False)
+    reply_to: str | None = Field(default=None, pattern=QUEUE_NAME_PATTERN)
+    filename: str | None = Field(default=None, max_length=MAX_FILENAME_CHARS)
+    image_b64: str | None = Field(default=None, min_length=1, max_length=MAX_QUEUE_MESSAGE_BYTES)
+    image_s3: S3ImageRef | None = None
+
+    @model_validator(mode="after")
+    def _one_image(self) -> ImageEvent:
+        if (self.image_b64 is None) == (self.image_s3 is None):
+            raise ValueError("exactly one of image_b64 and image_s3 must be set")
+        if not is_valid_request_id(self.request_id):
+            raise ValueError("request_id must be a canonical UUID (36 characters)")
+        return self

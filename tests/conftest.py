@@ -144,3 +144,22 @@ def reply_queue(local_stack: Any) -> Iterator[str]:
     url = sqs.create_queue(QueueName=f"{local_stack.reply_to_prefix}{uuid.uuid4().hex[:12]}")["QueueUrl"]
     yield url
     sqs.delete_queue(QueueUrl=url)
+
+
+INGEST_VISIBILITY_S = 6  # the ingest queue's visibility in tests (IngestVisibilityTimeout defaults to 180 s)
+
+
+@pytest.fixture(scope="session")
+def ingest_door(local_stack: Any) -> Iterator[Any]:
+    """The local stack's ingest queue (`.url`, `.arn`) with its trigger to detection running; the DLQ is
+    `local_stack.resources.queues["IngestDeadLetterQueue"]`. Until cloud/local/stack.py starts the trigger
+    itself (as `ingest_trigger`) and takes IngestVisibilityTimeout, this fixture does both."""
+    from cloud.local.ingest import start_ingest_trigger
+
+    queue = local_stack.resources.queues["IngestQueue"]
+    local_stack.client("sqs").set_queue_attributes(QueueUrl=queue.url,
+                                                   Attributes={"VisibilityTimeout": str(INGEST_VISIBILITY_S)})
+    trigger = start_ingest_trigger(local_stack) if getattr(local_stack, "ingest_trigger", None) is None else None
+    yield queue
+    if trigger is not None:
+        trigger.stop()

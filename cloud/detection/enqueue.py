@@ -38,6 +38,7 @@ class Frame:
     height: int
     detect_ms: float
     detected_at: float
+    filename: str | None = None  # a JSON upload's or image event's filename, carried to the answer
 
 
 @dataclass(frozen=True)
@@ -74,6 +75,7 @@ def build_message(frame: Frame, faces: Sequence[Face], crops: Sequence[bytes], i
         image_height=frame.height,
         reply_to=frame.reply_to,
         faces=wire,
+        filename=frame.filename,
     )
 
 

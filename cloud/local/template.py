@@ -92,14 +92,20 @@ def local_subset(template: Template, also_parameters: tuple[str, ...] = ()) -> T
     """The transformed template's queues and bucket, with the Parameters, Mappings and Conditions they use
     (plus `also_parameters`, which the local trigger and Function URL read back from the created stack).
 
-    Left out: functions, IAM, alarms, log groups (the local stack runs the handlers itself), Outputs (moto
+    Left out: functions, event source mappings, IAM, alarms, log groups (the local stack runs the handlers
+    itself), Outputs (moto
     answers a queue's Ref with an https://sqs.<region>.amazonaws.com URL, not its own endpoint) and the
     TLS-only queue and bucket policies: moto 5.2's CloudFormation has no AWS::SQS::QueuePolicy or
     AWS::S3::BucketPolicy (it warns, skips them and still reports CREATE_COMPLETE), and moto's S3 applies a
     bucket policy's Deny without its aws:SecureTransport condition, so that policy would refuse every request
     of the local stack, which talks plain HTTP on loopback.
     """
-    resources = {name: res for name, res in template["Resources"].items() if res["Type"] in LOCAL_TYPES}
+    resources = {name: copy.deepcopy(res) for name, res in template["Resources"].items() if res["Type"] in LOCAL_TYPES}
+    for res in resources.values():  # a DependsOn on what is left out (the bucket's on IngestQueuePolicy) goes too
+        depends = res.pop("DependsOn", [])
+        kept = [name for name in ([depends] if isinstance(depends, str) else depends) if name in resources]
+        if kept:
+            res["DependsOn"] = kept
     found: dict[str, set[str]] = {"names": set(also_parameters), "mappings": set(), "conditions": set()}
     _references(resources, found)
     seen: set[str] = set()

@@ -68,6 +68,7 @@ def build_response(
             recognise_ms=round(recognise_ms, 1),
         ),
         model=model_tag,
+        filename=request.filename,
     )
 
 

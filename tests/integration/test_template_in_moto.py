@@ -23,7 +23,8 @@ from tests.moto_env import REGION, moto_server
 from tests.photos import weights_path
 
 Template = dict[str, Any]
-QUEUES = {"RequestQueue": "RequestDeadLetterQueue", "ResponseQueue": "ResponseDeadLetterQueue"}
+QUEUES = {"RequestQueue": "RequestDeadLetterQueue", "ResponseQueue": "ResponseDeadLetterQueue",
+          "IngestQueue": "IngestDeadLetterQueue"}
 DLQ_RETENTION_S = 14 * 24 * 3600
 
 
@@ -106,6 +107,15 @@ def test_created_queues_and_bucket_have_the_templates_settings(
     assert lifecycle["expire-results"]["Expiration"] == {"Days": 9}  # the ResultsRetentionDays given
     assert lifecycle["expire-crops"]["Filter"] == {"Prefix": "crops/"}
     assert lifecycle["expire-crops"]["Expiration"] == {"Days": 1}
+    # Objects put under uploads/ (only there) are notified to the ingest queue, by moto's S3 as by AWS's.
+    [notify] = s3.get_bucket_notification_configuration(Bucket=bucket)["QueueConfigurations"]
+    assert (notify["QueueArn"], notify["Events"]) == (res.queues["IngestQueue"].arn, ["s3:ObjectCreated:*"])
+    assert notify["Filter"] == {"Key": {"FilterRules": [{"Name": "prefix", "Value": "uploads/"}]}}
+    s3.put_object(Bucket=bucket, Key="crops/x.jpg", Body=b"not notified")
+    s3.put_object(Bucket=bucket, Key="uploads/x.jpg", Body=b"notified")
+    bodies = [json.loads(m["Body"]) for m in aws.sqs.receive_message(
+        QueueUrl=res.queues["IngestQueue"].url, MaxNumberOfMessages=10, WaitTimeSeconds=1)["Messages"]]
+    assert [b["Records"][0]["s3"]["object"]["key"] for b in bodies if "Records" in b] == ["uploads%2Fx.jpg"]
     # moto 5.2's CloudFormation applies only BucketEncryption (and Tags) itself; the rest came through the S3 API.
     print(f"\n[moto] bucket settings applied through the S3 API after CreateStack: {', '.join(res.applied)}")
 
@@ -151,6 +161,7 @@ def test_the_local_stacks_queues_and_bucket_are_the_templates(local_stack: Any, 
     assert local_stack.bucket == physical["Bucket"]
     assert local_stack.gallery_uri == f"s3://{physical['Bucket']}/{local_stack.parameters['GalleryKey']}"
     # AND the queues carry the values given to LocalStack
+    urls |= {name: local_stack.resources.queues[name].url for name in ("IngestQueue", "IngestDeadLetterQueue")}
     for queue, dlq in QUEUES.items():
         redrive = json.loads(attributes(sqs, urls[queue])["RedrivePolicy"])
         assert redrive == {"deadLetterTargetArn": attributes(sqs, urls[dlq])["QueueArn"],

@@ -370,9 +370,9 @@ def test_function_url_is_iam_authenticated_and_buffered(transformed: Template) -
 
 def test_sqs_trigger_reports_partial_batch_failures(transformed: Template) -> None:
     mappings = _of_type(transformed, "AWS::Lambda::EventSourceMapping")
-    assert len(mappings) == 1
-    props = next(iter(mappings.values()))["Properties"]
-    assert props["EventSourceArn"] == {"Fn::GetAtt": ["RequestQueue", "Arn"]}
+    assert len(mappings) == 2  # the request queue's, and the ingest queue's (below)
+    [props] = [m["Properties"] for m in mappings.values()
+               if m["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["RequestQueue", "Arn"]}]
     assert props["FunctionName"] == {"Ref": f"RecognitionFunctionAlias{ALIAS}"}  # where provisioned concurrency is
     assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
     assert props["BatchSize"] == {"Ref": "RecognitionBatchSize"}
@@ -380,6 +380,47 @@ def test_sqs_trigger_reports_partial_batch_failures(transformed: Template) -> No
     assert transformed["Parameters"]["RecognitionBatchSize"]["MaxValue"] == 10  # SQS event source maximum
     assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "RecognitionMaxConcurrency"}}
     assert transformed["Parameters"]["RecognitionMaxConcurrency"]["MinValue"] >= 2  # the SQS minimum
+
+
+def test_ingest_queue_triggers_detection_with_partial_batch_failures(transformed: Template) -> None:
+    [props] = [m["Properties"] for m in _of_type(transformed, "AWS::Lambda::EventSourceMapping").values()
+               if m["Properties"]["EventSourceArn"] == {"Fn::GetAtt": ["IngestQueue", "Arn"]}]
+    assert props["FunctionName"] == {"Ref": f"DetectionFunctionAlias{ALIAS}"}
+    assert props["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    assert props["BatchSize"] == {"Ref": "IngestBatchSize"}
+    assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "IngestMaxConcurrency"}}
+    params = transformed["Parameters"]
+    assert params["IngestBatchSize"]["MaxValue"] == 10 and params["IngestMaxConcurrency"]["MinValue"] >= 2
+    queue = transformed["Resources"]["IngestQueue"]["Properties"]
+    assert queue["VisibilityTimeout"] == {"Ref": "IngestVisibilityTimeout"}
+    # Lambda refuses a mapping whose queue hides messages for less than the function's timeout; AWS advises 6x.
+    assert params["IngestVisibilityTimeout"]["Default"] >= 6 * params["DetectionTimeout"]["Default"]
+    assert params["IngestVisibilityTimeout"]["MaxValue"] == 43200  # SQS maximum
+
+
+def test_uploads_notify_the_ingest_queue_which_lets_s3_send(transformed: Template) -> None:
+    bucket = transformed["Resources"]["Bucket"]
+    [notification] = bucket["Properties"]["NotificationConfiguration"]["QueueConfigurations"]
+    assert notification == {"Event": "s3:ObjectCreated:*", "Queue": {"Fn::GetAtt": ["IngestQueue", "Arn"]},
+                            "Filter": {"S3Key": {"Rules": [{"Name": "prefix", "Value": "uploads/"}]}}}
+    policy = transformed["Resources"]["IngestQueuePolicy"]["Properties"]
+    assert policy["Queues"] == [{"Ref": "IngestQueue"}]
+    [allow] = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+    assert allow["Principal"] == {"Service": "s3.amazonaws.com"} and allow["Action"] == "sqs:SendMessage"
+    assert allow["Condition"] == {"StringEquals": {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}}
+    # S3 checks the queue's permission when the notification is set: the policy must exist first, and must
+    # not name the bucket (a cycle; cfn-lint above reports any).
+    assert "IngestQueuePolicy" in _list(bucket["DependsOn"]) and "Bucket" not in _refs(policy)
+    rules = {rule.get("Prefix"): rule for rule in bucket["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert rules["uploads/"]["ExpirationInDays"] == 1
+
+
+def test_detection_reads_images_under_uploads_only(transformed: Template) -> None:
+    role_id = transformed["Resources"]["DetectionFunction"]["Properties"]["Role"]["Fn::GetAtt"][0]
+    reads = [s for s in _statements(transformed["Resources"][role_id]["Properties"]["Policies"])
+             if any(action.startswith("s3:Get") for action in _list(s["Action"]))]
+    assert reads == [{"Sid": "ReadUploads", "Effect": "Allow", "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                      "Resource": {"Fn::Sub": "${Bucket.Arn}/uploads/*"}}]
 
 
 # --- queues, bucket, logs -------------------------------------------------------------------------
@@ -404,7 +445,8 @@ def test_queues_dead_letter_size_and_encryption(transformed: Template) -> None:
     queues = _of_type(transformed, "AWS::SQS::Queue")
     assert transformed["Parameters"]["MaxReceiveCount"]["Default"] == 3
     assert MAX_QUEUE_MESSAGE_BYTES == 262144  # SQS's classic 256 KiB
-    for source, dlq in (("RequestQueue", "RequestDeadLetterQueue"), ("ResponseQueue", "ResponseDeadLetterQueue")):
+    for source, dlq in (("RequestQueue", "RequestDeadLetterQueue"), ("ResponseQueue", "ResponseDeadLetterQueue"),
+                        ("IngestQueue", "IngestDeadLetterQueue")):
         props = queues[source]["Properties"]
         assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]},
                                           "maxReceiveCount": {"Ref": "MaxReceiveCount"}}
@@ -471,7 +513,11 @@ def test_function_roles_are_scoped(transformed: Template) -> None:
 
 # What each role may do to which queue; besides these, a role names only the bucket and parameters.
 ROLE_QUEUES = {
-    "DetectionFunction": {"RequestQueue": {"sqs:SendMessage*"}},
+    "DetectionFunction": {
+        "RequestQueue": {"sqs:SendMessage*"},
+        "IngestQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+                        "sqs:GetQueueAttributes"},
+    },
     "RecognitionFunction": {
         "RequestQueue": {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
                          "sqs:GetQueueAttributes"},
@@ -497,7 +543,7 @@ def test_each_role_touches_only_its_own_queues_and_the_bucket(transformed: Templ
 def test_edge_device_policy_invokes_the_url_and_reads_answers_only(transformed: Template) -> None:
     statements = transformed["Resources"]["EdgeDevicePolicy"]["Properties"]["PolicyDocument"]["Statement"]
     by_sid = {s["Sid"]: s for s in statements}
-    assert set(by_sid) == {"UploadFrames", "ReadAnswers"}
+    assert set(by_sid) == {"UploadFrames", "SendImageEvents", "ReadAnswers"}
     upload = by_sid["UploadFrames"]
     assert set(upload["Action"]) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
     # IAM matches function ARNs exactly: the alias the URL serves, not the bare function or its versions
@@ -507,7 +553,10 @@ def test_edge_device_policy_invokes_the_url_and_reads_answers_only(transformed: 
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= set(answers["Action"])
     assert all(action.startswith("sqs:") for action in answers["Action"])
     assert _refs(answers["Resource"]) == {"ResponseQueue", "ReplyToPrefix"}  # its queue, or the per-device ones
-    assert not any("SendMessage" in action for s in statements for action in _list(s["Action"]))
+    senders = [s for s in statements if any("SendMessage" in action for action in _list(s["Action"]))]
+    assert senders == [by_sid["SendImageEvents"]]  # image events to the ingest queue, nothing else
+    assert by_sid["SendImageEvents"]["Action"] == "sqs:SendMessage"
+    assert by_sid["SendImageEvents"]["Resource"] == {"Fn::GetAtt": ["IngestQueue", "Arn"]}
 
 
 # --- alarms ---------------------------------------------------------------------------------------
@@ -531,7 +580,7 @@ def test_every_dead_letter_queue_has_an_alarm(transformed: Template) -> None:
     queues = _of_type(transformed, "AWS::SQS::Queue")
     dlqs = {q["Properties"]["RedrivePolicy"]["deadLetterTargetArn"]["Fn::GetAtt"][0]
             for q in queues.values() if "RedrivePolicy" in q["Properties"]}
-    assert dlqs == {"RequestDeadLetterQueue", "ResponseDeadLetterQueue"}
+    assert dlqs == {"RequestDeadLetterQueue", "ResponseDeadLetterQueue", "IngestDeadLetterQueue"}
     for dlq in dlqs:
         alarm = _alarm_on(transformed, "AWS/SQS", "ApproximateNumberOfMessagesVisible",
                           [{"Name": "QueueName", "Value": {"Fn::GetAtt": [dlq, "QueueName"]}}])
@@ -582,7 +631,7 @@ def test_detection_5xx_alarm_reads_the_metric_the_handler_emits(transformed: Tem
 
 def test_every_alarm_notifies_the_encrypted_topic(transformed: Template) -> None:
     alarms = _of_type(transformed, "AWS::CloudWatch::Alarm")
-    assert len(alarms) == 8
+    assert len(alarms) == 9  # 3 DLQs, backlog, 5 function alarms
     policy = next(p["Properties"] for p in _of_type(transformed, "AWS::SNS::TopicPolicy").values()
                   if p["Properties"]["Topics"] == [{"Ref": "AlarmTopic"}])
     [publish] = [s for s in policy["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
@@ -625,6 +674,8 @@ def test_outputs_give_the_client_and_the_operator_everything(transformed: Templa
         "RequestQueueUrl": {"Ref": "RequestQueue"},
         "RequestDeadLetterQueueUrl": {"Ref": "RequestDeadLetterQueue"},
         "ResponseQueueUrl": {"Ref": "ResponseQueue"},
+        "IngestQueueUrl": {"Ref": "IngestQueue"},
+        "IngestDeadLetterQueueUrl": {"Ref": "IngestDeadLetterQueue"},
         "ResponseDeadLetterQueueUrl": {"Ref": "ResponseDeadLetterQueue"},
         "BucketName": {"Ref": "Bucket"},
         "EdgeDevicePolicyArn": {"Ref": "EdgeDevicePolicy"},
