@@ -30,9 +30,9 @@ DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
 # Most faces one frame's message may carry (FACEPIPE_MAX_FACES, at most this, picks the deployed limit). Measured:
 # a face with its crop in S3 adds ~241 bytes to the message, so 256 KiB would hold ~1,000 of them; in the
-# recognizer one InceptionResnetV1 crop costs ~70-90 ms on one core and a batch is up to 10 messages, so
-# 10 x 64 crops take ~45-60 s of one core: about the recognition timeout (60 s). Memory does not grow with it
-# (the recognizer embeds in chunks of FACEPIPE_EMBED_CHUNK crops).
+# recognizer a crop costs ~20 ms (2 threads, idle machine) to ~90 ms (1 thread, loaded) of InceptionResnetV1 and
+# a batch is up to 10 messages, so 10 x 64 crops take ~13-58 s: within the recognition timeout (60 s). Memory
+# does not grow with it (the recognizer embeds in chunks of FACEPIPE_EMBED_CHUNK crops).
 MAX_FACES_PER_FRAME = 64
 
 Box = Annotated[list[float], Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in pixels")]

@@ -61,7 +61,7 @@ class Settings(BaseSettings):
     # Most faces queued per frame (the most probable; the rest are counted as faces_dropped). 32: a frame's
     # message stays ~8 KB with crops in S3 (~241 bytes a face; inline crops, ~8.8 KB each, fit up to ~29), a
     # frame's uploads are 4 rounds of the detector's 8 upload threads, and a batch of 10 such frames is 320
-    # crops, ~25 s of one core in the recognizer, well inside its 60 s timeout. Contract ceiling: 64.
+    # crops, ~6-29 s in the recognizer (20-90 ms a crop), well inside its 60 s timeout. Contract ceiling: 64.
     max_faces: int = Field(default=32, ge=1, le=MAX_FACES_PER_FRAME)
     # Most crops per InceptionResnetV1 forward pass. Measured peak memory of a pass: ~3.9 MB a crop (32 crops
     # ~120 MB, 128 ~500 MB, on top of ~1.1 GB for the loaded process), so a whole batch in one pass (up to
