@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,6 +29,12 @@ CROP_SIZE = 160  # face crops on the request queue are CROP_SIZE x CROP_SIZE: In
 DEVICE_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$"
 QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
 MAX_FILENAME_CHARS = 255
+# Most faces one frame's message may carry (FACEPIPE_MAX_FACES, at most this, picks the deployed limit). Measured:
+# a face with its crop in S3 adds ~241 bytes to the message, so 256 KiB would hold ~1,000 of them; in the
+# recognizer a crop costs ~20 ms (2 threads, idle machine) to ~90 ms (1 thread, loaded) of InceptionResnetV1 and
+# a batch is up to 10 messages, so 10 x 64 crops take ~13-58 s: within the recognition timeout (60 s). Memory
+# does not grow with it (the recognizer embeds in chunks of FACEPIPE_EMBED_CHUNK crops).
+MAX_FACES_PER_FRAME = 64
 
 Box = Annotated[list[float], Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in pixels")]
 Point = Annotated[list[float], Field(min_length=2, max_length=2)]
@@ -52,6 +58,23 @@ def is_valid_device_id(value: str) -> bool:
     return re.fullmatch(DEVICE_ID_PATTERN, value) is not None
 
 
+def reply_to_refusal(name: str, prefix: str) -> str | None:
+    """Why a request's reply_to queue name is refused under the configured prefix; None if allowed.
+    The detector answers it with a 400, the recognizer fails such a message (never sends to it)."""
+    if re.fullmatch(QUEUE_NAME_PATTERN, name) is None:
+        return "reply_to must be a queue name (1-80 characters [A-Za-z0-9_-])"
+    if not prefix:
+        return f"reply_to {name!r} refused: reply_to is disabled (FACEPIPE_REPLY_TO_PREFIX empty)"
+    if not name.startswith(prefix):
+        return f"reply_to {name!r} refused: it does not start with {prefix!r}"
+    return None
+
+
+def crop_key(request_id: str, index: int) -> str:
+    """Where face `index` of a request's crops lives in the bucket when they do not fit the message."""
+    return f"crops/{request_id}/{index}.jpg"
+
+
 # --- HTTP: Function URL responses -------------------------------------------------------------
 
 
@@ -60,6 +83,7 @@ class DetectAccepted(_Strict):
 
     request_id: str
     faces: int = Field(ge=0)
+    faces_dropped: int = Field(default=0, ge=0, description="faces beyond FACEPIPE_MAX_FACES: found, not queued")
     detect_ms: float = Field(ge=0)
 
 
@@ -93,8 +117,20 @@ class RequestMessage(_Strict):
     image_width: int = Field(gt=0)
     image_height: int = Field(gt=0)
     reply_to: str | None = Field(default=None, pattern=QUEUE_NAME_PATTERN)
-    faces: list[DetectedFace]
+    faces: list[DetectedFace] = Field(max_length=MAX_FACES_PER_FRAME)
+    faces_dropped: int = Field(default=0, ge=0, description="faces beyond the detector's limit, not in `faces`")
     filename: str | None = Field(default=None, max_length=MAX_FILENAME_CHARS, description="a JSON upload's filename")
+
+    @model_validator(mode="after")
+    def _crops_are_this_requests(self) -> Self:
+        """A crop in S3 must be one of this request's (crops/<request_id>/<i>.jpg): a message can never make
+        the recognizer read another request's crop, or any other object."""
+        prefix = crop_key(self.request_id, 0).removesuffix("0.jpg")
+        for i, face in enumerate(self.faces):
+            key = face.crop_s3_key
+            if key is not None and not (key.startswith(prefix) and re.fullmatch(r"[0-9]{1,4}\.jpg", key[len(prefix):])):
+                raise ValueError(f"face {i}: crop_s3_key {key[:120]!r} is not under {prefix}")
+        return self
 
 
 # --- Response queue: recognition -> edge ------------------------------------------------------
@@ -120,7 +156,8 @@ class ResponseMessage(_Strict):
     request_id: str
     device_id: str
     frame_timestamp: float | None = None
-    faces: list[RecognisedFace]
+    faces: list[RecognisedFace] = Field(max_length=MAX_FACES_PER_FRAME)
+    faces_dropped: int = Field(default=0, ge=0, description="faces the detector found beyond its limit, unrecognised")
     timings: Timings
     model: str = Field(description="embedding model tag the gallery was matched with")
     filename: str | None = Field(default=None, max_length=MAX_FILENAME_CHARS, description="a JSON upload's filename")

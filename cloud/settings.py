@@ -7,12 +7,33 @@ AWS and against the local stack.
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES, MAX_REQUEST_BODY_BYTES, QUEUE_NAME_PATTERN
+from cloud.contracts import (
+    MAX_FACES_PER_FRAME,
+    MAX_QUEUE_MESSAGE_BYTES,
+    MAX_REQUEST_BODY_BYTES,
+    QUEUE_NAME_PATTERN,
+)
+
+LAMBDA_MB_PER_VCPU = 1769  # Lambda gives 1 vCPU per 1769 MB of memory ...
+LAMBDA_MAX_VCPUS = 6  # ... up to 6 at 10240 MB
+
+
+def default_torch_threads(lambda_memory_mb: int | None, cpu_count: int | None) -> int:
+    """torch threads for the CPU share this process has: in Lambda, the vCPUs its memory size buys
+    (AWS_LAMBDA_FUNCTION_MEMORY_SIZE); elsewhere 2. Never more than the CPUs the machine shows."""
+    wanted = 2 if lambda_memory_mb is None else round(lambda_memory_mb / LAMBDA_MB_PER_VCPU)
+    return max(1, min(wanted, LAMBDA_MAX_VCPUS, cpu_count or 1))
+
+
+def _torch_threads() -> int:
+    memory = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")  # set by Lambda in every function
+    return default_torch_threads(int(memory) if memory else None, os.cpu_count())
 
 
 class Settings(BaseSettings):
@@ -28,12 +49,24 @@ class Settings(BaseSettings):
         default="", pattern=r"^(|" + QUEUE_NAME_PATTERN[1:-1] + ")$",  # empty, or a queue name
         description="queue-name prefix a request's reply_to must match; empty disables reply_to",
     )
-    torch_threads: int = Field(default=2, ge=1, le=64)
+    torch_threads: int = Field(
+        default_factory=_torch_threads, ge=1, le=64,
+        description="torch intra-op threads; default: the function's vCPU share (AWS_LAMBDA_FUNCTION_MEMORY_SIZE)",
+    )
     min_face_probability: float = Field(default=0.9, ge=0, le=1)
     max_pixels: int = Field(default=16_000_000, gt=0, description="width*height limit read from the header")
     max_body_bytes: int = Field(default=MAX_REQUEST_BODY_BYTES, gt=0)
     detect_max_side: int = Field(default=1280, ge=0, description="downscale longer side before MTCNN; 0 = off")
     max_message_bytes: int = Field(default=MAX_QUEUE_MESSAGE_BYTES, gt=1024)
+    # Most faces queued per frame (the most probable; the rest are counted as faces_dropped). 32: a frame's
+    # message stays ~8 KB with crops in S3 (~241 bytes a face; inline crops, ~8.8 KB each, fit up to ~29), a
+    # frame's uploads are 4 rounds of the detector's 8 upload threads, and a batch of 10 such frames is 320
+    # crops, ~6-29 s in the recognizer (20-90 ms a crop), well inside its 60 s timeout. Contract ceiling: 64.
+    max_faces: int = Field(default=32, ge=1, le=MAX_FACES_PER_FRAME)
+    # Most crops per InceptionResnetV1 forward pass. Measured peak memory of a pass: ~3.9 MB a crop (32 crops
+    # ~120 MB, 128 ~500 MB, on top of ~1.1 GB for the loaded process), so a whole batch in one pass (up to
+    # 10 x 64 crops) would need ~2.5 GB; chunks of 32 keep it near 120 MB and lose little speed.
+    embed_chunk: int = Field(default=32, ge=1, le=256)
     persist_results: bool = Field(default=False, description="also write each answer to s3://bucket/results/")
 
 

@@ -32,6 +32,12 @@ class Face:
     crop: np.ndarray = field(compare=False, repr=False)
 
 
+@dataclass(frozen=True)
+class Detection:
+    faces: list[Face]  # most probable first
+    dropped: int  # found above the probability threshold but beyond the face limit: not cropped, not queued
+
+
 class Detector:
     """One MTCNN per instance (weights ship in the facenet-pytorch wheel): build once, call often."""
 
@@ -48,32 +54,40 @@ class Detector:
 
     def detect(self, image: Image.Image) -> list[Face]:
         """Every face with probability >= min_probability, most probable first."""
+        return self.detect_capped(image, None).faces
+
+    def detect_capped(self, image: Image.Image, max_faces: int | None) -> Detection:
+        """The `max_faces` most probable faces (ties: the larger first), cropped; the rest only counted."""
         if image.mode != "RGB":
             image = image.convert("RGB")
         small, scale = self._downscale(image)
         if min(small.size) < self._mtcnn.min_face_size:
             # MTCNN's image pyramid starts at its minimum face size: a thinner frame holds no face it
             # can find, and facenet-pytorch raises on it instead of returning nothing.
-            return []
+            return Detection([], 0)
         boxes, probs, points = self._mtcnn.detect(small, landmarks=True)
         if boxes is None:
-            return []
-        faces = []
+            return Detection([], 0)
+        found = []
         for box, prob, pts in zip(boxes, probs, points, strict=True):
             if float(prob) < self.min_probability:
                 continue
             box = np.asarray(box, dtype=np.float64) / np.array([*scale, *scale])
             pts = np.asarray(pts, dtype=np.float64) / np.array(scale)
-            faces.append(
-                Face(
-                    box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
-                    probability=float(prob),
-                    landmarks=tuple((float(x), float(y)) for x, y in pts),
-                    crop=_crop(image, box),
-                )
+            found.append((float(prob), float((box[2] - box[0]) * (box[3] - box[1])), box, pts))
+        # MTCNN gives many clear faces the same probability (0.9999...): size breaks the tie.
+        found.sort(key=lambda item: (item[0], item[1]), reverse=True)
+        kept = found if max_faces is None else found[:max_faces]
+        faces = [
+            Face(
+                box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
+                probability=prob,
+                landmarks=tuple((float(x), float(y)) for x, y in pts),
+                crop=_crop(image, box),  # only kept faces are cropped: the dropped cost nothing more
             )
-        faces.sort(key=lambda f: f.probability, reverse=True)
-        return faces
+            for prob, _, box, pts in kept
+        ]
+        return Detection(faces, len(found) - len(kept))
 
     def _downscale(self, image: Image.Image) -> tuple[Image.Image, tuple[float, float]]:
         longest = max(image.size)

@@ -4,22 +4,27 @@ Crops travel inline (base64 JPEG) while the message fits `max_message_bytes` in 
 unit; moto counts characters, so we measure ourselves). A frame with many faces overflows: then
 every crop goes to S3 at `crops/<request_id>/<i>.jpg` and the message carries the keys. The keys
 depend only on the request id, so a retried upload of the same frame overwrites instead of piling up.
+The handler has already capped the faces (FACEPIPE_MAX_FACES; the message model refuses more than
+MAX_FACES_PER_FRAME), so the uploads are bounded too; they run a few at a time, not one by one.
 """
 
 from __future__ import annotations
 
 import base64
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from cloud.aws import utf8_size
-from cloud.contracts import DetectedFace, RequestMessage
+from cloud.contracts import DetectedFace, RequestMessage, crop_key
 from cloud.detection.detector import Face
 from cloud.images import encode_jpeg
 from cloud.settings import Settings
 
 CROP_JPEG_QUALITY = 90
+# Crop uploads at once: botocore's client keeps 10 connections (max_pool_connections), so 8 never wait for one.
+UPLOAD_THREADS = 8
 
 
 class MessageTooLarge(ValueError):
@@ -39,6 +44,7 @@ class Frame:
     detect_ms: float
     detected_at: float
     filename: str | None = None  # a JSON upload's or image event's filename, carried to the answer
+    faces_dropped: int = 0  # found beyond the face limit: counted in the message, not sent
 
 
 @dataclass(frozen=True)
@@ -46,10 +52,6 @@ class Sent:
     message_id: str
     message_bytes: int
     crops_in_s3: bool
-
-
-def crop_key(request_id: str, index: int) -> str:
-    return f"crops/{request_id}/{index}.jpg"
 
 
 def build_message(frame: Frame, faces: Sequence[Face], crops: Sequence[bytes], in_s3: bool) -> RequestMessage:
@@ -76,6 +78,7 @@ def build_message(frame: Frame, faces: Sequence[Face], crops: Sequence[bytes], i
         reply_to=frame.reply_to,
         faces=wire,
         filename=frame.filename,
+        faces_dropped=frame.faces_dropped,
     )
 
 
@@ -102,7 +105,18 @@ def send_frame(frame: Frame, faces: Sequence[Face], *, sqs: Any, s3: Any, settin
     body, uploads = plan(frame, faces, settings.max_message_bytes)
     if uploads and not settings.bucket:
         raise RuntimeError("FACEPIPE_BUCKET is not set, and this frame's crops do not fit in one message")
-    for key, jpeg in uploads:
-        s3.put_object(Bucket=settings.bucket, Key=key, Body=jpeg, ContentType="image/jpeg")
+    upload_crops(s3, settings.bucket, uploads)
     reply = sqs.send_message(QueueUrl=settings.request_queue_url, MessageBody=body)
     return Sent(message_id=reply["MessageId"], message_bytes=utf8_size(body), crops_in_s3=bool(uploads))
+
+
+def upload_crops(s3: Any, bucket: str, uploads: Sequence[tuple[str, bytes]]) -> None:
+    """Put every crop, UPLOAD_THREADS at a time (boto3 clients are thread-safe); the first failure raises."""
+    if not uploads:
+        return
+
+    def put(upload: tuple[str, bytes]) -> None:
+        s3.put_object(Bucket=bucket, Key=upload[0], Body=upload[1], ContentType="image/jpeg")
+
+    with ThreadPoolExecutor(max_workers=min(UPLOAD_THREADS, len(uploads)), thread_name_prefix="crop-upload") as pool:
+        list(pool.map(put, uploads))  # list(): re-raises the first upload's exception here

@@ -15,7 +15,6 @@ import base64
 import binascii
 import math
 import os
-import re
 import time
 import uuid
 from dataclasses import dataclass
@@ -34,11 +33,11 @@ from cloud.contracts import (
     HEADER_REPLY_TO,
     HEADER_REQUEST_ID,
     JSON_DEVICE_ID,
-    QUEUE_NAME_PATTERN,
     DetectAccepted,
     ErrorBody,
     is_valid_device_id,
     is_valid_request_id,
+    reply_to_refusal,
 )
 from cloud.detection.detector import Detector
 from cloud.detection.enqueue import Frame, MessageTooLarge, send_frame
@@ -101,7 +100,7 @@ def parse_upload(event: dict[str, Any], headers: dict[str, str], request_id: str
         request_id=request_id,
         device_id=device_id,
         frame_timestamp=_frame_timestamp(headers.get(HEADER_FRAME_TIMESTAMP.lower())),
-        reply_to=_reply_to(headers.get(HEADER_REPLY_TO.lower())),
+        reply_to=_reply_to(headers.get(HEADER_REPLY_TO.lower()), get_settings().reply_to_prefix),
         body=_body(event),
     )
 
@@ -122,7 +121,7 @@ def parse_json(event: dict[str, Any], headers: dict[str, str]) -> Upload:
         request_id=frame.request_id,
         device_id=device_id,
         frame_timestamp=_frame_timestamp(headers.get(HEADER_FRAME_TIMESTAMP.lower())),
-        reply_to=_reply_to(headers.get(HEADER_REPLY_TO.lower())),
+        reply_to=_reply_to(headers.get(HEADER_REPLY_TO.lower()), get_settings().reply_to_prefix),
         body=frame.image,
         filename=frame.filename,
     )
@@ -140,9 +139,11 @@ def _frame_timestamp(value: str | None) -> float | None:
     return stamp
 
 
-def _reply_to(value: str | None) -> str | None:
-    if value is not None and re.fullmatch(QUEUE_NAME_PATTERN, value) is None:
-        raise Rejected(400, f"{HEADER_REPLY_TO} must be a queue name (1-80 characters [A-Za-z0-9_-])")
+def _reply_to(value: str | None, prefix: str) -> str | None:
+    """Checked here, so a queue the recognizer would refuse is a 400 now, not a 202 and then DLQ retries."""
+    refusal = None if value is None else reply_to_refusal(value, prefix)
+    if refusal:
+        raise Rejected(400, f"{HEADER_REPLY_TO}: {refusal}")
     return value
 
 
@@ -164,7 +165,8 @@ def process(upload: Upload) -> DetectAccepted:
     except ImageRejected as exc:
         raise Rejected(exc.status, str(exc)) from exc
     started = time.perf_counter()
-    faces = get_detector().detect(image)
+    detection = get_detector().detect_capped(image, settings.max_faces)
+    faces = detection.faces
     detect_ms = (time.perf_counter() - started) * 1000
     frame = Frame(
         request_id=upload.request_id,
@@ -176,6 +178,7 @@ def process(upload: Upload) -> DetectAccepted:
         detect_ms=detect_ms,
         detected_at=time.time(),
         filename=upload.filename,
+        faces_dropped=detection.dropped,
     )
     try:
         sent = send_frame(frame, faces, sqs=aws.client("sqs"), s3=aws.client("s3"), settings=settings)
@@ -186,13 +189,16 @@ def process(upload: Upload) -> DetectAccepted:
         raise Rejected(503, f"cannot queue the frame right now ({type(exc).__name__}); retry later") from exc
     metrics.add_metric(name="DetectMs", unit=MetricUnit.Milliseconds, value=detect_ms)
     metrics.add_metric(name="Faces", unit=MetricUnit.Count, value=len(faces))
+    metrics.add_metric(name="FacesDropped", unit=MetricUnit.Count, value=detection.dropped)
     metrics.add_metric(name="CropsInS3", unit=MetricUnit.Count, value=int(sent.crops_in_s3))
     logger.info(
         "frame queued",
-        extra={"faces": len(faces), "detect_ms": round(detect_ms, 1), "message_bytes": sent.message_bytes,
-               "crops_in_s3": sent.crops_in_s3, "width": image.width, "height": image.height},
+        extra={"faces": len(faces), "faces_dropped": detection.dropped, "detect_ms": round(detect_ms, 1),
+               "message_bytes": sent.message_bytes, "crops_in_s3": sent.crops_in_s3, "width": image.width,
+               "height": image.height},
     )
-    return DetectAccepted(request_id=upload.request_id, faces=len(faces), detect_ms=round(detect_ms, 3))
+    return DetectAccepted(request_id=upload.request_id, faces=len(faces), faces_dropped=detection.dropped,
+                          detect_ms=round(detect_ms, 3))
 
 
 def _response(status: int, body: BaseModel, request_id: str | None) -> dict[str, Any]:

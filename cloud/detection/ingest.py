@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from typing import Any
 from urllib.parse import unquote_plus
 
@@ -33,13 +32,13 @@ from cloud import aws
 from cloud.contracts import (
     DEVICE_ID_METADATA,
     IMAGE_EVENT_METADATA,
-    QUEUE_NAME_PATTERN,
     REPLY_TO_METADATA,
     S3_DEVICE_ID,
     UPLOADS_PREFIX,
     ImageEvent,
     S3ImageRef,
     is_valid_device_id,
+    reply_to_refusal,
     s3_request_id,
 )
 from cloud.detection.handler import Rejected, Upload, logger, metrics, process
@@ -99,7 +98,7 @@ def from_image_event(event: ImageEvent, settings: Settings) -> Upload:
         assert event.image_s3 is not None  # the model guarantees exactly one
         image = read_upload(event.image_s3, head_upload(event.image_s3, settings), settings)
     return Upload(request_id=event.request_id, device_id=event.device_id, frame_timestamp=event.frame_timestamp,
-                  reply_to=event.reply_to, body=image, filename=event.filename)
+                  reply_to=_checked_reply_to(event.reply_to, settings), body=image, filename=event.filename)
 
 
 def from_s3_record(record: dict[str, Any], settings: Settings) -> Upload | None:
@@ -126,17 +125,19 @@ def from_s3_record(record: dict[str, Any], settings: Settings) -> Upload | None:
     device_id = metadata.get(DEVICE_ID_METADATA, S3_DEVICE_ID)
     if not is_valid_device_id(device_id):
         raise BadImageEvent(f"x-amz-meta-{DEVICE_ID_METADATA} {device_id[:80]!r} is not a valid device id")
-    reply_to = metadata.get(REPLY_TO_METADATA)
-    if reply_to is not None and not _is_queue_name(reply_to):
-        raise BadImageEvent(f"x-amz-meta-{REPLY_TO_METADATA} {reply_to[:80]!r} is not a queue name")
+    reply_to = _checked_reply_to(metadata.get(REPLY_TO_METADATA), settings)
     pinned = S3ImageRef(bucket=bucket, key=key, version_id=version)
     return Upload(request_id=s3_request_id(bucket, key, version or etag), device_id=device_id,
                   frame_timestamp=head["LastModified"].timestamp() if "LastModified" in head else None,
                   reply_to=reply_to, body=read_upload(pinned, head, settings), filename=key.rsplit("/", 1)[-1])
 
 
-def _is_queue_name(value: str) -> bool:
-    return re.fullmatch(QUEUE_NAME_PATTERN, value) is not None
+def _checked_reply_to(name: str | None, settings: Settings) -> str | None:
+    """The URL's check: a reply_to outside the prefix fails its record here, never reaching the recognizer."""
+    refusal = None if name is None else reply_to_refusal(name, settings.reply_to_prefix)
+    if refusal:
+        raise BadImageEvent(refusal)
+    return name
 
 
 def uploads_of(body: str, settings: Settings) -> list[Upload]:

@@ -78,11 +78,15 @@ class Embedder:
             self.model_tag = f"inception_resnet_v1:{hashlib.file_digest(fh, 'sha256').hexdigest()[:16]}"
         self._model = load_model(path)
 
-    def embed(self, crops: Sequence[np.ndarray]) -> np.ndarray:
-        """L2-normalised float32 (n, 512) embeddings of uint8 RGB face crops, in one forward pass."""
-        if len(crops) == 0:
-            return np.zeros((0, EMBEDDING_SIZE), dtype=np.float32)
-        batch = torch.from_numpy(standardise(crops))
-        with torch.inference_mode():
-            embeddings = self._model(batch)  # the model ends with F.normalize
-        return embeddings.numpy().astype(np.float32, copy=False)
+    def embed(self, crops: Sequence[np.ndarray], chunk_size: int = 32) -> np.ndarray:
+        """L2-normalised float32 (n, 512) embeddings of uint8 RGB face crops, at most `chunk_size` crops per
+        forward pass: a pass's memory grows with its crops (~4 MB each), so a big batch never needs more than
+        one chunk's worth."""
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
+        embeddings = np.empty((len(crops), EMBEDDING_SIZE), dtype=np.float32)
+        for start in range(0, len(crops), chunk_size):
+            batch = torch.from_numpy(standardise(crops[start : start + chunk_size]))
+            with torch.inference_mode():
+                embeddings[start : start + len(batch)] = self._model(batch).numpy()  # the model ends with F.normalize
+        return embeddings

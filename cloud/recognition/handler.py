@@ -1,10 +1,12 @@
-"""Recognition Lambda (SQS trigger): a batch of request messages -> ONE embedding pass over every
-crop of the batch -> gallery match -> one answer per request on its response queue.
+"""Recognition Lambda (SQS trigger): a batch of request messages -> one embedding call over every
+crop of the batch (in forward passes of at most FACEPIPE_EMBED_CHUNK crops) -> gallery match -> one
+answer per request on its response queue.
 
-Two phases, so the forward pass happens once per batch while powertools still owns the partial
+Two phases, so the embedding happens once per batch while powertools still owns the partial
 batch response:
 1. `recognise_batch` parses every record, loads its crops and routes it; records that fail here
-   keep their exception. All good crops are embedded in one call and matched.
+   keep their exception (a crop key outside crops/<request_id>/ fails parsing: nothing is read).
+   All good crops are embedded in one call and matched.
 2. powertools' BatchProcessor walks the records: `Batch.respond` re-raises a record's exception
    (-> batchItemFailures, redelivered, DLQ after maxReceiveCount) or sends its answer.
 """
@@ -15,6 +17,7 @@ import base64
 import binascii
 import os
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -43,6 +46,7 @@ from cloud.settings import Settings, get_settings
 GALLERY_REFRESH_SECONDS = 30.0  # how stale a warm container's gallery may get after an enrollment
 # An inline crop is bounded by the message size; one in S3 gets the same bound (a 160x160 JPEG is ~10 KB).
 MAX_CROP_BYTES = MAX_QUEUE_MESSAGE_BYTES
+FETCH_THREADS = 8  # S3 crop reads at once (botocore keeps 10 connections per client)
 
 logger = Logger(service="facepipe-recognition")
 metrics = Metrics(namespace="facepipe", service="facepipe-recognition")
@@ -108,30 +112,42 @@ def parse_request(body: str) -> RequestMessage:
 
 
 def load_crops(request: RequestMessage, bucket: str) -> list[np.ndarray]:
-    """Every face's 160x160 RGB crop, inline (base64 JPEG) or from S3."""
-    crops = []
+    """Every face's 160x160 RGB crop, inline (base64 JPEG) or from S3 (FETCH_THREADS reads at once)."""
+    in_s3 = []
     for i, face in enumerate(request.faces):
         if (face.crop_jpeg_b64 is None) == (face.crop_s3_key is None):
             raise BadRequest(f"face {i}: exactly one of crop_jpeg_b64 and crop_s3_key must be set")
+        if face.crop_s3_key is not None:
+            in_s3.append(i)
+    if in_s3 and not bucket:
+        raise BadRequest(f"face {in_s3[0]}: crop in S3 but FACEPIPE_BUCKET is not set")
+    jpegs: dict[int, bytes] = {}
+    if in_s3:
+        with ThreadPoolExecutor(max_workers=min(FETCH_THREADS, len(in_s3)), thread_name_prefix="crop-fetch") as pool:
+            jpegs = dict(zip(in_s3, pool.map(lambda i: _fetch_crop(bucket, i, request.faces[i].crop_s3_key), in_s3),
+                             strict=True))
+    crops = []
+    for i, face in enumerate(request.faces):
         if face.crop_jpeg_b64 is not None:
             try:
-                jpeg = base64.b64decode(face.crop_jpeg_b64, validate=True)
+                jpegs[i] = base64.b64decode(face.crop_jpeg_b64, validate=True)
             except binascii.Error as exc:
                 raise BadRequest(f"face {i}: crop_jpeg_b64 is not base64: {exc}") from exc
-        else:
-            if not bucket:
-                raise BadRequest(f"face {i}: crop in S3 but FACEPIPE_BUCKET is not set")
-            stored = aws.client("s3").get_object(Bucket=bucket, Key=face.crop_s3_key)
-            if stored["ContentLength"] > MAX_CROP_BYTES:
-                stored["Body"].close()
-                raise BadRequest(f"face {i}: crop object is {stored['ContentLength']} bytes; the limit is "
-                                 f"{MAX_CROP_BYTES}")
-            jpeg = stored["Body"].read()
         try:
-            crops.append(decode_jpeg(jpeg, (CROP_SIZE, CROP_SIZE)))
+            crops.append(decode_jpeg(jpegs[i], (CROP_SIZE, CROP_SIZE)))
         except ImageRejected as exc:
             raise BadRequest(f"face {i}: {exc}") from exc
     return crops
+
+
+def _fetch_crop(bucket: str, index: int, key: str | None) -> bytes:
+    """One crop object, its size checked before its body is read. The key is the request's own
+    (RequestMessage checks it is under crops/<request_id>/)."""
+    stored = aws.client("s3").get_object(Bucket=bucket, Key=key)
+    if stored["ContentLength"] > MAX_CROP_BYTES:
+        stored["Body"].close()
+        raise BadRequest(f"face {index}: crop object is {stored['ContentLength']} bytes; the limit is {MAX_CROP_BYTES}")
+    return bytes(stored["Body"].read())
 
 
 def prepare_record(record: SQSRecord, settings: Settings) -> Outcome:
@@ -143,11 +159,12 @@ def prepare_record(record: SQSRecord, settings: Settings) -> Outcome:
         return Outcome(error=exc)
 
 
-def embed_and_match(outcomes: list[Outcome], embedder: Embedder, gallery: Gallery, threshold: float) -> None:
-    """One forward pass for every crop of the batch; the matches are dealt back to their records."""
+def embed_and_match(outcomes: list[Outcome], embedder: Embedder, gallery: Gallery, settings: Settings) -> None:
+    """One embedding call for every crop of the batch (chunked forward passes, so memory stays bounded
+    whatever the batch holds); the matches are dealt back to their records."""
     good = [o for o in outcomes if o.error is None]
-    embeddings = embedder.embed([crop for o in good for crop in o.crops])
-    matches = gallery.match(embeddings, threshold)
+    embeddings = embedder.embed([crop for o in good for crop in o.crops], chunk_size=settings.embed_chunk)
+    matches = gallery.match(embeddings, settings.match_threshold)
     start = 0
     for outcome in good:
         outcome.matches = matches[start : start + len(outcome.crops)]
@@ -201,7 +218,7 @@ def recognise_batch(records: list[SQSRecord], settings: Settings) -> Batch:
     gallery = _galleries.get(settings.gallery_uri, embedder.model_tag)
     start = time.perf_counter()
     outcomes = [prepare_record(record, settings) for record in records]
-    embed_and_match(outcomes, embedder, gallery, settings.match_threshold)
+    embed_and_match(outcomes, embedder, gallery, settings)
     recognise_ms = (time.perf_counter() - start) * 1000
     faces = sum(len(o.crops) for o in outcomes if o.error is None)
     metrics.add_metric(name="RecogniseMs", unit=MetricUnit.Milliseconds, value=recognise_ms)

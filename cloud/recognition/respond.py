@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from cloud import aws
-from cloud.contracts import RecognisedFace, RequestMessage, ResponseMessage, Timings
+from cloud.contracts import RecognisedFace, RequestMessage, ResponseMessage, Timings, reply_to_refusal
 from cloud.recognition.gallery import Match
 
 DISTANCE_DECIMALS = 4  # batch composition moves float32 embeddings by ~1e-6: round it away
@@ -69,6 +69,7 @@ def build_response(
         ),
         model=model_tag,
         filename=request.filename,
+        faces_dropped=request.faces_dropped,
     )
 
 
@@ -87,10 +88,9 @@ class Router:
             if not self.default_queue_url:
                 raise ReplyToRefused("no response queue configured (FACEPIPE_RESPONSE_QUEUE_URL) and no reply_to")
             return self.default_queue_url
-        if not self.reply_to_prefix:
-            raise ReplyToRefused(f"reply_to {name!r} refused: reply_to is disabled (FACEPIPE_REPLY_TO_PREFIX empty)")
-        if not name.startswith(self.reply_to_prefix):
-            raise ReplyToRefused(f"reply_to {name!r} refused: it does not start with {self.reply_to_prefix!r}")
+        refusal = reply_to_refusal(name, self.reply_to_prefix)  # the detector refused these already: defence in depth
+        if refusal:
+            raise ReplyToRefused(refusal)
         if name not in self._urls:
             self._urls[name] = aws.client("sqs").get_queue_url(QueueName=name)["QueueUrl"]
         return self._urls[name]

@@ -61,7 +61,15 @@ def test_sample_event_is_detected_and_queued(settings: Settings) -> None:
     assert len(message.faces) == 1 and message.faces[0].crop_jpeg_b64
 
 
-def test_request_id_is_generated_when_absent_and_headers_are_case_insensitive(settings: Settings) -> None:
+def _reply_prefix(monkeypatch: pytest.MonkeyPatch, prefix: str) -> None:
+    monkeypatch.setenv("FACEPIPE_REPLY_TO_PREFIX", prefix)
+    get_settings.cache_clear()
+
+
+def test_request_id_is_generated_when_absent_and_headers_are_case_insensitive(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _reply_prefix(monkeypatch, "facepipe-replies-")
     event = _sample()
     headers = event["headers"]
     del headers["x-request-id"]
@@ -73,6 +81,21 @@ def test_request_id_is_generated_when_absent_and_headers_are_case_insensitive(se
     assert str(uuid.UUID(request_id)) == request_id and response["headers"]["x-request-id"] == request_id
     [message] = _received(settings)
     assert message.request_id == request_id and message.reply_to == "facepipe-replies-cam-1"
+
+
+@pytest.mark.parametrize(("prefix", "reply_to"), [("facepipe-replies-", "facepipe-requests"),
+                                                  ("facepipe-replies-", "facepipe-replies"),
+                                                  ("", "facepipe-replies-cam-1")])
+def test_reply_to_the_recognizer_would_refuse_is_a_400_not_a_202(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, prefix: str, reply_to: str
+) -> None:
+    # Accepting it would queue a message that fails every receive and ends in the DLQ (and its alarm).
+    _reply_prefix(monkeypatch, prefix)
+    response = detection.handler(_with_body(_obama(), **{"x-reply-to": reply_to}), None)
+    assert response["statusCode"] == 400
+    error = ErrorBody.model_validate_json(response["body"]).error
+    assert "X-Reply-To" in error and ("disabled" in error if not prefix else repr(prefix) in error)
+    assert _received(settings) == []
 
 
 def _obama() -> bytes:
@@ -140,8 +163,9 @@ def test_unreachable_queue_is_a_503(settings: Settings, monkeypatch: pytest.Monk
 
 
 @pytest.mark.slow
-def test_many_face_frame_overflows_256_kib_into_s3(settings: Settings) -> None:
-    # Six copies of a real group photo (six faces each): 36 real faces in one 3840x1772 frame.
+def test_a_crowded_frame_queues_the_most_probable_faces_up_to_the_limit_with_crops_in_s3(settings: Settings) -> None:
+    # GIVEN six copies of a real group photo (six faces each): 36 real faces in one 3840x1772 frame,
+    # more than the default face limit
     with Image.open(packaged("insightface/t1.jpg")) as photo:
         tile = photo.convert("RGB")
     mosaic = Image.new("RGB", (tile.width * 3, tile.height * 2))
@@ -149,18 +173,37 @@ def test_many_face_frame_overflows_256_kib_into_s3(settings: Settings) -> None:
         mosaic.paste(tile, (tile.width * (i % 3), tile.height * (i // 3)))
     body = io.BytesIO()
     mosaic.save(body, "JPEG", quality=90)
+    limit = settings.max_faces
+    assert limit == Settings.model_fields["max_faces"].default
+    # ... every face the handler's own detector finds in it, uncapped, in its order of preference
+    found = detection.get_detector().detect(Image.open(io.BytesIO(body.getvalue())))
+    assert len(found) > limit
+
+    # WHEN it is posted
     response = detection.handler(_with_body(body.getvalue()), None)
+
+    # THEN the answer says how many faces were queued and how many dropped
     assert response["statusCode"] == 202
-    faces = DetectAccepted.model_validate_json(response["body"]).faces
-    assert faces >= 24
+    accepted = DetectAccepted.model_validate_json(response["body"])
+    assert (accepted.faces, accepted.faces_dropped) == (limit, len(found) - limit)
     reply = aws.client("sqs").receive_message(QueueUrl=settings.request_queue_url)
     [raw] = [m["Body"] for m in reply["Messages"]]
     assert len(raw.encode("utf-8")) <= MAX_QUEUE_MESSAGE_BYTES
     message = RequestMessage.model_validate_json(raw)
-    assert len(message.faces) == faces and all(f.crop_jpeg_b64 is None for f in message.faces)
+    assert (len(message.faces), message.faces_dropped) == (limit, len(found) - limit)
+    # ... the kept faces are the most probable (ties: the larger), in that order
+    kept = found[:limit]
+    assert [f.probability for f in message.faces] == pytest.approx([f.probability for f in kept], abs=1e-6)
+    for wire, face in zip(message.faces, kept, strict=True):
+        assert wire.box == pytest.approx(list(face.box), abs=0.01)
+    assert min(f.probability for f in kept) >= max(f.probability for f in found[limit:])
+    # ... and their crops went to S3 (the only objects written), as they would not fit inline
+    assert all(f.crop_jpeg_b64 is None for f in message.faces)
     s3 = aws.client("s3")
+    listing = s3.list_objects_v2(Bucket=settings.bucket, Prefix="crops/")
+    assert sorted(obj["Key"] for obj in listing["Contents"]) == sorted(f"crops/{accepted.request_id}/{i}.jpg"
+                                                                       for i in range(limit))
     crops = [s3.get_object(Bucket=settings.bucket, Key=f.crop_s3_key)["Body"].read() for f in message.faces]
-    # The same crops inline would not have fit: their base64 alone exceeds the limit.
     assert sum(len(base64.b64encode(c)) for c in crops) > MAX_QUEUE_MESSAGE_BYTES
 
 

@@ -100,6 +100,20 @@ def test_batch_equals_single(embedder: Embedder, crops: dict[str, np.ndarray]) -
     np.testing.assert_allclose(batch, singles, atol=1e-5)
 
 
+def test_chunked_passes_give_the_same_embeddings(embedder: Embedder, crops: dict[str, np.ndarray]) -> None:
+    faces = list(crops.values()) + [crops["obama"]]  # 5 crops: chunks of 2, 2 and 1
+    passes: list[int] = []  # crops per forward pass, seen by a torch hook on the real model
+    hook = embedder._model.register_forward_pre_hook(lambda _, args: passes.append(len(args[0])))
+    try:
+        chunked = embedder.embed(faces, chunk_size=2)
+    finally:
+        hook.remove()
+    assert passes == [2, 2, 1]
+    np.testing.assert_allclose(chunked, embedder.embed(faces, chunk_size=len(faces)), atol=1e-5)
+    with pytest.raises(ValueError, match="chunk_size"):
+        embedder.embed(faces, chunk_size=0)
+
+
 def test_other_crop_sizes_are_resized(embedder: Embedder, mtcnn: MTCNN, crops: dict[str, np.ndarray]) -> None:
     # A larger MTCNN crop of the same face (a real 240x240 crop, not an upscaled one) still matches its person
     large = face(mtcnn, packaged(PEOPLE["obama2"]), size=240)

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import base64
+import threading
 import time
 import uuid
+from typing import Any
 
 import numpy as np
 import pytest
@@ -13,7 +15,7 @@ from PIL import Image
 from cloud import aws
 from cloud.contracts import RequestMessage
 from cloud.detection.detector import Detector, Face
-from cloud.detection.enqueue import Frame, MessageTooLarge, send_frame
+from cloud.detection.enqueue import UPLOAD_THREADS, Frame, MessageTooLarge, send_frame
 from cloud.images import decode_jpeg
 from cloud.settings import Settings, get_settings
 from tests.photos import packaged
@@ -103,3 +105,45 @@ def test_a_frame_without_faces_is_still_queued(settings: Settings) -> None:
     _send(frame, faces, settings)
     [message] = _received(settings)
     assert message.request_id == frame.request_id and message.faces == []
+
+
+class _Overlapping:
+    """The real S3 client, but each put_object first waits until `together` puts are under way at once:
+    uploads made one after another never get there (the barrier times out and the send fails)."""
+
+    def __init__(self, s3: Any, together: int) -> None:
+        self._s3 = s3
+        self._barrier = threading.Barrier(together, timeout=10)
+        self._lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.threads: set[str] = set()
+
+    def put_object(self, **kwargs: Any) -> Any:
+        with self._lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.threads.add(threading.current_thread().name)
+        try:
+            if not self._barrier.broken:
+                self._barrier.wait()
+            return self._s3.put_object(**kwargs)
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+
+def test_overflow_crops_upload_concurrently_on_a_bounded_pool(
+    settings: Settings, group_faces: tuple[Image.Image, list[Face]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    image, faces = group_faces
+    monkeypatch.setenv("FACEPIPE_MAX_MESSAGE_BYTES", "20000")  # forces the S3 path for the six faces
+    get_settings.cache_clear()
+    small = get_settings()
+    frame = _frame(image)
+    assert len(faces) >= 2
+    s3 = _Overlapping(aws.client("s3"), together=2)
+    send_frame(frame, faces, sqs=aws.client("sqs"), s3=s3, settings=small)
+    assert 2 <= s3.most_in_flight <= UPLOAD_THREADS and 2 <= len(s3.threads) <= UPLOAD_THREADS
+    [message] = _received(small)
+    assert sorted(_crop_keys(small)) == sorted(f.crop_s3_key for f in message.faces)

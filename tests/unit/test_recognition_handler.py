@@ -11,6 +11,7 @@ import base64
 import io
 import json
 import time
+import tracemalloc
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,8 +23,17 @@ import pytest
 from PIL import Image
 
 from cloud import aws
-from cloud.contracts import UNKNOWN_NAME, DetectedFace, RequestMessage, ResponseMessage
-from cloud.detection.detector import Detector
+from cloud.contracts import (
+    CROP_SIZE,
+    MAX_QUEUE_MESSAGE_BYTES,
+    UNKNOWN_NAME,
+    DetectedFace,
+    RequestMessage,
+    ResponseMessage,
+    crop_key,
+)
+from cloud.detection.detector import Detection, Detector
+from cloud.detection.enqueue import Frame, plan, upload_crops
 from cloud.enrollment import enroll_photos
 from cloud.images import encode_jpeg
 from cloud.recognition import handler as recognition
@@ -115,17 +125,24 @@ def crops(detector: Detector) -> dict[str, bytes]:
     return result
 
 
-def request(crops: list[bytes], *, reply_to: str | None = None, s3_keys: list[str] | None = None) -> RequestMessage:
+def request(crops: list[bytes], *, reply_to: str | None = None, in_s3: bool = False) -> RequestMessage:
+    """A request with these crops inline, or (in_s3) pointing at its own crop keys (upload them with `store`)."""
+    request_id = str(uuid.uuid4())
     faces = [
         DetectedFace(box=[10.0 * i, 20.0, 10.0 * i + 100, 140.0], probability=0.99,
                      landmarks=[[1.0, 2.0]] * 5,
-                     crop_jpeg_b64=None if s3_keys else base64.b64encode(jpeg).decode(),
-                     crop_s3_key=s3_keys[i] if s3_keys else None)
+                     crop_jpeg_b64=None if in_s3 else base64.b64encode(jpeg).decode(),
+                     crop_s3_key=crop_key(request_id, i) if in_s3 else None)
         for i, jpeg in enumerate(crops)
     ]
-    return RequestMessage(request_id=str(uuid.uuid4()), device_id="cam1", frame_timestamp=time.time() - 0.5,
+    return RequestMessage(request_id=request_id, device_id="cam1", frame_timestamp=time.time() - 0.5,
                           detected_at=time.time(), detect_ms=42.0, image_width=640, image_height=480,
                           reply_to=reply_to, faces=faces)
+
+
+def store(stack: Stack, request_id: str, crops: list[bytes]) -> None:
+    for i, jpeg in enumerate(crops):
+        stack.s3.put_object(Bucket=stack.bucket, Key=crop_key(request_id, i), Body=jpeg)
 
 
 def deliver(stack: Stack, bodies: list[str], visibility: int = 30) -> dict[str, Any]:
@@ -141,6 +158,9 @@ def receive_event(stack: Stack, message_ids: set[str], visibility: int = 30) -> 
         reply = stack.sqs.receive_message(QueueUrl=stack.request_queue, MaxNumberOfMessages=10,
                                           AttributeNames=["All"], VisibilityTimeout=visibility, WaitTimeSeconds=1)
         for m in reply.get("Messages", []):
+            if m["MessageId"] not in message_ids:  # an earlier test's failed record, visible again: done with
+                stack.sqs.delete_message(QueueUrl=stack.request_queue, ReceiptHandle=m["ReceiptHandle"])
+                continue
             records[m["MessageId"]] = {
                 "messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
                 "attributes": m["Attributes"], "messageAttributes": {}, "md5OfBody": m["MD5OfBody"],
@@ -191,16 +211,16 @@ def test_malformed_messages_fail_alone_and_good_ones_are_answered(
     passes: list[int] = []
     real_embed = embedder.embed
 
-    def counting_embed(batch: list[Any]) -> Any:
+    def counting_embed(batch: list[Any], **options: Any) -> Any:
         passes.append(len(batch))
-        return real_embed(batch)
+        return real_embed(batch, **options)
 
     monkeypatch.setattr(embedder, "embed", counting_embed)
 
     # WHEN the handler runs
     result = recognition.handler(event, None)
 
-    # THEN exactly the three bad records are reported, the batch's three crops went through one pass
+    # THEN exactly the three bad records are reported, the batch's three crops went through one call
     assert failures(result) == {by_body[bodies[1]], by_body[bodies[2]], by_body[bodies[4]]}
     assert passes == [3]
     answers = {a.request_id: a for a in drain(stack, stack.response_queue, 2)}
@@ -231,15 +251,112 @@ def test_frame_without_faces_is_answered_with_an_empty_list(stack: Stack, enroll
 
 def test_crops_from_s3(stack: Stack, enrolled: None, crops: dict[str, bytes]) -> None:
     # GIVEN a frame whose crop overflowed to S3, and one pointing at a crop that does not exist
-    present = request([crops["obama2"]], s3_keys=["crops/present/0.jpg"])
-    stack.s3.put_object(Bucket=stack.bucket, Key="crops/present/0.jpg", Body=crops["obama2"])
-    absent = request([crops["obama2"]], s3_keys=["crops/absent/0.jpg"])
+    present = request([crops["obama2"]], in_s3=True)
+    store(stack, present.request_id, [crops["obama2"]])
+    absent = request([crops["obama2"]], in_s3=True)
     event = deliver(stack, [present.model_dump_json(), absent.model_dump_json()])
     result = recognition.handler(event, None)
     # THEN the missing crop fails its own record (redelivered, then the DLQ), the other is answered
-    assert failures(result) == {r["messageId"] for r in event["Records"] if "absent" in r["body"]}
+    assert failures(result) == {r["messageId"] for r in event["Records"] if absent.request_id in r["body"]}
     [answer] = drain(stack, stack.response_queue, 1)
     assert (answer.request_id, [f.name for f in answer.faces]) == (present.request_id, ["barack_obama"])
+
+
+def test_a_crop_key_outside_its_own_request_fails_its_record_and_is_never_read(
+    stack: Stack, enrolled: None, crops: dict[str, bytes]
+) -> None:
+    # GIVEN another request's crop in the bucket, and messages pointing at it or at the gallery
+    victim = request([crops["obama2"]], in_s3=True)
+    store(stack, victim.request_id, [crops["obama2"]])
+    bodies = []
+    for target in (victim.faces[0].crop_s3_key, "gallery/gallery.npz"):
+        forged = json.loads(request([crops["biden"]], in_s3=True).model_dump_json())
+        forged["faces"][0]["crop_s3_key"] = target
+        bodies.append(json.dumps(forged))
+    good = request([crops["biden"]])
+    event = deliver(stack, [*bodies, good.model_dump_json()])
+    read: list[str] = []  # every GetObject the handler's S3 client makes, seen by botocore's own event hook
+    s3 = aws.client("s3")
+    s3.meta.events.register("before-parameter-build.s3.GetObject", lambda params, **_: read.append(params["Key"]))
+    try:
+        result = recognition.handler(event, None)
+    finally:
+        s3.meta.events.unregister("before-parameter-build.s3.GetObject")
+    # THEN both forged records fail (redelivered, then the DLQ) without a read of the victim's crop
+    assert failures(result) == {r["messageId"] for r in event["Records"] if r["body"] in bodies}
+    assert victim.faces[0].crop_s3_key not in read
+    [answer] = drain(stack, stack.response_queue, 1)
+    assert answer.request_id == good.request_id
+
+
+def crowded(detector: Detector, limit: int) -> Detection:
+    """Six copies of a real group photo in one 3840x1772 frame (36 real faces), capped as the detector does."""
+    with Image.open(packaged("insightface/t1.jpg")) as photo:
+        tile = photo.convert("RGB")
+    mosaic = Image.new("RGB", (tile.width * 3, tile.height * 2))
+    for i in range(6):
+        mosaic.paste(tile, (tile.width * (i % 3), tile.height * (i // 3)))
+    return detector.detect_capped(mosaic, limit)
+
+
+@pytest.mark.slow
+def test_a_batch_of_crowded_frames_is_embedded_in_bounded_chunks_and_every_device_is_answered(
+    stack: Stack, enrolled: None, detector: Detector, crops: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # GIVEN two frames of a crowd at the default face limit (crops in S3, as the detector queues them) and,
+    # in the same SQS batch, another device's frame
+    limit = Settings.model_fields["max_faces"].default
+    detection = crowded(detector, limit)
+    assert len(detection.faces) == limit and detection.dropped > 0
+    bodies = []
+    for _ in range(2):
+        frame = Frame(request_id=str(uuid.uuid4()), device_id="cam-crowd", frame_timestamp=None, reply_to=None,
+                      width=3840, height=1772, detect_ms=1.0, detected_at=time.time(),
+                      faces_dropped=detection.dropped)
+        body, uploads = plan(frame, detection.faces, MAX_QUEUE_MESSAGE_BYTES)
+        assert len(uploads) == limit
+        upload_crops(stack.s3, stack.bucket, uploads)
+        bodies.append(body)
+    other = request([crops["biden"]])
+    chunk = 8
+    monkeypatch.setenv("FACEPIPE_EMBED_CHUNK", str(chunk))
+    recognition.get_settings.cache_clear()
+    settings = recognition.get_settings()
+    embedder = recognition.get_embedder(settings.weights_path, settings.torch_threads)
+    passes: list[int] = []  # crops per InceptionResnetV1 forward pass, seen by a torch hook on the real model
+    hook = embedder._model.register_forward_pre_hook(lambda _, args: passes.append(len(args[0])))
+    try:
+        # the handler's traced peak (Python and numpy allocations) for one single-face frame: its fixed cost
+        single = traced(deliver(stack, [request([crops["biden"]]).model_dump_json()]))[1]
+        drain(stack, stack.response_queue, 1)
+        passes.clear()
+        # WHEN the handler runs on the crowded batch
+        result, peak = traced(deliver(stack, [*bodies, other.model_dump_json()]))
+    finally:
+        hook.remove()
+
+    # THEN every frame is answered, the other device's too, the crowd's saying how many faces were dropped
+    assert result == {"batchItemFailures": []}
+    answers = {a.request_id: a for a in drain(stack, stack.response_queue, 3)}
+    assert [f.name for f in answers.pop(other.request_id).faces] == ["joe_biden"]
+    assert [(len(a.faces), a.faces_dropped) for a in answers.values()] == [(limit, detection.dropped)] * 2
+    # ... no forward pass took more than a chunk, and all 65 crops went through
+    assert max(passes) <= chunk and sum(passes) == 2 * limit + 1
+    # ... and beyond the fixed cost, memory holds the decoded uint8 crops and about one chunk of float32 input,
+    # not the whole batch as float32 (measured: +~2.5 MB with chunks of 8; +~45 MB in one pass of 65)
+    crop_bytes = CROP_SIZE * CROP_SIZE * 3
+    allowance = (2 * limit + 1) * crop_bytes + 3 * chunk * crop_bytes * 4 + 4_000_000
+    assert peak - single < allowance < (2 * limit + 1) * crop_bytes * 4, (peak, single)
+
+
+def traced(event: dict[str, Any]) -> tuple[dict[str, Any], int]:
+    """The handler's result and the peak of its traced (Python and numpy) allocations."""
+    tracemalloc.start()
+    try:
+        result = recognition.handler(event, None)
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
 
 
 def test_crops_are_size_checked_before_they_are_read_or_decoded(
@@ -249,9 +366,9 @@ def test_crops_are_size_checked_before_they_are_read_or_decoded(
     photo = packaged("matplotlib/grace_hopper.jpg").read_bytes()
     huge = packaged("face_recognition/obama.jpg").read_bytes()
     assert len(huge) > recognition.MAX_CROP_BYTES
-    stack.s3.put_object(Bucket=stack.bucket, Key="crops/huge/0.jpg", Body=huge)
     inline = request([photo])
-    in_s3 = request([huge], s3_keys=["crops/huge/0.jpg"])
+    in_s3 = request([huge], in_s3=True)
+    store(stack, in_s3.request_id, [huge])
     good = request([crops["biden"]])
     event = deliver(stack, [inline.model_dump_json(), in_s3.model_dump_json(), good.model_dump_json()])
     ids = {r["messageId"]: RequestMessage.model_validate_json(r["body"]).request_id for r in event["Records"]}

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from pydantic import ValidationError
 
-from cloud.settings import Settings
+from cloud.contracts import MAX_FACES_PER_FRAME
+from cloud.settings import Settings, default_torch_threads
 
 
 @pytest.mark.parametrize("prefix", ["", "facepipe-reply-", "a" * 80])
@@ -17,3 +20,39 @@ def test_reply_to_prefix_is_empty_or_a_queue_name(prefix: str) -> None:
 def test_reply_to_prefix_that_no_queue_name_could_start_with_is_refused(prefix: str) -> None:
     with pytest.raises(ValidationError, match="reply_to_prefix"):
         Settings(reply_to_prefix=prefix)
+
+
+@pytest.mark.parametrize(("memory_mb", "cpus", "threads"), [
+    (128, 2, 1),  # a fraction of a vCPU: one thread, never zero
+    (2048, 2, 1),  # 1.16 vCPU (the detection default)
+    (3008, 2, 2),  # 1.70 vCPU (the recognition default)
+    (5307, 4, 3),  # 3 x 1769
+    (10240, 6, 6),  # Lambda's largest: 6 vCPUs
+    (10240, 4, 4),  # never more than the machine shows
+    (None, 8, 2),  # not in Lambda: 2, as before
+    (None, 1, 1),
+    (3008, None, 1),  # os.cpu_count() unknown
+])
+def test_default_torch_threads_follow_the_lambda_vcpu_share(
+    memory_mb: int | None, cpus: int | None, threads: int
+) -> None:
+    assert default_torch_threads(memory_mb, cpus) == threads
+
+
+def test_torch_threads_default_reads_the_function_memory_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FACEPIPE_TORCH_THREADS", raising=False)
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
+    assert Settings().torch_threads == 1
+    monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "10240")
+    assert Settings().torch_threads == min(6, os.cpu_count() or 1)
+    monkeypatch.setenv("FACEPIPE_TORCH_THREADS", "3")
+    assert Settings().torch_threads == 3
+
+
+def test_face_limit_stays_within_the_contract() -> None:
+    assert 1 <= Settings().max_faces <= MAX_FACES_PER_FRAME
+    assert Settings(max_faces=MAX_FACES_PER_FRAME).max_faces == MAX_FACES_PER_FRAME
+    with pytest.raises(ValidationError, match="max_faces"):
+        Settings(max_faces=MAX_FACES_PER_FRAME + 1)
+    with pytest.raises(ValidationError, match="embed_chunk"):
+        Settings(embed_chunk=0)

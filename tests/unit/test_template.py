@@ -17,7 +17,7 @@ from aws_lambda_powertools.utilities.parser.models import SqsModel
 from cfnlint.api import lint
 
 from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES, RequestMessage
-from cloud.local.template import PLACEHOLDER_IMAGE_URI, as_built, load_template, transform
+from cloud.local.template import PLACEHOLDER_IMAGE_URI, as_built, load_template, parameter_values, transform
 from cloud.settings import Settings
 from edge_client.config import ResponsesConfig
 from tests.dockerfile import dockerfile_env, instructions
@@ -335,7 +335,7 @@ def test_non_default_parameters_transform_to_a_valid_template(template: Template
     changed = _with_defaults(template, FunctionUrlAuthType="NONE", DetectionReservedConcurrency=20,
                              RecognitionReservedConcurrency=10, DetectionProvisionedConcurrency=2,
                              RecognitionProvisionedConcurrency=1, AlarmEmail="ops@example.com",
-                             ReplyToPrefix="facepipe-answers-", MatchThreshold="0.95", Architecture="arm64")
+                             ReplyToPrefix="facepipe_answers-", MatchThreshold="0.95", Architecture="arm64")
     result = transform(as_built(changed))
     assert _errors(json.dumps(result)) == []
     values = _parameter_values(result)
@@ -443,7 +443,8 @@ def test_visibility_timeout_is_at_least_six_times_the_recognition_timeout(transf
 
 def test_queues_dead_letter_size_and_encryption(transformed: Template) -> None:
     queues = _of_type(transformed, "AWS::SQS::Queue")
-    assert transformed["Parameters"]["MaxReceiveCount"]["Default"] == 3
+    # AWS: at least 5 for a queue a Lambda function polls (throttled or cold-start receives count too)
+    assert transformed["Parameters"]["MaxReceiveCount"]["Default"] >= 5
     assert MAX_QUEUE_MESSAGE_BYTES == 262144  # SQS's classic 256 KiB
     for source, dlq in (("RequestQueue", "RequestDeadLetterQueue"), ("ResponseQueue", "ResponseDeadLetterQueue"),
                         ("IngestQueue", "IngestDeadLetterQueue")):
@@ -538,6 +539,64 @@ def test_each_role_touches_only_its_own_queues_and_the_bucket(transformed: Templ
             touched.setdefault(resource, set()).update(_list(statement["Action"]))
     assert {name: actions for name, actions in touched.items() if name in queues} == ROLE_QUEUES[function]
     assert all(action.startswith("s3:") for action in touched.get("Bucket", set()))
+
+
+def test_recognition_may_list_only_the_keys_it_reads(transformed: Template) -> None:
+    """ListBucket only makes a missing gallery (or crop) a 404, not a 403; scoped by s3:prefix (S3 checks
+    the key asked for), it lets the function list neither results/ nor anything else."""
+    role_id = transformed["Resources"]["RecognitionFunction"]["Properties"]["Role"]["Fn::GetAtt"][0]
+    listing = [s for s in _statements(transformed["Resources"][role_id]["Properties"]["Policies"])
+               if "s3:ListBucket" in _list(s["Action"])]
+    assert [s["Resource"] for s in listing] == [{"Fn::GetAtt": ["Bucket", "Arn"]}]
+    [statement] = listing
+    assert statement["Condition"] == {"StringLike": {"s3:prefix": [{"Ref": "GalleryKey"}, "crops/*"]}}
+    env = _function_env(transformed, "RecognitionFunction")
+    assert env["FACEPIPE_GALLERY_URI"] == {"Fn::Sub": "s3://${Bucket}/${GalleryKey}"}  # the key it reads
+    # no wildcard can be slipped into the exact gallery key
+    gallery_key = transformed["Parameters"]["GalleryKey"]["AllowedPattern"]
+    assert not re.fullmatch(gallery_key, "gallery/*") and not re.fullmatch(gallery_key, "gallery/?")
+    for function in HANDLERS:  # and no other statement of either role lists anything
+        role = transformed["Resources"][transformed["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0]]
+        others = [s for s in _statements(role["Properties"]["Policies"]) if s is not statement]
+        assert not any(a.startswith("s3:List") for s in others for a in _list(s["Action"])), function
+
+
+# CloudFormation names a queue without QueueName <stack>-<LogicalId>-<suffix>; a stack name is letters,
+# digits and hyphens, starting with a letter (up to 128 characters), the suffix letters and digits.
+STACK_NAMES = ["facepipe", "facepipe-prod", "f", "Facepipe-answers", "a" * 128]
+
+
+def test_reply_to_prefix_can_never_cover_the_stacks_own_queues(transformed: Template) -> None:
+    """Devices may receive from and the recognizer send to every queue named ReplyToPrefix*: a prefix
+    that also matched the stack's own queues would hand devices the request queue (or a DLQ)."""
+    queues = _of_type(transformed, "AWS::SQS::Queue")
+    assert all("QueueName" not in q["Properties"] for q in queues.values())  # all named by CloudFormation
+    pattern = transformed["Parameters"]["ReplyToPrefix"]["AllowedPattern"]
+    for stack in STACK_NAMES:
+        for logical_id in queues:
+            name = f"{stack}-{logical_id}-1A2b3C4d5E6f"[:80]
+            covering = [name[:n] for n in range(1, len(name) + 1)]  # every prefix that would cover it
+            assert not [p for p in covering if re.fullmatch(pattern, p)], (stack, logical_id)
+    # ... while a usable per-device prefix passes, and empty still switches reply_to off
+    for good in ("facepipe_answers-", "facepipe-prod_reply-", "_", ""):
+        assert re.fullmatch(pattern, good), good
+    assert not _holds(transformed, "HasReplyToPrefix", _parameter_values(transformed))
+
+
+@pytest.mark.parametrize("prefix", ["facepipe-", "facepipe-Request", "facepipe-RequestQueue-", "f"])
+def test_a_reply_to_prefix_covering_stack_queues_is_refused_before_anything_is_created(
+    template: Template, prefix: str
+) -> None:
+    # the local stack's check of parameter values (CloudFormation's AllowedPattern, which moto skips)
+    with pytest.raises(ValueError, match="ReplyToPrefix = .*AllowedPattern"):
+        parameter_values(template, {"ReplyToPrefix": prefix})
+    assert parameter_values(template, {"ReplyToPrefix": "facepipe_answers-"})["ReplyToPrefix"] == "facepipe_answers-"
+    # cfn-lint (`sam validate --lint`) refuses such a Default too
+    declared = '  ReplyToPrefix:\n    Type: String\n    Default: ""'
+    assert declared in TEMPLATE_TEXT
+    bad = TEMPLATE_TEXT.replace(declared, declared.replace('""', f'"{prefix}"'))
+    default_line = TEMPLATE_TEXT[: TEMPLATE_TEXT.index(declared)].count("\n") + 3
+    assert f"E2015 Default should be allowed by AllowedPattern (line {default_line})" in _errors(bad)
 
 
 def test_edge_device_policy_invokes_the_url_and_reads_answers_only(transformed: Template) -> None:
@@ -730,13 +789,14 @@ def test_template_values_are_valid_settings(transformed: Template) -> None:
         raise AssertionError(f"unexpected intrinsic {value}")
 
     cases: list[dict[str, str]] = [{}]
-    for name in ("TorchThreads",):
-        cases += [{name: str(params[name]["MinValue"])}, {name: str(params[name]["MaxValue"])}]
+    cases += [{"TorchThreads": "1"}, {"TorchThreads": "6"}]
     cases += [{"PersistResults": value} for value in params["PersistResults"]["AllowedValues"]]
-    cases += [{"MatchThreshold": "0.95", "MinFaceProbability": "0.85", "ReplyToPrefix": "facepipe-answers-"}]
+    cases += [{"MatchThreshold": "0.95", "MinFaceProbability": "0.85", "ReplyToPrefix": "facepipe_answers-"}]
     for overrides in cases:
         values = {k.removeprefix("FACEPIPE_").lower(): resolve(v, overrides) for k, v in env.items()
                   if k.startswith("FACEPIPE_")}
+        if not overrides:  # by default the threads follow the function's memory (cloud/settings.py)
+            assert values["torch_threads"] is None
         settings = Settings(**{k: v for k, v in values.items() if v is not None})
         assert settings.max_message_bytes == MAX_QUEUE_MESSAGE_BYTES  # = the queues' MaximumMessageSize
         assert settings.gallery_uri.startswith("s3://facepipe-bucket/gallery/")
