@@ -2,7 +2,8 @@
 
 Exit status: 0 ok; 78 (EX_CONFIG) for a bad configuration, missing credentials or a broken AWS
 profile, so systemd's `RestartPreventExitStatus=78` stops a restart loop; 1 when `check` finds a
-dependency failing or the daemon cannot start for another reason. Errors are one line on stderr, never a traceback.
+dependency failing or the daemon cannot start for another reason. Errors are one line on stderr (a bad config: one
+line per problem), never a traceback.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ EX_FAILURE = 1
 
 
 def _fail(message: str, status: int) -> int:
-    print(f"facepipe-edge: {message}", file=sys.stderr)
+    for line in message.splitlines():  # a config error: one line per problem
+        print(f"facepipe-edge: {line}", file=sys.stderr)
     return status
 
 

@@ -33,7 +33,11 @@ _SQS_URL_REGION = re.compile(r"^sqs\.([a-z0-9-]+)\.amazonaws\.com$")
 
 
 class ConfigError(Exception):
-    """A bad configuration; the message is one line naming the offending key."""
+    """A bad configuration: one line per problem, each naming the offending key (`lines`)."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
 
 
 class _Section(BaseModel):
@@ -298,10 +302,10 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None, source: st
     try:
         config = EdgeConfig.model_validate(deep_merge(data, overrides))
     except ValidationError as exc:
-        errors = exc.errors()
-        first = _describe(errors[0], _leaf_paths(overrides))
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"config error in {source}: {first}{more}") from None
+        env_keys = _leaf_paths(overrides)
+        # Unknown keys first: a misspelt key is often why a required one is "missing".
+        errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
+        raise ConfigError(*(f"config error in {source}: {_describe(error, env_keys)}" for error in errors)) from None
     if not config.signing_region():
         raise ConfigError(
             f"config error in {source}: 'endpoint.region' is required: neither the endpoint or queue URL nor "
