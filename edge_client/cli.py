@@ -33,7 +33,8 @@ def _run(config: EdgeConfig) -> int:
     import cv2
     from botocore.exceptions import BotoCoreError
 
-    from edge_client.daemon import Daemon, format_summary
+    from edge_client.daemon import Daemon
+    from edge_client.metrics import format_summary
     from edge_client.uploader import CredentialsMissing
 
     # OpenCV's worker pool wakes (and spins) for every small resize/blur: on the daemon's 160-px motion

@@ -64,7 +64,8 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def _keys(data: dict[str, Any], prefix: str = "") -> set[str]:
     keys = set()
-    for key, value in data.items():
+    for raw, value in data.items():
+        key = "on" if raw is True else raw  # YAML 1.1 reads a bare `on:` as true; the config accepts it
         keys.add(prefix + key)
         if isinstance(value, dict):
             keys |= _keys(value, prefix + key + ".")
@@ -88,6 +89,21 @@ def test_every_field_has_a_description() -> None:
         return missing
 
     assert walk(EdgeConfig) == []
+
+
+def test_outputs_on_key_and_old_keys() -> None:
+    data = yaml.safe_load(GOOD + "outputs:\n  jsonl: {path: /tmp/a.jsonl, on: events}\n  log: false\n")
+    config = parse_config(data, environ={})
+    assert config.outputs.jsonl.on == "events" and config.outputs.log.enabled is False
+    assert config.outputs.webhook.on == "events" and config.outputs.snapshots.on == "events"
+    old = yaml.safe_load(GOOD + "outputs: {webhook_url: 'https://hook.example/'}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'outputs.webhook_url'; it is now 'outputs.webhook.url'"):
+        parse_config(old, environ={})
+    secret = yaml.safe_load(GOOD + "outputs: {mqtt: {host: broker, password: hunter2}}\n")
+    with pytest.raises(ConfigError, match="password comes only from FACEPIPE_MQTT_PASSWORD"):
+        parse_config(secret, environ={})
+    with pytest.raises(ConfigError, match="'outputs.jsonl.on'"):
+        parse_config(yaml.safe_load(GOOD + "outputs: {jsonl: {on: tracks}}\n"), environ={})
 
 
 def test_env_overrides_nested_keys_types_and_null(tmp_path: Path) -> None:
