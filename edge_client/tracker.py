@@ -193,6 +193,8 @@ class Tracker:
 
     def _report(self, track: Track, ending: bool = False) -> list[Event]:
         name = track.name(self._config.max_distance)
+        if name == UNKNOWN_NAME and track.reported not in (None, UNKNOWN_NAME):
+            name = track.reported  # a named track is never downgraded; only another name can win
         events: list[Event] = []
         if track.reported is None:
             long_enough = track.last_at - track.first_at >= self._config.unknown_after_s

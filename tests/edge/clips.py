@@ -48,7 +48,8 @@ def head(photo: Path, face_width: int) -> np.ndarray:
 
 @dataclass(frozen=True)
 class Walker:
-    """A head crossing the frame from (x0, y) to (x1, y) between t0 and t1 seconds (centre coordinates)."""
+    """A head crossing the frame from (x0, y) to (x1, y) between t0 and t1 seconds (centre coordinates),
+    growing from `scale0` to 1 times its size (walking towards the camera)."""
 
     image: np.ndarray
     t0: float
@@ -56,12 +57,23 @@ class Walker:
     x0: float
     x1: float
     y: float
+    scale0: float = 1.0
 
     def position(self, t: float) -> tuple[int, int] | None:
         if not self.t0 <= t <= self.t1:
             return None
-        share = (t - self.t0) / max(self.t1 - self.t0, 1e-6)
+        share = self._share(t)
         return round(self.x0 + (self.x1 - self.x0) * share), round(self.y)
+
+    def _share(self, t: float) -> float:
+        return (t - self.t0) / max(self.t1 - self.t0, 1e-6)
+
+    def head_at(self, t: float) -> np.ndarray:
+        scale = self.scale0 + (1.0 - self.scale0) * self._share(t)
+        if scale == 1.0:
+            return self.image
+        size = (max(1, round(self.image.shape[1] * scale)), max(1, round(self.image.shape[0] * scale)))
+        return cv2.resize(self.image, size, interpolation=cv2.INTER_AREA)
 
 
 def _paste(frame: np.ndarray, image: np.ndarray, centre: tuple[int, int]) -> None:
@@ -73,9 +85,16 @@ def _paste(frame: np.ndarray, image: np.ndarray, centre: tuple[int, int]) -> Non
         frame[fy1:fy2, fx1:fx2] = image[fy1 - top : fy2 - top, fx1 - left : fx2 - left]
 
 
+def motion_blur(image: np.ndarray, length: int) -> np.ndarray:
+    """Horizontal motion blur over `length` pixels (a head moving during the exposure)."""
+    kernel = np.full((1, length), 1.0 / length, dtype=np.float32)
+    return cv2.filter2D(image, -1, kernel)
+
+
 def write_clip(backgrounds: Sequence[np.ndarray], walkers: Sequence[Walker], out: Path, fps: float,
-               blur_sigma: float = 0.0) -> int:
-    """One frame per background (at `fps`) with the walkers pasted in; returns the frame count."""
+               blur_sigma: float = 0.0, blur_px: int = 0) -> int:
+    """One frame per background (at `fps`) with the walkers pasted in (their heads motion-blurred over
+    `blur_px`), the frame then blurred by `blur_sigma` (focus); returns the frame count."""
     height, width = backgrounds[0].shape[:2]
     writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"MJPG"), fps, (width, height))
     if not writer.isOpened():
@@ -86,7 +105,8 @@ def write_clip(backgrounds: Sequence[np.ndarray], walkers: Sequence[Walker], out
             for walker in walkers:
                 centre = walker.position(index / fps)
                 if centre is not None:
-                    _paste(frame, walker.image, centre)
+                    image = walker.head_at(index / fps)
+                    _paste(frame, motion_blur(image, blur_px) if blur_px > 1 else image, centre)
             if blur_sigma:
                 frame = cv2.GaussianBlur(frame, (0, 0), blur_sigma)
             writer.write(np.ascontiguousarray(frame))
@@ -131,8 +151,9 @@ def passage_clip(people: Sequence[tuple[Path, float, float]], background: Path, 
 
 
 def small_face_clip(photo: Path, video: Path, out: Path, fps: float = 5.0, seconds: float = 8.0,
-                    face_width: int = 40, blur_sigma: float = 0.8) -> int:
-    """One head `face_width` px wide walking slowly across the real video's frames, slightly blurred."""
+                    face_width: tuple[int, int] = (30, 48), blur_sigma: float = 1.0, blur_px: int = 5) -> int:
+    """One head walking slowly across the real video's frames towards the camera (its face growing from
+    face_width[0] to face_width[1] px wide), motion-blurred over `blur_px` and slightly out of focus."""
     backgrounds = video_frames(video, fps, seconds)
-    walker = Walker(head(photo, face_width), 0.0, seconds, 120, 520, 250)
-    return write_clip(backgrounds, [walker], out, fps, blur_sigma)
+    walker = Walker(head(photo, face_width[1]), 0.0, seconds, 120, 520, 250, face_width[0] / face_width[1])
+    return write_clip(backgrounds, [walker], out, fps, blur_sigma, blur_px)
