@@ -33,9 +33,9 @@ def faces(answer: dict[str, Any]) -> list[RecognisedFace]:
     return [RecognisedFace.model_validate(face) for face in answer["faces"]]
 
 
-def replay(answers: Iterable[dict[str, Any]], config: EventsConfig = CONFIG) -> list[Event]:
+def replay(answers: Iterable[dict[str, Any]], config: EventsConfig = CONFIG, device: str = "test-edge") -> list[Event]:
     """Feed answers in the given order, ending tracks as the daemon does (horizon = the newest capture)."""
-    tracker = Tracker(config, "test-edge")
+    tracker = Tracker(config, device)
     events: list[Event] = []
     newest = 0.0
     for answer in answers:
