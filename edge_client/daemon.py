@@ -24,8 +24,9 @@ from edge_client.delivery import Outgoing
 from edge_client.encode import EncodeError, encode_jpeg
 from edge_client.metrics import EdgeMetrics
 from edge_client.notify import SystemdNotifier
-from edge_client.server import MetricsServer
+from edge_client.server import MetricsServer, StatusSource
 from edge_client.shutdown import shut_down
+from edge_client.status import public_config
 from edge_client.throttle import Decision
 from edge_client.uploader import Signer
 from edge_client.wiring import wire
@@ -75,7 +76,7 @@ class Daemon:
         server = None
         if self.config.metrics.listen:
             try:
-                server = MetricsServer(self.metrics, self.config.metrics.listen, self.health)
+                server = MetricsServer(self.metrics, self.config.metrics.listen, self.health, self.status_source())
             except OSError as exc:  # the camera pipeline matters more than its metrics
                 log.error("metrics: cannot listen on %s: %s", self.config.metrics.listen, exc)
         delivery = self.parts.delivery
@@ -170,6 +171,27 @@ class Daemon:
                 f"unanswered {c['unanswered']}, events {c['events']}, spool {len(self.spool)}, "
                 f"in flight {self.in_flight.count}" + (", endpoint DOWN" if self.endpoint_down.is_set() else ""))
 
+    def status(self) -> dict[str, Any]:
+        """/api/status: the same counters as /metrics, health, open tracks and the config in force."""
+        summary = self.metrics.summary()
+        return {
+            "device_id": self.config.device_id,
+            "counts": {k: v for k, v in summary.items() if isinstance(v, int)},
+            "latency_median_s": summary["latency_median_s"], "latency_p95_s": summary["latency_p95_s"],
+            "health": self.health(), "tracks": self.parts.answers.open_tracks(),
+            "latest_frame_at": self.parts.status.latest_frame_at(), "config": public_config(self.config),
+        }
+
+    def status_source(self) -> StatusSource:
+        live = self.parts.status
+        return StatusSource(self.status, live.events, live.latest_frame_jpeg, live.picture)
+
+    def camera_state(self) -> str:
+        if self.capture_done.is_set():
+            return "finished"
+        idle = time.monotonic() - self.parts.camera.last_activity
+        return "delivering" if idle < 5.0 else f"no frame for {idle:.0f} s (reconnecting)"
+
     def pipeline_alive(self) -> bool:
         """Every stage thread runs and capture is making progress (or has finished its file)."""
         if self.stop.is_set() or not all(thread.is_alive() for name, thread in self._threads.items()
@@ -184,6 +206,7 @@ class Daemon:
         return {
             "ok": self.pipeline_alive(),
             "capture_stalled_s": round(time.monotonic() - self.parts.camera.last_activity, 1),
+            "camera": self.camera_state(),
             "device_id": self.config.device_id,
             "threads": alive,
             "endpoint_up": not self.endpoint_down.is_set(),

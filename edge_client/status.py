@@ -10,9 +10,11 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from cloud.contracts import RecognisedFace
 from edge_client.annotate import annotated_jpeg
+from edge_client.config import EdgeConfig
 
 EVENTS_KEPT = 50
 
@@ -36,14 +38,15 @@ class LiveStatus:
             if self._frame is None or at >= self._frame.at:  # answers may arrive out of order
                 self._frame = LatestFrame(at, jpeg, faces)
 
-    def latest_frame_jpeg(self) -> tuple[float, bytes] | None:
-        """(capture time, the latest answered frame annotated), or None before the first answer."""
+    def latest_frame_at(self) -> float | None:
+        with self._lock:
+            return None if self._frame is None else self._frame.at
+
+    def latest_frame_jpeg(self) -> bytes | None:
+        """The latest answered frame, annotated (on request: the page polls, the pipeline does not pay)."""
         with self._lock:
             frame = self._frame
-        if frame is None:
-            return None
-        picture = annotated_jpeg(frame.jpeg, frame.faces)
-        return None if picture is None else (frame.at, picture)
+        return None if frame is None else annotated_jpeg(frame.jpeg, frame.faces)
 
     def event(self, record: dict[str, Any], picture: bytes | None) -> None:
         """An event's record; its start, update and end share `event_id` and one entry (the newest wins)."""
@@ -66,3 +69,31 @@ class LiveStatus:
         with self._lock:
             item = self._events.get(event_id)
         return None if item is None else item[1]
+
+
+def _redact_url(value: str) -> str:
+    """user:password@ and query strings (tokens) of a URL replaced by ***."""
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return "***"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, host = netloc.rsplit("@", 1)
+        netloc = f"{userinfo.split(':', 1)[0]}:***@{host}" if ":" in userinfo else f"***@{host}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "***" if parts.query else "", ""))
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _redact(item) for key, item in value.items()}
+    if isinstance(value, str) and "://" in value:
+        return _redact_url(value)
+    return value
+
+
+def public_config(config: EdgeConfig) -> dict[str, Any]:
+    """The config in force as JSON, with URL credentials and query strings redacted (camera stream
+    passwords, webhook tokens). Credentials themselves never are in the config."""
+    redacted: dict[str, Any] = _redact(config.model_dump(mode="json"))
+    return redacted

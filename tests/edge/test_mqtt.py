@@ -27,7 +27,7 @@ from edge_client.metrics import EdgeMetrics, total
 from edge_client.outputs import Outputs
 from edge_client.tracker import Event
 from tests.edge.conftest import TcpProxy, free_port, wait_until
-from tests.edge.test_tracker import replay, recorded
+from tests.edge.test_tracker import recorded, replay
 from tests.photos import packaged
 
 MOSQUITTO = shutil.which("mosquitto") or next(
