@@ -92,6 +92,6 @@ class AnswerHandler:
         best = event.best
         if best.frame is None:
             return None
-        face = RecognisedFace(box=best.face.box, name=event.name, distance=best.face.distance,
-                              probability=best.face.probability)
+        distance = best.face.distance if best.face.name == event.name else None  # that frame's own match
+        face = RecognisedFace(box=best.face.box, name=event.name, distance=distance, probability=best.face.probability)
         return annotated_jpeg(best.frame, [face])

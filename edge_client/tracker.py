@@ -1,7 +1,7 @@
 """Tracks and events: the faces of consecutive answers, linked into one track per person passing by.
 
 A face is linked to an open track when it was seen within `max_gap_s` of the track's last sighting
-and near it (box overlap, or a centre within a face width or so, more for a longer gap). A track's
+and near it (box overlap, or a centre within a face width, plus three per second of gap). A track's
 name comes from all its sightings: the name with the most (non-unknown) votes, ties to the lower mean
 distance, wins if its mean distance is under `max_distance`; until one does the track is 'unknown'.
 Single frames of a small, blurred face are often 'unknown' while some frames of the passage are
@@ -129,8 +129,9 @@ def _link_cost(track: Track, face: RecognisedFace, at: float, config: EventsConf
     width = max(track.last_box[2] - track.last_box[0], box[2] - box[0], 1.0)
     centre = math.dist(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2),
                        ((track.last_box[0] + track.last_box[2]) / 2, (track.last_box[1] + track.last_box[3]) / 2))
-    # A walking face moves: allow about a face width, plus one per second of gap.
-    if overlap < config.min_iou and centre > width * (1.0 + gap):
+    # A face crossing the view at walking pace moves a few face widths a second: allow one face width,
+    # plus three per second of gap (frames are sent at a few per second, fewer while the cloud is busy).
+    if overlap < config.min_iou and centre > width * (1.0 + 3.0 * gap):
         return None
     return centre / width - overlap
 
