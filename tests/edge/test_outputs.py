@@ -242,3 +242,36 @@ def test_slow_webhook_never_blocks_emit(webhook_server: Any, tmp_path: Path) -> 
     outputs.close(timeout_s=10)
     assert len(server.bodies) == posted - dropped
 
+
+
+def test_events_one_record_each_and_the_best_picture_written_once(
+    tmp_path: Path, webhook_server: Any, photo: tuple[bytes, tuple[int, int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN the events of a recorded passage (tests/edge/data) and outputs left at their defaults (events),
+    # except JSONL (frames by default) switched to events
+    from tests.edge.test_tracker import recorded, replay
+
+    server = webhook_server()
+    config = OutputsConfig.model_validate({
+        "jsonl": {"path": tmp_path / "events.jsonl", "on": "events"}, "webhook": {"url": server.url},
+        "snapshots": {"directory": tmp_path / "snaps"}})
+    outputs = Outputs(config, "test-edge")
+    answers = recorded("one")
+    jpeg, _ = photo
+    # WHEN the answers go to the frame side (nothing takes frames) and the events to the event side
+    with caplog.at_level(logging.INFO, logger="edge_client.outputs"):
+        for answer in answers:
+            message = {k: v for k, v in answer.items() if k not in ("answered_at", "latency_s")}
+            outputs.frame(ResponseMessage.model_validate(message), jpeg, 0.3)
+        written = [outputs.event(event, jpeg) for event in replay(answers)]
+    outputs.close()
+    # THEN one record per event (start, end), not one per frame, everywhere
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(r["type"], r["name"]) for r in records] == [("start", "barack_obama"), ("end", "barack_obama")]
+    assert [body["event_id"] for body in server.bodies] == [r["event_id"] for r in records]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and "barack_obama arrived at" in lines[0] and "barack_obama left at" in lines[1]
+    # and the picture once, at the end, where the end record says
+    pictures = list((tmp_path / "snaps").iterdir())
+    assert written[0] is None and written[1] == records[1]["best_snapshot"] == str(pictures[0])
+    assert len(pictures) == 1 and records[0]["best_snapshot"] is None
