@@ -182,8 +182,11 @@ class Outputs:
         wants = self._wants("frames")
         if wants["log"]:
             log.info("%s", answer_line(self.device_id, answer))
-        record = answer_record(answer, latency_s)
-        self._write(wants, record)
+        if wants["jsonl"] or wants["webhook"] or wants["mqtt"]:
+            record = answer_record(answer, latency_s)
+            self._write(wants, record)
+            if wants["mqtt"]:
+                self._mqtt.publish_frame(record)
         # A frame without faces has nothing to annotate: no snapshot.
         if wants["snapshots"] and self._snapshots is not None and frame_jpeg is not None and answer.faces:
             picture = annotated_jpeg(frame_jpeg, answer.faces)
@@ -191,8 +194,6 @@ class Outputs:
                 log.warning("snapshot skipped: frame of %s does not decode", answer.request_id)
             else:
                 self._snapshots.write(answer.frame_timestamp or time.time(), answer.request_id, picture)
-        if wants["mqtt"]:
-            self._mqtt.publish_frame(record)
 
     def event(self, event: Event, picture: bytes | None) -> str | None:
         """One event, to the outputs that take events; `picture` is its annotated best frame. The picture

@@ -1,6 +1,7 @@
-"""The live status page in a real headless browser (Debian's chromium) against the daemon playing a clip
-built from real photos on the real local stack: the page shows the enrolled name, the counters that
-/metrics has, and never a secret. The screenshot is kept (pytest's tmp_path; the path is printed)."""
+"""The live status page in a real headless browser (Debian's chromium) against the daemon playing the demo
+clip (filmed from the packaged real photos, as `make demo` does) on the real local stack: the page shows
+the enrolled name, the counters that /metrics has, and never a secret. The screenshot is kept (pytest's
+tmp_path; the path is printed)."""
 
 from __future__ import annotations
 
@@ -18,12 +19,13 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
+from cloud.local.demo import FILMED
+from cloud.local.demo_clip import write_pan_clip
 from edge_client.config import parse_config
 from edge_client.daemon import Daemon
 from edge_client.status import public_config
-from tests.edge.clips import passage_clip
 from tests.edge.conftest import free_port, make_config, wait_until
-from tests.photos import SHARED, requires_shared
+from tests.photos import packaged
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None and os.environ.get("CI"):
@@ -59,12 +61,12 @@ def test_public_config_redacts_url_secrets() -> None:
 
 @pytest.fixture
 def running_daemon(local_stack: Any, reply_queue: str, tmp_path: Path) -> Iterator[tuple[Daemon, str]]:
-    video = tmp_path / "one.avi"
-    passage_clip([(SHARED / "identities/barack_obama/2.jpg", 0.5, 5.5)], SHARED / "noface/skimage_coffee.jpg", video)
+    video = tmp_path / "demo.avi"
+    write_pan_clip([packaged(name) for name in FILMED], video)
     port = free_port()
     config = make_config(
         tmp_path,
-        camera={"source": str(video), "loop": True, "fps": None},  # the clip at its own 5 frames/s
+        camera={"source": str(video), "loop": True, "fps": None},  # the clip at its own 10 frames/s
         throttle={"max_fps": 2},
         endpoint={"url": local_stack.function_url, "auth": "aws_iam", "region": local_stack.region},
         responses={"queue_url": reply_queue, "endpoint_url": local_stack.endpoint_url,
@@ -82,7 +84,6 @@ def running_daemon(local_stack: Any, reply_queue: str, tmp_path: Path) -> Iterat
         thread.join(timeout=30)
 
 
-@requires_shared
 @needs_chromium
 def test_status_page_in_a_headless_browser(running_daemon: tuple[Daemon, str], tmp_path: Path) -> None:
     daemon, base = running_daemon
@@ -95,8 +96,9 @@ def test_status_page_in_a_headless_browser(running_daemon: tuple[Daemon, str], t
 
     wait_until(ended_event, 60, "a passage that ended")
     events = requests.get(f"{base}/api/events", timeout=5).json()
-    assert events[0]["name"] == "barack_obama" and events[0]["picture"]
-    picture = requests.get(f"{base}/api/events/{events[0]['event_id']}.jpg", timeout=5)
+    obama = next(e for e in events if e["name"] == "barack_obama")  # obama2.jpg, enrolled with obama.jpg
+    assert obama["picture"]
+    picture = requests.get(f"{base}/api/events/{obama['event_id']}.jpg", timeout=5)
     assert picture.headers["Content-Type"] == "image/jpeg" and picture.content[:2] == b"\xff\xd8"
     frame = requests.get(f"{base}/api/frame.jpg", timeout=5)
     assert frame.status_code == 200 and frame.content[:2] == b"\xff\xd8"
