@@ -78,20 +78,22 @@ class AnswerHandler:
     def _publish(self, events: list[Event]) -> None:
         for event in events:
             self._metrics.events.labels(type=event.type).inc()
-            picture = self._picture(event) if event.type != "update" else None
+            frame, faces = self._best_frame(event)
+            # Annotating costs a JPEG decode and encode: only when an output sends the picture now (the
+            # status page annotates when it is asked).
+            wanted = frame is not None and self._outputs.needs_picture(event.type)
+            picture = annotated_jpeg(frame, faces) if wanted and frame is not None else None
             try:
                 snapshot = self._outputs.event(event, picture)
             except Exception:  # one output's bug must not lose the event for the others
                 log.exception("output failed for event %s", event.event_id)
                 snapshot = None
-            self._status.event(event.record(snapshot), picture)
+            self._status.event(event.record(snapshot), frame, faces)
 
     @staticmethod
-    def _picture(event: Event) -> bytes | None:
-        """The event's best frame with the track's face boxed and labelled with the event's name."""
+    def _best_frame(event: Event) -> tuple[bytes | None, list[RecognisedFace]]:
+        """The event's best frame and its face, boxed and labelled with the event's name."""
         best = event.best
-        if best.frame is None:
-            return None
         distance = best.face.distance if best.face.name == event.name else None  # that frame's own match
         face = RecognisedFace(box=best.face.box, name=event.name, distance=distance, probability=best.face.probability)
-        return annotated_jpeg(best.frame, [face])
+        return best.frame, [face]

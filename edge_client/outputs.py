@@ -177,6 +177,12 @@ class Outputs:
                 "snapshots": self._snapshots is not None and c.snapshots.on == on,
                 "mqtt": self._mqtt is not None and c.mqtt.on == on}
 
+    def needs_picture(self, event_type: str) -> bool:
+        """Whether `event` sends an annotated picture for an event of this type: snapshots write the end's,
+        MQTT publishes the start's and the end's."""
+        wants = self._wants("events")
+        return (wants["snapshots"] and event_type == "end") or (wants["mqtt"] and event_type != "update")
+
     def frame(self, answer: ResponseMessage, frame_jpeg: bytes | None, latency_s: float) -> None:
         """One answered frame, to the outputs that take frames."""
         wants = self._wants("frames")

@@ -1,7 +1,7 @@
 """What the status page shows that no counter holds: the latest answered frame and the last events.
 
-Bounded: one frame (its JPEG and faces; annotated only when the page asks) and the last
-`EVENTS_KEPT` events, each with its annotated best picture (~50 kB each). Thread-safe.
+Bounded: one frame and the last `EVENTS_KEPT` events with their best frames (JPEGs of ~50 kB each),
+annotated only when the page asks. Thread-safe.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ class LiveStatus:
     def __init__(self, events_kept: int = EVENTS_KEPT) -> None:
         self._lock = threading.Lock()
         self._frame: LatestFrame | None = None
-        self._events: OrderedDict[str, tuple[dict[str, Any], bytes | None]] = OrderedDict()
+        self._events: OrderedDict[str, tuple[dict[str, Any], bytes | None, list[RecognisedFace]]] = OrderedDict()
         self._kept = events_kept
 
     def frame(self, at: float, jpeg: bytes, faces: list[RecognisedFace]) -> None:
@@ -48,14 +48,13 @@ class LiveStatus:
             frame = self._frame
         return None if frame is None else annotated_jpeg(frame.jpeg, frame.faces)
 
-    def event(self, record: dict[str, Any], picture: bytes | None) -> None:
-        """An event's record; its start, update and end share `event_id` and one entry (the newest wins)."""
+    def event(self, record: dict[str, Any], frame: bytes | None, faces: list[RecognisedFace]) -> None:
+        """An event's record and its best frame with the face to draw; start, update and end share
+        `event_id` and one entry (the newest wins)."""
         event_id = str(record["event_id"])
         with self._lock:
-            previous = self._events.pop(event_id, None)
-            if picture is None and previous is not None:
-                picture = previous[1]
-            self._events[event_id] = (record, picture)
+            self._events.pop(event_id, None)
+            self._events[event_id] = (record, frame, faces)
             while len(self._events) > self._kept:
                 self._events.popitem(last=False)
 
@@ -63,12 +62,15 @@ class LiveStatus:
         """Newest first; `picture` says whether /api/events/<event_id>.jpg has one."""
         with self._lock:
             items = list(self._events.values())
-        return [{**record, "picture": picture is not None} for record, picture in reversed(items)]
+        return [{**record, "picture": frame is not None} for record, frame, _ in reversed(items)]
 
     def picture(self, event_id: str) -> bytes | None:
+        """An event's best picture, annotated now (the page asks for few; the pipeline never pays)."""
         with self._lock:
             item = self._events.get(event_id)
-        return None if item is None else item[1]
+        if item is None or item[1] is None:
+            return None
+        return annotated_jpeg(item[1], item[2])
 
 
 def _redact_url(value: str) -> str:
