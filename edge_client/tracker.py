@@ -1,7 +1,8 @@
 """Tracks and events: the faces of consecutive answers, linked into one track per person passing by.
 
 A face is linked to an open track when it was seen within `max_gap_s` of the track's last sighting
-and near it (box overlap, or a centre within a face width, plus three per second of gap). A track's
+and near it: its box overlaps the last one, or its centre is near where the track was heading (the last
+position moved on at the speed of its last two sightings: within a face width, plus two per second of gap). A track's
 name comes from all its sightings: the name with the most (non-unknown) votes, ties to the lower mean
 distance, wins if its mean distance is under `max_distance`; until one does the track is 'unknown'.
 Single frames of a small, blurred face are often 'unknown' while some frames of the passage are
@@ -74,6 +75,7 @@ class Track:
     last_at: float
     last_box: tuple[float, float, float, float]
     best: Sighting
+    velocity: tuple[float, float] | None = None  # centre pixels per second, from the last two sightings
     frames: int = 0
     votes: Counter[str] = field(default_factory=Counter)  # non-unknown names -> sightings
     distance_sums: dict[str, float] = field(default_factory=dict)
@@ -84,6 +86,10 @@ class Track:
         face = sighting.face
         self.frames += 1
         if sighting.at >= self.last_at:  # answers may arrive out of order: the box follows the newest frame
+            dt = sighting.at - self.last_at
+            if dt > 0.05:
+                (x0, y0), (x1, y1) = _centre(self.last_box), _centre(_box(face))
+                self.velocity = ((x1 - x0) / dt, (y1 - y0) / dt)
             self.last_at, self.last_box = sighting.at, _box(face)
         self.first_at = min(self.first_at, sighting.at)
         if sighting.area > self.best.area or (sighting.frame is not None and self.best.frame is None):
@@ -111,6 +117,10 @@ def _box(face: RecognisedFace) -> tuple[float, float, float, float]:
     return (x1, y1, x2, y2)
 
 
+def _centre(box: Sequence[float]) -> tuple[float, float]:
+    return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+
 def iou(a: Sequence[float], b: Sequence[float]) -> float:
     ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
     iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
@@ -127,13 +137,17 @@ def _link_cost(track: Track, face: RecognisedFace, at: float, config: EventsConf
     box = _box(face)
     overlap = iou(track.last_box, box)
     width = max(track.last_box[2] - track.last_box[0], box[2] - box[0], 1.0)
-    centre = math.dist(((box[0] + box[2]) / 2, (box[1] + box[3]) / 2),
-                       ((track.last_box[0] + track.last_box[2]) / 2, (track.last_box[1] + track.last_box[3]) / 2))
-    # A face crossing the view at walking pace moves a few face widths a second: allow one face width,
-    # plus three per second of gap (frames are sent at a few per second, fewer while the cloud is busy).
-    if overlap < config.min_iou and centre > width * (1.0 + 3.0 * gap):
+    expected = _centre(track.last_box)
+    if track.velocity is not None:  # where the face was heading (a person crossing keeps on walking)
+        expected = (expected[0] + track.velocity[0] * (at - track.last_at),
+                    expected[1] + track.velocity[1] * (at - track.last_at))
+    off = math.dist(_centre(box), expected)
+    # One face width, plus two per second of gap (a change of pace or direction; frames are sent a few times
+    # a second, fewer while the cloud is busy). Another face appearing where this one was is not linked
+    # when this one was on its way elsewhere.
+    if overlap < config.min_iou and off > width * (1.0 + 2.0 * gap):
         return None
-    return centre / width - overlap
+    return off / width - overlap
 
 
 class Tracker:

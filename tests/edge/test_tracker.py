@@ -4,7 +4,9 @@ the daemon's per-frame JSONL for the clips of tests/edge/clips.py, played at 2 f
 - one: barack_obama (a real photo's head, 110 px face) walks across a real no-face photo for 5 s;
 - two: barack_obama, then joe_biden (overlapping for a second), in their own lanes;
 - small, small_biden: a 30 -> 48 px face, motion-blurred and out of focus, walks across the shared real
-  video (whose own audience faces are strangers to the gallery).
+  video (whose own audience faces are strangers to the gallery);
+- demo: `make demo`'s clip (cloud/local/demo_clip.py, packaged photos): obama2.jpg panned across, then a
+  group photo of six strangers, then obama3.jpg, each cut in where the one before left (3 frames/s, motion on).
 """
 
 from __future__ import annotations
@@ -171,3 +173,16 @@ def test_random_order_never_changes_the_name() -> None:
         shuffled = sorted(answers, key=lambda a: a["frame_timestamp"] + rng.uniform(0, 1.5))
         names = {e.name for e in replay(shuffled) if e.type == "end"}
         assert "barack_obama" not in names and "joe_biden" in names
+
+
+def test_a_face_cut_in_where_others_were_heading_away_is_not_their_track() -> None:
+    """The demo clip: the strangers leave to the right as Obama's next photo comes in at the left, within the
+    gap and about a face width from where one of them was: he is not taken for one of them."""
+    answers = recorded("demo")
+    t0 = min(a["frame_timestamp"] for a in answers)
+    events = replay(answers)
+    spans = {e.event_id: (e.name, round(e.start - t0, 1), round((e.end or e.start) - t0, 1))
+             for e in events if e.type == "end"}
+    assert sorted(spans.values()) == [("barack_obama", 0.0, 2.8), ("barack_obama", 6.0, 8.8)] + [
+        ("unknown", 3.2, 5.6)] * 5
+    assert not [e for e in events if e.type == "update"]  # no stranger was renamed after him
