@@ -2,7 +2,8 @@
 
 Exit status: 0 ok; 78 (EX_CONFIG) for a bad configuration, missing credentials or a broken AWS
 profile, so systemd's `RestartPreventExitStatus=78` stops a restart loop; 1 when `check` finds a
-dependency failing or the daemon cannot start for another reason. Errors are one line on stderr, never a traceback.
+dependency failing or the daemon cannot start for another reason. Errors are one line on stderr (a bad config: one
+line per problem), never a traceback.
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ EX_FAILURE = 1
 
 
 def _fail(message: str, status: int) -> int:
-    print(f"facepipe-edge: {message}", file=sys.stderr)
+    for line in message.splitlines():  # a config error: one line per problem
+        print(f"facepipe-edge: {line}", file=sys.stderr)
     return status
 
 
@@ -32,7 +34,8 @@ def _run(config: EdgeConfig) -> int:
     import cv2
     from botocore.exceptions import BotoCoreError
 
-    from edge_client.daemon import Daemon, format_summary
+    from edge_client.daemon import Daemon
+    from edge_client.metrics import format_summary
     from edge_client.spool import SpoolInUse
     from edge_client.uploader import CredentialsMissing
 
@@ -109,7 +112,7 @@ def _check_spool(config: EdgeConfig) -> str:
 
 def _urls(config: EdgeConfig) -> tuple[object, ...]:
     """Configured URLs whose credentials or query must not reach the output."""
-    return (config.camera.source, config.endpoint.url, config.outputs.webhook_url)
+    return (config.camera.source, config.endpoint.url, config.outputs.webhook.url)
 
 
 def _check(config: EdgeConfig) -> int:

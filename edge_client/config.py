@@ -23,18 +23,25 @@ import yaml
 from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from cloud.contracts import DEVICE_ID_PATTERN, QUEUE_NAME_PATTERN
-from edge_client.metrics import parse_listen
 from edge_client.redact import redact_url
+from edge_client.server import parse_listen
 
 ENV_PREFIX = "FACEPIPE_EDGE__"
 EX_CONFIG = 78  # sysexits.h; systemd's RestartPreventExitStatus=78 stops a restart loop on bad config
 _CREDENTIAL_HINT = re.compile(r"secret|access_key|session_token|password|credential", re.IGNORECASE)
+# Keys of earlier releases, so an old file's error says where the setting went.
+_MOVED = {("outputs", "webhook_url"): "outputs.webhook.url",
+          ("outputs", "snapshots_dir"): "outputs.snapshots.directory"}
 _LAMBDA_URL_REGION = re.compile(r"\.lambda-url\.([a-z0-9-]+)\.on\.aws$")
 _SQS_URL_REGION = re.compile(r"^sqs\.([a-z0-9-]+)\.amazonaws\.com$")
 
 
 class ConfigError(Exception):
-    """A bad configuration; the message is one line naming the offending key."""
+    """A bad configuration: one line per problem, each naming the offending key (`lines`)."""
+
+    def __init__(self, *lines: str) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = list(lines)
 
 
 class _Section(BaseModel):
@@ -165,20 +172,95 @@ class SpoolConfig(_Section):
     )
 
 
-class OutputsConfig(_Section):
-    log: bool = Field(default=True, description="one log line per answer: 'front-door: alice 0.42, unknown 1.31'")
-    jsonl: Path | None = Field(default=None, description="append one JSON record per answer to this file")
-    webhook_url: str | None = Field(default=None, description="POST each answer as JSON to this URL")
-    snapshots_dir: Path | None = Field(
-        default=None, description="write an annotated JPEG (boxes, names) per answer here"
-    )
+On = Literal["events", "frames"]
+_ON = "events: one record when a person arrives (is named) and one when they leave; frames: one per answered frame"
 
-    @field_validator("webhook_url")
+
+def _http_url(value: str | None) -> str | None:
+    if value is not None:
+        EndpointConfig._http_url(value)
+    return value
+
+
+class _Output(_Section):
+    @model_validator(mode="before")
     @classmethod
-    def _http_url(cls, value: str | None) -> str | None:
-        if value is not None:
-            EndpointConfig._http_url(value)
+    def _yaml_on_key(cls, value: Any) -> Any:
+        # YAML 1.1 (PyYAML) reads a bare `on:` key as the boolean true.
+        if isinstance(value, dict) and True in value:
+            value = {("on" if key is True else key): item for key, item in value.items()}
         return value
+
+
+class LogOutput(_Output):
+    enabled: bool = Field(default=True, description="write a log line per event (or per answer)")
+    on: On = Field(default="events", description=_ON)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bool_shorthand(cls, value: Any) -> Any:
+        return {"enabled": value} if isinstance(value, bool) else value  # `log: false`
+
+
+class JsonlOutput(_Output):
+    path: Path | None = Field(default=None, description="append one JSON record per event (or answer) to this file")
+    on: On = Field(default="frames", description=_ON)
+
+
+class WebhookOutput(_Output):
+    url: str | None = Field(default=None, description="POST each event (or answer) as JSON to this URL")
+    on: On = Field(default="events", description=_ON)
+
+    _url = field_validator("url")(_http_url)
+
+
+class SnapshotsOutput(_Output):
+    directory: Path | None = Field(
+        default=None, description="annotated JPEGs (boxes, names): an event's best picture, or one per answer"
+    )
+    on: On = Field(default="events", description=_ON)
+    keep: int = Field(default=500, ge=1, description="only the newest this many files are kept")
+
+
+class MqttOutput(_Output):
+    host: str | None = Field(default=None, description="MQTT broker host; null = no MQTT")
+    port: int = Field(default=1883, ge=1, le=65535, description="broker port (8883 is the usual TLS port)")
+    tls: bool = Field(default=False, description="connect with TLS (system CA certificates)")
+    username: str | None = Field(
+        default=None, description="broker user; its password comes only from FACEPIPE_MQTT_PASSWORD in the environment"
+    )
+    topic_prefix: str = Field(
+        default="facepipe", pattern=r"^[^#+/\s][^#+\s]*$", description="topics are <topic_prefix>/<device_id>/..."
+    )
+    discovery: bool = Field(default=True, description="publish Home Assistant MQTT discovery configs")
+    discovery_prefix: str = Field(default="homeassistant", description="Home Assistant's discovery topic prefix")
+    on: On = Field(default="events", description=_ON)
+
+
+class OutputsConfig(_Section):
+    log: LogOutput = Field(default_factory=LogOutput, description="log lines: 'front-door: alice arrived ...'")
+    jsonl: JsonlOutput = Field(default_factory=JsonlOutput, description="a JSON-lines file")
+    webhook: WebhookOutput = Field(default_factory=WebhookOutput, description="HTTP POSTs (best effort)")
+    snapshots: SnapshotsOutput = Field(default_factory=SnapshotsOutput, description="annotated JPEG files")
+    mqtt: MqttOutput = Field(default_factory=MqttOutput, description="MQTT with Home Assistant discovery")
+
+
+class EventsConfig(_Section):
+    max_gap_s: float = Field(
+        default=3.0, gt=0, le=300,
+        description="a face seen again within this many seconds, near where it was, is the same person's track",
+    )
+    unknown_after_s: float = Field(
+        default=2.0, ge=0, le=300,
+        description="a track nobody could name is reported as 'unknown' once it lasted this long",
+    )
+    max_distance: float = Field(
+        default=1.02, gt=0,
+        description="a name wins a track's vote only if its mean distance over the track is below this",
+    )
+    min_iou: float = Field(
+        default=0.1, ge=0, le=1, description="box overlap (IoU) that links a face to a track (or a near centre)"
+    )
 
 
 class MetricsConfig(_Section):
@@ -201,7 +283,8 @@ class EdgeConfig(_Section):
     endpoint: EndpointConfig = Field(description="the detection Function URL")
     responses: ResponsesConfig = Field(description="the response queue")
     spool: SpoolConfig = Field(default_factory=SpoolConfig, description="disk buffer for an unreachable endpoint")
-    outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="what happens with each answer")
+    events: EventsConfig = Field(default_factory=EventsConfig, description="faces in answers -> tracks -> events")
+    outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="where events and answers go")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint")
     stop_timeout_s: float = Field(
         default=10.0, gt=0, le=600,
@@ -266,7 +349,11 @@ def _describe(error: Mapping[str, Any], env_keys: set[tuple[str, ...]]) -> str:
     kind = error["type"]
     if kind == "extra_forbidden":
         hint = ""
-        if _CREDENTIAL_HINT.search(loc[-1]):
+        if loc in _MOVED:
+            hint = f"; it is now '{_MOVED[loc]}'"
+        elif loc[:2] == ("outputs", "mqtt") and _CREDENTIAL_HINT.search(loc[-1]):
+            hint = "; the broker password comes only from FACEPIPE_MQTT_PASSWORD in the environment"
+        elif _CREDENTIAL_HINT.search(loc[-1]):
             hint = ("; credentials never go in the config: they come from the standard AWS chain "
                     "(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, AWS_PROFILE, instance role)")
         return f"unknown key '{key}'{origin}{hint}"
@@ -300,10 +387,10 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None, source: st
     try:
         config = EdgeConfig.model_validate(deep_merge(data, overrides))
     except ValidationError as exc:
-        errors = exc.errors()
-        first = _describe(errors[0], _leaf_paths(overrides))
-        more = f" (and {len(errors) - 1} more problem(s))" if len(errors) > 1 else ""
-        raise ConfigError(f"config error in {source}: {first}{more}") from None
+        env_keys = _leaf_paths(overrides)
+        # Unknown keys first: a misspelt key is often why a required one is "missing".
+        errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
+        raise ConfigError(*(f"config error in {source}: {_describe(error, env_keys)}" for error in errors)) from None
     if not config.signing_region():
         raise ConfigError(
             f"config error in {source}: 'endpoint.region' is required: neither the endpoint or queue URL nor "

@@ -39,6 +39,7 @@ class Pending:
     # Registered before its POST (the answer can beat the HTTP response); a retried upload can outlast
     # the answer timeout, so the timeout only runs once the endpoint has accepted the frame.
     uploading: bool = False
+    from_spool: bool = False  # sent from the disk spool (captured while the endpoint was down)
 
 
 class PendingRequests:
@@ -71,6 +72,11 @@ class PendingRequests:
             for item in expired:
                 del self._items[item.request_id]
         return expired
+
+    def oldest_live_capture(self) -> float | None:
+        """Capture time of the oldest live (not spooled) frame still awaiting its answer."""
+        with self._lock:
+            return min((p.captured_at for p in self._items.values() if not p.from_spool), default=None)
 
     def __len__(self) -> int:
         with self._lock:

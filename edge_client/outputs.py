@@ -1,9 +1,11 @@
-"""What happens with each answer: a log line, a JSONL record, a webhook POST, an annotated snapshot.
+"""Where answers and events go: a log line, a JSONL record, a webhook POST, an annotated snapshot, MQTT.
 
-The log line and the JSONL record are written inline (cheap). The webhook runs on one worker
-thread behind a small bounded queue, so a slow or dead receiver costs the pipeline nothing: when
-the queue is full the post is dropped and counted. Snapshots are bounded too: only the newest
-`snapshots_keep` files are kept.
+Each output takes events (a person arrived / left; the default) or frames (one record per answered
+frame; the JSONL default), `outputs.<name>.on`. The log line and the JSONL record are written inline
+(cheap). The webhook runs on one worker thread behind a small bounded queue, and MQTT on paho's own
+network thread, so a slow or dead receiver costs the pipeline nothing: when a queue is full or the
+broker is away the message is dropped and counted (`facepipe_edge_output_errors_total`). Snapshots
+are bounded too: only the newest `snapshots.keep` files are kept.
 """
 
 from __future__ import annotations
@@ -16,25 +18,27 @@ import queue
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-import cv2
-import numpy as np
 import requests
 
-from cloud.contracts import UNKNOWN_NAME, ResponseMessage
+from cloud.contracts import ResponseMessage
+from edge_client.annotate import annotated_jpeg
 from edge_client.config import OutputsConfig
 from edge_client.metrics import EdgeMetrics
 from edge_client.redact import redact_url, scrub
+from edge_client.tracker import Event
 
 log = logging.getLogger(__name__)
 
 WEBHOOK_QUEUE_SIZE = 64
 WEBHOOK_TIMEOUT_S = (2.0, 5.0)  # (connect, read): a receiver slower than this is counted as failed
-SNAPSHOTS_KEEP = 500  # ~30 MB of 640x480 JPEGs
 _STOP = object()
+
+ErrorFn = Callable[..., None]  # (kind, log message, *args)
 
 
 def answer_line(device_id: str, answer: ResponseMessage) -> str:
@@ -53,31 +57,10 @@ def answer_record(answer: ResponseMessage, latency_s: float) -> dict[str, Any]:
     return record
 
 
-def annotate(frame_jpeg: bytes, answer: ResponseMessage) -> np.ndarray | None:
-    """The frame with a box and 'name distance' label per face; None when the JPEG does not decode."""
-    image = cv2.imdecode(np.frombuffer(frame_jpeg, np.uint8), cv2.IMREAD_COLOR)
-    if image is None:
-        return None
-    scale = max(image.shape[:2]) / 640  # line width and font grow with the frame
-    thickness = max(1, round(2 * scale))
-    for face in answer.faces:
-        x1, y1, x2, y2 = (round(v) for v in face.box)
-        color = (0, 0, 255) if face.name == UNKNOWN_NAME else (0, 200, 0)  # BGR: red unknown, green known
-        cv2.rectangle(image, (x1, y1), (x2, y2), color, thickness)
-        label = face.name if face.distance is None else f"{face.name} {face.distance:.2f}"
-        font_scale = 0.6 * scale
-        (w, h), base = cv2.getTextSize(label, cv2.FONT_HERSHEY_SIMPLEX, font_scale, thickness)
-        top = max(0, y1 - h - base - 2)
-        cv2.rectangle(image, (x1, top), (x1 + w + 2, top + h + base + 2), color, cv2.FILLED)
-        cv2.putText(image, label, (x1 + 1, top + h + 1), cv2.FONT_HERSHEY_SIMPLEX, font_scale, (255, 255, 255),
-                    thickness, cv2.LINE_AA)
-    return image
-
-
 class _Webhook:
     """POSTs records from a bounded queue on one daemon thread."""
 
-    def __init__(self, url: str, count_error: Any) -> None:
+    def __init__(self, url: str, count_error: ErrorFn) -> None:
         self.url = url
         self._count_error = count_error
         self._queue: queue.Queue[object] = queue.Queue(maxsize=WEBHOOK_QUEUE_SIZE)
@@ -90,8 +73,8 @@ class _Webhook:
         try:
             self._queue.put_nowait(record)
         except queue.Full:
-            self._count_error("queue_full", "webhook queue full (receiver too slow); answer %s not posted",
-                              record.get("request_id"))
+            self._count_error("queue_full", "webhook queue full (receiver too slow); %s not posted",
+                              record.get("event_id") or record.get("request_id"))
 
     def _run(self) -> None:
         while (item := self._queue.get()) is not _STOP:
@@ -119,83 +102,144 @@ class _Webhook:
         self._session.close()
 
 
-class Outputs:
-    """Fans one answer out to the configured outputs; `emit` never raises for an output's failure."""
+def _clock(at: float) -> str:
+    return datetime.fromtimestamp(at).strftime("%H:%M:%S")
 
-    def __init__(self, config: OutputsConfig, device_id: str, metrics: EdgeMetrics | None = None,
-                 snapshots_keep: int = SNAPSHOTS_KEEP) -> None:
+
+def event_line(event: Event, snapshot: str | None) -> str:
+    """'front-door: barack_obama arrived at 10:42:05 (distance 0.58)' and '... left at 10:42:15 after 10.2 s ...'."""
+    distance = "" if event.best_distance is None else f", best distance {event.best_distance:.2f}"
+    if event.type == "start":
+        return f"{event.device_id}: {event.name} arrived at {_clock(event.start)} ({event.frames} frame(s){distance})"
+    if event.type == "update":
+        return f"{event.device_id}: the person who arrived at {_clock(event.start)} is {event.name}{distance}"
+    duration = (event.end or event.start) - event.start
+    return (f"{event.device_id}: {event.name} left at {_clock(event.end or event.start)} after {duration:.1f} s "
+            f"({event.frames} frame(s){distance})" + (f"; best picture {snapshot}" if snapshot else ""))
+
+
+class _Snapshots:
+    """Annotated JPEGs in a folder, newest `keep` kept (names start with the UTC time: sorted = age order)."""
+
+    def __init__(self, directory: Path, keep: int) -> None:
+        self.directory = directory
+        self._keep = keep
+        self._lock = threading.Lock()
+        directory.mkdir(parents=True, exist_ok=True)
+        self._files: deque[Path] = deque(sorted(directory.glob("*.jpg")))  # survives restarts
+
+    def write(self, taken: float, label: str, jpeg: bytes) -> Path | None:
+        path = self.directory / f"{datetime.fromtimestamp(taken, UTC):%Y%m%dT%H%M%S.%fZ}_{label}.jpg"
+        tmp = path.with_suffix(".part")
+        try:
+            tmp.write_bytes(jpeg)
+            os.replace(tmp, path)  # readers never see half a JPEG
+        except OSError as exc:
+            log.warning("snapshot %s not written: %s", path, exc)
+            return None
+        with self._lock:
+            self._files.append(path)
+            while len(self._files) > self._keep:
+                self._files.popleft().unlink(missing_ok=True)
+        return path
+
+
+class Outputs:
+    """Fans answers (`frame`) and events (`event`) out to the configured outputs; never raises for an
+    output's failure."""
+
+    def __init__(self, config: OutputsConfig, device_id: str, metrics: EdgeMetrics | None = None) -> None:
         self.config = config
         self.device_id = device_id
-        self.metrics = metrics
-        self.errors: dict[str, int] = {}  # webhook failures by kind, also without Prometheus
+        self.metrics = metrics or EdgeMetrics()
         self._lock = threading.Lock()
         self._closed = False
         self._jsonl: TextIO | None = None
-        if config.jsonl is not None:
-            config.jsonl.parent.mkdir(parents=True, exist_ok=True)
-            self._jsonl = config.jsonl.open("a", encoding="utf-8")
-        self._snapshots: deque[Path] = deque()
-        self._snapshots_keep = snapshots_keep
-        if config.snapshots_dir is not None:
-            config.snapshots_dir.mkdir(parents=True, exist_ok=True)
-            # Names start with the UTC capture time, so sorted order is age order (survives restarts).
-            self._snapshots.extend(sorted(config.snapshots_dir.glob("*.jpg")))
-        self._webhook = _Webhook(config.webhook_url, self._webhook_error) if config.webhook_url else None
+        if config.jsonl.path is not None:
+            config.jsonl.path.parent.mkdir(parents=True, exist_ok=True)
+            self._jsonl = config.jsonl.path.open("a", encoding="utf-8")
+        snapshots = config.snapshots
+        self._snapshots = _Snapshots(snapshots.directory, snapshots.keep) if snapshots.directory else None
+        self._webhook = _Webhook(config.webhook.url, self._error_fn("webhook")) if config.webhook.url else None
+        self._mqtt: Any = None
+        if config.mqtt.host:
+            from edge_client.mqtt import MqttOutput  # paho only when MQTT is configured
+
+            self._mqtt = MqttOutput(config.mqtt, device_id, self._error_fn("mqtt"))
 
     @property
     def webhooks_sent(self) -> int:
         return self._webhook.sent if self._webhook else 0
 
-    def emit(self, answer: ResponseMessage, frame_jpeg: bytes | None, latency_s: float) -> None:
-        if self.config.log:
+    def _wants(self, on: str) -> dict[str, bool]:
+        c = self.config
+        return {"log": c.log.enabled and c.log.on == on, "jsonl": self._jsonl is not None and c.jsonl.on == on,
+                "webhook": self._webhook is not None and c.webhook.on == on,
+                "snapshots": self._snapshots is not None and c.snapshots.on == on,
+                "mqtt": self._mqtt is not None and c.mqtt.on == on}
+
+    def needs_picture(self, event_type: str) -> bool:
+        """Whether `event` sends an annotated picture for an event of this type: snapshots write the end's,
+        MQTT publishes the start's and the end's."""
+        wants = self._wants("events")
+        return (wants["snapshots"] and event_type == "end") or (wants["mqtt"] and event_type != "update")
+
+    def frame(self, answer: ResponseMessage, frame_jpeg: bytes | None, latency_s: float) -> None:
+        """One answered frame, to the outputs that take frames."""
+        wants = self._wants("frames")
+        if wants["log"]:
             log.info("%s", answer_line(self.device_id, answer))
-        if self._jsonl is not None or self._webhook is not None:
+        if wants["jsonl"] or wants["webhook"] or wants["mqtt"]:
             record = answer_record(answer, latency_s)
-            if self._jsonl is not None:
-                with self._lock:
-                    self._jsonl.write(json.dumps(record, separators=(",", ":")) + "\n")
-                    self._jsonl.flush()
-            if self._webhook is not None:
-                self._webhook.submit(record)
+            self._write(wants, record)
+            if wants["mqtt"]:
+                self._mqtt.publish_frame(record)
         # A frame without faces has nothing to annotate: no snapshot.
-        if self.config.snapshots_dir is not None and frame_jpeg is not None and answer.faces:
-            self._snapshot(self.config.snapshots_dir, answer, frame_jpeg)
+        if wants["snapshots"] and self._snapshots is not None and frame_jpeg is not None and answer.faces:
+            picture = annotated_jpeg(frame_jpeg, answer.faces)
+            if picture is None:
+                log.warning("snapshot skipped: frame of %s does not decode", answer.request_id)
+            else:
+                self._snapshots.write(answer.frame_timestamp or time.time(), answer.request_id, picture)
 
-    def _snapshot(self, directory: Path, answer: ResponseMessage, frame_jpeg: bytes) -> None:
-        image = annotate(frame_jpeg, answer)
-        if image is None:
-            log.warning("snapshot skipped: frame of %s does not decode", answer.request_id)
-            return
-        ok, encoded = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 85])
-        if not ok:
-            log.warning("snapshot skipped: JPEG encoding failed for %s", answer.request_id)
-            return
-        taken = datetime.fromtimestamp(answer.frame_timestamp or time.time(), UTC)
-        path = directory / f"{taken:%Y%m%dT%H%M%S.%fZ}_{answer.request_id}.jpg"
-        tmp = path.with_suffix(".part")
-        try:
-            tmp.write_bytes(encoded.tobytes())
-            os.replace(tmp, path)  # readers never see half a JPEG
-        except OSError as exc:
-            log.warning("snapshot %s not written: %s", path, exc)
-            return
-        with self._lock:
-            self._snapshots.append(path)
-            while len(self._snapshots) > self._snapshots_keep:
-                self._snapshots.popleft().unlink(missing_ok=True)
+    def event(self, event: Event, picture: bytes | None) -> str | None:
+        """One event, to the outputs that take events; `picture` is its annotated best frame. The picture
+        is written once, on `end`; returns its path then."""
+        wants = self._wants("events")
+        snapshot = None
+        if wants["snapshots"] and self._snapshots is not None and event.type == "end" and picture is not None:
+            written = self._snapshots.write(event.start, f"{event.name}_{event.event_id}", picture)
+            snapshot = str(written) if written else None
+        if wants["log"]:
+            log.info("%s", event_line(event, snapshot))
+        record = event.record(snapshot)
+        self._write(wants, record)
+        if wants["mqtt"]:
+            self._mqtt.publish_event(event, record, picture)
+        return snapshot
 
-    def _webhook_error(self, kind: str, message: str, *args: Any) -> None:
-        log.warning(message, *args)
-        with self._lock:
-            self.errors[kind] = self.errors.get(kind, 0) + 1
-        if self.metrics is not None:
-            self.metrics.webhook_errors.labels(kind=kind).inc()
+    def _write(self, wants: dict[str, bool], record: dict[str, Any]) -> None:
+        if wants["jsonl"] and self._jsonl is not None:
+            with self._lock:
+                self._jsonl.write(json.dumps(record, separators=(",", ":")) + "\n")
+                self._jsonl.flush()
+        if wants["webhook"] and self._webhook is not None:
+            self._webhook.submit(record)
+
+    def _error_fn(self, output: str) -> ErrorFn:
+        def count(kind: str, message: str, *args: Any) -> None:
+            log.warning(message, *args)
+            self.metrics.output_errors.labels(output=output, kind=kind).inc()
+
+        return count
 
     def close(self, timeout_s: float = 5.0) -> None:
         """Flush and stop; queued webhook posts get up to `timeout_s`. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        if self._mqtt is not None:
+            self._mqtt.close()
         if self._webhook is not None:
             self._webhook.close(timeout_s)
         if self._jsonl is not None:

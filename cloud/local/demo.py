@@ -1,8 +1,11 @@
 """`make demo`: the whole loop on one machine.
 
 Starts the local stack, enrolls demo people, films a clip from real sample photos (or takes --video),
-runs the edge daemon on it as a file camera in its own process (as on a Raspberry Pi), prints the
-names as answers arrive, and ends after the clip with the daemon's summary.
+runs the edge daemon on it as a file camera in its own process (as on a Raspberry Pi) and prints the
+events as people arrive and leave (one per passage, not a line per frame). Once everyone has left it
+takes a screenshot of the daemon's status page (headless chromium, when installed) and ends after the
+clip with the daemon's summary. Under .cache/demo: events.jsonl, the events' best pictures
+(snapshots/) and status-page.png.
 """
 
 from __future__ import annotations
@@ -10,10 +13,15 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import cv2
+import requests
 import yaml
 
 from cloud.enrollment import people_from_dir
@@ -31,9 +39,12 @@ ENROLLED = {
 }
 # Other photos of an enrolled person, and a group of six people nobody enrolled.
 FILMED = ["face_recognition/obama2.jpg", "insightface/t1.jpg", "face_recognition/obama3.jpg"]
+# The last frame is held this long after the clip: everyone has left (tracks end events.max_gap_s after the
+# last sighting) while the daemon still runs, so its status page can be photographed.
+STILL_TAIL_S = 8.0
 
 
-def edge_config(stack: LocalStack, video: Path, workdir: Path) -> dict:
+def edge_config(stack: LocalStack, video: Path, workdir: Path, port: int) -> dict:
     """The daemon's YAML: a file camera that plays the clip once, pointed at the local stack."""
     return {
         "device_id": DEVICE_ID,
@@ -42,9 +53,59 @@ def edge_config(stack: LocalStack, video: Path, workdir: Path) -> dict:
         "endpoint": {"url": stack.function_url, "auth": stack.config.auth, "region": stack.region},
         "responses": {"queue_url": stack.response_queue_url, "endpoint_url": stack.endpoint_url, "wait_s": 1},
         "spool": {"directory": str(workdir / "spool")},
-        "outputs": {"log": True, "jsonl": str(workdir / "answers.jsonl"), "snapshots_dir": str(workdir / "snapshots")},
-        "metrics": {"listen": None},
+        "outputs": {"log": {"on": "events"}, "jsonl": {"path": str(workdir / "events.jsonl"), "on": "events"},
+                    "snapshots": {"directory": str(workdir / "snapshots"), "on": "events"}},
+        "metrics": {"listen": f"127.0.0.1:{port}"},
     }
+
+
+def with_still_tail(video: Path, out: Path, seconds: float) -> int:
+    """The video followed by its last frame held `seconds` (MJPG .avi); returns the frames of the video."""
+    capture = cv2.VideoCapture(str(video))
+    fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
+    writer: cv2.VideoWriter | None = None
+    frames, last = 0, None
+    while True:
+        ok, image = capture.read()
+        if not ok:
+            break
+        if writer is None:
+            writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"MJPG"), fps, (image.shape[1], image.shape[0]))
+        writer.write(image)
+        frames, last = frames + 1, image
+    capture.release()
+    if writer is None or last is None:
+        raise RuntimeError(f"cannot read any frame of {video}")
+    for _ in range(round(seconds * fps)):
+        writer.write(last)
+    writer.release()
+    return frames
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def screenshot_when_everyone_left(daemon: subprocess.Popen[bytes], base: str, frames: int, out: Path) -> str:
+    """Once the clip (not its still tail) was captured and no track is open: the status page as a PNG."""
+    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+    if browser is None:
+        return "no screenshot of the status page: chromium is not installed (apt-get install chromium)"
+    while daemon.poll() is None:
+        try:
+            status = requests.get(f"{base}/api/status", timeout=2).json()
+        except requests.RequestException:  # still starting
+            status = None
+        if status and status["counts"]["captured"] >= frames and not status["tracks"]:
+            profile = out.parent / "chromium-profile"
+            subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                            f"--user-data-dir={profile}", "--virtual-time-budget=4000", "--window-size=1280,1100",
+                            f"--screenshot={out}", f"{base}/"], capture_output=True, timeout=120)
+            return f"status page screenshot: {out}" if out.is_file() else "the status page screenshot failed"
+        time.sleep(0.5)
+    return "no screenshot: the daemon ended before everyone had left"
 
 
 def run_demo(weights: Path, photos: Path, video: Path | None, enroll_dir: Path | None, workdir: Path) -> int:
@@ -65,13 +126,28 @@ def run_demo(weights: Path, photos: Path, video: Path | None, enroll_dir: Path |
         report = stack.enroll(people)
         print(f"enrolled {report.photos} photo(s) of {', '.join(report.enrolled)}"
               + "".join(f"; skipped {skip}" for skip in report.skipped), flush=True)
+        played = workdir / "played.avi"
+        frames = with_still_tail(video, played, STILL_TAIL_S)
+        port = _free_port()
         config_path = workdir / "edge.yaml"
-        config_path.write_text(yaml.safe_dump(edge_config(stack, video, workdir), sort_keys=False))
-        print(f"edge daemon: facepipe-edge run --config {config_path}", flush=True)
+        config_path.write_text(yaml.safe_dump(edge_config(stack, played, workdir, port), sort_keys=False))
+        for stale in [*(workdir / "snapshots").glob("*.jpg"), workdir / "events.jsonl", workdir / "status-page.png"]:
+            stale.unlink(missing_ok=True)  # what the demo leaves is this run's
+        print(f"edge daemon: facepipe-edge run --config {config_path}; status page http://127.0.0.1:{port}/",
+              flush=True)
         # Credentials reach the daemon the standard way (environment), never through its YAML.
         env = {**os.environ, **{k: v for k, v in stack.client_env().items() if k.startswith("AWS_")}}
-        daemon = subprocess.run([sys.executable, "-m", "edge_client", "run", "--config", str(config_path)], env=env)
-    print(f"answers: {workdir / 'answers.jsonl'}; annotated snapshots: {workdir / 'snapshots'}", flush=True)
+        daemon = subprocess.Popen([sys.executable, "-m", "edge_client", "run", "--config", str(config_path)], env=env)
+        try:
+            note = screenshot_when_everyone_left(daemon, f"http://127.0.0.1:{port}", frames,
+                                                 workdir / "status-page.png")
+            daemon.wait()
+        finally:
+            if daemon.poll() is None:
+                daemon.terminate()
+                daemon.wait(timeout=30)
+    print(note, flush=True)
+    print(f"events: {workdir / 'events.jsonl'}; their best pictures: {workdir / 'snapshots'}", flush=True)
     return daemon.returncode
 
 

@@ -1,4 +1,4 @@
-"""Configuration: the example documents every key, env overrides, and bad files -> one line, exit 78."""
+"""Configuration: the example documents every key, env overrides, and bad files -> one line per problem, exit 78."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ endpoint: {url: "https://abc.lambda-url.eu-west-1.on.aws/"}
 responses: {queue_url: "https://sqs.eu-west-1.amazonaws.com/123456789012/answers"}
 """
 
-# (file name, YAML text, a fragment the one-line message must contain)
+# (file name, YAML text, a fragment one line of the message must contain)
 BAD_FILES = [
     ("typo_top.yaml", GOOD + "devic_id: x\n", "unknown key 'devic_id'"),
     ("typo_nested.yaml", GOOD.replace("{source:", "{sourse: 0, source:"), "unknown key 'camera.sourse'"),
@@ -64,7 +64,8 @@ def _fields(model: type[BaseModel], prefix: str = "") -> list[str]:
 
 def _keys(data: dict[str, Any], prefix: str = "") -> set[str]:
     keys = set()
-    for key, value in data.items():
+    for raw, value in data.items():
+        key = "on" if raw is True else raw  # YAML 1.1 reads a bare `on:` as true; the config accepts it
         keys.add(prefix + key)
         if isinstance(value, dict):
             keys |= _keys(value, prefix + key + ".")
@@ -88,6 +89,21 @@ def test_every_field_has_a_description() -> None:
         return missing
 
     assert walk(EdgeConfig) == []
+
+
+def test_outputs_on_key_and_old_keys() -> None:
+    data = yaml.safe_load(GOOD + "outputs:\n  jsonl: {path: /tmp/a.jsonl, on: events}\n  log: false\n")
+    config = parse_config(data, environ={})
+    assert config.outputs.jsonl.on == "events" and config.outputs.log.enabled is False
+    assert config.outputs.webhook.on == "events" and config.outputs.snapshots.on == "events"
+    old = yaml.safe_load(GOOD + "outputs: {webhook_url: 'https://hook.example/'}\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'outputs.webhook_url'; it is now 'outputs.webhook.url'"):
+        parse_config(old, environ={})
+    secret = yaml.safe_load(GOOD + "outputs: {mqtt: {host: broker, password: hunter2}}\n")
+    with pytest.raises(ConfigError, match="password comes only from FACEPIPE_MQTT_PASSWORD"):
+        parse_config(secret, environ={})
+    with pytest.raises(ConfigError, match="'outputs.jsonl.on'"):
+        parse_config(yaml.safe_load(GOOD + "outputs: {jsonl: {on: tracks}}\n"), environ={})
 
 
 def test_env_overrides_nested_keys_types_and_null(tmp_path: Path) -> None:
@@ -144,9 +160,25 @@ def test_bad_config_message_names_the_key(tmp_path: Path, name: str, text: str, 
     path.write_text(text)
     with pytest.raises(ConfigError) as caught:
         load_config(path, environ={})
-    message = str(caught.value)
-    assert fragment in message
-    assert "\n" not in message and str(path) in message
+    lines = str(caught.value).splitlines()
+    assert lines == caught.value.lines
+    assert any(fragment in line for line in lines)
+    assert all(line.startswith(f"config error in {path}") for line in lines)
+
+
+def test_every_problem_is_reported_unknown_keys_first(tmp_path: Path) -> None:
+    """An unknown key and two missing sections: three lines, the misspelt key (the one to fix first) on top."""
+    path = tmp_path / "edge.yaml"
+    path.write_text("device_id: porch\ncamera: {source: 0, fsp: 5}\nthrottle: {max_fps: 0}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environ={})
+    problems = [line.removeprefix(f"config error in {path}: ") for line in caught.value.lines]
+    assert problems == [
+        "unknown key 'camera.fsp'",
+        "'throttle.max_fps': Input should be greater than 0 (got 0)",
+        "missing required key 'endpoint'",
+        "missing required key 'responses'",
+    ]
 
 
 def test_bad_configs_exit_78_with_one_line_and_no_traceback(tmp_path: Path) -> None:
@@ -162,9 +194,21 @@ def test_bad_configs_exit_78_with_one_line_and_no_traceback(tmp_path: Path) -> N
                                 capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
         assert result.returncode == EX_CONFIG, (name, result.stderr)
         lines = result.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("facepipe-edge: config error"), (name, result.stderr)
-        assert fragment in lines[0] and "Traceback" not in result.stderr
+        assert lines and all(line.startswith("facepipe-edge: config error") for line in lines), (name, result.stderr)
+        assert any(fragment in line for line in lines) and "Traceback" not in result.stderr
         assert result.stdout == ""
+
+
+def test_check_prints_every_problem_one_line_each(tmp_path: Path) -> None:
+    path = tmp_path / "edge.yaml"
+    path.write_text("device_id: porch\ncamera: {source: 0}\nendpiont: {url: 'https://x.example/'}\n")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPIPE_EDGE__")}
+    result = subprocess.run([sys.executable, "-m", "edge_client", "check", "--config", str(path)],
+                            capture_output=True, text=True, timeout=60, env=env, cwd=REPO)
+    assert result.returncode == EX_CONFIG and "Traceback" not in result.stderr
+    prefix = f"facepipe-edge: config error in {path}: "
+    assert result.stderr.splitlines() == [prefix + "unknown key 'endpiont'", prefix + "missing required key 'endpoint'",
+                                          prefix + "missing required key 'responses'"]
 
 
 @pytest.mark.parametrize("region", [None, "eu-west-1"], ids=["region-from-profile", "region-in-config"])

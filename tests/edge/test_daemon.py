@@ -21,7 +21,8 @@ import pytest
 import yaml
 from botocore.credentials import Credentials
 
-from edge_client.daemon import Daemon, format_summary
+from edge_client.daemon import Daemon
+from edge_client.metrics import format_summary
 from edge_client.uploader import Outcome, Signer, Uploader
 from tests.edge.conftest import CLIP, TcpProxy, free_port, make_config, wait_until
 from tests.photos import SHARED, packaged, requires_shared
@@ -54,7 +55,7 @@ def _stack_config(local_stack: Any, reply_queue: str, tmp_path: Path, **sections
         "endpoint": {"url": local_stack.function_url, "auth": "aws_iam", "region": local_stack.region},
         "responses": {"queue_url": reply_queue, "endpoint_url": local_stack.endpoint_url,
                       "reply_to": reply_queue.rsplit("/", 1)[-1], "wait_s": 1, "answer_timeout_s": 60},
-        "outputs": {"jsonl": str(tmp_path / "answers.jsonl")},
+        "outputs": {"jsonl": {"path": str(tmp_path / "answers.jsonl")}},
     }
     for key, value in sections.items():
         base[key] = {**base.get(key, {}), **value} if isinstance(value, dict) else value
@@ -121,7 +122,7 @@ def test_endpoint_down_then_up_delivers_everything_spooled(
         wait_until(lambda: daemon.capture_done.is_set() and len(daemon.spool) == len(PHOTOS), 30,
                    "every frame spooled while the endpoint is down")
         spooled_ids = {p.name.split("-", 2)[2].removesuffix(".frame") for p in daemon.spool.directory.glob("*.frame")}
-        assert daemon.stats["sent"] == 0 and daemon.endpoint_down.is_set()
+        assert daemon.metrics.counts()["sent"] == 0 and daemon.endpoint_down.is_set()
         time.sleep(0.5)
         assert thread.is_alive()  # waits for the endpoint rather than losing frames
         proxy.up()
@@ -159,7 +160,7 @@ def test_sigterm_mid_run_then_restart_delivers_the_spool(
         "responses": {"queue_url": reply_queue, "endpoint_url": local_stack.endpoint_url,
                       "reply_to": reply_queue.rsplit("/", 1)[-1], "wait_s": 1},
         "spool": {"directory": str(spool)},
-        "outputs": {"jsonl": str(tmp_path / "answers.jsonl")},
+        "outputs": {"jsonl": {"path": str(tmp_path / "answers.jsonl")}},
         "metrics": {"listen": None},
         "stop_timeout_s": 5,
     }

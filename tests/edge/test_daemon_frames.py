@@ -80,7 +80,7 @@ def test_frames_still_awaiting_an_answer_at_stop_are_counted_unanswered(
     url, _ = scripted_endpoint
     daemon = _daemon(tmp_path, url, queue, moto_sqs, camera_folder, stop_timeout_s=0.5)
     thread = _start(daemon)
-    wait_until(lambda: daemon.stats["sent"] == len(PHOTOS), 30, "both frames accepted")
+    wait_until(lambda: daemon.metrics.counts()["sent"] == len(PHOTOS), 30, "both frames accepted")
     time.sleep(0.3)
     assert thread.is_alive()  # waits for the answers (answer timeout 20 s)
     daemon.request_stop()
@@ -88,7 +88,7 @@ def test_frames_still_awaiting_an_answer_at_stop_are_counted_unanswered(
     assert not thread.is_alive()
     summary = daemon.summary()
     assert summary["sent"] == summary["unanswered"] == len(PHOTOS) and summary["answered"] == 0
-    assert len(daemon.pending) == 0 and daemon.in_flight.count == 0
+    assert len(daemon.parts.pending) == 0 and daemon.in_flight.count == 0
 
 
 def _one_frame_camera(tmp_path: Path, camera_folder: Path) -> Path:
@@ -108,7 +108,7 @@ def test_answer_timeout_runs_from_acceptance_not_from_a_slow_upload(
     camera = _one_frame_camera(tmp_path, camera_folder)
     daemon = _daemon(tmp_path, url, queue, moto_sqs, camera, responses={"answer_timeout_s": 1})
     thread = _start(daemon)
-    wait_until(lambda: daemon.stats["sent"] == 1, 30, "the frame accepted")
+    wait_until(lambda: daemon.metrics.counts()["sent"] == 1, 30, "the frame accepted")
     moto_sqs.send_message(QueueUrl=queue, MessageBody=_answer(script.requests[0]["headers"]["X-Request-Id"]))
     thread.join(timeout=30)
     assert not thread.is_alive()
@@ -126,7 +126,7 @@ def test_stop_lets_an_upload_under_way_finish_and_awaits_its_answer(
     thread = _start(daemon)
     wait_until(lambda: len(script.requests) == 1, 30, "the upload under way")
     daemon.request_stop()  # SIGTERM while the endpoint is still busy with the frame
-    wait_until(lambda: daemon.stats["sent"] == 1, 10, "the upload finished after the stop")
+    wait_until(lambda: daemon.metrics.counts()["sent"] == 1, 10, "the upload finished after the stop")
     moto_sqs.send_message(QueueUrl=queue, MessageBody=_answer(script.requests[0]["headers"]["X-Request-Id"]))
     thread.join(timeout=10)
     assert not thread.is_alive()
@@ -172,7 +172,7 @@ def test_upload_cut_off_at_stop_is_spooled_once(
     for name, worker in daemon._threads.items():  # the cut-off upload ends when the endpoint answers
         worker.join(timeout=10)
         assert not worker.is_alive(), name
-    assert len(daemon.spool) == 1 and daemon.stats["spooled"] == 1
+    assert len(daemon.spool) == 1 and daemon.metrics.counts()["spooled"] == 1
     assert daemon.spool.oldest()[0].request_id == script.requests[0]["headers"]["X-Request-Id"]  # type: ignore[union-attr]
 
 
@@ -192,4 +192,4 @@ def test_frames_queued_behind_cut_off_uploads_are_spooled_at_stop(
     daemon.request_stop()
     thread.join(timeout=10)
     assert not thread.is_alive()
-    assert len(daemon.spool) == daemon.stats["spooled"] == slots
+    assert len(daemon.spool) == daemon.metrics.counts()["spooled"] == slots

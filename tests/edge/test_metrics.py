@@ -1,4 +1,4 @@
-"""Prometheus metrics and the health endpoint, scraped over real HTTP."""
+"""Prometheus metrics and the health endpoint, scraped over real HTTP; the summary reads the same counters."""
 
 from __future__ import annotations
 
@@ -10,7 +10,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from edge_client.metrics import EdgeMetrics, MetricsServer, parse_listen
+from edge_client.metrics import EdgeMetrics, format_summary
+from edge_client.server import MetricsServer, parse_listen
 
 
 @pytest.fixture
@@ -18,7 +19,7 @@ def serve() -> Iterator[Callable[..., tuple[MetricsServer, str]]]:
     servers: list[MetricsServer] = []
 
     def start(metrics: EdgeMetrics, health: Callable[[], dict[str, Any]], listen: str = "127.0.0.1:0"):
-        server = metrics.serve(listen, health)
+        server = MetricsServer(metrics, listen, health)
         servers.append(server)
         host, port = server.address
         host = f"[{host}]" if ":" in host else host
@@ -41,12 +42,12 @@ def test_metrics_scraped_over_http(serve: Callable[..., tuple[MetricsServer, str
     # GIVEN a pipeline that counted some work
     metrics = EdgeMetrics()
     metrics.frames_captured.inc(3)
-    metrics.frames_gated.inc(2)
+    metrics.frames_gated.labels(reason="still").inc(2)
     metrics.upload_errors.labels(kind="timeout").inc()
     metrics.rejections.labels(status="413").inc()
     metrics.faces.labels(name="alice").inc(2)
-    metrics.latency_seconds.observe(0.42)
-    metrics.latency_seconds.observe(2.5)
+    metrics.observe_latency(0.42)
+    metrics.observe_latency(2.5)
     _, base = serve(metrics, lambda: {"ok": True})
     # WHEN Prometheus scrapes /metrics
     response = requests.get(base + "/metrics", timeout=5)
@@ -55,7 +56,8 @@ def test_metrics_scraped_over_http(serve: Callable[..., tuple[MetricsServer, str
     assert response.headers["Content-Type"].startswith("text/plain")
     samples = _samples(response.text)
     assert samples[("facepipe_edge_frames_captured_total", ())] == 3
-    assert samples[("facepipe_edge_frames_gated_total", ())] == 2
+    assert samples[("facepipe_edge_frames_gated_total", (("reason", "still"),))] == 2
+    assert samples[("facepipe_edge_frames_gated_total", (("reason", "busy"),))] == 0
     assert samples[("facepipe_edge_frames_answered_total", ())] == 0
     assert samples[("facepipe_edge_upload_errors_total", (("kind", "timeout"),))] == 1
     assert samples[("facepipe_edge_rejections_total", (("status", "413"),))] == 1
@@ -102,7 +104,7 @@ def test_instances_have_separate_registries() -> None:
 
 
 def test_shutdown_releases_the_port() -> None:
-    server = EdgeMetrics().serve("127.0.0.1:0", lambda: {"ok": True})
+    server = MetricsServer(EdgeMetrics(), "127.0.0.1:0", lambda: {"ok": True})
     port = server.address[1]
     server.shutdown()
     with pytest.raises(OSError), socket.create_connection(("127.0.0.1", port), timeout=1):
@@ -131,3 +133,33 @@ def test_parse_listen(listen: str, expected: tuple[str, int]) -> None:
 def test_parse_listen_rejects(listen: str) -> None:
     with pytest.raises(ValueError, match="host:port"):
         parse_listen(listen)
+
+
+def test_summary_and_exposition_read_the_same_counters() -> None:
+    """One home for every figure: what the summary prints is what Prometheus scrapes."""
+    metrics = EdgeMetrics()
+    metrics.frames_captured.inc(10)
+    for reason, amount in (("rate", 4), ("still", 2), ("busy", 1)):
+        metrics.frames_gated.labels(reason=reason).inc(amount)
+    metrics.frames_sent.inc(3)
+    metrics.frames_answered.inc(3)
+    metrics.rejections.labels(status="400").inc()
+    metrics.rejections.labels(status="413").inc()
+    metrics.late_answers.inc()
+    metrics.events.labels(type="start").inc()
+    metrics.output_errors.labels(output="mqtt", kind="disconnected").inc(2)
+    for seconds in (0.2, 0.4, 0.6):
+        metrics.observe_latency(seconds)
+    summary = metrics.summary()
+    assert {k: summary[k] for k in ("captured", "gated", "gated_rate", "gated_still", "gated_busy", "sent",
+                                    "answered", "rejected", "late", "events", "output_errors")} == {
+        "captured": 10, "gated": 7, "gated_rate": 4, "gated_still": 2, "gated_busy": 1, "sent": 3,
+        "answered": 3, "rejected": 2, "late": 1, "events": 1, "output_errors": 2}
+    assert summary["latency_median_s"] == pytest.approx(0.4)
+    samples = _samples(metrics.exposition().decode())
+    assert samples[("facepipe_edge_frames_captured_total", ())] == summary["captured"]
+    assert sum(v for (name, _), v in samples.items() if name == "facepipe_edge_frames_gated_total") == 7
+    assert samples[("facepipe_edge_output_errors_total", (("kind", "disconnected"), ("output", "mqtt")))] == 2
+    line = format_summary(summary)
+    assert "captured 10, gated out 7 (rate 4, still 2, busy 1), sent 3, answered 3" in line
+    assert "rejected 2; events 1" in line

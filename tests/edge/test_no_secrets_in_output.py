@@ -35,7 +35,7 @@ def _config(tmp_path: Path, webhook: str, **sections: Any) -> dict[str, Any]:
                      "retries": {"max_attempts": 1}},
         "responses": {"queue_url": f"http://127.0.0.1:{unused}/000000000000/none", "wait_s": 1},
         "spool": {"directory": str(tmp_path / "spool")},
-        "outputs": {"webhook_url": webhook},
+        "outputs": {"webhook": {"url": webhook}},
         "metrics": {"listen": None},
         "stop_timeout_s": 2,
         "log_level": "DEBUG",
@@ -99,7 +99,7 @@ def test_a_file_source_in_url_form_and_a_bad_webhook_in_the_config_error(tmp_pat
     bad = _write(tmp_path, _config(tmp_path, f"ftp://user:{PASSWORD}@127.0.0.1/hook?token={TOKEN}"), "bad.yaml")
     output = _check(bad, _env())
     assert_no_secret(output)
-    assert "'outputs.webhook_url': must be an http:// or https:// URL (got 'ftp://127.0.0.1/hook')" in output
+    assert "'outputs.webhook.url': must be an http:// or https:// URL (got 'ftp://127.0.0.1/hook')" in output
 
 
 def test_webhook_failures_are_logged_without_the_token(local_stack: Any, reply_queue: str, tmp_path: Path) -> None:

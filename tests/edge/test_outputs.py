@@ -1,4 +1,4 @@
-"""Answer outputs: log line, JSONL file, annotated snapshots of a real photo, webhook to a real HTTP server."""
+"""Outputs taking frames: log line, JSONL file, annotated snapshots of a real photo, webhook to a real HTTP server."""
 
 from __future__ import annotations
 
@@ -18,11 +18,21 @@ import pytest
 
 from cloud.contracts import RecognisedFace, ResponseMessage, Timings
 from edge_client.config import OutputsConfig
-from edge_client.metrics import EdgeMetrics
+from edge_client.metrics import EdgeMetrics, total
 from edge_client.outputs import WEBHOOK_QUEUE_SIZE, Outputs, answer_line
 from tests.photos import packaged
 
 GREEN, RED = (0, 200, 0), (0, 0, 255)
+
+
+def _frames(log: bool = False, jsonl: Path | None = None, webhook: str | None = None,
+            snapshots: Path | None = None, keep: int = 500) -> OutputsConfig:
+    """Outputs that each take frames (one record per answer)."""
+    return OutputsConfig.model_validate({
+        "log": {"enabled": log, "on": "frames"}, "jsonl": {"path": jsonl, "on": "frames"},
+        "webhook": {"url": webhook, "on": "frames"},
+        "snapshots": {"directory": snapshots, "on": "frames", "keep": keep},
+    })
 
 
 Face = tuple[str, float | None, list[float]]  # name, distance, box
@@ -106,8 +116,8 @@ def test_log_line_format() -> None:
 def test_log_output_can_be_turned_off(caplog: pytest.LogCaptureFixture) -> None:
     answer = _answer([("alice", 0.42, [1.0, 2.0, 3.0, 4.0])])
     with caplog.at_level(logging.INFO, logger="edge_client.outputs"):
-        Outputs(OutputsConfig(log=True), "front-door").emit(answer, None, 0.5)
-        Outputs(OutputsConfig(log=False), "front-door").emit(answer, None, 0.5)
+        Outputs(_frames(log=True), "front-door").frame(answer, None, 0.5)
+        Outputs(_frames(log=False), "front-door").frame(answer, None, 0.5)
     assert [r.getMessage() for r in caplog.records] == ["front-door: alice 0.42"]
 
 
@@ -116,12 +126,12 @@ def test_jsonl_appends_one_record_per_answer(tmp_path: Path) -> None:
     path = tmp_path / "out" / "answers.jsonl"
     path.parent.mkdir()
     path.write_text('{"earlier": true}\n')
-    outputs = Outputs(OutputsConfig(log=False, jsonl=path), "front-door")
+    outputs = Outputs(_frames(jsonl=path), "front-door")
     first = _answer([("alice", 0.42, [1.0, 2.0, 30.0, 40.0]), ("unknown", 1.31, [50.0, 2.0, 90.0, 40.0])])
     second = _answer([])
     # WHEN two answers are emitted
-    outputs.emit(first, None, 0.8123456)
-    outputs.emit(second, None, 1.5)
+    outputs.frame(first, None, 0.8123456)
+    outputs.frame(second, None, 1.5)
     # THEN they are on disk at once (flushed), after the earlier line, and round-trip to the contract
     lines = path.read_text().splitlines()
     outputs.close()
@@ -140,9 +150,9 @@ def test_snapshot_draws_boxes_on_the_real_photo(tmp_path: Path, photo: tuple[byt
     known_box = [width * 0.25, height * 0.15, width * 0.75, height * 0.6]
     unknown_box = [width * 0.05, height * 0.7, width * 0.3, height * 0.95]
     answer = _answer([("obama", 0.38, known_box), ("unknown", 1.27, unknown_box)])
-    outputs = Outputs(OutputsConfig(log=False, snapshots_dir=tmp_path / "snaps"), "front-door")
+    outputs = Outputs(_frames(snapshots=tmp_path / "snaps"), "front-door")
     # WHEN it is emitted
-    outputs.emit(answer, jpeg, 0.7)
+    outputs.frame(answer, jpeg, 0.7)
     outputs.close()
     # THEN one annotated JPEG named after the request, same size, with the box edges in their colours
     files = list((tmp_path / "snaps").iterdir())
@@ -164,20 +174,20 @@ def test_snapshots_keep_only_the_newest(tmp_path: Path, photo: tuple[bytes, tupl
     jpeg, (width, height) = photo
     box = [width * 0.3, height * 0.2, width * 0.7, height * 0.6]
     snaps = tmp_path / "snaps"
-    outputs = Outputs(OutputsConfig(log=False, snapshots_dir=snaps), "front-door", snapshots_keep=2)
+    outputs = Outputs(_frames(snapshots=snaps, keep=2), "front-door")
     answers = [_answer([("obama", 0.4, box)], frame_timestamp=1_700_000_000 + i) for i in range(3)]
     for answer in answers:
-        outputs.emit(answer, jpeg, 0.5)
-    outputs.emit(_answer([]), jpeg, 0.5)  # nothing to draw: no file
-    outputs.emit(_answer([("obama", 0.4, box)]), b"not a jpeg", 0.5)  # undecodable: skipped, no exception
+        outputs.frame(answer, jpeg, 0.5)
+    outputs.frame(_answer([]), jpeg, 0.5)  # nothing to draw: no file
+    outputs.frame(_answer([("obama", 0.4, box)]), b"not a jpeg", 0.5)  # undecodable: skipped, no exception
     outputs.close()
     kept = sorted(path.name for path in snaps.iterdir())
     assert [name.split("_", 1)[1] for name in kept] == [f"{a.request_id}.jpg" for a in answers[1:]]
 
     # a restart keeps counting the files already there
-    again = Outputs(OutputsConfig(log=False, snapshots_dir=snaps), "front-door", snapshots_keep=2)
+    again = Outputs(_frames(snapshots=snaps, keep=2), "front-door")
     newest = _answer([("obama", 0.4, box)], frame_timestamp=1_700_000_010)
-    again.emit(newest, jpeg, 0.5)
+    again.frame(newest, jpeg, 0.5)
     again.close()
     assert sorted(path.name.split("_", 1)[1] for path in snaps.iterdir()) == sorted(
         [f"{answers[2].request_id}.jpg", f"{newest.request_id}.jpg"]
@@ -186,15 +196,15 @@ def test_snapshots_keep_only_the_newest(tmp_path: Path, photo: tuple[bytes, tupl
 
 def test_webhook_posts_each_answer(webhook_server: Any) -> None:
     server = webhook_server()
-    outputs = Outputs(OutputsConfig(log=False, webhook_url=server.url), "front-door")
+    outputs = Outputs(_frames(webhook=server.url), "front-door")
     answers = [_answer([("alice", 0.42, [1.0, 2.0, 3.0, 4.0])]), _answer([])]
     for answer in answers:
-        outputs.emit(answer, None, 0.9)
+        outputs.frame(answer, None, 0.9)
     outputs.close()
     assert [body["request_id"] for body in server.bodies] == [a.request_id for a in answers]
     assert server.bodies[0]["faces"][0]["name"] == "alice"
     assert server.bodies[0]["latency_s"] == 0.9
-    assert outputs.webhooks_sent == 2 and outputs.errors == {}
+    assert outputs.webhooks_sent == 2 and total(outputs.metrics.output_errors) == 0
 
 
 def test_webhook_failures_are_counted(webhook_server: Any) -> None:
@@ -204,31 +214,64 @@ def test_webhook_failures_are_counted(webhook_server: Any) -> None:
         dead_url = f"http://127.0.0.1:{closed.server_address[1]}/hook"
     metrics = EdgeMetrics()
     for url in (failing.url, dead_url):
-        outputs = Outputs(OutputsConfig(log=False, webhook_url=url), "front-door", metrics=metrics)
-        outputs.emit(_answer([]), None, 0.1)
+        outputs = Outputs(_frames(webhook=url), "front-door", metrics=metrics)
+        outputs.frame(_answer([]), None, 0.1)
         outputs.close()
     # THEN each failure is counted by kind, in Prometheus too, and nothing raised
     exposition = metrics.exposition().decode()
-    assert 'facepipe_edge_webhook_errors_total{kind="http"} 1.0' in exposition
-    assert 'facepipe_edge_webhook_errors_total{kind="connection"} 1.0' in exposition
+    assert 'facepipe_edge_output_errors_total{kind="http",output="webhook"} 1.0' in exposition
+    assert 'facepipe_edge_output_errors_total{kind="connection",output="webhook"} 1.0' in exposition
 
 
 def test_slow_webhook_never_blocks_emit(webhook_server: Any, tmp_path: Path) -> None:
     # GIVEN a receiver that holds every request until released
     server = webhook_server()
     server.gate.clear()
-    outputs = Outputs(OutputsConfig(log=False, jsonl=tmp_path / "a.jsonl", webhook_url=server.url), "front-door")
-    total = WEBHOOK_QUEUE_SIZE + 16
+    outputs = Outputs(_frames(jsonl=tmp_path / "a.jsonl", webhook=server.url), "front-door")
+    posted = WEBHOOK_QUEUE_SIZE + 16
     # WHEN more answers arrive than the webhook queue holds
-    for _ in range(total):
-        outputs.emit(_answer([]), None, 0.1)
+    for _ in range(posted):
+        outputs.frame(_answer([]), None, 0.1)
     # THEN emit returned for all of them (we got here), the overflow was dropped and counted,
     # and the JSONL output still has every answer
-    dropped = outputs.errors.get("queue_full", 0)
+    dropped = total(outputs.metrics.output_errors, output="webhook", kind="queue_full")
     assert 15 <= dropped <= 16  # one post may already be in flight, out of the queue
-    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == total
+    assert len((tmp_path / "a.jsonl").read_text().splitlines()) == posted
     # once the receiver recovers, what was queued is delivered
     server.gate.set()
     outputs.close(timeout_s=10)
-    assert len(server.bodies) == total - dropped
+    assert len(server.bodies) == posted - dropped
 
+
+
+def test_events_one_record_each_and_the_best_picture_written_once(
+    tmp_path: Path, webhook_server: Any, photo: tuple[bytes, tuple[int, int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN the events of a recorded passage (tests/edge/data) and outputs left at their defaults (events),
+    # except JSONL (frames by default) switched to events
+    from tests.edge.test_tracker import recorded, replay
+
+    server = webhook_server()
+    config = OutputsConfig.model_validate({
+        "jsonl": {"path": tmp_path / "events.jsonl", "on": "events"}, "webhook": {"url": server.url},
+        "snapshots": {"directory": tmp_path / "snaps"}})
+    outputs = Outputs(config, "test-edge")
+    answers = recorded("one")
+    jpeg, _ = photo
+    # WHEN the answers go to the frame side (nothing takes frames) and the events to the event side
+    with caplog.at_level(logging.INFO, logger="edge_client.outputs"):
+        for answer in answers:
+            message = {k: v for k, v in answer.items() if k not in ("answered_at", "latency_s")}
+            outputs.frame(ResponseMessage.model_validate(message), jpeg, 0.3)
+        written = [outputs.event(event, jpeg) for event in replay(answers)]
+    outputs.close()
+    # THEN one record per event (start, end), not one per frame, everywhere
+    records = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
+    assert [(r["type"], r["name"]) for r in records] == [("start", "barack_obama"), ("end", "barack_obama")]
+    assert [body["event_id"] for body in server.bodies] == [r["event_id"] for r in records]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2 and "barack_obama arrived at" in lines[0] and "barack_obama left at" in lines[1]
+    # and the picture once, at the end, where the end record says
+    pictures = list((tmp_path / "snaps").iterdir())
+    assert written[0] is None and written[1] == records[1]["best_snapshot"] == str(pictures[0])
+    assert len(pictures) == 1 and records[0]["best_snapshot"] is None

@@ -21,7 +21,7 @@ def test_pip_install_edge_extra_pulls_no_torch(tmp_path: Path) -> None:
         check=True, capture_output=True, text=True, timeout=300,
     )
     names = {item["metadata"]["name"].lower() for item in json.loads(report.read_text())["install"]}
-    assert {"facepipe", "opencv-python-headless", "requests", "pyyaml", "prometheus-client", "boto3"} <= {
+    assert {"facepipe", "opencv-python-headless", "requests", "pyyaml", "prometheus-client", "boto3", "paho-mqtt"} <= {
         n.replace("_", "-") for n in names}
     assert not names & FORBIDDEN_DISTRIBUTIONS
     assert not [n for n in names if n.startswith(("nvidia-", "triton"))]

@@ -57,7 +57,7 @@ def daemon_config(local_stack: Any, reply_queue: str, tmp_path: Path, endpoint_u
         "responses": {"queue_url": reply_queue, "endpoint_url": local_stack.endpoint_url,
                       "reply_to": reply_queue.rsplit("/", 1)[-1], "wait_s": 1, "answer_timeout_s": 120},
         "spool": {"directory": str(tmp_path / "spool")},
-        "outputs": {"jsonl": str(tmp_path / "answers.jsonl")},
+        "outputs": {"jsonl": {"path": str(tmp_path / "answers.jsonl")}},
         "metrics": {"listen": None},
         "stop_timeout_s": 15,
     }
