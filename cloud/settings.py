@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     detect_max_side: int = Field(default=1280, ge=0, description="downscale longer side before MTCNN; 0 = off")
     max_message_bytes: int = Field(default=MAX_QUEUE_MESSAGE_BYTES, gt=1024)
     persist_results: bool = Field(default=False, description="also write each answer to s3://bucket/results/")
+    gallery_refresh_s: float = Field(
+        default=30.0, ge=0, description="how often a warm recognizer rechecks the gallery's version; 0 = every batch")
 
 
 @lru_cache(maxsize=1)

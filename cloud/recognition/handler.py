@@ -40,7 +40,6 @@ from cloud.recognition.gallery import Gallery, GalleryCache, Match
 from cloud.recognition.respond import Router, build_response, persist_response, queue_wait_ms, send_response
 from cloud.settings import Settings, get_settings
 
-GALLERY_REFRESH_SECONDS = 30.0  # how stale a warm container's gallery may get after an enrollment
 # An inline crop is bounded by the message size; one in S3 gets the same bound (a 160x160 JPEG is ~10 KB).
 MAX_CROP_BYTES = MAX_QUEUE_MESSAGE_BYTES
 
@@ -63,13 +62,14 @@ def get_router(default_queue_url: str, reply_to_prefix: str) -> Router:
     return Router(default_queue_url, reply_to_prefix)  # holds the reply_to queue URL cache
 
 
-_galleries = GalleryCache(GALLERY_REFRESH_SECONDS)
+@cache
+def get_galleries(refresh_s: float) -> GalleryCache:
+    return GalleryCache(refresh_s)  # the gallery, rechecked every settings.gallery_refresh_s
 
 
 def forget_gallery() -> None:
     """Reload the gallery on the next batch (after an enrollment in this process)."""
-    global _galleries
-    _galleries = GalleryCache(GALLERY_REFRESH_SECONDS)
+    get_galleries.cache_clear()
 
 
 def reset_caches() -> None:
@@ -198,7 +198,7 @@ def recognise_batch(records: list[SQSRecord], settings: Settings) -> Batch:
     """Phase 1 for the whole event. Embedder and gallery failures (missing weights, a gallery built
     with other weights) raise: the whole batch returns to the queue, and the log says why."""
     embedder = get_embedder(settings.weights_path, settings.torch_threads)
-    gallery = _galleries.get(settings.gallery_uri, embedder.model_tag)
+    gallery = get_galleries(settings.gallery_refresh_s).get(settings.gallery_uri, embedder.model_tag)
     start = time.perf_counter()
     outcomes = [prepare_record(record, settings) for record in records]
     embed_and_match(outcomes, embedder, gallery, settings.match_threshold)
@@ -217,11 +217,25 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         records = [SQSRecord(raw) for raw in event["Records"]]
         batch = recognise_batch(records, get_settings())
+        _test_only_delay(records, batch)
         result = process_partial_response(event=event, record_handler=batch.respond, processor=processor,
                                           context=context)
         return dict(result)
     finally:
         metrics.flush_metrics()
+
+
+def _test_only_delay(records: list[SQSRecord], batch: Batch) -> None:
+    """TEST ONLY (tests/reliability/test_timeouts.py): FACEPIPE_TEST_DELAY="<device_id>:<seconds>" holds a
+    batch carrying a first delivery from that device, to push it past the function's timeout. Never set
+    in a deployment: unset, this does nothing."""
+    hook = os.environ.get("FACEPIPE_TEST_DELAY")
+    if not hook:
+        return
+    device, _, seconds = hook.rpartition(":")
+    if any((outcome := batch.outcomes[r.message_id]).request is not None and outcome.request.device_id == device
+           and r.attributes.get("ApproximateReceiveCount") == "1" for r in records):
+        time.sleep(float(seconds))
 
 
 def _int(value: str | None) -> int | None:
