@@ -3,6 +3,7 @@ worker processes (awslambdaric) through the local Runtime API, so they live in a
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from typing import Any
@@ -11,8 +12,10 @@ INITIALISED_AT = time.time()  # once per execution environment: the init phase
 
 
 def echo(event: dict[str, Any], context: Any) -> dict[str, Any]:
-    """What the worker saw: the event, its context and its environment; sleeps `event["sleep_s"]` first."""
-    time.sleep(float(event.get("sleep_s", 0)))
+    """What the worker saw: the event, its context and its environment; sleeps `sleep_s` first (a key of
+    the event, or of its JSON body when it comes through the Function URL)."""
+    arguments = json.loads(event["body"]) if "body" in event else event
+    time.sleep(float(arguments.get("sleep_s", 0)))
     return {
         "event": event,
         "pid": os.getpid(),
