@@ -54,30 +54,32 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 @cache
 def get_embedder(weights_path: str, threads: int) -> Embedder:
-    return Embedder(weights_path, threads=threads)
+    return Embedder(weights_path, threads=threads)  # by weights file: tests change settings, not the model
+
+
+@dataclass
+class Container:
+    """What a warm execution environment keeps between batches, in one place; built once, in the init phase."""
+
+    settings: Settings
+    embedder: Embedder
+    router: Router  # holds the reply_to queue URL cache
+    galleries: GalleryCache  # the gallery, rechecked every settings.gallery_refresh_s
 
 
 @cache
-def get_router(default_queue_url: str, reply_to_prefix: str) -> Router:
-    return Router(default_queue_url, reply_to_prefix)  # holds the reply_to queue URL cache
-
-
-@cache
-def get_galleries(refresh_s: float) -> GalleryCache:
-    return GalleryCache(refresh_s)  # the gallery, rechecked every settings.gallery_refresh_s
-
-
-def forget_gallery() -> None:
-    """Reload the gallery on the next batch (after an enrollment in this process)."""
-    get_galleries.cache_clear()
+def get_container() -> Container:
+    settings = get_settings()
+    return Container(settings=settings, embedder=get_embedder(settings.weights_path, settings.torch_threads),
+                     router=Router(settings.response_queue_url, settings.reply_to_prefix),
+                     galleries=GalleryCache(settings.gallery_refresh_s))
 
 
 def reset_caches() -> None:
-    """Forget the embedder, gallery, router and settings (tests change the environment)."""
+    """Forget the container, its model and the settings (tests change the environment)."""
+    get_container.cache_clear()
     get_embedder.cache_clear()
-    get_router.cache_clear()
     get_settings.cache_clear()
-    forget_gallery()
 
 
 # --- phase 1: parse, load crops, embed once, match -----------------------------------------------
@@ -134,11 +136,11 @@ def load_crops(request: RequestMessage, bucket: str) -> list[np.ndarray]:
     return crops
 
 
-def prepare_record(record: SQSRecord, settings: Settings) -> Outcome:
+def prepare_record(record: SQSRecord, container: Container) -> Outcome:
     try:
         request = parse_request(record.body)
-        queue_url = get_router(settings.response_queue_url, settings.reply_to_prefix).queue_url(request)
-        return Outcome(request=request, queue_url=queue_url, crops=load_crops(request, settings.bucket))
+        queue_url = container.router.queue_url(request)
+        return Outcome(request=request, queue_url=queue_url, crops=load_crops(request, container.settings.bucket))
     except Exception as exc:  # kept for phase 2, where powertools reports it for this record only
         return Outcome(error=exc)
 
@@ -194,13 +196,13 @@ class Batch:
             logger.set_correlation_id(None)
 
 
-def recognise_batch(records: list[SQSRecord], settings: Settings) -> Batch:
+def recognise_batch(records: list[SQSRecord], container: Container) -> Batch:
     """Phase 1 for the whole event. Embedder and gallery failures (missing weights, a gallery built
     with other weights) raise: the whole batch returns to the queue, and the log says why."""
-    embedder = get_embedder(settings.weights_path, settings.torch_threads)
-    gallery = get_galleries(settings.gallery_refresh_s).get(settings.gallery_uri, embedder.model_tag)
+    settings, embedder = container.settings, container.embedder
+    gallery = container.galleries.get(settings.gallery_uri, embedder.model_tag)
     start = time.perf_counter()
-    outcomes = [prepare_record(record, settings) for record in records]
+    outcomes = [prepare_record(record, container) for record in records]
     embed_and_match(outcomes, embedder, gallery, settings.match_threshold)
     recognise_ms = (time.perf_counter() - start) * 1000
     faces = sum(len(o.crops) for o in outcomes if o.error is None)
@@ -216,7 +218,7 @@ def recognise_batch(records: list[SQSRecord], settings: Settings) -> Batch:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         records = [SQSRecord(raw) for raw in event["Records"]]
-        batch = recognise_batch(records, get_settings())
+        batch = recognise_batch(records, get_container())
         _test_only_delay(records, batch)
         result = process_partial_response(event=event, record_handler=batch.respond, processor=processor,
                                           context=context)
@@ -243,5 +245,4 @@ def _int(value: str | None) -> int | None:
 
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-    # Load the model during Lambda's init phase, not in the first batch.
-    get_embedder(get_settings().weights_path, get_settings().torch_threads)
+    get_container()  # load the model during Lambda's init phase, not in the first batch
