@@ -75,19 +75,29 @@ class FunctionPool:
 
     def _acquire(self) -> ExecutionEnvironment:
         deadline = None if self.wait_s is None else time.monotonic() + self.wait_s
-        with self._changed:
-            while True:
-                if self._stopped:
-                    raise FunctionError("Runtime.Stopped", f"{self.spec.logical_id} is stopping")
-                if self._idle:
-                    return self._idle.pop()
-                if self._slots < self.concurrency:
-                    self._slots += 1
-                    break
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    raise Throttled(f"{self.spec.logical_id}: all {self.concurrency} environments busy")
-                self._changed.wait(remaining)
+        dead: list[ExecutionEnvironment] = []  # idle ones that died meanwhile: replaced, never invoked
+        try:
+            with self._changed:
+                while True:
+                    if self._stopped:
+                        raise FunctionError("Runtime.Stopped", f"{self.spec.logical_id} is stopping")
+                    while self._idle:
+                        environment = self._idle.pop()
+                        if environment.alive:
+                            return environment
+                        dead.append(environment)
+                        self._all.discard(environment)
+                        self._slots -= 1
+                    if self._slots < self.concurrency:
+                        self._slots += 1
+                        break
+                    remaining = None if deadline is None else deadline - time.monotonic()
+                    if remaining is not None and remaining <= 0:
+                        raise Throttled(f"{self.spec.logical_id}: all {self.concurrency} environments busy")
+                    self._changed.wait(remaining)
+        finally:
+            for environment in dead:
+                environment.kill()
         return self._start(pre_started=False)  # a cold start, paid by this invocation
 
     def _start(self, *, pre_started: bool) -> ExecutionEnvironment:

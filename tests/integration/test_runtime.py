@@ -8,6 +8,7 @@ import http.client
 import logging
 import os
 import re
+import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -248,3 +249,14 @@ def test_stop_leaves_no_worker_behind(pools: Callable[..., FunctionPool]) -> Non
     busy.join(timeout=5)
     assert not busy.is_alive()  # the in-flight invocation failed when its worker was killed
     assert not any(alive(pid) for pid in pids) and worker_pids("EchoFunction") == set()
+
+
+def test_an_idle_worker_that_died_is_replaced_without_failing_an_invocation(
+        pools: Callable[..., FunctionPool]) -> None:
+    pool = pools(spec())
+    pid = pool.prestart().pid
+    os.kill(pid, signal.SIGKILL)
+    while alive(pid):
+        time.sleep(0.01)
+    served = pool.invoke({})
+    assert served["pid"] != pid and [e.pid for e in pool.environments] == [served["pid"]]
