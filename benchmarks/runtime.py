@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import statistics
 import time
 import uuid
@@ -55,7 +56,9 @@ def main() -> int:
     from cloud.local.function_url import LambdaContext
     from cloud.local.stack import DETECTION, LocalStack, StackConfig
 
-    with LocalStack(StackConfig(weights_path=args.weights)) as stack, stack.trigger.paused():
+    quiet = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}  # the workers' logs
+    os.environ.update(quiet)  # and the in-process handler's
+    with LocalStack(StackConfig(weights_path=args.weights, extra_env=quiet)) as stack, stack.trigger.paused():
         pool = stack.functions[DETECTION]
         cases = {"refused at once (GET: 405, no model work)": frame_event("GET", b""),
                  f"one-face frame ({args.photo.name}: decode, MTCNN, enqueue)":

@@ -66,7 +66,7 @@ class StackConfig:
     max_receive_count: int | None = None  # MaxReceiveCount: both queues' RedrivePolicy
     torch_threads: int = 2
     poll_wait_s: int = 1  # trigger long-poll wait; short so stop() is prompt
-    extra_env: dict[str, str] = field(default_factory=dict)  # more FACEPIPE_* settings for the handlers
+    extra_env: dict[str, str] = field(default_factory=dict)  # more function settings: FACEPIPE_*, POWERTOOLS_*
     # Worker processes per function at most; None = DetectionReservedConcurrency / RecognitionMaxConcurrency
     # from the template when set (not -1), else this machine's core count.
     detection_concurrency: int | None = None
