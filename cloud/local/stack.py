@@ -129,7 +129,7 @@ class LocalStack:
         template, parameters = self._template()  # refuses values CloudFormation would, before anything starts
         self.timings = {"template_s": time.perf_counter() - started}
         if _active is not None:
-            raise RuntimeError("a LocalStack is already running in this process (handlers share its settings)")
+            raise RuntimeError("a LocalStack is already running in this process (its settings are in os.environ)")
         _active = self
         try:
             self._start(weights, template, parameters)
