@@ -9,9 +9,12 @@ import logging
 import os
 import re
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +24,7 @@ from cloud.local.environment import FunctionError, FunctionSpec
 from cloud.local.function_url import FunctionUrlServer
 from cloud.local.pool import FunctionPool, Throttled
 from cloud.local.runtime_api import Invocation, RuntimeApiServer
+from tests.photos import REPO
 from tests.processes import alive, worker_pids
 
 ECHO = "tests.runtime_functions.echo"
@@ -260,3 +264,20 @@ def test_an_idle_worker_that_died_is_replaced_without_failing_an_invocation(
         time.sleep(0.01)
     served = pool.invoke({})
     assert served["pid"] != pid and [e.pid for e in pool.environments] == [served["pid"]]
+
+
+def test_a_worker_whose_stack_process_died_exits_by_itself(tmp_path: Path) -> None:
+    # A process that starts a worker and dies without stop() (as on SIGKILL): the worker's `next` loses its
+    # Runtime API, and awslambdaric exits.
+    pid_file = tmp_path / "pid"
+    script = ("import os, sys; from pathlib import Path; from tests.integration.test_runtime import spec; "
+              "from cloud.local.pool import FunctionPool; "
+              "Path(sys.argv[1]).write_text(str(FunctionPool(spec(logical_id='OrphanFunction'), 1).prestart().pid)); "
+              "os._exit(0)")
+    subprocess.run([sys.executable, "-c", script, str(pid_file)], cwd=REPO, stdout=subprocess.DEVNULL,
+                   stderr=subprocess.DEVNULL, timeout=60, check=True)
+    pid = int(pid_file.read_text())
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(pid) and worker_pids("OrphanFunction") == set()
