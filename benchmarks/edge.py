@@ -100,8 +100,6 @@ def main() -> int:
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
     for noisy in ("facepipe-detection", "facepipe-recognition", "cloud", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
@@ -109,7 +107,9 @@ def main() -> int:
     from cloud.local.demo_clip import write_pan_clip
     from cloud.local.stack import LocalStack, StackConfig
 
-    with LocalStack(StackConfig(weights_path=args.weights)) as stack, tempfile.TemporaryDirectory() as tmp:
+    quiet = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}  # the functions' logs
+    with LocalStack(StackConfig(weights_path=args.weights, extra_env=quiet)) as stack, \
+            tempfile.TemporaryDirectory() as tmp:
         if args.video is None:
             args.video = Path(tmp) / "demo-clip.avi"
             write_pan_clip([args.photos / name for name in FILMED], args.video)

@@ -13,8 +13,9 @@ import sys
 
 # (command path, module, argument function, run function, help)
 _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
-    (("local", "up"), "cloud.local.stack", "add_arguments", "run",
-     "run the whole backend on 127.0.0.1 (template.yaml's queues and bucket in moto, Function URL, SQS trigger)"),
+    (("local", "up"), "cloud.local.up", "add_arguments", "run",
+     "run the whole backend on 127.0.0.1 (template.yaml's queues and bucket in moto, Function URL, SQS trigger, "
+     "each function as Lambda-like worker processes)"),
     (("enroll",), "cloud.enrollment", "add_arguments", "run",
      "detect, embed and add people's faces to the gallery"),
     (("gallery", "list"), "cloud.gallery_cli", "add_list_arguments", "run_list", "list enrolled names"),

@@ -68,6 +68,8 @@ class Settings(BaseSettings):
     # 10 x 64 crops) would need ~2.5 GB; chunks of 32 keep it near 120 MB and lose little speed.
     embed_chunk: int = Field(default=32, ge=1, le=256)
     persist_results: bool = Field(default=False, description="also write each answer to s3://bucket/results/")
+    gallery_refresh_s: float = Field(
+        default=30.0, ge=0, description="how often a warm recognizer rechecks the gallery's version; 0 = every batch")
 
 
 @lru_cache(maxsize=1)

@@ -118,10 +118,9 @@ def run_demo(weights: Path, photos: Path, video: Path | None, enroll_dir: Path |
         name: [photos / rel for rel in files] for name, files in ENROLLED.items()
     }
     # The handlers' JSON logs and EMF metrics are for CloudWatch; the demo shows the edge's view.
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    os.environ.setdefault("POWERTOOLS_METRICS_DISABLED", "true")
+    quiet = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     # The SQS trigger's batch size and window are template.yaml's defaults, as deployed.
-    with LocalStack(StackConfig(weights_path=weights)) as stack:
+    with LocalStack(StackConfig(weights_path=weights, extra_env=quiet)) as stack:
         print(f"local stack ready in {stack.timings['total_s']:.1f} s: {stack.function_url}", flush=True)
         report = stack.enroll(people)
         print(f"enrolled {report.photos} photo(s) of {', '.join(report.enrolled)}"

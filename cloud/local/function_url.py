@@ -1,10 +1,10 @@
-"""A local Lambda Function URL: HTTP in, payload-format-2.0 event, handler in-process, HTTP out.
+"""A local Lambda Function URL: HTTP in, payload-format-2.0 event, the function invoked, HTTP out.
 
 It behaves like the AWS front door in the ways a client can observe: BUFFERED-mode 6 MB request
 limit (checked from Content-Length before the body is read), AWS_IAM auth via SigV4 (service
 `lambda`) or NONE, 2.0 events (binary bodies base64-encoded), the handler's return value mapped
-to the response, and 502 when the function raises. Invocations are serialised with a lock, like
-one warm Lambda container.
+to the response, 502 when the function fails (an error, a timeout, a crashed worker) and 429
+`TooManyRequestsException` when it is throttled (cloud/local/pool.py: every allowed worker busy).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Any, Literal
 
 from cloud.contracts import HEADER_REQUEST_ID, MAX_REQUEST_BODY_BYTES
 from cloud.local import sigv4
+from cloud.local.pool import Throttled
 
 log = logging.getLogger(__name__)
 
@@ -150,12 +151,17 @@ def to_http(result: Any) -> tuple[int, list[tuple[str, str]], bytes]:
     return int(result["statusCode"]), headers, payload
 
 
-class FunctionUrlServer:
-    """Serve `handler` at http://host:port/ (port 0 = free port) until stop()."""
+class FunctionUrlServer(ThreadingHTTPServer):
+    """Serve `function` at http://host:port/ (port 0 = a free port) from a background thread until stop().
+
+    `function` has a handler's signature: in the local stack it is the detection function's pool of
+    execution environments (which raises Throttled when all are busy); a plain handler runs in-process."""
+
+    daemon_threads = True
 
     def __init__(
         self,
-        handler: Handler,
+        function: Handler,
         *,
         host: str = "127.0.0.1",
         port: int = 0,
@@ -169,43 +175,45 @@ class FunctionUrlServer:
     ) -> None:
         if auth == "aws_iam" and not (access_key and secret_key):
             raise ValueError("auth aws_iam needs the credentials to verify signatures with")
-        self.handler = handler
+        super().__init__((host, port), FunctionUrlRequestHandler)
+        self.function = function
         self.auth = auth
         self.access_key, self.secret_key, self.region = access_key, secret_key, region
         self.function_name, self.timeout_s, self.max_body_bytes = function_name, timeout_s, max_body_bytes
-        self._invoke_lock = threading.Lock()  # one container: one invocation at a time
-        self._httpd = ThreadingHTTPServer((host, port), _make_request_handler(self))
-        self._httpd.daemon_threads = True
         self._thread: threading.Thread | None = None
-        bound_host, bound_port = self._httpd.server_address[:2]
+        bound_host, bound_port = self.server_address[:2]
         self.url = f"http://{bound_host!s}:{bound_port}/"
 
     def start(self) -> str:
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="function-url", daemon=True)
+        self._thread = threading.Thread(target=self.serve_forever, name="function-url", daemon=True)
         self._thread.start()
         log.info("function URL listening on %s (auth %s)", self.url, self.auth)
         return self.url
 
     def stop(self) -> None:
         if self._thread is not None:
-            self._httpd.shutdown()
+            self.shutdown()
             self._thread.join()
             self._thread = None
-        self._httpd.server_close()
+        self.server_close()
 
     def invoke(self, event: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Run the handler on one event; an exception is a 502, as on AWS."""
+        """Run the function on one event: its response, 429 when throttled, 502 when it fails (an error,
+        a timeout, a crash), as on AWS."""
         context = LambdaContext(self.function_name, self.timeout_s, self.region,
                                 aws_request_id=event["requestContext"]["requestId"])
-        with self._invoke_lock:
-            started = time.perf_counter()
-            try:
-                result = self.handler(event, context)
-            except Exception:
-                log.exception("%s raised; answering 502", self.function_name)
-                return 502, [("Content-Type", "application/json")], b'{"error": "Internal Server Error"}'
-            finally:
-                log.debug("%s took %.1f ms", self.function_name, (time.perf_counter() - started) * 1000)
+        started = time.perf_counter()
+        try:
+            result = self.function(event, context)
+        except Throttled as exc:
+            log.warning("%s throttled: %s; answering 429", self.function_name, exc)
+            return 429, [("Content-Type", "application/json"), ("x-amzn-ErrorType", "TooManyRequestsException")], \
+                b'{"Message": "Rate Exceeded."}'
+        except Exception:
+            log.exception("%s failed; answering 502", self.function_name)
+            return 502, [("Content-Type", "application/json")], b'{"error": "Internal Server Error"}'
+        finally:
+            log.debug("%s took %.1f ms", self.function_name, (time.perf_counter() - started) * 1000)
         try:
             return to_http(result)
         except (TypeError, ValueError) as exc:
@@ -218,101 +226,99 @@ def _error(status: int, message: str, request_id: str | None) -> tuple[int, list
     return status, [("Content-Type", "application/json")], body
 
 
-def _make_request_handler(server: FunctionUrlServer) -> type[BaseHTTPRequestHandler]:
-    class _RequestHandler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"  # keep-alive, like the real endpoint
-        server_version = "facepipe-local-function-url"
-        timeout = 60  # a stalled client must not hold a thread forever
+class FunctionUrlRequestHandler(BaseHTTPRequestHandler):
+    server: FunctionUrlServer
+    protocol_version = "HTTP/1.1"  # keep-alive, like the real endpoint
+    server_version = "facepipe-local-function-url"
+    timeout = 60  # a stalled client must not hold a thread forever
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
-            log.debug("%s %s", self.address_string(), format % args)
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib signature
+        log.debug("%s %s", self.address_string(), format % args)
 
-        def _send(self, response: tuple[int, list[tuple[str, str]], bytes], lambda_request_id: str) -> None:
-            status, headers, body = response
-            self.send_response(status)
-            for name, value in headers:
-                self.send_header(name, value)
-            self.send_header("x-amzn-RequestId", lambda_request_id)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            if self.command != "HEAD":
-                self.wfile.write(body)
+    def _send(self, response: tuple[int, list[tuple[str, str]], bytes], lambda_request_id: str) -> None:
+        status, headers, body = response
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("x-amzn-RequestId", lambda_request_id)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
 
-        def _content_length(self) -> int | str:
-            """The declared body length, or the reason it cannot be accepted."""
-            if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-                return "chunked bodies are not supported: send Content-Length"
-            declared = self.headers.get("Content-Length", "0")
-            if not declared.isdigit():
-                return f"invalid Content-Length {declared!r}"
-            return int(declared)
+    def _content_length(self) -> int | str:
+        """The declared body length, or the reason it cannot be accepted."""
+        if "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            return "chunked bodies are not supported: send Content-Length"
+        declared = self.headers.get("Content-Length", "0")
+        if not declared.isdigit():
+            return f"invalid Content-Length {declared!r}"
+        return int(declared)
 
-        def _too_large(self, length: int) -> bool:
-            return length > server.max_body_bytes
+    def _too_large(self, length: int) -> bool:
+        return length > self.server.max_body_bytes
 
-        def handle_expect_100(self) -> bool:
-            # A client that asks first gets the 413 before sending the body at all.
-            length = self._content_length()
-            if isinstance(length, int) and self._too_large(length):
-                self.close_connection = True
-                self._send(self._limit_error(length), str(uuid.uuid4()))
-                return False
-            return super().handle_expect_100()
+    def handle_expect_100(self) -> bool:
+        # A client that asks first gets the 413 before sending the body at all.
+        length = self._content_length()
+        if isinstance(length, int) and self._too_large(length):
+            self.close_connection = True
+            self._send(self._limit_error(length), str(uuid.uuid4()))
+            return False
+        return super().handle_expect_100()
 
-        def _limit_error(self, length: int) -> tuple[int, list[tuple[str, str]], bytes]:
-            return _error(413, f"request body of {length} bytes exceeds the {server.max_body_bytes}-byte limit",
-                          self.headers.get(HEADER_REQUEST_ID))
+    def _limit_error(self, length: int) -> tuple[int, list[tuple[str, str]], bytes]:
+        return _error(413, f"request body of {length} bytes exceeds the {self.server.max_body_bytes}-byte limit",
+                      self.headers.get(HEADER_REQUEST_ID))
 
-        def _discard_body(self, length: int) -> None:
-            """Read and drop a rejected body so the client can read our answer; hang up on huge ones."""
-            if length > _DRAIN_LIMIT:
-                self.close_connection = True
+    def _discard_body(self, length: int) -> None:
+        """Read and drop a rejected body so the client can read our answer; hang up on huge ones."""
+        if length > _DRAIN_LIMIT:
+            self.close_connection = True
+            return
+        remaining = length
+        while remaining > 0:
+            chunk = self.rfile.read(min(_CHUNK, remaining))
+            if not chunk:
+                break
+            remaining -= len(chunk)
+
+    def _handle(self) -> None:
+        server = self.server
+        lambda_request_id = str(uuid.uuid4())
+        client_request_id = self.headers.get(HEADER_REQUEST_ID)
+        length = self._content_length()
+        if isinstance(length, str):
+            self.close_connection = True
+            self._send(_error(411 if "chunked" in length else 400, length, client_request_id), lambda_request_id)
+            return
+        if self._too_large(length):
+            # Checked from the header: the body is never buffered.
+            self._send(self._limit_error(length), lambda_request_id)
+            self._discard_body(length)
+            return
+        body = self.rfile.read(length) if length else b""
+        if len(body) != length:
+            self.close_connection = True
+            self._send(_error(400, "body shorter than Content-Length", client_request_id), lambda_request_id)
+            return
+
+        access_key: str | None = None
+        if server.auth == "aws_iam":
+            verdict = sigv4.verify(method=self.command, raw_path=self.path, headers=dict(self.headers.items()),
+                                   body=body, access_key=server.access_key, secret_key=server.secret_key,
+                                   region=server.region)
+            if not verdict.ok:
+                log.info("403 for %s %s: %s", self.command, self.path, verdict.reason)
+                self._send(_error(403, f"forbidden: {verdict.reason}", client_request_id), lambda_request_id)
                 return
-            remaining = length
-            while remaining > 0:
-                chunk = self.rfile.read(min(_CHUNK, remaining))
-                if not chunk:
-                    break
-                remaining -= len(chunk)
+            access_key = verdict.access_key
 
-        def _handle(self) -> None:
-            lambda_request_id = str(uuid.uuid4())
-            client_request_id = self.headers.get(HEADER_REQUEST_ID)
-            length = self._content_length()
-            if isinstance(length, str):
-                self.close_connection = True
-                self._send(_error(411 if "chunked" in length else 400, length, client_request_id),
-                           lambda_request_id)
-                return
-            if self._too_large(length):
-                # Checked from the header: the body is never buffered.
-                self._send(self._limit_error(length), lambda_request_id)
-                self._discard_body(length)
-                return
-            body = self.rfile.read(length) if length else b""
-            if len(body) != length:
-                self.close_connection = True
-                self._send(_error(400, "body shorter than Content-Length", client_request_id), lambda_request_id)
-                return
+        event = build_event(
+            method=self.command, target=self.path, headers=self.headers.items(), body=body,
+            source_ip=self.client_address[0], domain=self.headers.get("Host", "localhost"),
+            request_id=lambda_request_id, access_key=access_key,
+        )
+        self._send(server.invoke(event), lambda_request_id)
 
-            access_key: str | None = None
-            if server.auth == "aws_iam":
-                verdict = sigv4.verify(method=self.command, raw_path=self.path, headers=dict(self.headers.items()),
-                                       body=body, access_key=server.access_key, secret_key=server.secret_key,
-                                       region=server.region)
-                if not verdict.ok:
-                    log.info("403 for %s %s: %s", self.command, self.path, verdict.reason)
-                    self._send(_error(403, f"forbidden: {verdict.reason}", client_request_id), lambda_request_id)
-                    return
-                access_key = verdict.access_key
-
-            event = build_event(
-                method=self.command, target=self.path, headers=self.headers.items(), body=body,
-                source_ip=self.client_address[0], domain=self.headers.get("Host", "localhost"),
-                request_id=lambda_request_id, access_key=access_key,
-            )
-            self._send(server.invoke(event), lambda_request_id)
-
-        do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle
-
-    return _RequestHandler
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = _handle

@@ -2,8 +2,10 @@
 
 Semantics follow Lambda's SQS trigger with `ReportBatchItemFailures`: records named in the
 returned `batchItemFailures` stay on the queue and come back after the visibility timeout (and
-reach the DLQ after maxReceiveCount receives); the rest are deleted. A handler exception, or a
-response Lambda would reject (not a dict, unknown itemIdentifier), returns the whole batch.
+reach the DLQ after maxReceiveCount receives); the rest are deleted. A failed invocation (the
+handler raised, timed out, or its worker crashed), or a response Lambda would reject (not a dict,
+unknown itemIdentifier), returns the whole batch. `concurrency` pollers run batches at once, like the
+event source mapping's ScalingConfig.MaximumConcurrency.
 """
 
 from __future__ import annotations
@@ -77,7 +79,7 @@ def failed_ids(result: Any, batch_ids: set[str]) -> set[str] | None:
 
 
 class SqsTrigger:
-    """A thread that feeds `handler` batches from `queue_url` until stop()."""
+    """`concurrency` threads that feed `handler` batches from `queue_url` until stop()."""
 
     def __init__(
         self,
@@ -92,6 +94,7 @@ class SqsTrigger:
         timeout_s: float = 30.0,
         poll_wait_s: int = 1,
         function_name: str = "facepipe-recognition",
+        concurrency: int = 1,
     ) -> None:
         if not 1 <= batch_size <= 10_000:
             raise ValueError("batch size must be 1..10000")
@@ -99,38 +102,43 @@ class SqsTrigger:
             raise ValueError("batching window must be 0..300 s")
         if batch_size > 10 and batching_window_s < 1:
             raise ValueError("a batch size over 10 needs a batching window of at least 1 s (as on AWS)")
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
         self.sqs, self.handler = sqs, handler
         self.queue_url, self.queue_arn, self.region = queue_url, queue_arn, region
         self.batch_size, self.batching_window_s = batch_size, batching_window_s
-        self.timeout_s, self.function_name = timeout_s, function_name
+        self.timeout_s, self.function_name, self.concurrency = timeout_s, function_name, concurrency
         # Short long-polls keep stop() prompt; SQS and moto both honour WaitTimeSeconds 0..20.
         self.poll_wait_s = poll_wait_s
         self._stop = threading.Event()
         self._running = threading.Event()  # cleared while paused
         self._running.set()
-        self._idle = threading.Event()  # set while no batch is being received or processed
-        self._idle.set()
-        self._thread: threading.Thread | None = None
+        self._busy = 0  # pollers receiving or processing a batch
+        self._state = threading.Condition()  # guards _busy and batches
+        self._threads: list[threading.Thread] = []
         self.batches = 0  # invocations so far (for tests and logs)
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="sqs-trigger", daemon=True)
-        self._thread.start()
-        log.info("SQS trigger polling %s (batch %d, window %.1f s)", self.queue_url, self.batch_size,
-                 self.batching_window_s)
+        self._threads = [threading.Thread(target=self._loop, name=f"sqs-trigger-{i}", daemon=True)
+                         for i in range(self.concurrency)]
+        for thread in self._threads:
+            thread.start()
+        log.info("SQS trigger polling %s (batch %d, window %.1f s, %d at once)", self.queue_url, self.batch_size,
+                 self.batching_window_s, self.concurrency)
 
     def stop(self) -> None:
         self._stop.set()
         self._running.set()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        for thread in self._threads:
+            thread.join()
+        self._threads = []
 
     @contextmanager
     def paused(self) -> Iterator[None]:
-        """Stop taking new batches (an in-flight batch finishes first); resume on exit."""
+        """Stop taking new batches (in-flight batches finish first); resume on exit."""
         self._running.clear()
-        self._idle.wait()
+        with self._state:
+            self._state.wait_for(lambda: self._busy == 0)
         try:
             yield
         finally:
@@ -141,18 +149,22 @@ class SqsTrigger:
             self._running.wait()
             if self._stop.is_set():
                 break
-            self._idle.clear()
+            with self._state:
+                if not self._running.is_set():  # paused between the wait and here
+                    continue
+                self._busy += 1
             try:
-                if self._running.is_set():
-                    messages = self._gather()
-                    if messages:
-                        self._process(messages)
+                messages = self._gather()
+                if messages:
+                    self._process(messages)
             except Exception:
                 # The poller must survive a broken endpoint or handler; back off and poll again.
                 log.exception("SQS trigger poll failed")
                 self._stop.wait(1.0)
             finally:
-                self._idle.set()
+                with self._state:
+                    self._busy -= 1
+                    self._state.notify_all()
 
     def _receive(self, count: int, wait_s: int) -> list[dict[str, Any]]:
         response = self.sqs.receive_message(
@@ -185,12 +197,13 @@ class SqsTrigger:
         ids = {m["MessageId"] for m in messages}
         event = build_event(messages, self.queue_arn, self.region)
         context = LambdaContext(self.function_name, self.timeout_s, self.region)
-        self.batches += 1
+        with self._state:
+            self.batches += 1
         started = time.perf_counter()
         try:
             result = self.handler(event, context)
         except Exception:
-            log.exception("%s raised on a batch of %d; whole batch returns to the queue", self.function_name,
+            log.exception("%s failed on a batch of %d; whole batch returns to the queue", self.function_name,
                           len(messages))
             return
         failures = failed_ids(result, ids)

@@ -1,32 +1,32 @@
-"""`facepipe local up`: the whole backend on 127.0.0.1, with the real handlers.
+"""The local stack: the whole backend on 127.0.0.1, with the real handlers in Lambda-like worker processes.
 
 moto (SQS + S3 + CloudFormation) -> template.yaml's queues and bucket, created as a CloudFormation stack
-in moto (cloud/local/resources.py) -> local Function URL (detection handler in-process) and a local SQS
-trigger (recognition handler in-process), both run with the parameter values the stack was created with.
-The handlers reach SQS and S3 exactly as on AWS: boto3 reading AWS_ENDPOINT_URL and credentials from the
-environment, which this module sets in its own process before importing them. So there is one stack per process.
+in moto (cloud/local/resources.py) -> each function of the template (DetectionFunction, RecognitionFunction)
+as a pool of worker processes running awslambdaric against a local Runtime API (cloud/local/pool.py) ->
+a local Function URL in front of detection and a local SQS trigger feeding recognition, all run with the
+parameter values the stack was created with. The handlers reach SQS and S3 exactly as on AWS: boto3
+reading AWS_ENDPOINT_URL and credentials from their environment. This process's own environment gets
+the same AWS_* and FACEPIPE_* values (for `enroll` and for tests' clients), so there is one stack per process.
+`facepipe local up` (cloud/local/up.py) is its command line.
 """
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
 import logging
 import os
 import re
 import secrets
-import shlex
-import signal
 import string
-import sys
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
+    from cloud.local.pool import FunctionPool
     from cloud.local.resources import Resources
 
 log = logging.getLogger(__name__)
@@ -41,8 +41,11 @@ PARAMETERS = {
     "batching_window_s": "RecognitionBatchingWindow",
     "max_receive_count": "MaxReceiveCount",
 }
-# Parameters the local stack reads back from the created stack (the ones above, and where the gallery lives).
-LOCAL_PARAMETERS = (*PARAMETERS.values(), "GalleryKey")
+# Parameters the local stack reads back from the created stack (the ones above, where the gallery lives,
+# and what the functions' workers get: memory size and concurrency limits).
+LOCAL_PARAMETERS = (*PARAMETERS.values(), "GalleryKey", "DetectionMemorySize", "RecognitionMemorySize",
+                    "DetectionReservedConcurrency", "RecognitionMaxConcurrency")
+DETECTION, RECOGNITION = "DetectionFunction", "RecognitionFunction"  # template.yaml's logical IDs
 _active: LocalStack | None = None  # the handlers read process-wide settings: one stack per process
 
 
@@ -63,7 +66,14 @@ class StackConfig:
     max_receive_count: int | None = None  # MaxReceiveCount: both queues' RedrivePolicy
     torch_threads: int = 2
     poll_wait_s: int = 1  # trigger long-poll wait; short so stop() is prompt
-    extra_env: dict[str, str] = field(default_factory=dict)  # more FACEPIPE_* settings for the handlers
+    extra_env: dict[str, str] = field(default_factory=dict)  # more function settings: FACEPIPE_*, POWERTOOLS_*
+    # Worker processes per function at most; None = DetectionReservedConcurrency / RecognitionMaxConcurrency
+    # from the template when set (not -1), else this machine's core count.
+    detection_concurrency: int | None = None
+    recognition_concurrency: int | None = None
+    # How long a Function URL request may wait for a busy detection worker before its 429.
+    url_queue_wait_s: float = 2.0
+    prestart: bool = True  # one initialised worker per function at start() (no cold start for the first frame)
 
 
 @dataclass(frozen=True)
@@ -96,6 +106,9 @@ class LocalStack:
         self.bucket = self.gallery_uri = ""
         self.timings: dict[str, float] = {}  # start-up phases in seconds
         self.trigger: Any = None  # SqsTrigger; `with stack.trigger.paused():` holds recognition
+        self.handlers: dict[str, str] = {}  # by logical ID: the function's handler (template ImageConfig.Command)
+        self.functions: dict[str, FunctionPool] = {}  # by logical ID: each function's worker processes
+        self._enroll_models: tuple[Any, Any] | None = None  # (detector, embedder) in this process, for enroll()
         self._moto: Any = None
         self._url_server: Any = None
         self._saved_env: dict[str, str | None] = {}
@@ -116,7 +129,7 @@ class LocalStack:
         template, parameters = self._template()  # refuses values CloudFormation would, before anything starts
         self.timings = {"template_s": time.perf_counter() - started}
         if _active is not None:
-            raise RuntimeError("a LocalStack is already running in this process (handlers share its settings)")
+            raise RuntimeError("a LocalStack is already running in this process (its settings are in os.environ)")
         _active = self
         try:
             self._start(weights, template, parameters)
@@ -126,10 +139,14 @@ class LocalStack:
         return self
 
     def _template(self) -> tuple[dict[str, Any], dict[str, str]]:
-        """The queues and bucket of template.yaml (as `sam deploy` transforms it) and every parameter value."""
+        """The queues and bucket of template.yaml (as `sam deploy` transforms it) and every parameter value;
+        also reads each function's handler (its image command) into `self.handlers`."""
         from cloud.local.template import as_built, load_template, local_subset, parameter_values, transform
 
-        subset = local_subset(transform(as_built(load_template()), self.region), LOCAL_PARAMETERS)
+        source = load_template()
+        self.handlers = {name: source["Resources"][name]["Properties"]["ImageConfig"]["Command"][0]
+                         for name in (DETECTION, RECOGNITION)}
+        subset = local_subset(transform(as_built(source), self.region), LOCAL_PARAMETERS)
         overrides = {name: str(getattr(self.config, field)) for field, name in PARAMETERS.items()
                      if getattr(self.config, field) is not None}
         return subset, parameter_values(subset, overrides)
@@ -145,13 +162,14 @@ class LocalStack:
         self._moto = MotoServer(cfg.host, cfg.moto_port)
         self.endpoint_url = self._moto.start()
         t1 = time.perf_counter()
-        self._set_env({
+        aws_env = {
             "AWS_ENDPOINT_URL": self.endpoint_url,
             "AWS_ACCESS_KEY_ID": self.credentials.access_key,
             "AWS_SECRET_ACCESS_KEY": self.credentials.secret_key,
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
-        })
+        }
+        self._set_env(aws_env)
         res = self.resources = create_resources(
             self.client("cloudformation", retries=False), self.client("sqs"), self.client("s3"),
             stack_name=self.stack_name, template=template, parameters=parameters)
@@ -161,7 +179,7 @@ class LocalStack:
         self.response_queue_url = res.queues["ResponseQueue"].url
         self.response_dlq_url = res.queues["ResponseDeadLetterQueue"].url
         self.bucket, self.gallery_uri = res.bucket, f"s3://{res.bucket}/{params['GalleryKey']}"
-        self._set_env({
+        function_env = {
             "FACEPIPE_REQUEST_QUEUE_URL": self.request_queue_url,
             "FACEPIPE_RESPONSE_QUEUE_URL": self.response_queue_url,
             "FACEPIPE_BUCKET": self.bucket,
@@ -170,39 +188,82 @@ class LocalStack:
             "FACEPIPE_REPLY_TO_PREFIX": self.reply_to_prefix,
             "FACEPIPE_TORCH_THREADS": str(cfg.torch_threads),
             "FACEPIPE_MAX_MESSAGE_BYTES": request.attributes["MaximumMessageSize"],  # as the template sets it
+            # Workers recheck the gallery's version every batch, so `enroll()` reaches warm ones at once.
+            "FACEPIPE_GALLERY_REFRESH_S": "0",
             **cfg.extra_env,
-        })
+        }
+        self._set_env(function_env)
         t2 = time.perf_counter()
 
-        # The handlers' init phase: import, then build the models once (they cache per process).
-        detection, recognition = _fresh_handlers()
+        self.functions = self._pools({**aws_env, **function_env}, params)
+        if cfg.prestart:  # both models load at once, each in its own worker
+            self._prestart()
         t3 = time.perf_counter()
-        detection.get_detector()
-        t4 = time.perf_counter()
-        settings = recognition.get_settings()
-        recognition.get_embedder(settings.weights_path, settings.torch_threads)
-        t5 = time.perf_counter()
 
+        detection = self.functions[DETECTION]
         self._url_server = FunctionUrlServer(
-            detection.handler, host=cfg.host, port=cfg.url_port, auth=cfg.auth,
+            detection.invoke, host=cfg.host, port=cfg.url_port, auth=cfg.auth,
             access_key=self.credentials.access_key, secret_key=self.credentials.secret_key, region=self.region,
-            function_name=f"{cfg.prefix}detection", timeout_s=float(params["DetectionTimeout"]),
+            function_name=detection.spec.name, timeout_s=detection.spec.timeout_s,
         )
         self.function_url = self._url_server.start()
+        recognition = self.functions[RECOGNITION]
         self.trigger = SqsTrigger(
-            self.client("sqs"), recognition.handler, queue_url=request.url, queue_arn=request.arn,
+            self.client("sqs"), recognition.invoke, queue_url=request.url, queue_arn=request.arn,
             region=self.region, batch_size=int(params["RecognitionBatchSize"]),
             batching_window_s=float(params["RecognitionBatchingWindow"]),
-            timeout_s=float(params["RecognitionTimeout"]), poll_wait_s=cfg.poll_wait_s,
-            function_name=f"{cfg.prefix}recognition",
+            timeout_s=recognition.spec.timeout_s, poll_wait_s=cfg.poll_wait_s,
+            function_name=recognition.spec.name, concurrency=recognition.concurrency,
         )
         self.trigger.start()
-        self.timings |= {"moto_s": t1 - t0, "resources_s": t2 - t1, "handler_imports_s": t3 - t2,
-                        "detection_init_s": t4 - t3, "recognition_init_s": t5 - t4,
-                        "total_s": time.perf_counter() - t0 + self.timings["template_s"]}
+        self.timings |= {"moto_s": t1 - t0, "resources_s": t2 - t1, "workers_s": t3 - t2,
+                         **{f"{name}_init_s": pool.environments[0].init_ms / 1000
+                            for name, pool in self.functions.items() if pool.environments},
+                         "total_s": time.perf_counter() - t0 + self.timings["template_s"]}
+
+    def _pools(self, environment: dict[str, str], params: dict[str, str]) -> dict[str, FunctionPool]:
+        """Each function of the template as a pool of worker processes, with its parameters."""
+        from cloud.local.environment import FunctionSpec
+        from cloud.local.pool import FunctionPool
+
+        cfg = self.config
+        limits = {DETECTION: (cfg.detection_concurrency, params["DetectionReservedConcurrency"]),
+                  RECOGNITION: (cfg.recognition_concurrency, params["RecognitionMaxConcurrency"])}
+        pools = {}
+        for name, prefix in ((DETECTION, "Detection"), (RECOGNITION, "Recognition")):
+            chosen, template_limit = limits[name]
+            concurrency = chosen if chosen is not None else (
+                int(template_limit) if int(template_limit) != -1 else os.cpu_count() or 1)
+            spec = FunctionSpec(
+                logical_id=name, handler=self.handlers[name], name=f"{self.stack_name}-{name}", region=self.region,
+                timeout_s=float(params[f"{prefix}Timeout"]), memory_mb=int(params[f"{prefix}MemorySize"]),
+                environment=environment, host=cfg.host)
+            # The Function URL answers 429 after a short wait; the SQS pollers wait for their worker.
+            pools[name] = FunctionPool(spec, concurrency, cfg.url_queue_wait_s if name == DETECTION else None)
+        return pools
+
+    def _prestart(self) -> None:
+        """One initialised worker per function (at most its concurrency), started side by side."""
+        errors: list[BaseException] = []
+
+        def prestart(pool: FunctionPool) -> None:
+            try:
+                pool.prestart()
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=prestart, args=(pool,)) for pool in self.functions.values()
+                   if pool.concurrency > 0]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        if errors:
+            raise RuntimeError(f"a function failed to initialise: {errors[0]}") from errors[0]
 
     def stop(self) -> None:
-        """Stop the trigger, the URL server and moto (in that order), then restore the environment."""
+        """Stop the trigger (in-flight batches finish), the URL server, every worker, then moto; restore the
+        environment. No worker outlives this: each is killed with its process group."""
         global _active
         if self.trigger is not None:
             self.trigger.stop()
@@ -210,6 +271,8 @@ class LocalStack:
         if self._url_server is not None:
             self._url_server.stop()
             self._url_server = None
+        for pool in self.functions.values():
+            pool.stop()
         if self._moto is not None:
             self._moto.stop()
             self._moto = None
@@ -267,19 +330,21 @@ class LocalStack:
         }
 
     def enroll(self, people: dict[str, list[Path]]) -> Any:
-        """Enroll photos into this stack's gallery with the handlers' own models; the recognizer
-        sees the new gallery from its next batch. Returns cloud.enrollment's report."""
-        from cloud.detection import handler as detection
+        """Enroll photos into this stack's gallery with the handlers' models, run in this process; the
+        recognition workers see the new gallery from their next batch. Returns cloud.enrollment's report."""
+        from cloud.detection.detector import Detector
         from cloud.enrollment import enroll_photos
-        from cloud.recognition import handler as recognition
+        from cloud.recognition.embedder import Embedder
+        from cloud.settings import get_settings
 
-        settings = recognition.get_settings()
-        embedder = recognition.get_embedder(settings.weights_path, settings.torch_threads)
-        report = enroll_photos(self.gallery_uri, settings.weights_path, people,
-                               detector=detection.get_detector(), embedder=embedder)
-        # A warm recognizer rechecks the gallery only every GALLERY_REFRESH_SECONDS; drop its copy now.
-        recognition.forget_gallery()
-        return report
+        settings = get_settings()
+        if self._enroll_models is None:
+            self._enroll_models = (
+                Detector(min_probability=settings.min_face_probability, max_side=settings.detect_max_side,
+                         threads=settings.torch_threads),
+                Embedder(settings.weights_path, threads=settings.torch_threads))
+        detector, embedder = self._enroll_models
+        return enroll_photos(self.gallery_uri, settings.weights_path, people, detector=detector, embedder=embedder)
 
     def _set_env(self, values: dict[str, str]) -> None:
         for name, value in values.items():
@@ -295,103 +360,3 @@ def _clear_client_caches() -> None:
 
     get_settings.cache_clear()
     aws.client.cache_clear()
-
-
-def _fresh_handlers() -> tuple[Any, Any]:
-    """The handler modules with their per-container caches emptied (they may have been imported
-    earlier in this process with other settings)."""
-    from cloud.detection import handler as detection
-    from cloud.recognition import handler as recognition
-
-    detection.get_detector.cache_clear()
-    recognition.reset_caches()
-    return detection, recognition
-
-
-# --- CLI ---------------------------------------------------------------------------------------------
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    defaults = StackConfig()
-    parser.add_argument("--moto-port", type=int, default=0, help="moto (SQS/S3/CloudFormation) port; 0 = free port")
-    parser.add_argument("--url-port", type=int, default=0, help="Function URL port; 0 = free port")
-    parser.add_argument("--auth", choices=["aws_iam", "none"], default=defaults.auth,
-                        help="Function URL auth type (default %(default)s: SigV4-signed requests only)")
-    parser.add_argument("--weights", type=Path,
-                        default=Path(os.environ.get("FACEPIPE_WEIGHTS_PATH") or DEFAULT_WEIGHTS),
-                        help="InceptionResnetV1 weights file (default $FACEPIPE_WEIGHTS_PATH or %(default)s)")
-    parser.add_argument("--region", default=defaults.region)
-    parser.add_argument("--prefix", default=defaults.prefix,
-                        help="stack name + '-': queue and bucket names start with it (default %(default)s)")
-    template = parser.add_argument_group(
-        "template.yaml parameters", "unset = the template's Default; values CloudFormation refuses are refused")
-    template.add_argument("--batch-size", type=int, help="RecognitionBatchSize: SQS trigger batch size")
-    template.add_argument("--batching-window", type=int,
-                          help="RecognitionBatchingWindow: SQS trigger MaximumBatchingWindowInSeconds")
-    template.add_argument("--handler-timeout", type=int,
-                          help="DetectionTimeout and RecognitionTimeout, s, unless given one by one")
-    template.add_argument("--recognition-timeout", type=int,
-                          help="RecognitionTimeout, s (one of the template's AllowedValues); request queue "
-                               "visibility from its Mapping, 6x")
-    template.add_argument("--detection-timeout", type=int, help="DetectionTimeout, s")
-    template.add_argument("--max-receive-count", type=int,
-                          help="MaxReceiveCount: receives before a message moves to its DLQ")
-    parser.add_argument("--threads", type=int, default=defaults.torch_threads, help="torch threads")
-
-
-def endpoint_lines(stack: LocalStack) -> list[str]:
-    """Human-readable endpoints, then shell `export` lines a client can paste or eval."""
-    assert stack.resources is not None, "the stack is not started"
-    visibility = stack.resources.queues["RequestQueue"].visibility_timeout
-    lines = [
-        f"function URL   {stack.function_url} (auth {stack.config.auth})",
-        f"moto           {stack.endpoint_url} (SQS, S3, CloudFormation)",
-        f"stack          {stack.stack_name} (template.yaml's queues and bucket in moto's CloudFormation): "
-        + ", ".join(f"{name} {value}" for name, value in stack.parameters.items()),
-        f"request queue  {stack.request_queue_url} (DLQ {stack.request_dlq_url}, visibility {visibility} s)",
-        f"response queue {stack.response_queue_url} (DLQ {stack.response_dlq_url})",
-        f"bucket         {stack.bucket}; gallery {stack.gallery_uri}",
-        f"reply_to queue names must start with {stack.reply_to_prefix}",
-        "client environment:",
-    ]
-    lines += [f"export {name}={shlex.quote(value)}" for name, value in stack.client_env().items()]
-    return lines
-
-
-def run(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    config = StackConfig(
-        moto_port=args.moto_port, url_port=args.url_port, auth=args.auth,
-        weights_path=args.weights, region=args.region, prefix=args.prefix, batch_size=args.batch_size,
-        batching_window_s=args.batching_window, max_receive_count=args.max_receive_count,
-        detection_timeout_s=args.handler_timeout if args.detection_timeout is None else args.detection_timeout,
-        recognition_timeout_s=args.handler_timeout if args.recognition_timeout is None else args.recognition_timeout,
-        torch_threads=args.threads,
-    )
-    stopping = threading.Event()
-
-    def _on_signal(signum: int, frame: FrameType | None) -> None:
-        stopping.set()
-
-    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        try:
-            stack = LocalStack(config).start()
-        except (FileNotFoundError, ValueError) as exc:  # missing weights, a value the template does not allow
-            print(f"facepipe local up: {exc}", file=sys.stderr)
-            return 2
-        try:
-            print("\n".join(endpoint_lines(stack)), flush=True)
-            phases = ", ".join(f"{name[:-2]} {seconds:.1f} s" for name, seconds in stack.timings.items()
-                               if name != "total_s")
-            print(f"ready in {stack.timings['total_s']:.1f} s ({phases}); Ctrl-C or SIGTERM stops", flush=True)
-            while not stopping.wait(0.5):
-                pass
-            print("stopping", flush=True)
-        finally:
-            stack.stop()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    print("stopped", flush=True)
-    return 0

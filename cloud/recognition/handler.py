@@ -43,7 +43,6 @@ from cloud.recognition.gallery import Gallery, GalleryCache, Match
 from cloud.recognition.respond import Router, build_response, persist_response, queue_wait_ms, send_response
 from cloud.settings import Settings, get_settings
 
-GALLERY_REFRESH_SECONDS = 30.0  # how stale a warm container's gallery may get after an enrollment
 # An inline crop is bounded by the message size; one in S3 gets the same bound (a 160x160 JPEG is ~10 KB).
 MAX_CROP_BYTES = MAX_QUEUE_MESSAGE_BYTES
 FETCH_THREADS = 8  # S3 crop reads at once (botocore keeps 10 connections per client)
@@ -59,29 +58,32 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 
 @cache
 def get_embedder(weights_path: str, threads: int) -> Embedder:
-    return Embedder(weights_path, threads=threads)
+    return Embedder(weights_path, threads=threads)  # by weights file: tests change settings, not the model
+
+
+@dataclass
+class Container:
+    """What a warm execution environment keeps between batches, in one place; built once, in the init phase."""
+
+    settings: Settings
+    embedder: Embedder
+    router: Router  # holds the reply_to queue URL cache
+    galleries: GalleryCache  # the gallery, rechecked every settings.gallery_refresh_s
 
 
 @cache
-def get_router(default_queue_url: str, reply_to_prefix: str) -> Router:
-    return Router(default_queue_url, reply_to_prefix)  # holds the reply_to queue URL cache
-
-
-_galleries = GalleryCache(GALLERY_REFRESH_SECONDS)
-
-
-def forget_gallery() -> None:
-    """Reload the gallery on the next batch (after an enrollment in this process)."""
-    global _galleries
-    _galleries = GalleryCache(GALLERY_REFRESH_SECONDS)
+def get_container() -> Container:
+    settings = get_settings()
+    return Container(settings=settings, embedder=get_embedder(settings.weights_path, settings.torch_threads),
+                     router=Router(settings.response_queue_url, settings.reply_to_prefix),
+                     galleries=GalleryCache(settings.gallery_refresh_s))
 
 
 def reset_caches() -> None:
-    """Forget the embedder, gallery, router and settings (tests change the environment)."""
+    """Forget the container, its model and the settings (tests change the environment)."""
+    get_container.cache_clear()
     get_embedder.cache_clear()
-    get_router.cache_clear()
     get_settings.cache_clear()
-    forget_gallery()
 
 
 # --- phase 1: parse, load crops, embed once, match -----------------------------------------------
@@ -150,11 +152,11 @@ def _fetch_crop(bucket: str, index: int, key: str | None) -> bytes:
     return bytes(stored["Body"].read())
 
 
-def prepare_record(record: SQSRecord, settings: Settings) -> Outcome:
+def prepare_record(record: SQSRecord, container: Container) -> Outcome:
     try:
         request = parse_request(record.body)
-        queue_url = get_router(settings.response_queue_url, settings.reply_to_prefix).queue_url(request)
-        return Outcome(request=request, queue_url=queue_url, crops=load_crops(request, settings.bucket))
+        queue_url = container.router.queue_url(request)
+        return Outcome(request=request, queue_url=queue_url, crops=load_crops(request, container.settings.bucket))
     except Exception as exc:  # kept for phase 2, where powertools reports it for this record only
         return Outcome(error=exc)
 
@@ -211,13 +213,13 @@ class Batch:
             logger.set_correlation_id(None)
 
 
-def recognise_batch(records: list[SQSRecord], settings: Settings) -> Batch:
+def recognise_batch(records: list[SQSRecord], container: Container) -> Batch:
     """Phase 1 for the whole event. Embedder and gallery failures (missing weights, a gallery built
     with other weights) raise: the whole batch returns to the queue, and the log says why."""
-    embedder = get_embedder(settings.weights_path, settings.torch_threads)
-    gallery = _galleries.get(settings.gallery_uri, embedder.model_tag)
+    settings, embedder = container.settings, container.embedder
+    gallery = container.galleries.get(settings.gallery_uri, embedder.model_tag)
     start = time.perf_counter()
-    outcomes = [prepare_record(record, settings) for record in records]
+    outcomes = [prepare_record(record, container) for record in records]
     embed_and_match(outcomes, embedder, gallery, settings)
     recognise_ms = (time.perf_counter() - start) * 1000
     faces = sum(len(o.crops) for o in outcomes if o.error is None)
@@ -233,7 +235,8 @@ def recognise_batch(records: list[SQSRecord], settings: Settings) -> Batch:
 def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     try:
         records = [SQSRecord(raw) for raw in event["Records"]]
-        batch = recognise_batch(records, get_settings())
+        batch = recognise_batch(records, get_container())
+        _test_only_delay(records, batch)
         result = process_partial_response(event=event, record_handler=batch.respond, processor=processor,
                                           context=context)
         return dict(result)
@@ -241,10 +244,22 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
         metrics.flush_metrics()
 
 
+def _test_only_delay(records: list[SQSRecord], batch: Batch) -> None:
+    """TEST ONLY (tests/reliability/test_timeouts.py): FACEPIPE_TEST_DELAY="<device_id>:<seconds>" holds a
+    batch carrying a first delivery from that device, to push it past the function's timeout. Never set
+    in a deployment: unset, this does nothing."""
+    hook = os.environ.get("FACEPIPE_TEST_DELAY")
+    if not hook:
+        return
+    device, _, seconds = hook.rpartition(":")
+    if any((outcome := batch.outcomes[r.message_id]).request is not None and outcome.request.device_id == device
+           and r.attributes.get("ApproximateReceiveCount") == "1" for r in records):
+        time.sleep(float(seconds))
+
+
 def _int(value: str | None) -> int | None:
     return int(value) if value else None
 
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
-    # Load the model during Lambda's init phase, not in the first batch.
-    get_embedder(get_settings().weights_path, get_settings().torch_threads)
+    get_container()  # load the model during Lambda's init phase, not in the first batch

@@ -22,6 +22,7 @@ import pytest
 
 from tests.conftest import Mailbox, post_frame
 from tests.photos import REPO, packaged, weights_path
+from tests.processes import alive, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -100,10 +101,15 @@ def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None
             Mailbox(sqs, exports["FACEPIPE_RESPONSE_QUEUE_URL"]).wait_for(request_id, timeout=60)
             warm_ms.append((time.monotonic() - posted_warm) * 1000)
 
+        # Each function runs in worker processes of its own (at least the pre-started one each) ...
+        workers = {name: worker_pids(name, parent=process.pid) for name in ("DetectionFunction", "RecognitionFunction")}
+        assert all(workers.values()), workers
         stopping = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
         stopped = time.monotonic()
+        # ... and none outlives the stack.
+        assert not any(alive(pid) for pids in workers.values() for pid in pids)
     finally:
         if process.poll() is None:
             process.kill()

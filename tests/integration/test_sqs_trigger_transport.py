@@ -156,3 +156,42 @@ def test_stop_is_prompt_on_an_idle_queue(sqs: Any, queue: tuple[str, str]) -> No
 def test_batches_over_ten_need_a_batching_window(sqs: Any, queue: tuple[str, str]) -> None:
     with pytest.raises(ValueError, match="batching window of at least 1 s"):
         SqsTrigger(sqs, lambda e, c: None, queue_url=queue[0], queue_arn=queue[1], region=REGION, batch_size=11)
+
+
+def test_concurrency_runs_that_many_batches_at_once_and_paused_waits_for_all(sqs: Any) -> None:
+    import time
+
+    url = sqs.create_queue(QueueName=f"trigger-test-{uuid.uuid4().hex[:8]}",
+                           Attributes={"VisibilityTimeout": "30"})["QueueUrl"]  # longer than a batch here
+    queue = (url, sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"])
+
+    running, most = 0, 0
+    lock = threading.Lock()
+
+    def slow(event: dict[str, Any], context: Any) -> None:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+        time.sleep(1.0)
+        with lock:
+            running -= 1
+
+    send(sqs, queue[0], [f"m{i}" for i in range(6)])
+    trigger = SqsTrigger(sqs, slow, queue_url=queue[0], queue_arn=queue[1], region=REGION, batch_size=1,
+                         concurrency=3)
+    trigger.start()
+    try:
+        time.sleep(0.5)  # three pollers took a message each and are in their handler
+        with trigger.paused():  # returns once every in-flight batch has finished
+            assert running == 0
+            taken = trigger.batches
+            time.sleep(1.5)
+            assert trigger.batches == taken  # nothing new while paused
+        deadline = time.monotonic() + 30
+        while depth(sqs, queue[0]) and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        trigger.stop()
+        sqs.delete_queue(QueueUrl=url)
+    assert most == 3 and trigger.batches == 6

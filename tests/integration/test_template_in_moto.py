@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import uuid
 from collections.abc import Iterator
 from types import SimpleNamespace
@@ -18,7 +19,7 @@ from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES
 from cloud.local.resources import Resources, create_resources
 from cloud.local.stack import LOCAL_PARAMETERS, LocalStack, StackConfig
 from cloud.local.template import as_built, load_template, local_subset, parameter_values, transform
-from tests.conftest import MAX_RECEIVE_COUNT, RECOGNITION_TIMEOUT_S
+from tests.conftest import MAX_RECEIVE_COUNT, RECOGNITION_TIMEOUT_S, RECOGNITION_WORKERS
 from tests.moto_env import REGION, moto_server
 from tests.photos import weights_path
 
@@ -173,6 +174,23 @@ def test_the_local_stacks_queues_and_bucket_are_the_templates(local_stack: Any, 
     assert trigger.timeout_s == RECOGNITION_TIMEOUT_S
     assert trigger.batch_size == int(local_stack.parameters["RecognitionBatchSize"])
     assert trigger.batching_window_s == float(local_stack.parameters["RecognitionBatchingWindow"])
+
+
+def test_local_stack_runs_each_function_with_its_template_settings(local_stack: Any) -> None:
+    source = load_template()["Resources"]
+    params = local_stack.parameters
+    for name, prefix in (("DetectionFunction", "Detection"), ("RecognitionFunction", "Recognition")):
+        spec = local_stack.functions[name].spec
+        assert spec.handler == source[name]["Properties"]["ImageConfig"]["Command"][0]
+        assert spec.timeout_s == float(params[f"{prefix}Timeout"])
+        assert spec.memory_mb == int(params[f"{prefix}MemorySize"])
+        assert spec.name == f"{local_stack.stack_name}-{name}"
+    # Concurrency: detection's reserved concurrency is the template's -1 (unreserved): the core count here;
+    # recognition's is what the test stack asked for, and the trigger runs that many batches at once.
+    assert params["DetectionReservedConcurrency"] == "-1"
+    assert local_stack.functions["DetectionFunction"].concurrency == (os.cpu_count() or 1)
+    assert local_stack.functions["RecognitionFunction"].concurrency == RECOGNITION_WORKERS
+    assert local_stack.trigger.concurrency == RECOGNITION_WORKERS
 
 
 def test_local_stack_refuses_a_timeout_the_template_does_not_allow() -> None:

@@ -109,8 +109,7 @@ def fresh_settings(stack: Stack) -> Iterator[None]:
     """Each test may change FACEPIPE_* settings; the embedder stays loaded (same weights)."""
     yield
     recognition.get_settings.cache_clear()
-    recognition.get_router.cache_clear()
-    recognition.forget_gallery()
+    recognition.get_container.cache_clear()
 
 
 @pytest.fixture(scope="module")

@@ -69,7 +69,7 @@ def test_signed_content_sha256_header_verifies() -> None:
     ids=["unsigned", "other-scheme", "wrong-secret", "other-key", "other-service", "other-region"],
 )
 def test_rejections_name_their_reason(headers: dict[str, str], reason: str) -> None:
-    # Signed when collected, checked maybe minutes later in a long run: check at the signing time.
+    # Signed at collection: judged at their signing time, however long the suite ran before this test.
     signed = headers.get("X-Amz-Date")
     verdict = check(headers, now=datetime.strptime(signed, "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC) if signed else None)
     assert not verdict.ok
