@@ -31,6 +31,7 @@ MAX_RECEIVE_COUNT = 2  # a failing message is redelivered once, then dead-letter
 RECOGNITION_WORKERS = 2  # the template's smallest RecognitionMaxConcurrency: each worker holds its own model
 # Test-only hook (cloud/recognition/handler.py): a batch with a first delivery from this device outlives its timeout.
 SLOW_DEVICE = "test-slow-cam"
+INGEST_VISIBILITY_S = 6  # the ingest queue's visibility in tests (IngestVisibilityTimeout defaults to 180 s)
 
 
 @pytest.fixture(scope="session")
@@ -61,6 +62,7 @@ def local_stack() -> Iterator[Any]:
 
     stack = LocalStack(StackConfig(weights_path=weights_path(), recognition_timeout_s=RECOGNITION_TIMEOUT_S,
                                    max_receive_count=MAX_RECEIVE_COUNT, recognition_concurrency=RECOGNITION_WORKERS,
+                                   ingest_visibility_timeout_s=INGEST_VISIBILITY_S,
                                    extra_env={"FACEPIPE_TEST_DELAY": f"{SLOW_DEVICE}:{RECOGNITION_TIMEOUT_S + 3}"}))
     stack.start()
     try:
@@ -158,20 +160,8 @@ def reply_queue(local_stack: Any) -> Iterator[str]:
     sqs.delete_queue(QueueUrl=url)
 
 
-INGEST_VISIBILITY_S = 6  # the ingest queue's visibility in tests (IngestVisibilityTimeout defaults to 180 s)
-
-
 @pytest.fixture(scope="session")
-def ingest_door(local_stack: Any) -> Iterator[Any]:
-    """The local stack's ingest queue (`.url`, `.arn`) with its trigger to detection running; the DLQ is
-    `local_stack.resources.queues["IngestDeadLetterQueue"]`. Until cloud/local/stack.py starts the trigger
-    itself (as `ingest_trigger`) and takes IngestVisibilityTimeout, this fixture does both."""
-    from cloud.local.ingest import start_ingest_trigger
-
-    queue = local_stack.resources.queues["IngestQueue"]
-    local_stack.client("sqs").set_queue_attributes(QueueUrl=queue.url,
-                                                   Attributes={"VisibilityTimeout": str(INGEST_VISIBILITY_S)})
-    trigger = start_ingest_trigger(local_stack) if getattr(local_stack, "ingest_trigger", None) is None else None
-    yield queue
-    if trigger is not None:
-        trigger.stop()
+def ingest_door(local_stack: Any) -> Any:
+    """The local stack's ingest queue (`.url`, `.arn`), whose trigger feeds the detection workers; the DLQ is
+    `local_stack.resources.queues["IngestDeadLetterQueue"]`."""
+    return local_stack.resources.queues["IngestQueue"]

@@ -56,9 +56,18 @@ class FunctionPool:
         return environment
 
     def invoke(self, event: Any, context: Any = None) -> Any:
-        """Run `event` in a free (or new) environment; the handler's result, decoded."""
+        """Run `event` in a free (or new) environment, waiting at most the pool's `wait_s` for one; the
+        handler's result, decoded."""
+        return self._invoke(event, context, self.wait_s)
+
+    def invoke_when_free(self, event: Any, context: Any = None) -> Any:
+        """`invoke`, waiting as long as it takes for an environment: an SQS poller sharing the function
+        with its Function URL holds its batch rather than failing it."""
+        return self._invoke(event, context, None)
+
+    def _invoke(self, event: Any, context: Any, wait_s: float | None) -> Any:
         request_id = getattr(context, "aws_request_id", None) or str(uuid.uuid4())
-        environment = self._acquire()
+        environment = self._acquire(wait_s)
         try:
             return json.loads(environment.invoke(request_id, json.dumps(event).encode("utf-8")))
         finally:
@@ -73,8 +82,8 @@ class FunctionPool:
         for environment in environments:
             environment.kill()
 
-    def _acquire(self) -> ExecutionEnvironment:
-        deadline = None if self.wait_s is None else time.monotonic() + self.wait_s
+    def _acquire(self, wait_s: float | None) -> ExecutionEnvironment:
+        deadline = None if wait_s is None else time.monotonic() + wait_s
         dead: list[ExecutionEnvironment] = []  # idle ones that died meanwhile: replaced, never invoked
         try:
             with self._changed:

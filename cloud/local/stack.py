@@ -3,7 +3,8 @@
 moto (SQS + S3 + CloudFormation) -> template.yaml's queues and bucket, created as a CloudFormation stack
 in moto (cloud/local/resources.py) -> each function of the template (DetectionFunction, RecognitionFunction)
 as a pool of worker processes running awslambdaric against a local Runtime API (cloud/local/pool.py) ->
-a local Function URL in front of detection and a local SQS trigger feeding recognition, all run with the
+a local Function URL and an SQS trigger from the ingest queue in front of detection, and a local SQS
+trigger feeding recognition, all run with the
 parameter values the stack was created with. The handlers reach SQS and S3 exactly as on AWS: boto3
 reading AWS_ENDPOINT_URL and credentials from their environment. This process's own environment gets
 the same AWS_* and FACEPIPE_* values (for `enroll` and for tests' clients), so there is one stack per process.
@@ -40,11 +41,13 @@ PARAMETERS = {
     "batch_size": "RecognitionBatchSize",
     "batching_window_s": "RecognitionBatchingWindow",
     "max_receive_count": "MaxReceiveCount",
+    "ingest_visibility_timeout_s": "IngestVisibilityTimeout",
 }
 # Parameters the local stack reads back from the created stack (the ones above, where the gallery lives,
 # and what the functions' workers get: memory size and concurrency limits).
 LOCAL_PARAMETERS = (*PARAMETERS.values(), "GalleryKey", "DetectionMemorySize", "RecognitionMemorySize",
-                    "DetectionReservedConcurrency", "RecognitionMaxConcurrency")
+                    "DetectionReservedConcurrency", "RecognitionMaxConcurrency", "IngestBatchSize",
+                    "IngestMaxConcurrency")
 DETECTION, RECOGNITION = "DetectionFunction", "RecognitionFunction"  # template.yaml's logical IDs
 _active: LocalStack | None = None  # the handlers read process-wide settings: one stack per process
 
@@ -63,7 +66,8 @@ class StackConfig:
     recognition_timeout_s: int | None = None  # RecognitionTimeout: request queue visibility from its Mapping
     batch_size: int | None = None  # RecognitionBatchSize
     batching_window_s: int | None = None  # RecognitionBatchingWindow, whole seconds as on AWS
-    max_receive_count: int | None = None  # MaxReceiveCount: both queues' RedrivePolicy
+    max_receive_count: int | None = None  # MaxReceiveCount: every queue's RedrivePolicy
+    ingest_visibility_timeout_s: int | None = None  # IngestVisibilityTimeout: when a failed image event comes back
     torch_threads: int = 2
     poll_wait_s: int = 1  # trigger long-poll wait; short so stop() is prompt
     extra_env: dict[str, str] = field(default_factory=dict)  # more function settings: FACEPIPE_*, POWERTOOLS_*
@@ -103,9 +107,11 @@ class LocalStack:
         self.function_url = ""
         self.request_queue_url = self.response_queue_url = ""
         self.request_dlq_url = self.response_dlq_url = ""
+        self.ingest_queue_url = self.ingest_dlq_url = ""
         self.bucket = self.gallery_uri = ""
         self.timings: dict[str, float] = {}  # start-up phases in seconds
         self.trigger: Any = None  # SqsTrigger; `with stack.trigger.paused():` holds recognition
+        self.ingest_trigger: Any = None  # SqsTrigger: the ingest queue's image events into detection
         self.handlers: dict[str, str] = {}  # by logical ID: the function's handler (template ImageConfig.Command)
         self.functions: dict[str, FunctionPool] = {}  # by logical ID: each function's worker processes
         self._enroll_models: tuple[Any, Any] | None = None  # (detector, embedder) in this process, for enroll()
@@ -178,6 +184,8 @@ class LocalStack:
         self.request_queue_url, self.request_dlq_url = request.url, res.queues["RequestDeadLetterQueue"].url
         self.response_queue_url = res.queues["ResponseQueue"].url
         self.response_dlq_url = res.queues["ResponseDeadLetterQueue"].url
+        ingest = res.queues["IngestQueue"]
+        self.ingest_queue_url, self.ingest_dlq_url = ingest.url, res.queues["IngestDeadLetterQueue"].url
         self.bucket, self.gallery_uri = res.bucket, f"s3://{res.bucket}/{params['GalleryKey']}"
         function_env = {
             "FACEPIPE_REQUEST_QUEUE_URL": self.request_queue_url,
@@ -216,6 +224,16 @@ class LocalStack:
             function_name=recognition.spec.name, concurrency=recognition.concurrency,
         )
         self.trigger.start()
+        # template.yaml's DetectionIngest: the same detection workers as the URL (one function, one concurrency),
+        # image events and the bucket's uploads/ notifications (moto's S3 delivers them) in batches.
+        self.ingest_trigger = SqsTrigger(
+            self.client("sqs"), detection.invoke_when_free, queue_url=ingest.url, queue_arn=ingest.arn,
+            region=self.region,
+            batch_size=int(params["IngestBatchSize"]), batching_window_s=0.0, timeout_s=detection.spec.timeout_s,
+            poll_wait_s=cfg.poll_wait_s, function_name=detection.spec.name,
+            concurrency=min(int(params["IngestMaxConcurrency"]), detection.concurrency),
+        )
+        self.ingest_trigger.start()
         self.timings |= {"moto_s": t1 - t0, "resources_s": t2 - t1, "workers_s": t3 - t2,
                          **{f"{name}_init_s": pool.environments[0].init_ms / 1000
                             for name, pool in self.functions.items() if pool.environments},
@@ -265,9 +283,10 @@ class LocalStack:
         """Stop the trigger (in-flight batches finish), the URL server, every worker, then moto; restore the
         environment. No worker outlives this: each is killed with its process group."""
         global _active
-        if self.trigger is not None:
-            self.trigger.stop()
-            self.trigger = None
+        for trigger in (self.trigger, self.ingest_trigger):
+            if trigger is not None:
+                trigger.stop()
+        self.trigger = self.ingest_trigger = None
         if self._url_server is not None:
             self._url_server.stop()
             self._url_server = None
@@ -317,6 +336,7 @@ class LocalStack:
             "FACEPIPE_FUNCTION_URL": self.function_url,
             "FACEPIPE_RESPONSE_QUEUE_URL": self.response_queue_url,
             "FACEPIPE_REQUEST_QUEUE_URL": self.request_queue_url,
+            "FACEPIPE_INGEST_QUEUE_URL": self.ingest_queue_url,
             "FACEPIPE_BUCKET": self.bucket,
             "FACEPIPE_GALLERY_URI": self.gallery_uri,
             "FACEPIPE_WEIGHTS_PATH": str(Path(self.config.weights_path).resolve()),

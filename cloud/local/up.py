@@ -77,6 +77,8 @@ def endpoint_lines(stack: LocalStack) -> list[str]:
         + ", ".join(f"{name} {value}" for name, value in stack.parameters.items()),
         f"request queue  {stack.request_queue_url} (DLQ {stack.request_dlq_url}, visibility {visibility} s)",
         f"response queue {stack.response_queue_url} (DLQ {stack.response_dlq_url})",
+        f"ingest queue   {stack.ingest_queue_url} (DLQ {stack.ingest_dlq_url}): image events and uploads/ "
+        "notifications to detection",
         f"bucket         {stack.bucket}; gallery {stack.gallery_uri}",
         f"reply_to queue names must start with {stack.reply_to_prefix}",
         "functions      " + "; ".join(

@@ -48,8 +48,7 @@ def probes(shared_people: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 
 
 def facepipe_submit(local_stack: Any, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**local_stack.client_env(), "FACEPIPE_INGEST_QUEUE_URL": local_stack.resources.queues["IngestQueue"].url,
-           "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
+    env = {**local_stack.client_env(), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
     return subprocess.run([sys.executable, "-m", "cloud.cli", "submit", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 
