@@ -55,6 +55,7 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm"}
 POLL_WAIT_S = 2
 INLINE_HEADROOM = 2048  # bytes of an image event's message besides the image (ids, names, JSON)
+URL_ATTEMPTS = 10  # per image through the URL: with backoff capped at 8 s, about a minute of 429s before giving up
 
 
 class SubmitError(Exception):
@@ -262,7 +263,12 @@ class Sender:
         from botocore.awsrequest import AWSRequest
 
         if self._http is None:
-            self._http = urllib3.PoolManager(maxsize=32)
+            # A busy function answers 429 (and a crashed or timed-out one 502): retried with backoff, as the
+            # edge does; detection is keyed by request id, so a retry after a lost answer is one frame.
+            retry = urllib3.Retry(total=URL_ATTEMPTS - 1, connect=0, read=0, backoff_factor=0.5, backoff_max=8.0,
+                                  backoff_jitter=0.5, status_forcelist=(429, 500, 502, 503, 504),
+                                  allowed_methods=None, raise_on_status=False, respect_retry_after_header=True)
+            self._http = urllib3.PoolManager(maxsize=32, retries=retry)
         sent.request_id = str(uuid.uuid4())
         headers = {"Content-Type": "image/png" if image.startswith(b"\x89PNG") else "image/jpeg",
                    HEADER_REQUEST_ID: sent.request_id, HEADER_DEVICE_ID: self.device_id}
@@ -272,8 +278,7 @@ class Sender:
             request = AWSRequest(method="POST", url=self.target.function_url, data=image, headers=headers)
             SigV4Auth(self.session.get_credentials(), "lambda", self.session.region_name).add_auth(request)
             headers = dict(request.headers.items())
-        reply = self._http.request("POST", self.target.function_url, body=image, headers=headers, timeout=60.0,
-                                   retries=False)
+        reply = self._http.request("POST", self.target.function_url, body=image, headers=headers, timeout=60.0)
         if reply.status != 202:
             raise SubmitError(f"HTTP {reply.status}: {reply.data[:200].decode('utf-8', 'replace')}")
 

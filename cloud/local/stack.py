@@ -68,7 +68,9 @@ class StackConfig:
     batching_window_s: int | None = None  # RecognitionBatchingWindow, whole seconds as on AWS
     max_receive_count: int | None = None  # MaxReceiveCount: every queue's RedrivePolicy
     ingest_visibility_timeout_s: int | None = None  # IngestVisibilityTimeout: when a failed image event comes back
-    torch_threads: int = 2
+    # torch threads per worker; None = this machine's cores shared by the workers that may run at once (at least
+    # 1): more threads than cores across workers makes every invocation slower (OpenMP spins on busy cores).
+    torch_threads: int | None = None
     poll_wait_s: int = 1  # trigger long-poll wait; short so stop() is prompt
     extra_env: dict[str, str] = field(default_factory=dict)  # more function settings: FACEPIPE_*, POWERTOOLS_*
     # Worker processes per function at most; None = DetectionReservedConcurrency / RecognitionMaxConcurrency
@@ -194,7 +196,7 @@ class LocalStack:
             "FACEPIPE_GALLERY_URI": self.gallery_uri,
             "FACEPIPE_WEIGHTS_PATH": str(weights),
             "FACEPIPE_REPLY_TO_PREFIX": self.reply_to_prefix,
-            "FACEPIPE_TORCH_THREADS": str(cfg.torch_threads),
+            "FACEPIPE_TORCH_THREADS": str(self._torch_threads(params)),
             "FACEPIPE_MAX_MESSAGE_BYTES": request.attributes["MaximumMessageSize"],  # as the template sets it
             # Workers recheck the gallery's version every batch, so `enroll()` reaches warm ones at once.
             "FACEPIPE_GALLERY_REFRESH_S": "0",
@@ -239,19 +241,30 @@ class LocalStack:
                             for name, pool in self.functions.items() if pool.environments},
                          "total_s": time.perf_counter() - t0 + self.timings["template_s"]}
 
+    def _concurrency(self, params: dict[str, str]) -> dict[str, int]:
+        """Each function's worker limit: the configured one, else the template's (not -1), else the core count."""
+        cfg = self.config
+        limits = {DETECTION: (cfg.detection_concurrency, params["DetectionReservedConcurrency"]),
+                  RECOGNITION: (cfg.recognition_concurrency, params["RecognitionMaxConcurrency"])}
+        return {name: chosen if chosen is not None else (
+                    int(template_limit) if int(template_limit) != -1 else os.cpu_count() or 1)
+                for name, (chosen, template_limit) in limits.items()}
+
+    def _torch_threads(self, params: dict[str, str]) -> int:
+        if self.config.torch_threads is not None:
+            return self.config.torch_threads
+        return max(1, (os.cpu_count() or 1) // max(1, sum(self._concurrency(params).values())))
+
     def _pools(self, environment: dict[str, str], params: dict[str, str]) -> dict[str, FunctionPool]:
         """Each function of the template as a pool of worker processes, with its parameters."""
         from cloud.local.environment import FunctionSpec
         from cloud.local.pool import FunctionPool
 
         cfg = self.config
-        limits = {DETECTION: (cfg.detection_concurrency, params["DetectionReservedConcurrency"]),
-                  RECOGNITION: (cfg.recognition_concurrency, params["RecognitionMaxConcurrency"])}
+        concurrency_of = self._concurrency(params)
         pools = {}
         for name, prefix in ((DETECTION, "Detection"), (RECOGNITION, "Recognition")):
-            chosen, template_limit = limits[name]
-            concurrency = chosen if chosen is not None else (
-                int(template_limit) if int(template_limit) != -1 else os.cpu_count() or 1)
+            concurrency = concurrency_of[name]
             spec = FunctionSpec(
                 logical_id=name, handler=self.handlers[name], name=f"{self.stack_name}-{name}", region=self.region,
                 timeout_s=float(params[f"{prefix}Timeout"]), memory_mb=int(params[f"{prefix}MemorySize"]),

@@ -53,7 +53,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     workers.add_argument("--no-prestart", action="store_true",
                          help="start no worker before the first invocation (each function's first one is then "
                               "a cold start)")
-    parser.add_argument("--threads", type=int, default=defaults.torch_threads, help="torch threads per worker")
+    parser.add_argument("--threads", type=int, default=defaults.torch_threads,
+                        help="torch threads per worker (default: the cores shared by the workers that may run at once)")
 
 
 def _at_least(minimum: int) -> type[int]:

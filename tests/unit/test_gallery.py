@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -123,7 +124,8 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
 
 def test_s3_round_trip_keeps_every_version(s3_bucket: str) -> None:
     # GIVEN a gallery saved twice to a versioned bucket
-    uri = f"s3://{s3_bucket}/people/gallery.npz"
+    key = f"round-trip-{uuid.uuid4().hex[:8]}/gallery.npz"  # the bucket is the module's: a key of its own
+    uri = f"s3://{s3_bucket}/{key}"
     gallery = Gallery(TAG)
     gallery.add("ann", unit_rows(9, 1))
     first = save_gallery(gallery, uri)
@@ -135,7 +137,7 @@ def test_s3_round_trip_keeps_every_version(s3_bucket: str) -> None:
     assert (loaded.names, loaded.version, loaded.model_tag) == (["ann", "bob"], second, TAG)
     np.testing.assert_array_equal(loaded.embeddings, gallery.embeddings)
     assert current_version(uri) == second
-    versions = aws.client("s3").list_object_versions(Bucket=s3_bucket, Prefix="people/gallery.npz")["Versions"]
+    versions = aws.client("s3").list_object_versions(Bucket=s3_bucket, Prefix=key)["Versions"]
     assert {v["VersionId"] for v in versions} == {first, second}
 
 

@@ -17,7 +17,7 @@ from PIL import Image
 from cloud import aws
 from cloud.contracts import IMAGE_EVENT_METADATA, ImageEvent, RequestMessage, S3ImageRef, s3_request_id
 from cloud.detection import handler as detection
-from cloud.settings import Settings
+from cloud.settings import Settings, get_settings
 from tests.bad_images import png_claiming
 from tests.photos import packaged
 
@@ -30,9 +30,14 @@ def fresh_detector() -> Iterator[None]:
     detection.get_detector.cache_clear()
 
 
+REPLY_TO_PREFIX = "facepipe-reply-"
+
+
 @pytest.fixture
-def ingest(settings: Settings) -> str:
-    """A fresh ingest queue on the same moto server; returns its URL."""
+def ingest(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> str:
+    """A fresh ingest queue on the same moto server, reply_to queues allowed under REPLY_TO_PREFIX; returns its URL."""
+    monkeypatch.setenv("FACEPIPE_REPLY_TO_PREFIX", REPLY_TO_PREFIX)
+    get_settings.cache_clear()
     return str(aws.client("sqs").create_queue(QueueName=f"ingest-{uuid.uuid4().hex[:12]}")["QueueUrl"])
 
 
@@ -181,6 +186,7 @@ def test_bad_records_are_batch_failures_and_their_batch_mates_are_queued(setting
         "unknown schema version": json.dumps({**json.loads(inline(small_jpeg())), "schema_version": 2}),
         "not JSON": "hello",
         "bad request id": json.dumps({**json.loads(inline(small_jpeg())), "request_id": "frame-1"}),
+        "reply_to outside the prefix": inline(small_jpeg(), reply_to="someone-elses-queue"),
     }
     bodies = [good[0], *bad.values(), good[1]]
     event = deliver(ingest, bodies)

@@ -94,7 +94,7 @@ BAD_BODIES: dict[str, tuple[str, int, str]] = {
     "filename of 10 KB": (json.dumps({"request_id": GOOD_ID, "content": _photo_b64(), "filename": "a" * 10240}),
                           400, "filename"),
     "content a text file": (json.dumps({"request_id": GOOD_ID, "content": base64.b64encode(b"hello").decode()}),
-                            415, "JPEG and PNG"),
+                            415, "JPEG, PNG and WebP"),
     "content a PNG claiming 20000x20000": (
         json.dumps({"request_id": GOOD_ID, "content": base64.b64encode(png_claiming(20000, 20000)).decode()}),
         413, "pixels"),
