@@ -15,6 +15,7 @@ as its own device and its answers go only to its own queue (cloud/detection/hand
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -180,10 +181,8 @@ def remove_device(target: Target, name: str, *, iam: Any, sqs: Any) -> None:
     for attached in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]:
         iam.detach_user_policy(UserName=user, PolicyArn=attached["PolicyArn"])
     iam.delete_user(UserName=user)
-    try:
+    with contextlib.suppress(sqs.exceptions.QueueDoesNotExist):
         sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=target.queue_name(name))["QueueUrl"])
-    except sqs.exceptions.QueueDoesNotExist:
-        pass
 
 
 def edge_yaml_lines(device: NewDevice) -> list[str]:

@@ -40,9 +40,9 @@ from cloud.contracts import (
     reply_to_refusal,
 )
 from cloud.detection.detector import Detector
-from cloud.devices import device_of_arn
 from cloud.detection.enqueue import Frame, MessageTooLarge, send_frame
 from cloud.detection.json_upload import BadJson, is_json, parse_json_upload
+from cloud.devices import device_of_arn
 from cloud.images import ImageRejected, open_checked
 from cloud.settings import Settings, get_settings
 
