@@ -141,7 +141,8 @@ def bind_to_caller(upload: Upload, event: dict[str, Any], settings: Settings) ->
         raise Rejected(403, f"{HEADER_DEVICE_ID} {upload.device_id!r} is not the caller's device {device!r}")
     own_queue = settings.reply_to_prefix + device
     if upload.reply_to not in (None, own_queue):
-        raise Rejected(403, f"{HEADER_REPLY_TO} {upload.reply_to!r} is not the queue of device {device!r} ({own_queue!r})")
+        raise Rejected(403, f"{HEADER_REPLY_TO} {upload.reply_to!r} is not the queue of device {device!r} "
+                            f"({own_queue!r})")
     return replace(upload, reply_to=own_queue)
 
 

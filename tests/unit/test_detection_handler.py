@@ -285,7 +285,8 @@ def test_bound_device_may_name_its_own_queue(bound: Settings) -> None:
 
 @pytest.mark.parametrize(("user", "headers", "why"), [
     (DEVICE_PREFIX + "cam-b", {}, "is not the caller's device 'cam-b'"),  # cam-b claims to be cam-lobby-01
-    (DEVICE_PREFIX + "cam-lobby-01", {"x-reply-to": REPLY_PREFIX + "cam-b"}, "is not the queue of device 'cam-lobby-01'"),
+    (DEVICE_PREFIX + "cam-lobby-01", {"x-reply-to": REPLY_PREFIX + "cam-b"},
+     "is not the queue of device 'cam-lobby-01'"),
     ("admin", {}, "not a device of this stack"),
     ("otherstack-device-cam-lobby-01", {}, "not a device of this stack"),
 ])

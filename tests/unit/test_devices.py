@@ -1,0 +1,65 @@
+"""The device naming convention (IAM user ARN -> device id), the device policy, and the setting's guard."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from cloud.devices import DeviceError, Target, add_device, device_of_arn, device_policy, user_prefix
+from cloud.settings import Settings
+
+PREFIX = user_prefix("facepipe")
+
+
+@pytest.mark.parametrize(("arn", "device"), [
+    ("arn:aws:iam::123456789012:user/facepipe/facepipe/devices/facepipe-device-cam-1", "cam-1"),
+    ("arn:aws:iam::123456789012:user/facepipe-device-cam_2", "cam_2"),  # the name decides, not the path
+    ("arn:aws-cn:iam::123456789012:user/facepipe-device-A", "A"),
+    ("arn:aws:iam::123456789012:user/facepipe-device-", None),  # no name
+    ("arn:aws:iam::123456789012:user/facepipe-devices-cam-1", None),
+    ("arn:aws:iam::123456789012:user/other-device-cam-1", None),  # another stack's device
+    ("arn:aws:iam::123456789012:user/facepipe/devices/admin", None),
+    ("arn:aws:iam::123456789012:root", None),
+    ("arn:aws:iam::123456789012:role/facepipe-device-cam-1", None),  # roles are not devices
+    ("arn:aws:sts::123456789012:assumed-role/facepipe-device-cam-1/session", None),
+    ("arn:aws:iam::123456789012:user/facepipe-device-cam.1", None),  # "." is no queue-name character
+    ("", None),
+    ("facepipe-device-cam-1", None),
+])
+def test_device_of_arn(arn: str, device: str | None) -> None:
+    assert device_of_arn(arn, PREFIX) == device
+
+
+def test_no_prefix_no_device() -> None:
+    assert device_of_arn("arn:aws:iam::123456789012:user/cam-1", "") is None
+
+
+def test_device_policy_names_one_alias_and_one_queue() -> None:
+    alias = "arn:aws:lambda:us-east-1:123456789012:function:facepipe-DetectionFunction-x:live"
+    queue = "arn:aws:sqs:us-east-1:123456789012:facepipe_answers-cam-1"
+    statements = device_policy(alias, queue)["Statement"]
+    assert [(s["Effect"], s["Resource"]) for s in statements] == [("Allow", alias), ("Allow", queue)]
+    assert set(statements[0]["Action"]) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+    assert set(statements[1]["Action"]) == {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"}
+    assert "*" not in str(statements)
+
+
+@pytest.mark.parametrize("name", ["", "-cam", "cam.1", "cam:1", "a" * 41, "cam/1"])
+def test_add_refuses_names_that_are_no_queue_or_user_name(name: str) -> None:
+    target = Target("facepipe", "facepipe_answers-", "arn:aws:lambda:us-east-1:1:function:f:live", "us-east-1", "1")
+    with pytest.raises(DeviceError):
+        add_device(target, name, iam=None, sqs=None)  # refused before any AWS call
+
+
+def test_add_refuses_a_name_whose_user_would_be_too_long() -> None:
+    target = Target("s" * 40, "facepipe_answers-", "arn:aws:lambda:us-east-1:1:function:f:live", "us-east-1", "1")
+    with pytest.raises(DeviceError, match="too long"):
+        add_device(target, "c" * 20, iam=None, sqs=None)
+
+
+def test_binding_needs_its_prefixes() -> None:
+    with pytest.raises(ValidationError, match="FACEPIPE_BIND_DEVICES needs"):
+        Settings(bind_devices=True, reply_to_prefix="facepipe_answers-")
+    with pytest.raises(ValidationError, match="FACEPIPE_BIND_DEVICES needs"):
+        Settings(bind_devices=True, device_user_prefix=PREFIX)
+    assert Settings(bind_devices=True, reply_to_prefix="facepipe_answers-", device_user_prefix=PREFIX).bind_devices
