@@ -28,6 +28,9 @@ DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")  # a valid X-Device-
 POLICY_NAME = "facepipe-device"
 MAX_USER_NAME = 64  # IAM's limit
 MAX_QUEUE_NAME = 80  # SQS's limit
+# As template.yaml's ResponseQueue (answers are stale after an hour; long polls; encrypted at rest).
+QUEUE_ATTRIBUTES = {"MaximumMessageSize": "262144", "MessageRetentionPeriod": "3600",
+                    "ReceiveMessageWaitTimeSeconds": "20", "SqsManagedSseEnabled": "true"}
 
 
 def user_prefix(stack: str) -> str:
@@ -143,7 +146,7 @@ def add_device(target: Target, name: str, *, iam: Any, sqs: Any) -> NewDevice:
                                   Tags=[{"Key": "facepipe:device", "Value": name}])["User"]
     except iam.exceptions.EntityAlreadyExistsException as exc:
         raise DeviceError(f"device {name!r} exists (IAM user {user}); `facepipe device remove {name}` first") from exc
-    queue_url = sqs.create_queue(QueueName=queue)["QueueUrl"]
+    queue_url = sqs.create_queue(QueueName=queue, Attributes=QUEUE_ATTRIBUTES)["QueueUrl"]
     iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME,
                         PolicyDocument=json.dumps(device_policy(target.alias_arn, target.queue_arn(name))))
     key = iam.create_access_key(UserName=user)["AccessKey"]
