@@ -57,7 +57,9 @@ def test_add_refuses_a_name_whose_user_would_be_too_long() -> None:
         add_device(target, "c" * 20, iam=None, sqs=None)
 
 
-def test_binding_needs_its_prefixes() -> None:
+def test_binding_needs_its_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("FACEPIPE_REPLY_TO_PREFIX", "FACEPIPE_DEVICE_USER_PREFIX"):  # a running local stack sets them
+        monkeypatch.delenv(name, raising=False)
     with pytest.raises(ValidationError, match="FACEPIPE_BIND_DEVICES needs"):
         Settings(bind_devices=True, reply_to_prefix="facepipe_answers-")
     with pytest.raises(ValidationError, match="FACEPIPE_BIND_DEVICES needs"):
