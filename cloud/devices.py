@@ -146,10 +146,18 @@ def add_device(target: Target, name: str, *, iam: Any, sqs: Any) -> NewDevice:
                                   Tags=[{"Key": "facepipe:device", "Value": name}])["User"]
     except iam.exceptions.EntityAlreadyExistsException as exc:
         raise DeviceError(f"device {name!r} exists (IAM user {user}); `facepipe device remove {name}` first") from exc
-    queue_url = sqs.create_queue(QueueName=queue, Attributes=QUEUE_ATTRIBUTES)["QueueUrl"]
-    iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME,
-                        PolicyDocument=json.dumps(device_policy(target.alias_arn, target.queue_arn(name))))
-    key = iam.create_access_key(UserName=user)["AccessKey"]
+    try:
+        queue_url = sqs.create_queue(QueueName=queue, Attributes=QUEUE_ATTRIBUTES)["QueueUrl"]
+    except BaseException:  # e.g. a queue of that name with other attributes: left alone
+        _delete_user(iam, user)
+        raise
+    try:
+        iam.put_user_policy(UserName=user, PolicyName=POLICY_NAME,
+                            PolicyDocument=json.dumps(device_policy(target.alias_arn, target.queue_arn(name))))
+        key = iam.create_access_key(UserName=user)["AccessKey"]
+    except BaseException:
+        remove_device(target, name, iam=iam, sqs=sqs)  # no half-made device left behind
+        raise
     return NewDevice(name=name, user_arn=created["Arn"], queue_url=queue_url, reply_to=queue,
                      access_key_id=key["AccessKeyId"], secret_access_key=key["SecretAccessKey"])
 
@@ -172,20 +180,28 @@ def list_devices(target: Target, *, iam: Any, sqs: Any) -> list[Device]:
 
 
 def remove_device(target: Target, name: str, *, iam: Any, sqs: Any) -> None:
-    """Keys, policies and user, then the queue (with any answers still on it)."""
+    """Keys first (the device is locked out at once), the queue (with any answers still on it), then policies and
+    user: a run that fails half way can be repeated."""
     user = target.user_name(name)
     try:
         for key in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
             iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
     except iam.exceptions.NoSuchEntityException as exc:
         raise DeviceError(f"no device {name!r} (IAM user {user})") from exc
+    with contextlib.suppress(sqs.exceptions.QueueDoesNotExist):
+        sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=target.queue_name(name))["QueueUrl"])
+    _delete_user(iam, user)
+
+
+def _delete_user(iam: Any, user: str) -> None:
+    """Its keys, inline and attached policies, then the user itself (IAM refuses to delete a user that has any)."""
+    for key in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
+        iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
     for policy in iam.list_user_policies(UserName=user)["PolicyNames"]:
         iam.delete_user_policy(UserName=user, PolicyName=policy)
     for attached in iam.list_attached_user_policies(UserName=user)["AttachedPolicies"]:
         iam.detach_user_policy(UserName=user, PolicyArn=attached["PolicyArn"])
     iam.delete_user(UserName=user)
-    with contextlib.suppress(sqs.exceptions.QueueDoesNotExist):
-        sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=target.queue_name(name))["QueueUrl"])
 
 
 def edge_yaml_lines(device: NewDevice) -> list[str]:
