@@ -137,6 +137,8 @@ def bind_to_caller(upload: Upload, event: dict[str, Any], settings: Settings) ->
     device = device_of_arn(str(iam.get("userArn") or ""), settings.device_user_prefix)
     if device is None:
         raise Rejected(403, "the caller is not a device of this stack (`facepipe device add NAME` makes one)")
+    if not any(str(name).lower() == HEADER_DEVICE_ID.lower() for name in event.get("headers") or {}):
+        upload = replace(upload, device_id=device)  # a JSON upload names no device: it is the caller's
     if upload.device_id != device:
         raise Rejected(403, f"{HEADER_DEVICE_ID} {upload.device_id!r} is not the caller's device {device!r}")
     own_queue = settings.reply_to_prefix + device

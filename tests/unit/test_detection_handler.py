@@ -303,3 +303,15 @@ def test_bound_stack_refuses_an_unsigned_event(bound: Settings) -> None:
     """No authorizer block (auth NONE, or not a URL request): no identity, no frame."""
     response = detection.handler(_sample(), None)
     assert response["statusCode"] == 403 and _received(bound) == []
+
+
+def test_bound_json_upload_without_a_device_header_is_the_callers(bound: Settings) -> None:
+    from tests.unit.test_json_upload import course_body, json_event
+
+    body = course_body(packaged("face_recognition/obama2.jpg").read_bytes())
+    response = detection.handler(_signed_by(DEVICE_PREFIX + "cam-json", json_event(body)), None)
+    assert response["statusCode"] == 200, response["body"]
+    [message] = _received(bound)
+    assert (message.device_id, message.reply_to) == ("cam-json", REPLY_PREFIX + "cam-json")
+    claimed = json_event(course_body(packaged("face_recognition/obama2.jpg").read_bytes()), **{"x-device-id": "b"})
+    assert detection.handler(_signed_by(DEVICE_PREFIX + "cam-json", claimed), None)["statusCode"] == 403
