@@ -25,6 +25,7 @@ from typing import Any
 
 import pytest
 import requests
+import yaml
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
@@ -199,13 +200,45 @@ def test_a_may_read_its_own_queue_and_no_other(stack: LocalUp, cameras: dict[str
     assert not allows(policy, "lambda:InvokeFunction", invoke["Resource"].removesuffix(":live"))
 
 
+def test_the_edge_daemon_runs_on_what_device_add_gave_it(stack: LocalUp, tmp_path: Path) -> None:
+    """`facepipe-edge run` with the printed edge.yaml lines as they are and the credentials file through the AWS
+    chain (AWS_SHARED_CREDENTIALS_FILE, no keys in the environment or the YAML): every frame answered on its queue."""
+    camera = add_camera(stack, "cam-edge", tmp_path)
+    printed = camera.output.split("edge.yaml lines:\n", 1)[1].split("credentials (mode 0600)", 1)[0]
+    config = yaml.safe_load(printed)
+    assert config == {"device_id": "cam-edge", "responses": {"queue_url": camera.queue_url, "reply_to": camera.reply_to}}
+    (tmp_path / "camera").mkdir()
+    for name in ("obama2.jpg", "obama3.jpg"):
+        (tmp_path / "camera" / name).symlink_to(packaged(f"face_recognition/{name}"))
+    config["camera"] = {"source": str(tmp_path / "camera"), "loop": False, "fps": 0}
+    config["throttle"] = {"max_fps": 20, "motion": {"enabled": False}}
+    config["endpoint"] = {"url": stack.exports["FACEPIPE_FUNCTION_URL"], "auth": "aws_iam",
+                          "region": stack.exports["AWS_REGION"]}
+    config["responses"] |= {"endpoint_url": stack.exports["AWS_ENDPOINT_URL"], "wait_s": 1}
+    config |= {"spool": {"directory": str(tmp_path / "spool")}, "metrics": {"listen": None},
+               "outputs": {"jsonl": {"path": str(tmp_path / "answers.jsonl")}}, "stop_timeout_s": 5}
+    (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
+    env |= {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "cam-edge.credentials"), "AWS_CONFIG_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true", "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-m", "edge_client", "run", "--config", str(tmp_path / "edge.yaml")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    answers = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert len(answers) == 2 and {(a["device_id"], a["result"]) for a in answers} == {("cam-edge", "barack_obama")}
+    counts = {key: int(value) for key, value in re.findall(r"(sent|answered|unanswered|rejected) (\d+)", run.stdout)}
+    assert counts["sent"] == counts["answered"] == 2 and counts["unanswered"] == counts["rejected"] == 0
+
+
 def test_list_shows_both(stack: LocalUp, cameras: dict[str, Camera]) -> None:
     listed = facepipe(stack, "device", "list")
     assert listed.returncode == 0, listed.stderr
     rows = [line.split("\t") for line in listed.stdout.splitlines()]
-    assert [row[0] for row in rows] == ["cam-a", "cam-b"]
-    assert [row[3] for row in rows] == [f"queue {cameras['cam-a'].queue_url}", f"queue {cameras['cam-b'].queue_url}"]
-    assert cameras["cam-b"].access_key in rows[1][2]
+    by_name = {row[0]: row for row in rows}
+    assert {"cam-a", "cam-b"} <= set(by_name)
+    for name in ("cam-a", "cam-b"):
+        assert by_name[name][2] == f"keys {cameras[name].access_key}"
+        assert by_name[name][3] == f"queue {cameras[name].queue_url}"
 
 
 def test_removed_device_is_gone_and_refused(stack: LocalUp, cameras: dict[str, Camera]) -> None:
@@ -221,5 +254,5 @@ def test_removed_device_is_gone_and_refused(stack: LocalUp, cameras: dict[str, C
         sqs.get_queue_url(QueueName=b.reply_to)
     refused = post(stack, keys(b), b.name, PHOTO_B)
     assert refused.status_code == 403 and "unknown access key" in refused.json()["error"]
-    assert [line.split("\t")[0] for line in facepipe(stack, "device", "list").stdout.splitlines()] == ["cam-a"]
+    assert "cam-b" not in [line.split("\t")[0] for line in facepipe(stack, "device", "list").stdout.splitlines()]
     assert post(stack, keys(cameras["cam-a"]), "cam-a", PHOTO_A).status_code == 202  # A unaffected
