@@ -206,7 +206,8 @@ def test_the_edge_daemon_runs_on_what_device_add_gave_it(stack: LocalUp, tmp_pat
     camera = add_camera(stack, "cam-edge", tmp_path)
     printed = camera.output.split("edge.yaml lines:\n", 1)[1].split("credentials (mode 0600)", 1)[0]
     config = yaml.safe_load(printed)
-    assert config == {"device_id": "cam-edge", "responses": {"queue_url": camera.queue_url, "reply_to": camera.reply_to}}
+    assert config == {"device_id": "cam-edge",
+                      "responses": {"queue_url": camera.queue_url, "reply_to": camera.reply_to}}
     (tmp_path / "camera").mkdir()
     for name in ("obama2.jpg", "obama3.jpg"):
         (tmp_path / "camera" / name).symlink_to(packaged(f"face_recognition/{name}"))
