@@ -31,6 +31,11 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
      "list a dead-letter queue's messages (request id, device, receives, why) without consuming them"),
     (("dlq", "redrive"), "cloud.dlq", "add_redrive_arguments", "run_redrive",
      "move a dead-letter queue's messages back to their queue"),
+    (("device", "add"), "cloud.devices", "add_add_arguments", "run_add",
+     "a camera's own IAM user, access key and response queue; prints its edge.yaml lines"),
+    (("device", "list"), "cloud.devices", "add_list_arguments", "run_list", "list the stack's devices"),
+    (("device", "remove"), "cloud.devices", "add_remove_arguments", "run_remove",
+     "delete a device's access keys, policy, IAM user and response queue"),
 ]
 
 _GROUP_HELP = {
@@ -38,6 +43,7 @@ _GROUP_HELP = {
     "gallery": "inspect and edit the enrolled gallery",
     "models": "model weights",
     "dlq": "the request and response dead-letter queues",
+    "device": "cameras as IAM identities, each with its own response queue",
 }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from cloud.contracts import (
@@ -70,6 +70,16 @@ class Settings(BaseSettings):
     persist_results: bool = Field(default=False, description="also write each answer to s3://bucket/results/")
     gallery_refresh_s: float = Field(
         default=30.0, ge=0, description="how often a warm recognizer rechecks the gallery's version; 0 = every batch")
+    # Devices as identities (cloud/devices.py): a Function URL caller may send only as the device its IAM user
+    # name says, and its answers go only to that device's queue. Needs AWS_IAM auth and a reply_to prefix.
+    bind_devices: bool = Field(default=False, description="bind X-Device-Id and reply_to to the caller's IAM user")
+    device_user_prefix: str = Field(default="", description="IAM user names of devices: <prefix><device id>")
+
+    @model_validator(mode="after")
+    def _binding_has_what_it_needs(self) -> Settings:
+        if self.bind_devices and not (self.reply_to_prefix and self.device_user_prefix):
+            raise ValueError("FACEPIPE_BIND_DEVICES needs FACEPIPE_REPLY_TO_PREFIX and FACEPIPE_DEVICE_USER_PREFIX")
+        return self
 
 
 @lru_cache(maxsize=1)

@@ -17,7 +17,7 @@ import math
 import os
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -42,8 +42,9 @@ from cloud.contracts import (
 from cloud.detection.detector import Detector
 from cloud.detection.enqueue import Frame, MessageTooLarge, send_frame
 from cloud.detection.json_upload import BadJson, is_json, parse_json_upload
+from cloud.devices import device_of_arn
 from cloud.images import ImageRejected, open_checked
-from cloud.settings import get_settings
+from cloud.settings import Settings, get_settings
 
 logger = Logger(service="facepipe-detection")
 metrics = Metrics(namespace="facepipe", service="facepipe-detection")  # as the Logger
@@ -125,6 +126,26 @@ def parse_json(event: dict[str, Any], headers: dict[str, str]) -> Upload:
         body=frame.image,
         filename=frame.filename,
     )
+
+
+def bind_to_caller(upload: Upload, event: dict[str, Any], settings: Settings) -> Upload:
+    """With FACEPIPE_BIND_DEVICES, the caller (the URL's IAM identity) is a device: it sends only as itself, and
+    its answers go to its own queue, whatever X-Reply-To says (a different one is refused)."""
+    if not settings.bind_devices:
+        return upload
+    iam = ((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}
+    device = device_of_arn(str(iam.get("userArn") or ""), settings.device_user_prefix)
+    if device is None:
+        raise Rejected(403, "the caller is not a device of this stack (`facepipe device add NAME` makes one)")
+    if not any(str(name).lower() == HEADER_DEVICE_ID.lower() for name in event.get("headers") or {}):
+        upload = replace(upload, device_id=device)  # a JSON upload names no device: it is the caller's
+    if upload.device_id != device:
+        raise Rejected(403, f"{HEADER_DEVICE_ID} {upload.device_id!r} is not the caller's device {device!r}")
+    own_queue = settings.reply_to_prefix + device
+    if upload.reply_to not in (None, own_queue):
+        raise Rejected(403, f"{HEADER_REPLY_TO} {upload.reply_to!r} is not the queue of device {device!r} "
+                            f"({own_queue!r})")
+    return replace(upload, reply_to=own_queue)
 
 
 def _frame_timestamp(value: str | None) -> float | None:
@@ -226,6 +247,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     logger.set_correlation_id(request_id)
     try:
         upload = parse_json(event, headers) if json_upload else parse_upload(event, headers, request_id)
+        upload = bind_to_caller(upload, event, get_settings())
         request_id = upload.request_id
         logger.set_correlation_id(request_id)
         accepted = process(upload)

@@ -10,6 +10,7 @@ to the response, 502 when the function fails (an error, a timeout, a crashed wor
 from __future__ import annotations
 
 import base64
+import hmac
 import json
 import logging
 import threading
@@ -34,6 +35,25 @@ _TEXT_TYPES = ("application/json", "application/xml", "application/javascript",
                "application/x-www-form-urlencoded")
 _DRAIN_LIMIT = 64 * 1024 * 1024  # read and discard at most this much of a rejected body, then hang up
 _CHUNK = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class Caller:
+    """An identity the local URL accepts signatures from, as the event's requestContext.authorizer.iam shows it."""
+
+    access_key: str
+    secret_key: str
+    user_arn: str
+    user_id: str
+    account_id: str = "123456789012"
+
+    def iam(self) -> dict[str, str]:
+        """AWS's field names (payload format 2.0, auth AWS_IAM)."""
+        return {"accessKey": self.access_key, "accountId": self.account_id, "callerId": self.user_id,
+                "userArn": self.user_arn, "userId": self.user_id}
+
+
+CallerLookup = Callable[[str], Caller | None]  # access key id -> the identity it belongs to
 
 
 @dataclass
@@ -73,9 +93,13 @@ def build_event(
     domain: str,
     request_id: str,
     access_key: str | None = None,
+    caller: Caller | None = None,
     now: float | None = None,
 ) -> dict[str, Any]:
-    """The payload-format-2.0 event AWS builds for a Function URL request."""
+    """The payload-format-2.0 event AWS builds for a Function URL request; `caller` (or just its
+    `access_key`) is the verified signer of an AWS_IAM request."""
+    if caller is not None:
+        access_key = caller.access_key
     raw_path, _, raw_query = target.partition("?")
     merged: dict[str, str] = {}
     cookies: list[str] = []
@@ -118,7 +142,9 @@ def build_event(
         },
         "isBase64Encoded": False,
     }
-    if access_key is not None:
+    if caller is not None:
+        event["requestContext"]["authorizer"] = {"iam": caller.iam()}
+    elif access_key is not None:
         event["requestContext"]["authorizer"] = {"iam": {"accessKey": access_key, "accountId": "123456789012"}}
     if cookies:
         event["cookies"] = cookies
@@ -172,6 +198,7 @@ class FunctionUrlServer(ThreadingHTTPServer):
         function_name: str = "facepipe-detection",
         timeout_s: float = 30.0,
         max_body_bytes: int = MAX_REQUEST_BODY_BYTES,
+        callers: CallerLookup | None = None,
     ) -> None:
         if auth == "aws_iam" and not (access_key and secret_key):
             raise ValueError("auth aws_iam needs the credentials to verify signatures with")
@@ -180,9 +207,17 @@ class FunctionUrlServer(ThreadingHTTPServer):
         self.auth = auth
         self.access_key, self.secret_key, self.region = access_key, secret_key, region
         self.function_name, self.timeout_s, self.max_body_bytes = function_name, timeout_s, max_body_bytes
+        self.callers = callers
         self._thread: threading.Thread | None = None
         bound_host, bound_port = self.server_address[:2]
         self.url = f"http://{bound_host!s}:{bound_port}/"
+
+    def caller(self, access_key: str) -> Caller | None:
+        """Who signs with this key: the stack's own pair (the account's root, the admin), else `callers`."""
+        if self.access_key and hmac.compare_digest(access_key, self.access_key):
+            account = "123456789012"
+            return Caller(access_key, self.secret_key, f"arn:aws:iam::{account}:root", account, account)
+        return self.callers(access_key) if self.callers is not None else None
 
     def start(self) -> str:
         self._thread = threading.Thread(target=self.serve_forever, name="function-url", daemon=True)
@@ -303,21 +338,26 @@ class FunctionUrlRequestHandler(BaseHTTPRequestHandler):
             self._send(_error(400, "body shorter than Content-Length", client_request_id), lambda_request_id)
             return
 
-        access_key: str | None = None
+        caller: Caller | None = None
         if server.auth == "aws_iam":
+            callers: dict[str, Caller | None] = {}  # one lookup per request
+
+            def secret_for(key_id: str) -> str | None:
+                found = callers.setdefault(key_id, server.caller(key_id))
+                return None if found is None else found.secret_key
+
             verdict = sigv4.verify(method=self.command, raw_path=self.path, headers=dict(self.headers.items()),
-                                   body=body, access_key=server.access_key, secret_key=server.secret_key,
-                                   region=server.region)
+                                   body=body, region=server.region, secret_for=secret_for)
             if not verdict.ok:
                 log.info("403 for %s %s: %s", self.command, self.path, verdict.reason)
                 self._send(_error(403, f"forbidden: {verdict.reason}", client_request_id), lambda_request_id)
                 return
-            access_key = verdict.access_key
+            caller = callers[verdict.access_key]
 
         event = build_event(
             method=self.command, target=self.path, headers=self.headers.items(), body=body,
             source_ip=self.client_address[0], domain=self.headers.get("Host", "localhost"),
-            request_id=lambda_request_id, access_key=access_key,
+            request_id=lambda_request_id, caller=caller,
         )
         self._send(server.invoke(event), lambda_request_id)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -57,12 +57,14 @@ def verify(
     raw_path: str,
     headers: Mapping[str, str],
     body: bytes,
-    access_key: str,
-    secret_key: str,
+    access_key: str = "",
+    secret_key: str = "",
     region: str,
     now: datetime | None = None,
+    secret_for: Callable[[str], str | None] | None = None,
 ) -> Verdict:
-    """Check a received request's SigV4 signature against the one known credential pair.
+    """Check a received request's SigV4 signature against the one known credential pair, or, with
+    `secret_for`, against the secret it returns for the request's key id (None: an unknown key).
 
     `raw_path` is the request target as received (path and query, still percent-encoded);
     `headers` are the received headers (any case; one value per name).
@@ -79,8 +81,13 @@ def verify(
     if len(parts) != 5:
         return _fail("Credential must be <key id>/<date>/<region>/<service>/aws4_request")
     key_id, scope_date, scope_region, scope_service, terminator = parts
-    if not hmac.compare_digest(key_id, access_key):
+    if secret_for is not None:
+        known_secret = secret_for(key_id)
+    else:
+        known_secret = secret_key if hmac.compare_digest(key_id, access_key) else None
+    if not known_secret:
         return _fail(f"unknown access key id {key_id!r}")
+    secret_key = known_secret
     if scope_service != SERVICE or terminator != "aws4_request":
         return _fail(f"credential scope must name service {SERVICE!r} and end in aws4_request")
     if scope_region != region:

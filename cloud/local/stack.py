@@ -80,6 +80,9 @@ class StackConfig:
     # How long a Function URL request may wait for a busy detection worker before its 429.
     url_queue_wait_s: float = 2.0
     prestart: bool = True  # one initialised worker per function at start() (no cold start for the first frame)
+    # FACEPIPE_BIND_DEVICES: URL callers must be `facepipe device add` devices (the stack's own credentials, the
+    # admin, are then refused at the URL); off by default so the stack's credentials can send as any device.
+    bind_devices: bool = False
 
 
 @dataclass(frozen=True)
@@ -130,6 +133,8 @@ class LocalStack:
         weights = Path(self.config.weights_path).resolve()
         if not weights.is_file():
             raise FileNotFoundError(f"recognition weights {weights} missing: run `facepipe models prepare`")
+        if self.config.bind_devices and self.config.auth != "aws_iam":
+            raise ValueError("binding devices needs auth aws_iam: with auth none a caller has no identity")
         if not STACK_NAME.fullmatch(self.stack_name):
             raise ValueError(f"prefix {self.config.prefix!r} gives no valid CloudFormation stack name "
                              f"(a letter, then letters, digits and hyphens)")
@@ -160,6 +165,7 @@ class LocalStack:
         return subset, parameter_values(subset, overrides)
 
     def _start(self, weights: Path, template: dict[str, Any], parameters: dict[str, str]) -> None:
+        from cloud.devices import user_prefix
         from cloud.local.function_url import FunctionUrlServer
         from cloud.local.moto_server import MotoServer
         from cloud.local.resources import create_resources
@@ -200,6 +206,8 @@ class LocalStack:
             "FACEPIPE_MAX_MESSAGE_BYTES": request.attributes["MaximumMessageSize"],  # as the template sets it
             # Workers recheck the gallery's version every batch, so `enroll()` reaches warm ones at once.
             "FACEPIPE_GALLERY_REFRESH_S": "0",
+            "FACEPIPE_BIND_DEVICES": str(cfg.bind_devices).lower(),
+            "FACEPIPE_DEVICE_USER_PREFIX": user_prefix(self.stack_name),
             **cfg.extra_env,
         }
         self._set_env(function_env)
@@ -214,7 +222,7 @@ class LocalStack:
         self._url_server = FunctionUrlServer(
             detection.invoke, host=cfg.host, port=cfg.url_port, auth=cfg.auth,
             access_key=self.credentials.access_key, secret_key=self.credentials.secret_key, region=self.region,
-            function_name=detection.spec.name, timeout_s=detection.spec.timeout_s,
+            function_name=detection.spec.name, timeout_s=detection.spec.timeout_s, callers=moto_iam_caller,
         )
         self.function_url = self._url_server.start()
         recognition = self.functions[RECOGNITION]
@@ -354,6 +362,7 @@ class LocalStack:
             "FACEPIPE_GALLERY_URI": self.gallery_uri,
             "FACEPIPE_WEIGHTS_PATH": str(Path(self.config.weights_path).resolve()),
             "FACEPIPE_REPLY_TO_PREFIX": self.reply_to_prefix,
+            "FACEPIPE_STACK_NAME": self.stack_name,  # for `facepipe device add|list|remove`
             # The edge daemon's config overrides (edge_client/config.py).
             "FACEPIPE_EDGE__ENDPOINT__URL": self.function_url,
             "FACEPIPE_EDGE__ENDPOINT__AUTH": self.config.auth,
@@ -384,6 +393,23 @@ class LocalStack:
             self._saved_env.setdefault(name, os.environ.get(name))
             os.environ[name] = value
         _clear_client_caches()
+
+
+def moto_iam_caller(access_key: str) -> Any:
+    """The IAM user an access key belongs to, read from the moto server this process runs (moto keeps its
+    state in module globals): the keys `facepipe device add` created over IAM's API, so the local URL accepts
+    their signatures, and a removed device's not. Returns a function_url.Caller or None."""
+    from moto.iam.models import iam_backends
+
+    from cloud.local.function_url import Caller
+
+    for account_id, account in list(iam_backends.items()):
+        backend = account["aws"]
+        key = backend.access_keys.get(access_key)
+        user = backend.users.get(key.user_name) if key is not None and key.user_name else None
+        if key is not None and user is not None and key.status == "Active":
+            return Caller(access_key, key.secret_access_key, user.arn, user.id, account_id)
+    return None
 
 
 def _clear_client_caches() -> None:

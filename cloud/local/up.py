@@ -53,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     workers.add_argument("--no-prestart", action="store_true",
                          help="start no worker before the first invocation (each function's first one is then "
                               "a cold start)")
+    parser.add_argument("--devices", action="store_true",
+                        help="FACEPIPE_BIND_DEVICES: URL callers must be `facepipe device add` devices, bound to "
+                             "their X-Device-Id and queue (the stack's own credentials are then refused at the URL)")
     parser.add_argument("--threads", type=int, default=defaults.torch_threads,
                         help="torch threads per worker (default: the cores shared by the workers that may run at once)")
 
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
         recognition_timeout_s=args.handler_timeout if args.recognition_timeout is None else args.recognition_timeout,
         torch_threads=args.threads, detection_concurrency=args.detection_concurrency,
         recognition_concurrency=args.recognition_concurrency, url_queue_wait_s=args.url_queue_wait,
-        prestart=not args.no_prestart,
+        prestart=not args.no_prestart, bind_devices=args.devices,
     )
     stopping = threading.Event()
 

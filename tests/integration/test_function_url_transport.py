@@ -93,3 +93,33 @@ def test_body_over_the_limit_is_413_without_invoking(serve: Callable[[Function],
     assert reply.status_code == 413 and "exceeds the 1024-byte limit" in reply.json()["error"]
     assert requests.post(url, data=b"x" * 1024, timeout=10).status_code == 200
     assert invoked == [1]
+
+
+def test_aws_iam_event_names_the_signer_as_aws_does() -> None:
+    """authorizer.iam carries the signer's accessKey, accountId, callerId, userArn, userId (AWS's field names):
+    the stack's own key is the account root; other keys are whoever `callers` says (moto's IAM in the stack)."""
+    from botocore.auth import SigV4Auth
+    from botocore.awsrequest import AWSRequest
+    from botocore.credentials import Credentials
+
+    from cloud.local.function_url import Caller
+
+    device = Caller("AKIADEVICE0000000001", "device-secret", "arn:aws:iam::123456789012:user/p/s-device-cam", "AIDAX")
+    server = FunctionUrlServer(echo, access_key="AKIAADMIN00000000001", secret_key="admin-secret",
+                               callers=lambda key: device if key == device.access_key else None)
+    url = server.start()
+    try:
+        def iam_of(key: str, secret: str) -> Any:
+            request = AWSRequest(method="POST", url=url, data=b"x", headers={"Content-Type": "image/jpeg"})
+            SigV4Auth(Credentials(key, secret), "lambda", "us-east-1").add_auth(request)
+            reply = requests.post(url, data=b"x", headers=dict(request.headers.items()), timeout=10)
+            return reply.json()["event"]["requestContext"]["authorizer"]["iam"] if reply.ok else reply.status_code
+
+        assert iam_of(device.access_key, "device-secret") == {
+            "accessKey": device.access_key, "accountId": "123456789012", "callerId": "AIDAX",
+            "userArn": device.user_arn, "userId": "AIDAX"}
+        assert iam_of("AKIAADMIN00000000001", "admin-secret")["userArn"] == "arn:aws:iam::123456789012:root"
+        assert iam_of(device.access_key, "admin-secret") == 403  # a known key with another's secret
+        assert iam_of("AKIAUNKNOWN000000001", "whatever") == 403
+    finally:
+        server.stop()

@@ -241,3 +241,77 @@ def test_emf_metrics_carry_detect_ms_and_faces(settings: Settings, capsys: pytes
     accepted = DetectAccepted.model_validate_json(response["body"])
     assert emf["Faces"] == [accepted.faces] == [1]  # powertools writes each metric's values as a list
     assert emf["DetectMs"] == [pytest.approx(accepted.detect_ms, abs=0.01)]
+
+
+# --- devices as identities (FACEPIPE_BIND_DEVICES) --------------------------------------------------------
+
+DEVICE_PREFIX, REPLY_PREFIX = "facepipe-device-", "facepipe_answers-"
+
+
+@pytest.fixture
+def bound(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    monkeypatch.setenv("FACEPIPE_BIND_DEVICES", "true")
+    monkeypatch.setenv("FACEPIPE_DEVICE_USER_PREFIX", DEVICE_PREFIX)
+    monkeypatch.setenv("FACEPIPE_REPLY_TO_PREFIX", REPLY_PREFIX)
+    get_settings.cache_clear()
+    yield get_settings()
+    get_settings.cache_clear()
+
+
+def _signed_by(user: str, event: Event | None = None, path: str = "/facepipe/facepipe/devices/") -> Event:
+    """The event as AWS builds it for a request signed by IAM user `user` (authorizer.iam's fields)."""
+    event = event or _sample()
+    event["requestContext"]["authorizer"] = {"iam": {
+        "accessKey": "AKIAEXAMPLE", "accountId": "123456789012", "callerId": "AIDAEXAMPLE",
+        "userArn": f"arn:aws:iam::123456789012:user{path}{user}", "userId": "AIDAEXAMPLE"}}
+    return event
+
+
+def test_bound_device_sends_as_itself_and_its_answers_go_to_its_own_queue(bound: Settings) -> None:
+    event = _signed_by(DEVICE_PREFIX + "cam-lobby-01")
+    response = detection.handler(event, None)
+    assert response["statusCode"] == 202, response["body"]
+    [message] = _received(bound)
+    assert message.device_id == "cam-lobby-01"
+    assert message.reply_to == REPLY_PREFIX + "cam-lobby-01"  # set by detection, not asked for
+
+
+def test_bound_device_may_name_its_own_queue(bound: Settings) -> None:
+    event = _signed_by(DEVICE_PREFIX + "cam-lobby-01")
+    event["headers"]["x-reply-to"] = REPLY_PREFIX + "cam-lobby-01"
+    assert detection.handler(event, None)["statusCode"] == 202
+    assert [m.reply_to for m in _received(bound)] == [REPLY_PREFIX + "cam-lobby-01"]
+
+
+@pytest.mark.parametrize(("user", "headers", "why"), [
+    (DEVICE_PREFIX + "cam-b", {}, "is not the caller's device 'cam-b'"),  # cam-b claims to be cam-lobby-01
+    (DEVICE_PREFIX + "cam-lobby-01", {"x-reply-to": REPLY_PREFIX + "cam-b"},
+     "is not the queue of device 'cam-lobby-01'"),
+    ("admin", {}, "not a device of this stack"),
+    ("otherstack-device-cam-lobby-01", {}, "not a device of this stack"),
+])
+def test_bound_device_cannot_act_for_another(bound: Settings, user: str, headers: dict[str, str], why: str) -> None:
+    event = _signed_by(user)
+    event["headers"].update(headers)
+    response = detection.handler(event, None)
+    assert response["statusCode"] == 403
+    assert why in ErrorBody.model_validate_json(response["body"]).error
+    assert _received(bound) == []
+
+
+def test_bound_stack_refuses_an_unsigned_event(bound: Settings) -> None:
+    """No authorizer block (auth NONE, or not a URL request): no identity, no frame."""
+    response = detection.handler(_sample(), None)
+    assert response["statusCode"] == 403 and _received(bound) == []
+
+
+def test_bound_json_upload_without_a_device_header_is_the_callers(bound: Settings) -> None:
+    from tests.unit.test_json_upload import course_body, json_event
+
+    body = course_body(packaged("face_recognition/obama2.jpg").read_bytes())
+    response = detection.handler(_signed_by(DEVICE_PREFIX + "cam-json", json_event(body)), None)
+    assert response["statusCode"] == 200, response["body"]
+    [message] = _received(bound)
+    assert (message.device_id, message.reply_to) == ("cam-json", REPLY_PREFIX + "cam-json")
+    claimed = json_event(course_body(packaged("face_recognition/obama2.jpg").read_bytes()), **{"x-device-id": "b"})
+    assert detection.handler(_signed_by(DEVICE_PREFIX + "cam-json", claimed), None)["statusCode"] == 403

@@ -150,3 +150,20 @@ def test_the_edge_uploader_signs_every_header_it_sends() -> None:
     assert {name.lower() for name in CONTRACT_HEADERS} <= set(signed)
     verdict = check({"Host": HOST, **headers}, path="/")
     assert verdict.ok, verdict.reason
+
+
+def test_any_key_the_lookup_knows_verifies_with_its_own_secret() -> None:
+    """Devices: each access key has its own secret (cloud/local/stack.py reads them from moto's IAM)."""
+    secrets = {"AKIADEVICEA000000001": "secret-of-a", "AKIADEVICEB000000001": "secret-of-b"}
+
+    for key, secret in secrets.items():
+        verdict = verify(method="POST", raw_path="/", headers=sign("/", key=key, secret=secret), body=BODY,
+                         region=REGION, secret_for=secrets.get)
+        assert verdict.ok and verdict.access_key == key, verdict.reason
+    # A's key id with B's secret, and a key the lookup does not know (a removed device's)
+    forged = sign("/", key="AKIADEVICEA000000001", secret="secret-of-b")
+    assert "signature does not match" in verify(method="POST", raw_path="/", headers=forged, body=BODY,
+                                                region=REGION, secret_for=secrets.get).reason
+    gone = sign("/", key="AKIADEVICEC000000001", secret="secret-of-c")
+    assert "unknown access key" in verify(method="POST", raw_path="/", headers=gone, body=BODY, region=REGION,
+                                          secret_for=secrets.get).reason

@@ -611,7 +611,8 @@ def test_edge_device_policy_invokes_the_url_and_reads_answers_only(transformed: 
     answers = by_sid["ReadAnswers"]
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= set(answers["Action"])
     assert all(action.startswith("sqs:") for action in answers["Action"])
-    assert _refs(answers["Resource"]) == {"ResponseQueue", "ReplyToPrefix"}  # its queue, or the per-device ones
+    # the shared queue only: a device's own queue is in its user's policy (cloud/devices.py), never ReplyToPrefix*
+    assert _refs(answers["Resource"]) == {"ResponseQueue"}
     senders = [s for s in statements if any("SendMessage" in action for action in _list(s["Action"]))]
     assert senders == [by_sid["SendImageEvents"]]  # image events to the ingest queue, nothing else
     assert by_sid["SendImageEvents"]["Action"] == "sqs:SendMessage"
@@ -771,7 +772,8 @@ def test_template_values_are_valid_settings(transformed: Template) -> None:
     params = transformed["Parameters"]
     env = _function_env(transformed, "DetectionFunction")
     stand_ins = {"RequestQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/req",
-                 "ResponseQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/resp", "Bucket": "facepipe-bucket"}
+                 "ResponseQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/resp", "Bucket": "facepipe-bucket",
+                 "AWS::StackName": "facepipe"}
 
     def resolve(value: Any, overrides: dict[str, str]) -> str | None:
         if isinstance(value, str):
@@ -782,10 +784,14 @@ def test_template_values_are_valid_settings(transformed: Template) -> None:
                 return overrides.get(name) or stand_ins[name]
             return str(params[name].get("Default", ""))
         if "Fn::If" in value:  # empty parameter -> variable left out (the code's default applies)
-            _, then, _ = value["Fn::If"]
+            condition, then, otherwise = value["Fn::If"]
+            if condition == "BindsDevices":  # AWS_IAM (the default) and a ReplyToPrefix
+                bound = params["FunctionUrlAuthType"]["Default"] == "AWS_IAM" and overrides.get("ReplyToPrefix")
+                return resolve(then if bound else otherwise, overrides)
             return resolve(then, overrides) or None
         if "Fn::Sub" in value:
-            return re.sub(r"\$\{(\w+)\}", lambda m: resolve({"Ref": m.group(1)}, overrides) or "", value["Fn::Sub"])
+            return re.sub(r"\$\{([\w:]+)\}", lambda m: resolve({"Ref": m.group(1)}, overrides) or "",
+                          value["Fn::Sub"])
         raise AssertionError(f"unexpected intrinsic {value}")
 
     cases: list[dict[str, str]] = [{}]
@@ -800,6 +806,9 @@ def test_template_values_are_valid_settings(transformed: Template) -> None:
         settings = Settings(**{k: v for k, v in values.items() if v is not None})
         assert settings.max_message_bytes == MAX_QUEUE_MESSAGE_BYTES  # = the queues' MaximumMessageSize
         assert settings.gallery_uri.startswith("s3://facepipe-bucket/gallery/")
+        # devices are bound exactly when the URL is signed and per-device queues exist
+        assert settings.bind_devices is bool(overrides.get("ReplyToPrefix"))
+        assert settings.device_user_prefix == "facepipe-device-"
 
 
 # --- sample event ---------------------------------------------------------------------------------
