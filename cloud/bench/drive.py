@@ -55,6 +55,14 @@ class RunResult:
         return {name: round(statistics.mean(t[name] for t in timings), 1) if timings else 0.0
                 for name in ("detect_ms", "queue_wait_ms", "recognise_ms")}
 
+    def plumbing_ms(self) -> float | None:
+        """Mean send-to-answer latency minus the handlers' own detect, queue wait and recognise times: HTTP,
+        base64, the Runtime API hop, decoding, SQS sends and receives, the client's poll. Measured frame by
+        frame in the same run, so it does not depend on how busy the machine was."""
+        rest = [(s.sent.answered_at - s.first_sent_at) * 1000 - sum(s.sent.answer.get("timings", {}).values())
+                for s in self.answered if s.sent.answer and s.attempts == 1]
+        return round(statistics.mean(rest), 1) if rest else None
+
     def summary(self) -> dict[str, Any]:
         latencies = self.latencies_s()
         return {
@@ -70,6 +78,7 @@ class RunResult:
             "latency_max_s": _round(latencies[-1]) if latencies else None,
             "wall_s": _round(self.wall_s),
             "timings_ms": self.timings_ms(),
+            "plumbing_ms": self.plumbing_ms(),
         }
 
 
@@ -88,7 +97,7 @@ def percentile(sorted_values: list[float], q: float) -> float:
 class Poster:
     """Signed POSTs of one frame with a fixed request id, retried on 429 / 5xx / transport errors."""
 
-    def __init__(self, target: Target, reply_to: str, pool_size: int) -> None:
+    def __init__(self, target: Target, reply_to: str, pool_size: int, attempts: int | None = None) -> None:
         import boto3
         import urllib3
 
@@ -97,7 +106,8 @@ class Poster:
         self.target, self.reply_to = target, reply_to
         self.session = boto3.session.Session()
         self.http = urllib3.PoolManager(maxsize=max(1, pool_size))
-        self.retries = RetriesConfig()
+        # The edge uploader's backoff; its attempts unless `attempts` (the edge's `retries.max_attempts`) is given.
+        self.retries = RetriesConfig() if attempts is None else RetriesConfig(max_attempts=attempts)
 
     def post(self, shot: Shot, image: bytes) -> None:
         from edge_client.uploader import backoff_delay
@@ -138,7 +148,7 @@ class Poster:
 
 
 def drive(frames: list[bytes], target: Target, *, concurrency: int, pace_s: float | None = None,
-          timeout_s: float = 120.0, label: str = "frames") -> RunResult:
+          timeout_s: float = 120.0, label: str = "frames", attempts: int | None = None) -> RunResult:
     """Send every frame (at most `concurrency` in flight; with `pace_s`, frame i not before i * pace_s) and
     wait until each is answered, given up, or `timeout_s` passed since the last send."""
     import boto3
@@ -157,7 +167,7 @@ def drive(frames: list[bytes], target: Target, *, concurrency: int, pace_s: floa
     collector = Collector(sqs, reply_url, own_queue=True, on_answer=answered)
     shots = [Shot(Sent(Input(f"frame {i}", f"{i:06d}.jpg", lambda data=data: data), str(uuid.uuid4())))
              for i, data in enumerate(frames)]
-    poster = Poster(target, name, concurrency)
+    poster = Poster(target, name, concurrency, attempts)
     collector.start()
     started = time.monotonic()
 
