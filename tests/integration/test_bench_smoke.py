@@ -23,19 +23,22 @@ def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(REPO)
     result = subprocess.run(
         [sys.executable, "-m", "cloud.cli", "bench", "--limit", "3", "--burst", "4", "--workload", "3",
-         "--pace", "0.2", "--concurrency", "1,2", "--weights", str(weights_path()), "--photos", str(PACKAGED),
+         "--pace", "0.2", "--concurrency", "1,2",
+         # a loaded machine may 429 a burst of 4 for a while: counted and retried, not given up
+         "--attempts", "10", "--weights", str(weights_path()), "--photos", str(PACKAGED),
          "--json", str(out), "--chart", str(png)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "| pipeline, concurrency 2 |" in result.stdout  # the table
 
     figures = json.loads(out.read_text())
-    assert KEYS <= figures.keys()
+    assert figures.keys() >= KEYS
     assert figures["raw_fps"] > 0 and figures["ratio_pipeline_raw"] > 0
     assert set(figures["pipeline_fps"]) == {"1", "2"} and all(v > 0 for v in figures["pipeline_fps"].values())
     burst = figures["burst"]
-    assert BURST_KEYS <= burst.keys()
+    assert burst.keys() >= BURST_KEYS
     assert burst["sent"] == burst["answered"] == 4 and burst["duplicates"] == 0 and burst["server_errors"] == 0
+    assert burst["attempts_per_frame"] == 10
     assert burst["latency_mean_s"] <= burst["latency_p95_s"] <= burst["latency_max_s"]
     workload = figures["workload"]
     assert workload["requests"] == workload["answered"] == 3 and workload["average_s"] > 0
