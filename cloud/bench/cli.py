@@ -21,6 +21,7 @@ from typing import Any
 
 from cloud.bench.drive import RunResult, drive
 from cloud.bench.frames import cycle, demo_clip_frames, load_frames
+from cloud.bench.report import chart, table
 
 DEFAULT_WEIGHTS = Path(".cache/models/facenet-casia-webface.pt")
 DEFAULT_PHOTOS = Path(".cache/photos")
@@ -87,20 +88,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"facepipe bench: {exc}", file=sys.stderr)
         return 2
     figures = bench(frames, args)
-    print(report_table(figures))
+    print(table(figures))
     if args.json:
-        args.json.write_text(json.dumps({k: v for k, v in figures.items() if k != "_burst_latencies"}, indent=2))
+        args.json.write_text(json.dumps(figures, indent=2))
     if args.chart:
-        from cloud.bench.report import chart
-
-        chart(figures, figures["_burst_latencies"], args.chart)
+        chart(figures, args.chart)
     return 0
-
-
-def report_table(figures: dict[str, Any]) -> str:
-    from cloud.bench.report import table
-
-    return table(figures)
 
 
 def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
@@ -162,14 +155,14 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
         "ratio_pipeline_raw": round(pipeline_fps[str(args.concurrency[0])] / chosen.fps, 3),
         "scaling": {level: round(fps / (int(level) * pipeline_fps[str(args.concurrency[0])]), 3)
                     for level, fps in pipeline_fps.items()},
-        "burst": burst.summary() | {"attempts_per_frame": args.attempts or _edge_attempts()},
+        "burst": burst.summary() | {"attempts_per_frame": args.attempts or _edge_attempts(),
+                                    "latencies_s": [round(x, 3) for x in burst.latencies_s()]},
         "workload": {"requests": args.workload, "pace_s": args.pace, **w,
                      "average_s": round(workload.wall_s / w["answered"], 3) if w["answered"] else None},
         "cold_start_s": {name: c["first_invocation_s"] for name, c in cold.items()},
         "cold_start": cold,
         "aws_model": {name: [asdict(p) for p in predictions] for name, predictions in model(
             {t: r.detect_ms for t, r in raw.items()}, {t: r.recognise_ms for t, r in raw.items()}).items()},
-        "_burst_latencies": burst.latencies_s(),
     }
 
 

@@ -53,7 +53,7 @@ def table(figures: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def chart(figures: dict[str, Any], burst_latencies_s: list[float], out: Path) -> None:
+def chart(figures: dict[str, Any], out: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -66,7 +66,7 @@ def chart(figures: dict[str, Any], burst_latencies_s: list[float], out: Path) ->
     left.set(xlabel="concurrency (requests in flight)", ylabel="frames/s", xticks=levels,
              title="Throughput", ylim=(0, None))
     left.legend()
-    right.hist(burst_latencies_s, bins=20)
+    right.hist(figures["burst"]["latencies_s"], bins=20)
     right.set(xlabel="send to answer, s", ylabel="frames",
               title=f"Burst of {figures['burst']['sent']}: latency")
     fig.tight_layout()
