@@ -115,8 +115,8 @@ class Poster:
         for attempt in range(self.retries.max_attempts):
             shot.attempts += 1
             try:
-                reply = self.http.request("POST", self.target.function_url, body=image, headers=self._headers(shot),
-                                          timeout=60.0, retries=False)
+                reply = self.http.request("POST", self.target.function_url, body=image,
+                                          headers=self._headers(shot, image), timeout=60.0, retries=False)
             except Exception as exc:  # timeout, refused connection: retried as the edge does
                 shot.gave_up = f"{type(exc).__name__}: {exc}"[:200]
             else:
@@ -133,7 +133,7 @@ class Poster:
             if attempt + 1 < self.retries.max_attempts:
                 time.sleep(backoff_delay(attempt, self.retries.base_s, self.retries.max_s))
 
-    def _headers(self, shot: Shot) -> dict[str, str]:
+    def _headers(self, shot: Shot, image: bytes) -> dict[str, str]:
         from botocore.auth import SigV4Auth
         from botocore.awsrequest import AWSRequest
 
@@ -141,7 +141,6 @@ class Poster:
                    HEADER_DEVICE_ID: DEVICE_ID, HEADER_REPLY_TO: self.reply_to}
         if self.target.auth != "aws_iam":
             return headers
-        image = shot.sent.input.read()
         request = AWSRequest(method="POST", url=self.target.function_url, data=image, headers=headers)
         SigV4Auth(self.session.get_credentials(), "lambda", self.session.region_name).add_auth(request)
         return dict(request.headers.items())
