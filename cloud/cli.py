@@ -23,6 +23,8 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
      "remove a name from the gallery"),
     (("submit",), "cloud.submit", "add_arguments", "run",
      "send photos or a video's frames through the URL, the ingest queue or S3, and collect every answer"),
+    (("bench",), "cloud.bench.cli", "add_arguments", "run",
+     "raw models vs. the pipeline on the same frames, a burst, a paced client, cold starts, an AWS cost model"),
     (("models", "prepare"), "cloud.models.prepare", "add_arguments", "run",
      "build the InceptionResnetV1 weights file offline"),
     (("models", "fetch"), "cloud.models.fetch", "add_arguments", "run",

@@ -1,0 +1,74 @@
+"""The bench's table (plain text, also pasted into the README) and its chart (one PNG, matplotlib)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from cloud.bench.aws_model import ASSUMPTIONS
+
+
+def table(figures: dict[str, Any]) -> str:
+    cfg = figures["config"]
+    lines = [f"facepipe bench: {cfg['frames']} frames ({cfg['source']}), {cfg['faces_per_frame']:.1f} faces/frame, "
+             f"{cfg['cores']} cores, {cfg['threads']} torch thread(s) per worker and in raw", ""]
+    lines.append("| run | frames/s | vs raw | latency mean / p95 s | detect / queue wait / recognise ms | "
+                 "the rest (HTTP, decode, queues) ms |")
+    lines.append("| --- | --- | --- | --- | --- | --- |")
+    raw = figures["raw"]
+    spread = f" ({raw['fps_before']:.2f} before, {raw['fps_after']:.2f} after)" if "fps_after" in raw else ""
+    lines.append(f"| raw (models in one process) | {figures['raw_fps']:.2f}{spread} | 1.00 | | "
+                 f"{raw['detect_ms']:.0f} / - / {raw['recognise_ms']:.0f} | |")
+    for level, run in figures["pipeline"].items():
+        t = run["timings_ms"]
+        lines.append(f"| pipeline, concurrency {level} | {figures['pipeline_fps'][level]:.2f} | "
+                     f"{figures['pipeline_fps'][level] / figures['raw_fps']:.2f} | "
+                     f"{run['latency_mean_s']} / {run['latency_p95_s']} | "
+                     f"{t['detect_ms']:.0f} / {t['queue_wait_ms']:.0f} / {t['recognise_ms']:.0f} | "
+                     f"{run.get('plumbing_ms')} |")
+    b = figures["burst"]
+    lines += ["", f"burst of {b['sent']}: answered {b['answered']}, duplicates {b['duplicates']}, 429s {b['rejected']} "
+              f"(retried, up to {b.get('attempts_per_frame', '?')} attempts a frame), 5xx {b['server_errors']}, "
+              f"gave up {b['gave_up']}; latency mean {b['latency_mean_s']} s, "
+              f"p50 {b['latency_p50_s']} s, p95 {b['latency_p95_s']} s, max {b['latency_max_s']} s; "
+              f"wall {b['wall_s']} s"]
+    w = figures["workload"]
+    lines.append(f"paced client: {w['requests']} requests every {w['pace_s']} s: answered {w['answered']}, "
+                 f"average {w['average_s']} s (total duration / completed); latency mean {w['latency_mean_s']} s, "
+                 f"p95 {w['latency_p95_s']} s, max {w['latency_max_s']} s")
+    cold = figures["cold_start"]
+    if cold:
+        lines.append("cold start (new worker): " + "; ".join(
+            f"{name} Init Duration {c['init_s']:.1f} s, first invocation {c['first_invocation_s']:.1f} s"
+            for name, c in cold.items()))
+    else:
+        lines.append("cold start: not measured (the bench used a stack it did not start)")
+    lines += ["", "On paper for AWS Lambda (per frame):", "",
+              "| memory MB | vCPUs | detection ms | detection $/1M frames | recognition ms | recognition $/1M frames |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for d, r in zip(figures["aws_model"]["detection"], figures["aws_model"]["recognition"], strict=True):
+        lines.append(f"| {d['memory_mb']} | {d['vcpus']} | {d['latency_ms']:.0f} | {d['cost_per_million_usd']:.2f} | "
+                     f"{r['latency_ms']:.0f} | {r['cost_per_million_usd']:.2f} |")
+    lines += ["", "Model assumptions:", ASSUMPTIONS]
+    return "\n".join(lines)
+
+
+def chart(figures: dict[str, Any], out: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, no display
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
+    levels = [int(level) for level in figures["pipeline_fps"]]
+    left.plot(levels, list(figures["pipeline_fps"].values()), marker="o", label="pipeline (Function URL)")
+    left.axhline(figures["raw_fps"], color="grey", linestyle="--", label="raw, one process")
+    left.set(xlabel="concurrency (requests in flight)", ylabel="frames/s", xticks=levels,
+             title="Throughput", ylim=(0, None))
+    left.legend()
+    right.hist(figures["burst"]["latencies_s"], bins=20)
+    right.set(xlabel="send to answer, s", ylabel="frames",
+              title=f"Burst of {figures['burst']['sent']}: latency")
+    fig.tight_layout()
+    fig.savefig(out, dpi=80)
+    plt.close(fig)

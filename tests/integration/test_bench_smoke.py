@@ -1,0 +1,52 @@
+"""`facepipe bench` end to end, tiny: its own local stack in a subprocess, real frames (the demo clip filmed from
+the packaged photos), every JSON key present and the counts consistent. No timing assertions: figures are the
+benchmark's to print, not the test's to judge."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.photos import PACKAGED, REPO, weights_path
+
+KEYS = {"raw_fps", "pipeline_fps", "ratio_pipeline_raw", "burst", "workload", "cold_start_s", "aws_model"}
+BURST_KEYS = {"sent", "answered", "duplicates", "rejected", "latency_mean_s", "latency_p95_s", "wall_s"}
+
+
+def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
+    # Not the test session's stack: the bench starts its own (and measures its cold starts).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "AWS_"))}
+    env["PYTHONPATH"] = str(REPO)
+    result = subprocess.run(
+        [sys.executable, "-m", "cloud.cli", "bench", "--limit", "3", "--burst", "4", "--workload", "3",
+         "--pace", "0.2", "--concurrency", "1,2",
+         # a loaded machine may 429 a burst of 4 for a while: counted and retried, not given up
+         "--attempts", "10", "--weights", str(weights_path()), "--photos", str(PACKAGED),
+         "--json", str(out), "--chart", str(png)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "| pipeline, concurrency 2 |" in result.stdout  # the table
+
+    figures = json.loads(out.read_text())
+    assert figures.keys() >= KEYS
+    assert figures["raw_fps"] > 0 and figures["ratio_pipeline_raw"] > 0
+    assert set(figures["pipeline_fps"]) == {"1", "2"} and all(v > 0 for v in figures["pipeline_fps"].values())
+    burst = figures["burst"]
+    assert burst.keys() >= BURST_KEYS
+    assert burst["sent"] == burst["answered"] == 4 and burst["duplicates"] == 0 and burst["server_errors"] == 0
+    assert burst["attempts_per_frame"] == 10
+    assert burst["latency_mean_s"] <= burst["latency_p95_s"] <= burst["latency_max_s"]
+    workload = figures["workload"]
+    assert workload["requests"] == workload["answered"] == 3 and workload["average_s"] > 0
+    # Both functions started a new worker for the first frame: each has a cold start.
+    assert set(figures["cold_start_s"]) == {"DetectionFunction", "RecognitionFunction"}
+    assert all(seconds > 0 for seconds in figures["cold_start_s"].values())
+    for function in ("detection", "recognition"):
+        sizes = [row["memory_mb"] for row in figures["aws_model"][function]]
+        assert sizes[0] == 1024 and sizes[-1] == 10240
+        assert all(row["latency_ms"] > 0 and row["cost_per_million_usd"] > 0 for row in figures["aws_model"][function])
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000

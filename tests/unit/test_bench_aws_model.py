@@ -1,0 +1,46 @@
+"""The bench's paper model of Lambda: CPU share by memory, Amdahl's fit, billed milliseconds and price."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from cloud.bench.aws_model import PRICE_PER_GB_S, PRICE_PER_MILLION_REQUESTS, predict, serial_fraction
+from cloud.bench.cli import ReportLines
+
+
+def test_serial_fraction_is_fitted_from_the_largest_thread_count() -> None:
+    assert serial_fraction({1: 100.0, 2: 50.0}) == pytest.approx(0.0)  # perfect scaling
+    assert serial_fraction({1: 100.0, 2: 100.0}) == pytest.approx(1.0)  # no gain from a second thread
+    assert serial_fraction({1: 100.0, 2: 75.0}) == pytest.approx(0.5)
+    assert serial_fraction({1: 100.0, 2: 120.0}) == 1.0  # slower with more threads: clamped
+    assert serial_fraction({1: 100.0}) == 0.0
+
+
+def test_latency_follows_the_cpu_share_and_cost_the_billed_milliseconds() -> None:
+    times = {1: 100.0, 2: 75.0}  # serial fraction 0.5
+    below = predict(times, 1024)
+    assert below.vcpus == pytest.approx(0.58, abs=0.01)
+    assert below.latency_ms == pytest.approx(100 * 1769 / 1024, abs=0.1)
+    one = predict(times, 1769)
+    assert one.latency_ms == pytest.approx(100.0)
+    assert one.cost_per_million_usd == pytest.approx(
+        1e6 * 0.100 * 1769 / 1024 * PRICE_PER_GB_S + PRICE_PER_MILLION_REQUESTS, abs=0.01)
+    two = predict(times, 3538)
+    assert two.latency_ms == pytest.approx(75.0)
+    top = predict(times, 10240)
+    assert top.vcpus == 6 and top.latency_ms == pytest.approx(100 * (0.5 + 0.5 / 6), abs=0.1)
+
+
+def test_cold_starts_are_read_from_report_lines() -> None:
+    handler = ReportLines()
+    log = logging.getLogger("test-bench-report-lines")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    line = ("REPORT RequestId: 1f0c\tDuration: 412.31 ms\tBilled Duration: 413 ms\tMemory Size: 2048 MB\t"
+            "Max Memory Used: 1044 MB")
+    log.info("%s %s", "DetectionFunction", line)  # warm: no Init Duration
+    log.info("%s %s", "DetectionFunction", line + "\tInit Duration: 5400.00 ms")
+    log.info("%s %s", "DetectionFunction", line + "\tInit Duration: 9000.00 ms")  # a later cold start
+    assert handler.cold == {"DetectionFunction": {"init_s": 5.4, "duration_s": 0.412, "first_invocation_s": 5.81}}
