@@ -2,7 +2,9 @@
 
 One engine for the pipeline runs (at most `concurrency` POSTs in flight), the burst (all at once) and the
 paced client (one request every `pace_s`): each frame keeps its request id across retries, a 429 or 5xx is
-retried with the edge uploader's backoff (edge_client/uploader.py, its default attempts), and answers come
+retried with the edge uploader's backoff (edge_client/uploader.py, its default attempts); when they are spent,
+the edge spools the frame and its drainer sends it again later, and so does this (counted as `spooled`), until
+the run's timeout. Answers come
 back on a reply_to queue of this run (cloud/submit.py's Collector), so duplicates are counted by request id.
 """
 
@@ -30,7 +32,8 @@ class Shot:
     attempts: int = 0
     throttled: int = 0  # 429 answers
     server_errors: int = 0  # 5xx answers
-    gave_up: str = ""  # the last error when every attempt failed, or a refusal (4xx)
+    spooled: int = 0  # times every attempt was spent and the frame went to the (modelled) spool
+    gave_up: str = ""  # the last error when the run's timeout came first, or a refusal (4xx)
 
 
 @dataclass
@@ -71,6 +74,7 @@ class RunResult:
             "duplicates": self.duplicates,
             "rejected": sum(s.throttled for s in self.shots),
             "server_errors": sum(s.server_errors for s in self.shots),
+            "spooled": sum(bool(s.spooled) for s in self.shots),
             "gave_up": sum(bool(s.gave_up) for s in self.shots),
             "latency_mean_s": _round(statistics.mean(latencies)) if latencies else None,
             "latency_p50_s": _round(percentile(latencies, 50)) if latencies else None,
@@ -109,29 +113,36 @@ class Poster:
         # The edge uploader's backoff; its attempts unless `attempts` (the edge's `retries.max_attempts`) is given.
         self.retries = RetriesConfig() if attempts is None else RetriesConfig(max_attempts=attempts)
 
-    def post(self, shot: Shot, image: bytes) -> None:
+    def post(self, shot: Shot, image: bytes, give_up_at: float) -> None:
+        """Attempts with backoff; when they are spent on 429/5xx/transport errors, the frame is spooled and
+        sent again after the backoff's longest wait, as the edge's drainer does, until `give_up_at`."""
         from edge_client.uploader import backoff_delay
 
-        for attempt in range(self.retries.max_attempts):
-            shot.attempts += 1
-            try:
-                reply = self.http.request("POST", self.target.function_url, body=image,
-                                          headers=self._headers(shot, image), timeout=60.0, retries=False)
-            except Exception as exc:  # timeout, refused connection: retried as the edge does
-                shot.gave_up = f"{type(exc).__name__}: {exc}"[:200]
-            else:
-                if reply.status == 202:
-                    shot.gave_up = ""
-                    return
-                shot.gave_up = f"HTTP {reply.status}: {reply.data[:120].decode('utf-8', 'replace')}"
-                if reply.status == 429:
-                    shot.throttled += 1
-                elif reply.status >= 500:
-                    shot.server_errors += 1
+        while True:
+            for attempt in range(self.retries.max_attempts):
+                shot.attempts += 1
+                try:
+                    reply = self.http.request("POST", self.target.function_url, body=image,
+                                              headers=self._headers(shot, image), timeout=60.0, retries=False)
+                except Exception as exc:  # timeout, refused connection: retried as the edge does
+                    shot.gave_up = f"{type(exc).__name__}: {exc}"[:200]
                 else:
-                    return  # refused: never retried
-            if attempt + 1 < self.retries.max_attempts:
-                time.sleep(backoff_delay(attempt, self.retries.base_s, self.retries.max_s))
+                    if reply.status == 202:
+                        shot.gave_up = ""
+                        return
+                    shot.gave_up = f"HTTP {reply.status}: {reply.data[:120].decode('utf-8', 'replace')}"
+                    if reply.status == 429:
+                        shot.throttled += 1
+                    elif reply.status >= 500:
+                        shot.server_errors += 1
+                    else:
+                        return  # refused: never retried
+                if attempt + 1 < self.retries.max_attempts:
+                    time.sleep(backoff_delay(attempt, self.retries.base_s, self.retries.max_s))
+            if time.monotonic() + self.retries.max_s > give_up_at:
+                return
+            shot.spooled += 1
+            time.sleep(self.retries.max_s)
 
     def _headers(self, shot: Shot, image: bytes) -> dict[str, str]:
         from botocore.auth import SigV4Auth
@@ -176,7 +187,7 @@ def drive(frames: list[bytes], target: Target, *, concurrency: int, pace_s: floa
             time.sleep(max(0.0, started + index * pace_s - time.monotonic()))
         collector.expect(shot.sent)  # before the POST: an answer may come back before the 202
         shot.first_sent_at = shot.sent.sent_at = time.monotonic()
-        poster.post(shot, frames[index])
+        poster.post(shot, frames[index], started + timeout_s + (index * pace_s if pace_s else 0.0))
 
     try:
         with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:

@@ -28,8 +28,9 @@ def table(figures: dict[str, Any]) -> str:
                      f"{run.get('plumbing_ms')} |")
     b = figures["burst"]
     lines += ["", f"burst of {b['sent']}: answered {b['answered']}, duplicates {b['duplicates']}, 429s {b['rejected']} "
-              f"(retried, up to {b.get('attempts_per_frame', '?')} attempts a frame), 5xx {b['server_errors']}, "
-              f"gave up {b['gave_up']}; latency mean {b['latency_mean_s']} s, "
+              f"(retried, {b.get('attempts_per_frame', '?')} attempts, then spooled and sent again: "
+              f"{b['spooled']} frames), 5xx {b['server_errors']}, gave up {b['gave_up']}; "
+              f"latency mean {b['latency_mean_s']} s, "
               f"p50 {b['latency_p50_s']} s, p95 {b['latency_p95_s']} s, max {b['latency_max_s']} s; "
               f"wall {b['wall_s']} s"]
     w = figures["workload"]
