@@ -10,37 +10,15 @@ with the person's name. Prints the total duration, answers right, and latency. R
 from __future__ import annotations
 
 import argparse
-import base64
-import json
 import statistics
 import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
 
-import requests
-
+from tests.course_client import ask
 from tests.local_up import local_up
 from tests.photos import SHARED
-
-
-def one_request(url: str, sqs: Any, queue_url: str, photo: Path, timeout: float) -> str | None:
-    request_id = str(uuid.uuid4())
-    body = {"request_id": request_id, "content": base64.b64encode(photo.read_bytes()).decode("ascii"),
-            "filename": photo.name}
-    reply = requests.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=60)
-    if reply.status_code != 200:
-        return None
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1,
-                                           WaitTimeSeconds=5).get("Messages", []):
-            answer = json.loads(message["Body"])
-            if answer["request_id"] == request_id:
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-                return str(answer["result"])
-    return None
 
 
 def main() -> None:
@@ -61,7 +39,7 @@ def main() -> None:
             time.sleep(max(0.0, started + i / args.rate - time.monotonic()))  # one every 1/rate s
             photo = probes[i % len(probes)]
             sent = time.monotonic()
-            result = one_request(env["FACEPIPE_FUNCTION_URL"], sqs, env["FACEPIPE_RESPONSE_QUEUE_URL"], photo,
+            result = ask(env["FACEPIPE_FUNCTION_URL"], sqs, env["FACEPIPE_RESPONSE_QUEUE_URL"], photo,
                                  args.timeout)
             latencies.append(time.monotonic() - sent)
             right += result == photo.parent.name

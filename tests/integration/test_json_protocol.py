@@ -4,40 +4,19 @@ request_id, read `result`) gets every one-face photo's name right."""
 
 from __future__ import annotations
 
-import base64
 import json
-import time
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import requests
 
+from tests.course_client import ask
 from tests.local_up import LocalUp, local_up
 from tests.photos import SHARED, requires_shared
 
 pytestmark = [pytest.mark.slow, requires_shared]
 PROBES = 10  # the 100-request run at one request per second is benchmarks/json_protocol.py
-
-
-def course_client(url: str, sqs: Any, queue_url: str, photo: Path, timeout: float = 60) -> str:
-    """One request as the course workload generator makes it; returns the answer's `result`."""
-    request_id = str(uuid.uuid4())
-    body = {"request_id": request_id, "content": base64.b64encode(photo.read_bytes()).decode("ascii"),
-            "filename": photo.name}
-    reply = requests.post(url, data=json.dumps(body), headers={"Content-Type": "application/json"}, timeout=60)
-    assert reply.status_code == 200, reply.text
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        for message in sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1,
-                                           WaitTimeSeconds=5).get("Messages", []):
-            answer = json.loads(message["Body"])
-            if answer["request_id"] == request_id:
-                sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-                return str(answer["result"])
-    raise AssertionError(f"no answer for {photo} within {timeout} s")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +31,7 @@ def test_course_client_gets_every_name_right(open_stack: LocalUp) -> None:
     probes = sorted((SHARED / "identities").glob("*/2.jpg"))[:PROBES]
     assert len(probes) == PROBES
     sqs, env = open_stack.client("sqs"), open_stack.exports
-    results = {p.parent.name: course_client(env["FACEPIPE_FUNCTION_URL"], sqs, env["FACEPIPE_RESPONSE_QUEUE_URL"], p)
+    results = {p.parent.name: ask(env["FACEPIPE_FUNCTION_URL"], sqs, env["FACEPIPE_RESPONSE_QUEUE_URL"], p)
                for p in probes}
     assert results == {name: name for name in results}
 
