@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -173,3 +174,12 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def function_url_proxy(local_stack: Any) -> Iterator[TcpProxy]:
+    """A TCP proxy on 127.0.0.1 in front of the stack's Function URL, down until `up()`."""
+    target = urlparse(local_stack.function_url)
+    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80)
+    yield proxy
+    proxy.down()

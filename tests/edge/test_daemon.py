@@ -12,10 +12,8 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 import pytest
 import yaml
@@ -42,12 +40,6 @@ def photo_folder(tmp_path: Path) -> Path:
     return folder
 
 
-@pytest.fixture
-def proxy(local_stack: Any) -> Iterator[TcpProxy]:
-    target = urlparse(local_stack.function_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80)
-    yield proxy
-    proxy.down()
 
 
 def _stack_config(local_stack: Any, reply_queue: str, tmp_path: Path, **sections: Any) -> Any:
@@ -112,10 +104,10 @@ def test_real_clip_end_to_end(local_stack: Any, reply_queue: str, tmp_path: Path
 
 
 def test_endpoint_down_then_up_delivers_everything_spooled(
-    local_stack: Any, reply_queue: str, tmp_path: Path, photo_folder: Path, proxy: TcpProxy
+    local_stack: Any, reply_queue: str, tmp_path: Path, photo_folder: Path, function_url_proxy: TcpProxy
 ) -> None:
     config = _stack_config(local_stack, reply_queue, tmp_path, camera={"source": str(photo_folder)},
-                           endpoint={"url": proxy.url}, throttle={"motion": {"enabled": False}})
+                           endpoint={"url": function_url_proxy.url}, throttle={"motion": {"enabled": False}})
     daemon = Daemon(config)
     thread = _run_in_thread(daemon)
     try:
@@ -125,7 +117,7 @@ def test_endpoint_down_then_up_delivers_everything_spooled(
         assert daemon.metrics.counts()["sent"] == 0 and daemon.endpoint_down.is_set()
         time.sleep(0.5)
         assert thread.is_alive()  # waits for the endpoint rather than losing frames
-        proxy.up()
+        function_url_proxy.up()
         thread.join(timeout=90)
         assert not thread.is_alive()
     finally:
@@ -146,7 +138,7 @@ def _daemon_process(config: dict[str, Any], path: Path, env: dict[str, str]) -> 
 
 
 def test_sigterm_mid_run_then_restart_delivers_the_spool(
-    local_stack: Any, reply_queue: str, tmp_path: Path, photo_folder: Path, proxy: TcpProxy
+    local_stack: Any, reply_queue: str, tmp_path: Path, photo_folder: Path, function_url_proxy: TcpProxy
 ) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FACEPIPE_EDGE__")}
     env.update({k: v for k, v in local_stack.client_env().items() if k.startswith("AWS_")})
@@ -155,7 +147,7 @@ def test_sigterm_mid_run_then_restart_delivers_the_spool(
         "device_id": "sigterm-test",
         "camera": {"source": str(photo_folder), "loop": True, "fps": 20},
         "throttle": {"max_fps": 20, "motion": {"enabled": False}},
-        "endpoint": {"url": proxy.url, "region": local_stack.region,
+        "endpoint": {"url": function_url_proxy.url, "region": local_stack.region,
                      "retries": {"max_attempts": 2, "base_s": 0.05, "max_s": 0.5}},
         "responses": {"queue_url": reply_queue, "endpoint_url": local_stack.endpoint_url,
                       "reply_to": reply_queue.rsplit("/", 1)[-1], "wait_s": 1},
@@ -180,7 +172,7 @@ def test_sigterm_mid_run_then_restart_delivers_the_spool(
     assert len(spooled_ids) >= 6
 
     # Run 2: endpoint up, a camera that ends; the daemon delivers the spool and its own frames, then exits.
-    proxy.up()
+    function_url_proxy.up()
     config["camera"] = {"source": str(photo_folder), "loop": False, "fps": 0}
     second = _daemon_process(config, tmp_path / "run2.yaml", env)
     try:

@@ -9,16 +9,13 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
-import pytest
 import yaml
 
-from tests.edge.conftest import TcpProxy
+from tests.edge.conftest import function_url_proxy  # noqa: F401 - the fixture, shared with tests/edge
 from tests.photos import packaged
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,15 +31,6 @@ def camera_folder(directory: Path, frames: int) -> Path:
     for index in range(frames):
         (directory / f"{index:05d}.jpg").symlink_to(packaged(CAMERA_PHOTOS[index % len(CAMERA_PHOTOS)]))
     return directory
-
-
-@pytest.fixture
-def function_url_proxy(local_stack: Any) -> Iterator[TcpProxy]:
-    """A TCP proxy on 127.0.0.1 in front of the stack's Function URL, down until `up()`."""
-    target = urlparse(local_stack.function_url)
-    proxy = TcpProxy(target.hostname or "127.0.0.1", target.port or 80)
-    yield proxy
-    proxy.down()
 
 
 def daemon_config(local_stack: Any, reply_queue: str, tmp_path: Path, endpoint_url: str,
