@@ -14,11 +14,12 @@ import logging
 import os
 import re
 import sys
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager, suppress
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from cloud.bench.cores import CAN_PIN, available, first, pin, pinned_self
 from cloud.bench.drive import RunResult, drive
 from cloud.bench.frames import cycle, demo_clip_frames, load_frames
 from cloud.bench.report import chart, table
@@ -100,10 +101,14 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     from cloud.bench.aws_model import model
     from cloud.bench.raw import RawModels, RawResult
 
-    cores = os.cpu_count() or 1
+    cores = len(available())
     models = RawModels(args.weights)
-    raw = {t: models.run(frames, t) for t in sorted({args.threads, *range(1, cores + 1)})}
-    print(f"raw: {raw[args.threads].fps:.2f} frames/s at {args.threads} thread(s)", file=sys.stderr)
+    # k threads on k cores, as `taskset -c 0..k-1` would: for the AWS model's thread scaling.
+    raw = {k: _raw_on(models, frames, k, k) for k in range(1, cores + 1)}
+    # The reference: the cores and threads of the first concurrency level's workers ("at equal cores").
+    ref_cores = len(first(args.concurrency[0]))
+    before = raw[ref_cores] if args.threads == ref_cores else _raw_on(models, frames, ref_cores, args.threads)
+    print(f"raw: {before.fps:.2f} frames/s on {ref_cores} core(s), {args.threads} thread(s)", file=sys.stderr)
 
     reports = ReportLines()
     env_log = logging.getLogger("cloud.local.environment")
@@ -111,47 +116,35 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     env_log.setLevel(logging.INFO)
     external = bool(os.environ.get("FACEPIPE_FUNCTION_URL"))
     try:
-        with (nullcontext() if external else _stack(args)) as stack:
-            from cloud.submit import target_from_env
-
-            target = target_from_env(dict(os.environ) if stack is None else stack.client_env())
-            first = drive(frames[:1], target, concurrency=1, timeout_s=args.timeout, label="cold start")
-            if stack is not None:
-                for pool in stack.functions.values():  # the rest pre-started: no cold start inside a measurement
-                    while len(pool.environments) < pool.concurrency:
-                        pool.prestart()
-                workers = max(args.concurrency)  # and each has served a frame: first-call allocations are paid
-                drive(cycle(frames, 2 * workers), target, concurrency=workers, timeout_s=args.timeout, label="warm-up")
-            pipeline: dict[str, RunResult] = {}
-            for level in args.concurrency:
-                pipeline[str(level)] = drive(frames, target, concurrency=level, timeout_s=args.timeout,
-                                             label=f"pipeline x{level}")
-            burst = drive(cycle(frames, args.burst), target, concurrency=args.burst, timeout_s=args.timeout,
-                          label=f"burst of {args.burst}", attempts=args.attempts)
-            workload = drive(cycle(frames, args.workload), target, concurrency=min(args.workload, 16),
-                             pace_s=args.pace, timeout_s=args.timeout, label=f"1 per {args.pace:g} s")
+        runs = _external_runs(frames, args) if external else _own_stack_runs(frames, args)
     finally:
         env_log.removeHandler(reports)
+    cold_run, pipeline, cpu_ms, burst, workload = runs
     # Raw again, now the pipeline is done: on a shared machine the load changes during a run; the ratio is
     # taken against the mean of the two raw runs, and both are kept.
-    raw_after = models.run(frames, args.threads)
-    before = raw[args.threads]
+    raw_after = _raw_on(models, frames, ref_cores, args.threads)
     chosen = RawResult(args.threads, before.frames, before.faces, (before.wall_s + raw_after.wall_s) / 2,
-                       (before.detect_ms + raw_after.detect_ms) / 2, (before.recognise_ms + raw_after.recognise_ms) / 2)
+                       (before.detect_ms + raw_after.detect_ms) / 2, (before.recognise_ms + raw_after.recognise_ms) / 2,
+                       (before.cpu_ms + raw_after.cpu_ms) / 2)
 
     pipeline_fps = {level: round(run.fps(), 3) for level, run in pipeline.items()}
     w = workload.summary()
-    cold = {name: {**c, "first_frame_latency_s": round(first.latencies_s()[0], 2) if first.answered else None}
+    cold = {name: {**c, "first_frame_latency_s": round(cold_run.latencies_s()[0], 2) if cold_run.answered else None}
             for name, c in reports.cold.items()}
     return {
         "config": {"frames": len(frames), "source": " ".join(map(str, args.frames)) if args.frames else "demo clip",
                    "faces_per_frame": chosen.faces / chosen.frames, "cores": cores, "threads": args.threads,
-                   "stack": "external" if external else "started by the bench"},
+                   "stack": "external" if external else "started by the bench",
+                   # pinned: raw on the first level's cores, each level's workers on its first `level` cores
+                   "pinned": CAN_PIN and not external, "raw_cores": ref_cores},
         "raw_fps": round(chosen.fps, 3),
-        "raw": asdict(chosen) | {"fps_by_threads": {str(t): round(r.fps, 3) for t, r in raw.items()},
+        "raw": asdict(chosen) | {"fps_by_cores": {str(k): round(r.fps, 3) for k, r in raw.items()},
                                  "fps_before": round(before.fps, 3), "fps_after": round(raw_after.fps, 3)},
         "pipeline_fps": pipeline_fps,
-        "pipeline": {level: run.summary() for level, run in pipeline.items()},
+        # CPU per frame of each function's workers and of the bench's own process (moto, URL, trigger, client):
+        # against raw's `cpu_ms`, what the plumbing costs in CPU rather than in waiting.
+        "pipeline": {level: run.summary() | {"cpu_ms_per_frame": cpu_ms.get(level, {})}
+                     for level, run in pipeline.items()},
         "ratio_pipeline_raw": round(pipeline_fps[str(args.concurrency[0])] / chosen.fps, 3),
         "scaling": {level: round(fps / (int(level) * pipeline_fps[str(args.concurrency[0])]), 3)
                     for level, fps in pipeline_fps.items()},
@@ -166,10 +159,93 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-def _stack(args: argparse.Namespace) -> AbstractContextManager[Any]:
+Runs = tuple[RunResult, dict[str, RunResult], dict[str, dict[str, float]], RunResult, RunResult]
+
+
+def _own_stack_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
+    """A stack per concurrency level k, with k environments per function (as a reserved concurrency of k), pre-
+    started, warmed, and pinned to k cores while measured: the first level's stack starts cold, so its first frame
+    measures cold starts; the last one's also takes the burst and the paced client, on every core."""
+    from cloud.submit import target_from_env
+
+    pipeline: dict[str, RunResult] = {}
+    cpu_ms: dict[str, dict[str, float]] = {}
+    for level in args.concurrency:
+        with _stack(args, level) as stack:
+            target = target_from_env(stack.client_env())
+            if level == args.concurrency[0]:
+                cold_run = drive(frames[:1], target, concurrency=1, timeout_s=args.timeout, label="cold start")
+            for pool in stack.functions.values():  # every environment up: no cold start inside a measurement
+                while len(pool.environments) < pool.concurrency:
+                    pool.prestart()
+            # Each environment serves the frames once first, as raw's process has seen them: a worker's first pass
+            # over new frames ran 15 % slower here (allocations and kernels for MTCNN's candidate batch shapes).
+            drive(cycle(frames, level * len(frames)), target, concurrency=level, timeout_s=args.timeout,
+                  label=f"warm-up x{level}")
+            _pin_workers(stack, first(level))
+            cpu_before = _cpu_s(stack)
+            pipeline[str(level)] = drive(frames, target, concurrency=level, timeout_s=args.timeout,
+                                         label=f"pipeline x{level}")
+            cpu_ms[str(level)] = {name: round((s - cpu_before[name]) * 1000 / len(frames), 1)
+                                  for name, s in _cpu_s(stack).items()}
+            _pin_workers(stack, set(available()))
+            if level == args.concurrency[-1]:
+                burst, workload = _burst_and_workload(frames, target, args)
+    return cold_run, pipeline, cpu_ms, burst, workload
+
+
+def _external_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
+    """The stack the environment points at, as it is: not pinned, its concurrency its own."""
+    from cloud.submit import target_from_env
+
+    target = target_from_env(dict(os.environ))
+    cold_run = drive(frames[:1], target, concurrency=1, timeout_s=args.timeout, label="first frame")
+    pipeline = {str(level): drive(frames, target, concurrency=level, timeout_s=args.timeout,
+                                  label=f"pipeline x{level}") for level in args.concurrency}
+    return (cold_run, pipeline, {}, *_burst_and_workload(frames, target, args))
+
+
+def _burst_and_workload(frames: list[bytes], target: Any, args: argparse.Namespace) -> tuple[RunResult, RunResult]:
+    burst = drive(cycle(frames, args.burst), target, concurrency=args.burst, timeout_s=args.timeout,
+                  label=f"burst of {args.burst}", attempts=args.attempts)
+    workload = drive(cycle(frames, args.workload), target, concurrency=min(args.workload, 16),
+                     pace_s=args.pace, timeout_s=args.timeout, label=f"1 per {args.pace:g} s")
+    return burst, workload
+
+
+def _raw_on(models: Any, frames: list[bytes], cores: int, threads: int) -> Any:
+    with pinned_self(first(cores)):
+        return models.run(frames, threads)
+
+
+def _cpu_s(stack: Any) -> dict[str, float]:
+    """CPU seconds used so far by each function's live workers, and by this process ("stack_and_client")."""
+    import psutil
+
+    used = {"stack_and_client": sum(psutil.Process().cpu_times()[:2])}
+    for name, pool in (stack.functions.items() if stack is not None else ()):
+        used[name] = 0.0
+        for environment in pool.environments:
+            with suppress(psutil.Error, AssertionError):  # gone, or not started yet
+                used[name] += sum(psutil.Process(environment.pid).cpu_times()[:2])
+    return used
+
+
+def _pin_workers(stack: Any, cores: set[int]) -> None:
+    """Every worker of the stack on `cores`: a pipeline level gets as many cores as it has requests in flight.
+    The stack's own process (moto, the URL, the SQS trigger) and the client stay unpinned: on AWS they are
+    the services around the functions and the edge, not the functions' vCPUs. An external stack is not ours."""
+    if stack is None:
+        return
+    for pool in stack.functions.values():
+        for environment in pool.environments:
+            if environment.alive:
+                pin(environment.pid, cores)
+
+
+def _stack(args: argparse.Namespace, workers: int) -> AbstractContextManager[Any]:
     from cloud.local.stack import LocalStack, StackConfig
 
-    workers = max(args.concurrency)
     quiet = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     return LocalStack(StackConfig(weights_path=args.weights, torch_threads=args.threads, prestart=False,
                                   detection_concurrency=workers, recognition_concurrency=workers, extra_env=quiet))

@@ -11,7 +11,7 @@ from cloud.bench.aws_model import ASSUMPTIONS
 def table(figures: dict[str, Any]) -> str:
     cfg = figures["config"]
     lines = [f"facepipe bench: {cfg['frames']} frames ({cfg['source']}), {cfg['faces_per_frame']:.1f} faces/frame, "
-             f"{cfg['cores']} cores, {cfg['threads']} torch thread(s) per worker and in raw", ""]
+             f"{cfg['cores']} cores, {cfg['threads']} torch thread(s) per worker and in raw", _pinning(cfg), ""]
     lines.append("| run | frames/s | vs raw | latency mean / p95 s | detect / queue wait / recognise ms | "
                  "the rest (HTTP, decode, queues) ms |")
     lines.append("| --- | --- | --- | --- | --- | --- |")
@@ -26,8 +26,11 @@ def table(figures: dict[str, Any]) -> str:
                      f"{run['latency_mean_s']} / {run['latency_p95_s']} | "
                      f"{t['detect_ms']:.0f} / {t['queue_wait_ms']:.0f} / {t['recognise_ms']:.0f} | "
                      f"{run.get('plumbing_ms')} |")
+    lines += ["", f"CPU per frame: raw {raw['cpu_ms']:.0f} ms" + "".join(
+        f"; concurrency {level}: " + _cpu(run.get("cpu_ms_per_frame", {}))
+        for level, run in figures["pipeline"].items())]
     b = figures["burst"]
-    lines += ["", f"burst of {b['sent']}: answered {b['answered']}, duplicates {b['duplicates']}, 429s {b['rejected']} "
+    lines += [f"burst of {b['sent']}: answered {b['answered']}, duplicates {b['duplicates']}, 429s {b['rejected']} "
               f"(retried, {b.get('attempts_per_frame', '?')} attempts, then spooled and sent again: "
               f"{b['spooled']} frames), 5xx {b['server_errors']}, gave up {b['gave_up']}; "
               f"latency mean {b['latency_mean_s']} s, "
@@ -52,6 +55,19 @@ def table(figures: dict[str, Any]) -> str:
                      f"{r['latency_ms']:.0f} | {r['cost_per_million_usd']:.2f} |")
     lines += ["", "Model assumptions:", ASSUMPTIONS]
     return "\n".join(lines)
+
+
+def _cpu(per_function: dict[str, float]) -> str:
+    workers = {name: ms for name, ms in per_function.items() if name != "stack_and_client"}
+    return (" + ".join(f"{name} {ms:.0f}" for name, ms in workers.items()) + f" = {sum(workers.values()):.0f} ms"
+            f" in the workers (stack and client {per_function.get('stack_and_client', 0):.0f} ms)")
+
+
+def _pinning(cfg: dict[str, Any]) -> str:
+    if cfg.get("pinned"):
+        return (f"Equal cores: raw pinned to {cfg['raw_cores']} core(s); the workers of concurrency k pinned to k "
+                "cores (the stack's moto, URL and trigger, and the client, unpinned: AWS's services and the edge).")
+    return "Not pinned (an external stack, or no sched_setaffinity here): raw and pipeline may use different cores."
 
 
 def chart(figures: dict[str, Any], out: Path) -> None:

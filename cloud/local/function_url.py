@@ -264,6 +264,7 @@ def _error(status: int, message: str, request_id: str | None) -> tuple[int, list
 class FunctionUrlRequestHandler(BaseHTTPRequestHandler):
     server: FunctionUrlServer
     protocol_version = "HTTP/1.1"  # keep-alive, like the real endpoint
+    disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall
     server_version = "facepipe-local-function-url"
     timeout = 60  # a stalled client must not hold a thread forever
 
