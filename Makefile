@@ -61,13 +61,16 @@ test: $(INSTALLED) $(WEIGHTS) $(PHOTOS) system-tools lint typecheck
 demo: $(INSTALLED) $(WEIGHTS) $(PHOTOS) system-tools
 	$(BIN)/python -m cloud.local.demo --weights $(WEIGHTS) --photos $(CACHE)/photos $(if $(VIDEO),--video $(VIDEO)) $(if $(ENROLL),--enroll-dir $(ENROLL))
 
-# `facepipe bench` first: on the demo clip (one face a frame), then on the shared video when it is there.
-SHARED_VIDEO ?= ../shared/testdata/faces/video/short_hamilton_clip.mp4
+# `facepipe bench` first: on the demo clip (2.5 faces a frame), on a clip filmed from the packaged one-face photos,
+# then on a clip filmed from ../shared's group photos (4 faces a frame) when they are there.
+ONE_FACE = $(addprefix $(CACHE)/photos/,face_recognition/obama2.jpg face_recognition/obama3.jpg face_recognition/biden.jpg matplotlib/grace_hopper.jpg)
+SHARED_GROUPS ?= ../shared/testdata/faces/group
 bench: $(INSTALLED) $(WEIGHTS) $(PHOTOS)
 	mkdir -p $(CACHE)/bench
 	$(BIN)/facepipe bench --weights $(WEIGHTS) --photos $(CACHE)/photos --json $(CACHE)/bench/demo.json --chart $(CACHE)/bench/demo.png
-	if [ -f $(SHARED_VIDEO) ]; then $(BIN)/facepipe bench --weights $(WEIGHTS) --frames $(SHARED_VIDEO) --every 10 \
-	  --json $(CACHE)/bench/shared.json --chart $(CACHE)/bench/shared.png; fi
+	$(BIN)/facepipe bench --weights $(WEIGHTS) --film $(ONE_FACE) --json $(CACHE)/bench/one-face.json --chart $(CACHE)/bench/one-face.png
+	if [ -d $(SHARED_GROUPS) ]; then $(BIN)/facepipe bench --weights $(WEIGHTS) --film $(SHARED_GROUPS)/*.jpg --limit 50 \
+	  --json $(CACHE)/bench/groups.json --chart $(CACHE)/bench/groups.png; fi
 	$(BIN)/python -m benchmarks.handlers --weights $(WEIGHTS) --photos $(CACHE)/photos
 	$(BIN)/python -m benchmarks.edge --weights $(WEIGHTS) --photos $(CACHE)/photos
 	$(BIN)/python -m benchmarks.runtime --weights $(WEIGHTS) --photo $(CACHE)/photos/face_recognition/obama2.jpg

@@ -1,9 +1,13 @@
 """`facepipe bench`: raw models vs. the pipeline on the same frames, a burst, a paced client, cold starts and
 an AWS paper model; a table at the end, every figure in `--json`, a chart in `--chart`.
 
-Runs against the local stack it starts itself (its workers get `--threads` torch threads, as the raw run
-does), or against the stack `FACEPIPE_FUNCTION_URL` and the other variables `facepipe local up` exports point
-at (then cold starts are not measured: their workers are not ours to start).
+Runs against local stacks it starts itself, one per concurrency level k with k environments per function at
+`--threads` torch threads, as the raw run has; or against the stack `FACEPIPE_FUNCTION_URL` and the other
+variables `facepipe local up` exports point at (then cold starts are not measured and nothing is pinned: its
+workers are not ours).
+
+At equal cores: raw runs pinned to the first level's cores (cloud/bench/cores.py), and level k's workers to k
+cores while it is measured, so "pipeline / raw" compares the same CPU and "scaling" adds one core per level.
 """
 
 from __future__ import annotations
@@ -21,7 +25,7 @@ from typing import Any
 
 from cloud.bench.cores import CAN_PIN, available, first, pin, pinned_self
 from cloud.bench.drive import RunResult, drive
-from cloud.bench.frames import cycle, demo_clip_frames, load_frames
+from cloud.bench.frames import cycle, filmed_frames, load_frames
 from cloud.bench.report import chart, table
 
 DEFAULT_WEIGHTS = Path(".cache/models/facenet-casia-webface.pt")
@@ -43,6 +47,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     cores = os.cpu_count() or 1
     parser.add_argument("--frames", type=Path, nargs="+", metavar="PATH",
                         help="a video, photos or folders (default: the demo clip, filmed from --photos)")
+    parser.add_argument("--film", type=Path, nargs="+", metavar="PHOTO",
+                        help="a clip filmed from these photos, as the demo films its own (default: the demo's, "
+                             "from --photos)")
     parser.add_argument("--every", type=int, default=3, help="every Nth frame of a video (default %(default)s)")
     parser.add_argument("--limit", type=int, default=30, help="frames used at most (default %(default)s)")
     parser.add_argument("--concurrency", type=_levels, default=list(range(1, cores + 1)),
@@ -82,9 +89,11 @@ def run(args: argparse.Namespace) -> int:
     if min(args.every, args.limit, args.burst, args.workload, args.threads) < 1 or args.pace < 0:
         print("facepipe bench: --every, --limit, --burst, --workload and --threads must be at least 1", file=sys.stderr)
         return 2
+    from cloud.local.demo import FILMED
+
     try:
         frames = load_frames(args.frames, args.every, args.limit) if args.frames else \
-            demo_clip_frames(args.photos, args.every, args.limit)
+            filmed_frames(args.film or [args.photos / name for name in FILMED], args.every, args.limit)
     except (ValueError, OSError) as exc:
         print(f"facepipe bench: {exc}", file=sys.stderr)
         return 2
@@ -132,7 +141,7 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     cold = {name: {**c, "first_frame_latency_s": round(cold_run.latencies_s()[0], 2) if cold_run.answered else None}
             for name, c in reports.cold.items()}
     return {
-        "config": {"frames": len(frames), "source": " ".join(map(str, args.frames)) if args.frames else "demo clip",
+        "config": {"frames": len(frames), "source": _source(args),
                    "faces_per_frame": chosen.faces / chosen.frames, "cores": cores, "threads": args.threads,
                    "stack": "external" if external else "started by the bench",
                    # pinned: raw on the first level's cores, each level's workers on its first `level` cores
@@ -249,6 +258,12 @@ def _stack(args: argparse.Namespace, workers: int) -> AbstractContextManager[Any
     quiet = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
     return LocalStack(StackConfig(weights_path=args.weights, torch_threads=args.threads, prestart=False,
                                   detection_concurrency=workers, recognition_concurrency=workers, extra_env=quiet))
+
+
+def _source(args: argparse.Namespace) -> str:
+    if args.frames:
+        return " ".join(map(str, args.frames))
+    return "a clip filmed from " + ", ".join(p.name for p in args.film) if args.film else "demo clip"
 
 
 def _edge_attempts() -> int:

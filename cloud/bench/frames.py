@@ -1,5 +1,6 @@
-"""The frames a bench run uses: JPEG bytes from a video, photos or a folder, or the demo clip (filmed from the
-packaged sample photos, as `make demo` films it), every `every`th frame, at most `limit`."""
+"""The frames a bench run uses: JPEG bytes from a video, photos or a folder, or a clip filmed from photos (by
+default the demo's, from the packaged sample photos, as `make demo` films it), every `every`th frame, at most
+`limit`."""
 
 from __future__ import annotations
 
@@ -9,13 +10,13 @@ from pathlib import Path
 from cloud.submit import collect_inputs
 
 
-def demo_clip_frames(photos: Path, every: int, limit: int) -> list[bytes]:
-    from cloud.local.demo import FILMED
+def filmed_frames(photos: list[Path], every: int, limit: int) -> list[bytes]:
+    """A clip panned over `photos` as the demo films its own (cloud.local.demo.FILMED)."""
     from cloud.local.demo_clip import write_pan_clip
 
     with tempfile.TemporaryDirectory(prefix="facepipe-bench-") as workdir:
-        clip = Path(workdir) / "demo.avi"
-        write_pan_clip([photos / name for name in FILMED], clip)
+        clip = Path(workdir) / "filmed.avi"
+        write_pan_clip(photos, clip)
         return load_frames([clip], every, limit)
 
 

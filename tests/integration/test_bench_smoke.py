@@ -35,6 +35,14 @@ def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
     assert figures.keys() >= KEYS
     assert figures["raw_fps"] > 0 and figures["ratio_pipeline_raw"] > 0
     assert set(figures["pipeline_fps"]) == {"1", "2"} and all(v > 0 for v in figures["pipeline_fps"].values())
+    # Each level ran on a stack of its own (a second stack in the bench's process starts clean), its workers
+    # pinned to as many cores as the level, their CPU per frame counted.
+    assert figures["config"]["pinned"] is True and figures["config"]["raw_cores"] == 1
+    for level in ("1", "2"):
+        cpu = figures["pipeline"][level]["cpu_ms_per_frame"]
+        assert cpu.keys() == {"DetectionFunction", "RecognitionFunction", "stack_and_client"}
+        assert cpu["DetectionFunction"] > 0 and cpu["RecognitionFunction"] > 0
+    assert figures["raw"]["cpu_ms"] > 0 and set(figures["raw"]["fps_by_cores"]) >= {"1"}
     burst = figures["burst"]
     assert burst.keys() >= BURST_KEYS
     assert burst["sent"] == burst["answered"] == 4 and burst["duplicates"] == 0 and burst["server_errors"] == 0
