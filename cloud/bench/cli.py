@@ -18,6 +18,7 @@ import logging
 import os
 import re
 import sys
+import tempfile
 from contextlib import AbstractContextManager, suppress
 from dataclasses import asdict
 from pathlib import Path
@@ -67,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for answers after a run's "
                         "last send (default %(default)s)")
     parser.add_argument("--json", type=Path, metavar="OUT.json", help="write every figure here")
+    parser.add_argument("--function-log", type=Path, metavar="FILE",
+                        default=Path(tempfile.gettempdir()) / "facepipe-bench-functions.log",
+                        help="the functions' logs and EMF metrics of this run (default %(default)s)")
     parser.add_argument("--chart", type=Path, metavar="OUT.png", help="throughput and burst latency chart")
 
 
@@ -97,8 +101,11 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as exc:
         print(f"facepipe bench: {exc}", file=sys.stderr)
         return 2
+    args.function_log.unlink(missing_ok=True)  # this run's only
     figures = bench(frames, args)
     print(table(figures))
+    if not os.environ.get("FACEPIPE_FUNCTION_URL"):
+        print(f"\nthe functions' logs and metrics: {args.function_log}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     if args.chart:
@@ -254,10 +261,16 @@ def _pin_workers(stack: Any, cores: set[int]) -> None:
 
 def _stack(args: argparse.Namespace, workers: int) -> AbstractContextManager[Any]:
     from cloud.local.stack import LocalStack, StackConfig
+    from cloud.settings import Settings
 
-    quiet = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+    # The gallery is rechecked as deployed, every gallery_refresh_s (the local stack's own 0, a HEAD per batch, is
+    # for enroll() to reach warm workers at once; the bench never enrolls).
+    deployed = {"FACEPIPE_GALLERY_REFRESH_S": str(Settings.model_fields["gallery_refresh_s"].default)}
+    # The functions log and emit metrics as on AWS (CloudWatch's part goes to a file), so they cost what they cost
+    # there, and the terminal keeps the progress bars and the table.
     return LocalStack(StackConfig(weights_path=args.weights, torch_threads=args.threads, prestart=False,
-                                  detection_concurrency=workers, recognition_concurrency=workers, extra_env=quiet))
+                                  detection_concurrency=workers, recognition_concurrency=workers,
+                                  function_log=args.function_log, extra_env=deployed))
 
 
 def _source(args: argparse.Namespace) -> str:

@@ -79,8 +79,13 @@ def chart(figures: dict[str, Any], out: Path) -> None:
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     levels = [int(level) for level in figures["pipeline_fps"]]
     left.plot(levels, list(figures["pipeline_fps"].values()), marker="o", label="pipeline (Function URL)")
-    left.axhline(figures["raw_fps"], color="grey", linestyle="--", label="raw, one process")
-    left.set(xlabel="concurrency (requests in flight)", ylabel="frames/s", xticks=levels,
+    left.axhline(figures["raw_fps"], color="grey", linestyle="--",
+                 label=f"raw, one process, {figures['config'].get('raw_cores', 1)} core(s)")
+    by_cores = {int(k): fps for k, fps in figures["raw"].get("fps_by_cores", {}).items() if int(k) in levels}
+    if len(by_cores) > 1:  # what one process gets from k cores with k threads: the other way to use them
+        left.plot(list(by_cores), list(by_cores.values()), marker="s", color="grey", linestyle=":",
+                  label="raw, k cores, k threads")
+    left.set(xlabel="concurrency k (requests in flight; k cores)", ylabel="frames/s", xticks=levels,
              title="Throughput", ylim=(0, None))
     left.legend()
     right.hist(figures["burst"]["latencies_s"], bins=20)

@@ -44,6 +44,7 @@ from cloud.detection.enqueue import Frame, MessageTooLarge, send_frame
 from cloud.detection.json_upload import BadJson, is_json, parse_json_upload
 from cloud.devices import device_of_arn
 from cloud.images import ImageRejected, open_checked
+from cloud.memory import keep_freed_memory
 from cloud.settings import Settings, get_settings
 
 logger = Logger(service="facepipe-detection")
@@ -266,4 +267,5 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    keep_freed_memory()  # before the model: every request reuses the memory of the last (cloud/memory.py)
     get_detector()  # load the model during Lambda's init phase, not in the first request

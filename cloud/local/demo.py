@@ -117,11 +117,13 @@ def run_demo(weights: Path, photos: Path, video: Path | None, enroll_dir: Path |
     people = people_from_dir(enroll_dir) if enroll_dir else {
         name: [photos / rel for rel in files] for name, files in ENROLLED.items()
     }
-    # The handlers' JSON logs and EMF metrics are for CloudWatch; the demo shows the edge's view.
-    quiet = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}
+    # The handlers' JSON logs and EMF metrics are for CloudWatch: they go to a file; the demo shows the edge's view.
+    function_log = workdir / "functions.log"
+    function_log.unlink(missing_ok=True)
     # The SQS trigger's batch size and window are template.yaml's defaults, as deployed.
-    with LocalStack(StackConfig(weights_path=weights, extra_env=quiet)) as stack:
-        print(f"local stack ready in {stack.timings['total_s']:.1f} s: {stack.function_url}", flush=True)
+    with LocalStack(StackConfig(weights_path=weights, function_log=function_log)) as stack:
+        print(f"local stack ready in {stack.timings['total_s']:.1f} s: {stack.function_url} "
+              f"(the functions' logs: {function_log})", flush=True)
         report = stack.enroll(people)
         print(f"enrolled {report.photos} photo(s) of {', '.join(report.enrolled)}"
               + "".join(f"; skipped {skip}" for skip in report.skipped), flush=True)

@@ -47,6 +47,9 @@ class FunctionSpec:
     environment: dict[str, str] = field(default_factory=dict)  # FACEPIPE_*, AWS_* endpoint and credentials
     init_timeout_s: float = 300.0  # a worker not ready by then is an init failure
     host: str = "127.0.0.1"
+    # The function's "log group": its workers' stdout and stderr (JSON logs, EMF metrics) appended here; None:
+    # this process's own, as a terminal shows them.
+    log_file: Path | None = None
 
     @property
     def arn(self) -> str:
@@ -117,8 +120,10 @@ class ExecutionEnvironment:
             self._spawned = time.perf_counter()
             # The logical ID names the process: `ps` and the reliability tests find a function's workers by it.
             command = [sys.executable, "-m", "cloud.local.worker", self.spec.logical_id, self.spec.handler]
-            self.process = subprocess.Popen(command, cwd=REPO, env=worker_environment(self.spec, self.api.address),
-                                            stdin=subprocess.DEVNULL, start_new_session=True)
+            with (open(self.spec.log_file, "ab") if self.spec.log_file else contextlib.nullcontext()) as log_file:
+                self.process = subprocess.Popen(command, cwd=REPO, env=worker_environment(self.spec, self.api.address),
+                                                stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,
+                                                start_new_session=True)
 
     def wait_initialised(self) -> None:
         """Return once the worker asks for its first event; FunctionError(Runtime.InitError) if it reports

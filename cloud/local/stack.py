@@ -73,6 +73,9 @@ class StackConfig:
     torch_threads: int | None = None
     poll_wait_s: int = 1  # trigger long-poll wait; short so stop() is prompt
     extra_env: dict[str, str] = field(default_factory=dict)  # more function settings: FACEPIPE_*, POWERTOOLS_*
+    # Both functions' worker output (JSON logs, EMF metrics: CloudWatch's part) appended to this file; None: to
+    # this process's stdout and stderr.
+    function_log: Path | None = None
     # Worker processes per function at most; None = DetectionReservedConcurrency / RecognitionMaxConcurrency
     # from the template when set (not -1), else this machine's core count.
     detection_concurrency: int | None = None
@@ -276,7 +279,7 @@ class LocalStack:
             spec = FunctionSpec(
                 logical_id=name, handler=self.handlers[name], name=f"{self.stack_name}-{name}", region=self.region,
                 timeout_s=float(params[f"{prefix}Timeout"]), memory_mb=int(params[f"{prefix}MemorySize"]),
-                environment=environment, host=cfg.host)
+                environment=environment, host=cfg.host, log_file=cfg.function_log)
             # The Function URL answers 429 after a short wait; the SQS pollers wait for their worker.
             pools[name] = FunctionPool(spec, concurrency, cfg.url_queue_wait_s if name == DETECTION else None)
         return pools

@@ -38,6 +38,7 @@ from cloud.contracts import (
     is_valid_request_id,
 )
 from cloud.images import ImageRejected, decode_jpeg
+from cloud.memory import keep_freed_memory
 from cloud.recognition.embedder import Embedder
 from cloud.recognition.gallery import Gallery, GalleryCache, Match
 from cloud.recognition.respond import Router, build_response, persist_response, queue_wait_ms, send_response
@@ -262,4 +263,5 @@ def _int(value: str | None) -> int | None:
 
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
+    keep_freed_memory()  # before the model: every request reuses the memory of the last (cloud/memory.py)
     get_container()  # load the model during Lambda's init phase, not in the first batch

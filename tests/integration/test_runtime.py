@@ -4,6 +4,7 @@ No models here: each worker starts in a fraction of a second."""
 
 from __future__ import annotations
 
+import dataclasses
 import http.client
 import logging
 import os
@@ -218,6 +219,23 @@ def test_a_handler_error_fails_the_invocation_but_keeps_the_worker(pools: Callab
     assert failed.value.error_type == "ValueError" and "stand-in handler error" in failed.value.message
     (environment,) = pool.environments
     assert environment.alive
+
+
+def test_a_functions_log_file_gets_its_workers_output(pools: Callable[..., FunctionPool], tmp_path: Path,
+                                                     capfd: pytest.CaptureFixture[str]) -> None:
+    """Like a log group: what the handler's runtime writes (here awslambdaric's error record) lands in the file,
+    appended across workers, and not on this process's stdout or stderr."""
+    log_file = tmp_path / "functions.log"
+    log_file.write_text("an earlier line\n")
+    pool = pools(dataclasses.replace(spec("tests.runtime_functions.fail"), log_file=log_file), concurrency=2)
+    for _ in range(2):
+        with pytest.raises(FunctionError):
+            pool.invoke({})
+    pool.stop()  # the workers have written all they will
+    text = log_file.read_text()
+    assert text.startswith("an earlier line\n") and text.count("stand-in handler error") >= 2
+    out, err = capfd.readouterr()
+    assert "stand-in handler error" not in out + err
 
 
 def test_a_worker_that_exits_mid_invocation_is_runtime_exit_error(pools: Callable[..., FunctionPool]) -> None:
