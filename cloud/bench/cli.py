@@ -19,12 +19,13 @@ import os
 import re
 import sys
 import tempfile
-from contextlib import AbstractContextManager, suppress
+import time
+from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from cloud.bench.cores import CAN_PIN, available, first, pin, pinned_self
+from cloud.bench.cores import CAN_PIN, available, cpu_seconds, first, pin, pinned_self
 from cloud.bench.drive import RunResult, drive
 from cloud.bench.frames import cycle, filmed_frames, load_frames
 from cloud.bench.report import chart, table
@@ -236,14 +237,9 @@ def _raw_on(models: Any, frames: list[bytes], cores: int, threads: int) -> Any:
 
 def _cpu_s(stack: Any) -> dict[str, float]:
     """CPU seconds used so far by each function's live workers, and by this process ("stack_and_client")."""
-    import psutil
-
-    used = {"stack_and_client": sum(psutil.Process().cpu_times()[:2])}
+    used = {"stack_and_client": time.process_time()}
     for name, pool in (stack.functions.items() if stack is not None else ()):
-        used[name] = 0.0
-        for environment in pool.environments:
-            with suppress(psutil.Error, AssertionError):  # gone, or not started yet
-                used[name] += sum(psutil.Process(environment.pid).cpu_times()[:2])
+        used[name] = sum(cpu_seconds(environment.pid) for environment in pool.environments if environment.alive)
     return used
 
 

@@ -1,6 +1,6 @@
-"""Which cores a measurement may use: the raw run and the pipeline's workers are pinned to the same ones, so
-"pipeline / raw" compares equal CPU (as `taskset -c` would). Linux only; elsewhere nothing is pinned and the
-bench says so.
+"""Which cores a measurement may use, and the CPU time it took: the raw run and the pipeline's workers are
+pinned to the same cores, so "pipeline / raw" compares equal CPU (as `taskset -c` would). Linux only; elsewhere
+nothing is pinned (the bench says so) and other processes' CPU time reads 0.
 
 Every thread of a process is pinned (`/proc/<pid>/task`): sched_setaffinity(pid) alone moves only the main
 thread, and torch's OpenMP threads would stay where they were.
@@ -51,3 +51,12 @@ def pinned_self(cores: set[int]) -> Iterator[None]:
         yield
     finally:
         pin(os.getpid(), before)
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far, all its threads (/proc/<pid>/stat); 0 when it is gone."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14, 15

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import pytest
 
@@ -51,3 +52,13 @@ def test_pinned_self_moves_every_thread_and_restores_them() -> None:
         release.set()
         for thread in threads:
             thread.join(10)
+
+
+def test_cpu_seconds_reads_a_process_cpu_time() -> None:
+    started = cores.cpu_seconds(os.getpid())
+    deadline = time.process_time() + 0.3
+    while time.process_time() < deadline:  # burn 0.3 s of CPU
+        pass
+    used = cores.cpu_seconds(os.getpid()) - started
+    assert 0.2 <= used <= 2.0  # clock ticks are 10 ms; others' load does not count: it is CPU, not wall time
+    assert cores.cpu_seconds(2**22 + 1) == 0.0  # above pid_max's default: no such process
