@@ -4,9 +4,9 @@ Assumptions (printed with the table):
 - Lambda gives a function CPU in proportion to its memory: 1 vCPU per 1769 MB, 6 vCPUs at 10240 MB
   (cloud.settings; the handlers use round(memory / 1769) torch threads, at least 1).
 - Below one vCPU the work is CPU-bound and stretches by 1769 / memory; above it, the speed-up follows
-  Amdahl's law with the serial fraction fitted to the times measured here at 1..k threads.
+  Amdahl's law with the serial fraction fitted to the times measured here on 1..k pinned cores, k threads.
 - A Lambda vCPU is as fast as one core of this machine; no network, queue or cold-start time is included.
-  The 1..k thread times are only as good as the machine was idle: on a loaded machine extra threads gain little.
+  Those times are only as good as the machine was idle: on a loaded machine extra cores gain little.
 - Price: us-east-1 x86, $0.0000166667 per GB-second of billed duration and $0.20 per million requests;
   detection is one request per frame, recognition one per frame (batch size 1, the worst case; batches of
   10 cut its request cost tenfold but not its duration).

@@ -23,12 +23,15 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cloud.bench.cores import CAN_PIN, available, cpu_seconds, first, pin, pinned_self
 from cloud.bench.drive import RunResult, drive
 from cloud.bench.frames import cycle, filmed_frames, load_frames
 from cloud.bench.report import chart, table
+
+if TYPE_CHECKING:  # torch is imported only when the bench runs
+    from cloud.bench.raw import RawModels, RawResult
 
 DEFAULT_WEIGHTS = Path(".cache/models/facenet-casia-webface.pt")
 DEFAULT_PHOTOS = Path(".cache/photos")
@@ -195,8 +198,8 @@ def _own_stack_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
             for pool in stack.functions.values():  # every environment up: no cold start inside a measurement
                 while len(pool.environments) < pool.concurrency:
                     pool.prestart()
-            # Each environment serves the frames once first, as raw's process has seen them: a worker's first pass
-            # over new frames ran 15 % slower here (allocations and kernels for MTCNN's candidate batch shapes).
+            # Each environment serves the frames once before it is timed, as raw's process has seen them: steady
+            # state, not first calls.
             drive(cycle(frames, level * len(frames)), target, concurrency=level, timeout_s=args.timeout,
                   label=f"warm-up x{level}")
             _pin_workers(stack, first(level))
@@ -230,7 +233,7 @@ def _burst_and_workload(frames: list[bytes], target: Any, args: argparse.Namespa
     return burst, workload
 
 
-def _raw_on(models: Any, frames: list[bytes], cores: int, threads: int) -> Any:
+def _raw_on(models: RawModels, frames: list[bytes], cores: int, threads: int) -> RawResult:
     with pinned_self(first(cores)):
         return models.run(frames, threads)
 

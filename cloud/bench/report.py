@@ -26,11 +26,13 @@ def table(figures: dict[str, Any]) -> str:
                      f"{run['latency_mean_s']} / {run['latency_p95_s']} | "
                      f"{t['detect_ms']:.0f} / {t['queue_wait_ms']:.0f} / {t['recognise_ms']:.0f} | "
                      f"{run.get('plumbing_ms')} |")
-    lines += ["", f"CPU per frame: raw {raw['cpu_ms']:.0f} ms" + "".join(
-        f"; concurrency {level}: " + _cpu(run.get("cpu_ms_per_frame", {}))
-        for level, run in figures["pipeline"].items())]
+    measured = {level: run["cpu_ms_per_frame"] for level, run in figures["pipeline"].items()
+                if run.get("cpu_ms_per_frame")}
+    if measured:  # not for a stack the bench did not start: its workers are not ours to read
+        lines += ["", f"CPU per frame: raw {raw['cpu_ms']:.0f} ms" + "".join(
+            f"; concurrency {level}: " + _cpu(cpu) for level, cpu in measured.items())]
     b = figures["burst"]
-    lines += [f"burst of {b['sent']}: answered {b['answered']}, duplicates {b['duplicates']}, 429s {b['rejected']} "
+    lines += ["", f"burst of {b['sent']}: answered {b['answered']}, duplicates {b['duplicates']}, 429s {b['rejected']} "
               f"(retried, {b.get('attempts_per_frame', '?')} attempts, then spooled and sent again: "
               f"{b['spooled']} frames), 5xx {b['server_errors']}, gave up {b['gave_up']}; "
               f"latency mean {b['latency_mean_s']} s, "
