@@ -13,9 +13,7 @@ class MotoServer:
     """moto in a thread of this process, on `host:port` (port 0 = a free port chosen by the OS).
 
     moto keeps its state in module globals: a `mock_aws` context entered in the same process resets
-    it, so tests that use this server must not also use in-process moto mocks. Stopping resets it too, so
-    the next stack started in this process (`facepipe bench` starts one per concurrency level) begins with
-    no queues, bucket or CloudFormation stack of the last.
+    it, so tests that use this server must not also use in-process moto mocks.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
@@ -32,8 +30,5 @@ class MotoServer:
 
     def stop(self) -> None:
         if self.endpoint_url:
-            from moto.moto_api import _internal
-
             self._server.stop()
-            _internal.moto_api_backend.reset()
             self.endpoint_url = ""

@@ -35,7 +35,7 @@ def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
     assert figures.keys() >= KEYS
     assert figures["raw_fps"] > 0 and figures["ratio_pipeline_raw"] > 0
     assert set(figures["pipeline_fps"]) == {"1", "2"} and all(v > 0 for v in figures["pipeline_fps"].values())
-    # Each level ran on a stack of its own (a second stack in the bench's process starts clean), its workers
+    # Each level ran on a stack of its own (a second CloudFormation stack in the bench's moto), its workers
     # pinned to as many cores as the level, their CPU per frame counted.
     assert figures["config"]["pinned"] is True and figures["config"]["raw_cores"] == 1
     for level in ("1", "2"):
