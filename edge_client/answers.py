@@ -68,6 +68,11 @@ class AnswerHandler:
             events = self._tracker.close() if horizon is None else self._tracker.expire(horizon)
             self._publish(events)
 
+    def tracking(self) -> bool:
+        """Whether any track is open: someone is in view, or was within events.max_gap_s."""
+        with self._lock:
+            return bool(self._tracker.open_tracks)
+
     def open_tracks(self) -> list[dict[str, Any]]:
         with self._lock:
             tracks = self._tracker.open_tracks

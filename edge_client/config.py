@@ -89,6 +89,11 @@ class MotionConfig(_Section):
         default=0.01, gt=0, le=1, description="fraction of pixels that must change for the frame to count as motion"
     )
     downscale_width: int = Field(default=160, ge=16, le=1920, description="width of the grey frame motion runs on")
+    keepalive_s: float | None = Field(
+        default=1.0, gt=0, le=300,
+        description="while a person is being tracked, a still scene still sends a frame this often, so someone "
+                    "standing still stays one event (below events.max_gap_s); null = never",
+    )
 
 
 class ThrottleConfig(_Section):
@@ -291,6 +296,14 @@ class EdgeConfig(_Section):
         description="on SIGTERM, how long in-flight uploads and answers may take before exit (keep < TimeoutStopSec)",
     )
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(default="INFO", description="logging level")
+
+    @model_validator(mode="after")
+    def _keepalive_within_gap(self) -> EdgeConfig:
+        keepalive, gap = self.throttle.motion.keepalive_s, self.events.max_gap_s
+        if self.throttle.motion.enabled and keepalive is not None and keepalive >= gap:
+            raise ValueError(f"throttle.motion.keepalive_s ({keepalive:g}) must be below events.max_gap_s ({gap:g}), "
+                             "or a person standing still is no longer seen in time and their event ends")
+        return self
 
     def signing_region(self) -> str | None:
         """Region for SigV4 and SQS: explicit, else from the Function URL or queue URL, else the AWS default."""

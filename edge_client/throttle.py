@@ -4,6 +4,10 @@ Three gates, cheapest first: a rate cap (max_fps), motion gating on a small grey
 with the last frame *sent* (a still scene sends one frame; slow drift triggers once it adds up),
 and a cap on requests in flight (sent, not yet answered).
 
+One exception to motion gating, the keep-alive: while someone is being tracked, a still frame is sent
+every `motion.keepalive_s`, so a person who stands still is seen again before their track's gap runs
+out and stays one event. An empty still scene still sends nothing.
+
 The rate cap counts from the last frame that passed it, sent or not: motion is then checked at most
 max_fps times a second, so a still scene costs a few checks a second, not one per captured frame,
 at the price of noticing motion up to 1/max_fps later.
@@ -13,6 +17,7 @@ from __future__ import annotations
 
 import enum
 import threading
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -96,13 +101,18 @@ class MotionDetector:
 
 
 class Throttle:
-    """decide(image, now) -> Decision; SEND holds one InFlight slot the caller must release."""
+    """decide(image, now) -> Decision; SEND holds one InFlight slot the caller must release.
+    `tracking()` says whether someone is being tracked (the keep-alive's condition)."""
 
-    def __init__(self, config: ThrottleConfig, in_flight: InFlight) -> None:
+    def __init__(self, config: ThrottleConfig, in_flight: InFlight,
+                 tracking: Callable[[], bool] = lambda: False) -> None:
         self._min_interval = 1.0 / config.max_fps
         self._motion = MotionDetector(config.motion) if config.motion.enabled else None
+        self._keepalive_s = config.motion.keepalive_s
+        self._tracking = tracking
         self._in_flight = in_flight
         self._last_passed: float | None = None  # media time of the last frame past the rate gate
+        self._last_sent: float | None = None  # media time of the last frame sent
 
     def decide(self, image: np.ndarray, now: float) -> Decision:
         # `now` is the frame's media time (seconds); a tiny tolerance keeps max_fps == source fps from skipping frames.
@@ -112,10 +122,15 @@ class Throttle:
         grey = None
         if self._motion is not None:
             grey = self._motion.small_grey(image)
-            if not self._motion.is_motion(grey):
+            if not self._motion.is_motion(grey) and not self._keepalive_due(now):
                 return Decision.STILL
         if not self._in_flight.try_acquire():
             return Decision.BUSY
         if self._motion is not None and grey is not None:
             self._motion.set_reference(grey)
+        self._last_sent = now
         return Decision.SEND
+
+    def _keepalive_due(self, now: float) -> bool:
+        return (self._keepalive_s is not None and self._last_sent is not None
+                and now - self._last_sent >= self._keepalive_s * 0.999 and self._tracking())

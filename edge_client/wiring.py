@@ -63,7 +63,8 @@ def wire(config: EdgeConfig, *, metrics: EdgeMetrics | None = None, notifier: Sy
     correlator = Correlator(config.responses, config.device_id, sqs, pending, answers.correlator_events())
     return Parts(
         config=config, stop=stop, metrics=metrics, notifier=notifier or SystemdNotifier(),
-        camera=Camera(config.camera, stop), in_flight=in_flight, throttle=Throttle(config.throttle, in_flight),
+        camera=Camera(config.camera, stop), in_flight=in_flight,
+        throttle=Throttle(config.throttle, in_flight, answers.tracking),  # keep-alive: is anyone tracked?
         spool=spool, pending=pending, delivery=Delivery(config, stop, uploader, in_flight, spool, pending, metrics),
         outputs=outputs, status=status, answers=answers, correlator=correlator,
     )

@@ -195,9 +195,7 @@ def _own_stack_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
             target = target_from_env(stack.client_env())
             if level == args.concurrency[0]:
                 cold_run = drive(frames[:1], target, concurrency=1, timeout_s=args.timeout, label="cold start")
-            for pool in stack.functions.values():  # every environment up: no cold start inside a measurement
-                while len(pool.environments) < pool.concurrency:
-                    pool.prestart()
+            stack.start_every_worker()  # no cold start inside a measurement
             # Each environment serves the frames once before it is timed, as raw's process has seen them: steady
             # state, not first calls.
             drive(cycle(frames, level * len(frames)), target, concurrency=level, timeout_s=args.timeout,

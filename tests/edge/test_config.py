@@ -49,6 +49,8 @@ BAD_FILES = [
     ("bad_listen.yaml", GOOD + "metrics: {listen: localhost}\n", "'metrics.listen': must be host:port"),
     ("bad_reply_to.yaml", GOOD.replace('answers"}', 'answers", reply_to: other}'), "reply_to must name the queue"),
     ("short_poll.yaml", GOOD.replace('answers"}', 'answers", wait_s: 0}'), "'responses.wait_s'"),
+    ("late_keepalive.yaml", GOOD + "throttle: {motion: {keepalive_s: 5}}\nevents: {max_gap_s: 4}\n",
+     "throttle.motion.keepalive_s (5) must be below events.max_gap_s (4)"),
 ]
 
 

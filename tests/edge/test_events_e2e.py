@@ -15,7 +15,7 @@ import pytest
 
 from edge_client.daemon import Daemon
 from edge_client.metrics import total
-from tests.edge.clips import passage_clip, small_face_clip
+from tests.edge.clips import Walker, head, passage_clip, small_face_clip, still_background, write_clip
 from tests.edge.conftest import CLIP, make_config
 from tests.photos import SHARED, requires_shared
 
@@ -24,11 +24,12 @@ OBAMA, BIDEN = SHARED / "identities/barack_obama/2.jpg", SHARED / "identities/jo
 BACKGROUND = SHARED / "noface/skimage_coffee.jpg"
 
 
-def _run(local_stack: Any, reply_queue: str, tmp_path: Path, video: Path) -> tuple[Daemon, list[dict[str, Any]]]:
+def _run(local_stack: Any, reply_queue: str, tmp_path: Path, video: Path,
+         motion: dict[str, Any] | None = None) -> tuple[Daemon, list[dict[str, Any]]]:
     config = make_config(
         tmp_path,
         camera={"source": str(video), "fps": None},
-        throttle={"max_fps": 2, "motion": {"enabled": False}},
+        throttle={"max_fps": 2, "motion": motion or {"enabled": False}},
         endpoint={"url": local_stack.function_url, "auth": "aws_iam", "region": local_stack.region},
         responses={"queue_url": reply_queue, "endpoint_url": local_stack.endpoint_url,
                    "reply_to": reply_queue.rsplit("/", 1)[-1], "wait_s": 1, "answer_timeout_s": 60},
@@ -62,6 +63,30 @@ def test_one_person_is_one_event_with_one_best_picture(
     picture = cv2.imread(end["best_snapshot"])
     assert picture is not None and picture.shape[:2] == (480, 640)
     assert daemon.summary()["events"] == 2
+
+
+@pytest.mark.parametrize("keepalive_s", [1.0, None], ids=["keep-alive", "no keep-alive"])
+def test_someone_standing_still_is_one_event_with_the_keepalive(
+    local_stack: Any, reply_queue: str, tmp_path: Path, keepalive_s: float | None
+) -> None:
+    """Motion gating on (the default): a person appears at 0.5 s, stands still, leaves at 7.5 s. The keep-alive
+    sends a still frame every second while they are tracked, so their track outlives events.max_gap_s (3 s);
+    without it nothing is sent between the arrival and the leaving: the track ends 3 s after its one sighting,
+    while they stand there (and had they moved again in view, they would have been a second event)."""
+    video = tmp_path / "standing.avi"
+    write_clip(still_background(BACKGROUND, 640, 480, 45), [Walker(head(OBAMA, 110), 0.5, 7.5, 320, 320, 240)],
+               video, fps=5.0)
+    daemon, events = _run(local_stack, reply_queue, tmp_path, video, {"keepalive_s": keepalive_s})
+    named = [e for e in events if e["name"] == "barack_obama"]
+    ends = [e for e in named if e["type"] == "end"]
+    assert [e["type"] for e in named] == ["start", "end"] and len(ends) == 1
+    if keepalive_s is None:  # the limit the keep-alive removes: seen once, on arrival
+        assert ends[0]["frames"] == 1 and ends[0]["end"] - ends[0]["start"] < 0.5
+        return
+    # Seen about once a second while standing still, from the first frame sent (0.6 s) to within 1 s of leaving.
+    assert ends[0]["frames"] >= 6 and ends[0]["end"] - ends[0]["start"] >= 5.5
+    summary = daemon.summary()
+    assert summary["gated_still"] > 0 and summary["sent"] <= 12  # still frames were gated between keep-alives
 
 
 def test_two_people_are_two_events(local_stack: Any, reply_queue: str, tmp_path: Path) -> None:

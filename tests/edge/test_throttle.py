@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -18,9 +19,10 @@ from tests.edge.conftest import CLIP
 from tests.photos import SHARED, packaged, requires_shared
 
 
-def _decisions(source: Path, throttle: ThrottleConfig, limit: int = 10_000) -> Counter[Decision]:
+def _decisions(source: Path, throttle: ThrottleConfig, limit: int = 10_000,
+               tracking: Callable[[], bool] = lambda: False) -> Counter[Decision]:
     camera = Camera(CameraConfig(source=str(source), fps=0), threading.Event())
-    gate = Throttle(throttle, InFlight(10**6))  # never busy: this measures the gates, not the cloud
+    gate = Throttle(throttle, InFlight(10**6), tracking)  # never busy: this measures the gates, not the cloud
     counts: Counter[Decision] = Counter()
     while sum(counts.values()) < limit and (frame := camera.read()) is not None:
         counts[gate.decide(frame.image, frame.media_time)] += 1
@@ -49,6 +51,17 @@ def test_motion_gating_sends_far_fewer_frames_for_a_still_scene(still_video: Pat
     # Without motion gating the still scene is sent like anything else.
     ungated = _decisions(still_video, ThrottleConfig(max_fps=30, motion={"enabled": False}))
     assert ungated[Decision.SEND] == sum(ungated.values())
+
+
+def test_keepalive_sends_a_still_scene_only_while_someone_is_tracked(still_video: Path) -> None:
+    """3 s of a still scene at 30 fps: one frame, unless someone is tracked; then one per keepalive_s."""
+    config = ThrottleConfig(max_fps=30, motion={"keepalive_s": 0.5})
+    tracked = _decisions(still_video, config, tracking=lambda: True)
+    assert tracked[Decision.SEND] == 6  # at 0 (motion: the first frame), 0.5, 1.0, 1.5, 2.0 and 2.5 s
+    assert tracked[Decision.STILL] == 90 - 6
+    assert _decisions(still_video, config)[Decision.SEND] == 1  # an empty still scene sends nothing more
+    off = ThrottleConfig(max_fps=30, motion={"keepalive_s": None})
+    assert _decisions(still_video, off, tracking=lambda: True)[Decision.SEND] == 1
 
 
 def test_motion_threshold_and_area() -> None:
