@@ -30,8 +30,9 @@ from cloud.bench.drive import RunResult, drive
 from cloud.bench.frames import cycle, filmed_frames, load_frames
 from cloud.bench.report import chart, table
 
-if TYPE_CHECKING:  # torch is imported only when the bench runs
+if TYPE_CHECKING:  # torch and the local stack are imported only when the bench runs
     from cloud.bench.raw import RawModels, RawResult
+    from cloud.local.stack import LocalStack
 
 DEFAULT_WEIGHTS = Path(".cache/models/facenet-casia-webface.pt")
 DEFAULT_PHOTOS = Path(".cache/photos")
@@ -49,7 +50,7 @@ def _levels(text: str) -> list[int]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    cores = os.cpu_count() or 1
+    cores = len(available())  # a taskset around the bench narrows the default levels too
     parser.add_argument("--frames", type=Path, nargs="+", metavar="PATH",
                         help="a video, photos or folders (default: the demo clip, filmed from --photos)")
     parser.add_argument("--film", type=Path, nargs="+", metavar="PHOTO",
@@ -236,20 +237,18 @@ def _raw_on(models: RawModels, frames: list[bytes], cores: int, threads: int) ->
         return models.run(frames, threads)
 
 
-def _cpu_s(stack: Any) -> dict[str, float]:
+def _cpu_s(stack: LocalStack) -> dict[str, float]:
     """CPU seconds used so far by each function's live workers, and by this process ("stack_and_client")."""
     used = {"stack_and_client": time.process_time()}
-    for name, pool in (stack.functions.items() if stack is not None else ()):
+    for name, pool in stack.functions.items():
         used[name] = sum(cpu_seconds(environment.pid) for environment in pool.environments if environment.alive)
     return used
 
 
-def _pin_workers(stack: Any, cores: set[int]) -> None:
+def _pin_workers(stack: LocalStack, cores: set[int]) -> None:
     """Every worker of the stack on `cores`: a pipeline level gets as many cores as it has requests in flight.
     The stack's own process (moto, the URL, the SQS trigger) and the client stay unpinned: on AWS they are
-    the services around the functions and the edge, not the functions' vCPUs. An external stack is not ours."""
-    if stack is None:
-        return
+    the services around the functions and the edge, not the functions' vCPUs."""
     for pool in stack.functions.values():
         for environment in pool.environments:
             if environment.alive:
