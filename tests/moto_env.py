@@ -5,21 +5,19 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
-from moto.server import ThreadedMotoServer
-
 from cloud import aws
+from cloud.local.moto_server import MotoServer
 
 REGION = "us-east-1"
 
 
 @contextmanager
 def moto_server() -> Iterator[str]:
-    """Start moto on a free loopback port; yields its endpoint URL."""
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
+    """Start moto on a free loopback port, as the local stack does; yields its endpoint URL."""
+    server = MotoServer()
+    endpoint = server.start()
     try:
-        yield f"http://{host}:{port}"
+        yield endpoint
     finally:
         server.stop()
 

@@ -7,7 +7,9 @@ variables `facepipe local up` exports point at (then cold starts are not measure
 workers are not ours).
 
 At equal cores: raw runs pinned to the first level's cores (cloud/bench/cores.py), and level k's workers to k
-cores while it is measured, so "pipeline / raw" compares the same CPU and "scaling" adds one core per level.
+cores while it is measured, so "pipeline / raw" compares the same CPU and "scaling" adds one core per level. The
+stack's own process (moto, the URL, the SQS trigger) and the client then run on the other cores, if any: on AWS
+they are the services around the functions and the edge, not the functions' vCPUs.
 """
 
 from __future__ import annotations
@@ -20,12 +22,12 @@ import re
 import sys
 import tempfile
 import time
-from contextlib import AbstractContextManager
-from dataclasses import asdict
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cloud.bench.cores import CAN_PIN, available, cpu_seconds, first, pin, pinned_self
+from cloud.bench.cores import CAN_PIN, available, busy_seconds, cpu_seconds, first, pin, pinned_self
 from cloud.bench.drive import RunResult, drive
 from cloud.bench.frames import cycle, filmed_frames, load_frames
 from cloud.bench.report import chart, table
@@ -140,7 +142,7 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
         runs = _external_runs(frames, args) if external else _own_stack_runs(frames, args)
     finally:
         env_log.removeHandler(reports)
-    cold_run, pipeline, cpu_ms, burst, workload = runs
+    pipeline = runs.pipeline
     # Raw again, now the pipeline is done: on a shared machine the load changes during a run; the ratio is
     # taken against the mean of the two raw runs, and both are kept.
     raw_after = _raw_on(models, frames, ref_cores, args.threads)
@@ -149,8 +151,8 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
                        (before.cpu_ms + raw_after.cpu_ms) / 2)
 
     pipeline_fps = {level: round(run.fps(), 3) for level, run in pipeline.items()}
-    w = workload.summary()
-    cold = {name: {**c, "first_frame_latency_s": round(cold_run.latencies_s()[0], 2) if cold_run.answered else None}
+    w = runs.workload.summary()
+    cold = {name: {**c, "first_frame_latency_s": round(runs.cold.latencies_s()[0], 2) if runs.cold.answered else None}
             for name, c in reports.cold.items()}
     return {
         "config": {"frames": len(frames), "source": _source(args),
@@ -162,17 +164,21 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
         "raw": asdict(chosen) | {"fps_by_cores": {str(k): round(r.fps, 3) for k, r in raw.items()},
                                  "fps_before": round(before.fps, 3), "fps_after": round(raw_after.fps, 3)},
         "pipeline_fps": pipeline_fps,
-        # CPU per frame of each function's workers and of the bench's own process (moto, URL, trigger, client):
-        # against raw's `cpu_ms`, what the plumbing costs in CPU rather than in waiting.
-        "pipeline": {level: run.summary() | {"cpu_ms_per_frame": cpu_ms.get(level, {})}
+        # Per frame: the CPU of each function's workers and of the bench's own process (moto, URL, trigger, client),
+        # against raw's `cpu_ms`; their cores' busy and idle time; and at the first level the workers' CPU with a
+        # core (set) per function. What the plumbing costs in CPU, in sharing cores, and in waiting.
+        "pipeline": {level: run.summary() | {"cpu_ms_per_frame": runs.cpu_ms.get(level, {}),
+                                             "cores_ms_per_frame": runs.cores_ms.get(level, {})}
+                     | ({"cpu_ms_per_frame_core_per_function": runs.apart_cpu_ms}
+                        if runs.apart_cpu_ms and level == str(args.concurrency[0]) else {})
                      for level, run in pipeline.items()},
         "ratio_pipeline_raw": round(pipeline_fps[str(args.concurrency[0])] / chosen.fps, 3),
         "scaling": {level: round(fps / (int(level) * pipeline_fps[str(args.concurrency[0])]), 3)
                     for level, fps in pipeline_fps.items()},
-        "burst": burst.summary() | {"attempts_per_frame": args.attempts or _edge_attempts(),
-                                    "latencies_s": [round(x, 3) for x in burst.latencies_s()]},
+        "burst": runs.burst.summary() | {"attempts_per_frame": args.attempts or _edge_attempts(),
+                                    "latencies_s": [round(x, 3) for x in runs.burst.latencies_s()]},
         "workload": {"requests": args.workload, "pace_s": args.pace, **w,
-                     "average_s": round(workload.wall_s / w["answered"], 3) if w["answered"] else None},
+                     "average_s": round(runs.workload.wall_s / w["answered"], 3) if w["answered"] else None},
         "cold_start_s": {name: c["first_invocation_s"] for name, c in cold.items()},
         "cold_start": cold,
         "aws_model": {name: [asdict(p) for p in predictions] for name, predictions in model(
@@ -180,17 +186,28 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
-Runs = tuple[RunResult, dict[str, RunResult], dict[str, dict[str, float]], RunResult, RunResult]
+@dataclass
+class Runs:
+    cold: RunResult  # the first frame, to a new worker
+    pipeline: dict[str, RunResult]  # by concurrency level
+    burst: RunResult
+    workload: RunResult
+    cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # level -> function or "stack_and_client"
+    cores_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # level -> cores, busy, idle, other
+    apart_cpu_ms: dict[str, float] = field(default_factory=dict)  # first level, a core set per function
 
 
 def _own_stack_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
     """A stack per concurrency level k, with k environments per function (as a reserved concurrency of k), pre-
     started, warmed, and pinned to k cores while measured: the first level's stack starts cold, so its first frame
-    measures cold starts; the last one's also takes the burst and the paced client, on every core."""
+    measures cold starts, and runs the frames once more with k cores per function; the last one's also takes the
+    burst and the paced client, on every core."""
     from cloud.submit import target_from_env
 
     pipeline: dict[str, RunResult] = {}
     cpu_ms: dict[str, dict[str, float]] = {}
+    cores_ms: dict[str, dict[str, float]] = {}
+    apart: dict[str, float] = {}
     for level in args.concurrency:
         with _stack(args, level) as stack:
             target = target_from_env(stack.client_env())
@@ -201,16 +218,56 @@ def _own_stack_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
             # state, not first calls.
             drive(cycle(frames, level * len(frames)), target, concurrency=level, timeout_s=args.timeout,
                   label=f"warm-up x{level}")
-            _pin_workers(stack, first(level))
-            cpu_before = _cpu_s(stack)
-            pipeline[str(level)] = drive(frames, target, concurrency=level, timeout_s=args.timeout,
-                                         label=f"pipeline x{level}")
-            cpu_ms[str(level)] = {name: round((s - cpu_before[name]) * 1000 / len(frames), 1)
-                                  for name, s in _cpu_s(stack).items()}
+            cores = first(level)
+            _pin_workers(stack, cores)
+            rest = set(available()) - cores
+            cpu_before, busy_before = _cpu_s(stack), busy_seconds(cores)
+            # The stack (moto, URL, trigger) and the client off the workers' cores while there are others: on AWS
+            # they are services and an edge, not the functions' vCPUs.
+            with pinned_self(rest) if rest else nullcontext():
+                pipeline[str(level)] = drive(frames, target, concurrency=level, timeout_s=args.timeout,
+                                             label=f"pipeline x{level}")
+            cpu_ms[str(level)] = _per_frame(_cpu_s(stack), cpu_before, len(frames))
+            cores_ms[str(level)] = _cores_per_frame(busy_seconds(cores) - busy_before, cpu_ms[str(level)], len(cores),
+                                                    pipeline[str(level)].wall_s, len(frames))
+            if level == args.concurrency[0] and CAN_PIN and 2 * level <= len(available()):
+                apart = _core_per_function(stack, frames, target, level, args)
             _pin_workers(stack, set(available()))
             if level == args.concurrency[-1]:
                 burst, workload = _burst_and_workload(frames, target, args)
-    return cold_run, pipeline, cpu_ms, burst, workload
+    return Runs(cold_run, pipeline, burst, workload, cpu_ms, cores_ms, apart)
+
+
+def _core_per_function(stack: LocalStack, frames: list[bytes], target: Any, level: int,
+                       args: argparse.Namespace) -> dict[str, float]:
+    """The frames again with each function's workers on cores of their own (`level` each, as on AWS, where every
+    environment has its own vCPU share): against the shared run, what two models time-slicing one core cost."""
+    available_cores = available()
+    for index, pool in enumerate(stack.functions.values()):
+        cores = set(available_cores[index * level:(index + 1) * level])
+        for environment in pool.environments:
+            if environment.alive:
+                pin(environment.pid, cores)
+    before = _cpu_s(stack)
+    drive(frames, target, concurrency=level, timeout_s=args.timeout, label=f"x{level}, a core per function")
+    used = _per_frame(_cpu_s(stack), before, len(frames))
+    return {name: ms for name, ms in used.items() if name in stack.functions}
+
+
+def _per_frame(after: dict[str, float], before: dict[str, float], frames: int) -> dict[str, float]:
+    return {name: round((seconds - before[name]) * 1000 / frames, 1) for name, seconds in after.items()}
+
+
+def _cores_per_frame(busy_s: float, cpu_ms: dict[str, float], cores: int, wall_s: float,
+                     frames: int) -> dict[str, float]:
+    """Where a level's core time went, ms per frame of its run (first send to last answer): its workers' CPU,
+    what other processes took from its cores (the stack, the client, the system), and idle, when every one of its
+    workers was waiting. `busy_s` spans the run's wind-down too (the answer collector stopping), so idle is taken
+    against the run's own wall time rather than read from /proc/stat."""
+    workers = sum(ms for name, ms in cpu_ms.items() if name != "stack_and_client")
+    other = max(0.0, busy_s * 1000 / frames - workers)
+    idle = max(0.0, cores * wall_s * 1000 / frames - workers - other)
+    return {"cores": cores, "busy": round(workers + other, 1), "idle": round(idle, 1), "other": round(other, 1)}
 
 
 def _external_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
@@ -221,7 +278,7 @@ def _external_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
     cold_run = drive(frames[:1], target, concurrency=1, timeout_s=args.timeout, label="first frame")
     pipeline = {str(level): drive(frames, target, concurrency=level, timeout_s=args.timeout,
                                   label=f"pipeline x{level}") for level in args.concurrency}
-    return (cold_run, pipeline, {}, *_burst_and_workload(frames, target, args))
+    return Runs(cold_run, pipeline, *_burst_and_workload(frames, target, args))
 
 
 def _burst_and_workload(frames: list[bytes], target: Any, args: argparse.Namespace) -> tuple[RunResult, RunResult]:
@@ -246,9 +303,7 @@ def _cpu_s(stack: LocalStack) -> dict[str, float]:
 
 
 def _pin_workers(stack: LocalStack, cores: set[int]) -> None:
-    """Every worker of the stack on `cores`: a pipeline level gets as many cores as it has requests in flight.
-    The stack's own process (moto, the URL, the SQS trigger) and the client stay unpinned: on AWS they are
-    the services around the functions and the edge, not the functions' vCPUs."""
+    """Every worker of the stack on `cores`: a pipeline level gets as many cores as it has requests in flight."""
     for pool in stack.functions.values():
         for environment in pool.environments:
             if environment.alive:

@@ -31,6 +31,9 @@ def table(figures: dict[str, Any]) -> str:
     if measured:  # not for a stack the bench did not start: its workers are not ours to read
         lines += ["", f"CPU per frame: raw {raw['cpu_ms']:.0f} ms" + "".join(
             f"; concurrency {level}: " + _cpu(cpu) for level, cpu in measured.items())]
+        lines += [_cores(level, run) for level, run in figures["pipeline"].items() if run.get("cores_ms_per_frame")]
+        lines += [_apart(level, run) for level, run in figures["pipeline"].items()
+                  if run.get("cpu_ms_per_frame_core_per_function")]
     b = figures["burst"]
     lines += ["", f"burst of {b['sent']}: answered {b['answered']}, duplicates {b['duplicates']}, 429s {b['rejected']} "
               f"(retried, {b.get('attempts_per_frame', '?')} attempts, then spooled and sent again: "
@@ -65,10 +68,25 @@ def _cpu(per_function: dict[str, float]) -> str:
             f" in the workers (stack and client {per_function.get('stack_and_client', 0):.0f} ms)")
 
 
+def _cores(level: str, run: dict[str, Any]) -> str:
+    c = run["cores_ms_per_frame"]
+    return (f"concurrency {level}'s {c['cores']} core(s), per frame: busy {c['busy']:.1f} ms (other processes "
+            f"{c['other']:.1f}), idle {c['idle']:.1f} ms (every worker waiting: on an SQS call or for its next event)")
+
+
+def _apart(level: str, run: dict[str, Any]) -> str:
+    apart = run["cpu_ms_per_frame_core_per_function"]
+    shared = sum(ms for name, ms in run["cpu_ms_per_frame"].items() if name in apart)
+    return (f"concurrency {level} with cores of its own per function: " + " + ".join(
+        f"{name} {ms:.0f}" for name, ms in apart.items()) + f" = {sum(apart.values()):.0f} ms in the workers; "
+        f"sharing {level} core(s) cost them {shared - sum(apart.values()):+.0f} ms a frame")
+
+
 def _pinning(cfg: dict[str, Any]) -> str:
     if cfg.get("pinned"):
         return (f"Equal cores: raw pinned to {cfg['raw_cores']} core(s); the workers of concurrency k pinned to k "
-                "cores (the stack's moto, URL and trigger, and the client, unpinned: AWS's services and the edge).")
+                "cores; the stack's moto, URL and trigger, and the client, on the other cores when there are any "
+                "(AWS's services and the edge).")
     return "Not pinned (an external stack, or no sched_setaffinity here): raw and pipeline may use different cores."
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 
+import moto.backends
 from moto.server import ThreadedMotoServer
 
 log = logging.getLogger(__name__)
@@ -22,6 +23,7 @@ class MotoServer:
 
     def start(self) -> str:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per AWS call is noise
+        _list_moto_modules_once()
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
@@ -32,3 +34,11 @@ class MotoServer:
         if self.endpoint_url:
             self._server.stop()
             self.endpoint_url = ""
+
+
+def _list_moto_modules_once() -> None:
+    """moto 5's server routes every request by listing its own package directory (a listdir and an isdir per
+    service, ~150, in `moto.backends.list_of_moto_modules`). The installed services cannot change while it runs:
+    list them once. Measured by `facepipe bench`: about 1 ms less per AWS call, 6 ms less CPU a frame in the stack."""
+    modules = tuple(moto.backends.list_of_moto_modules())  # a second call lists this tuple again: harmless
+    moto.backends.list_of_moto_modules = lambda: modules

@@ -42,6 +42,13 @@ def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
         cpu = figures["pipeline"][level]["cpu_ms_per_frame"]
         assert cpu.keys() == {"DetectionFunction", "RecognitionFunction", "stack_and_client"}
         assert cpu["DetectionFunction"] > 0 and cpu["RecognitionFunction"] > 0
+        cores = figures["pipeline"][level]["cores_ms_per_frame"]  # where the level's core time went
+        assert cores["cores"] == int(level) and cores["busy"] > 0 and cores["idle"] >= 0 and cores["other"] >= 0
+    # The first level ran once more with cores of its own per function (there are 2 cores or more to split).
+    apart = figures["pipeline"]["1"].get("cpu_ms_per_frame_core_per_function")
+    assert (apart is not None) == (len(os.sched_getaffinity(0)) >= 2)
+    assert apart is None or (apart.keys() == {"DetectionFunction", "RecognitionFunction"} and min(apart.values()) > 0)
+    assert "cpu_ms_per_frame_core_per_function" not in figures["pipeline"]["2"]  # the first level only
     assert figures["raw"]["cpu_ms"] > 0 and set(figures["raw"]["fps_by_cores"]) >= {"1"}
     burst = figures["burst"]
     assert burst.keys() >= BURST_KEYS

@@ -62,3 +62,16 @@ def test_cpu_seconds_reads_a_process_cpu_time() -> None:
     used = cores.cpu_seconds(os.getpid()) - started
     assert 0.2 <= used <= 2.0  # clock ticks are 10 ms; others' load does not count: it is CPU, not wall time
     assert cores.cpu_seconds(2**22 + 1) == 0.0  # above pid_max's default: no such process
+
+
+def test_busy_seconds_counts_a_pinned_burn_on_its_core() -> None:
+    core = cores.available()[-1]
+    with cores.pinned_self({core}):
+        before = cores.busy_seconds({core})
+        started = time.monotonic()
+        deadline = time.process_time() + 0.3
+        while time.process_time() < deadline:  # burn 0.3 s of CPU on `core`
+            pass
+        busy = cores.busy_seconds({core}) - before
+        wall = time.monotonic() - started
+    assert 0.25 <= busy <= wall + 0.05  # /proc/stat counts in 10 ms ticks; a core is busy at most all the time
