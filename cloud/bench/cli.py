@@ -176,7 +176,7 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
         "scaling": {level: round(fps / (int(level) * pipeline_fps[str(args.concurrency[0])]), 3)
                     for level, fps in pipeline_fps.items()},
         "burst": runs.burst.summary() | {"attempts_per_frame": args.attempts or _edge_attempts(),
-                                    "latencies_s": [round(x, 3) for x in runs.burst.latencies_s()]},
+                                         "latencies_s": [round(x, 3) for x in runs.burst.latencies_s()]},
         "workload": {"requests": args.workload, "pace_s": args.pace, **w,
                      "average_s": round(runs.workload.wall_s / w["answered"], 3) if w["answered"] else None},
         "cold_start_s": {name: c["first_invocation_s"] for name, c in cold.items()},
