@@ -34,6 +34,7 @@ from cloud.bench.report import chart, table
 
 if TYPE_CHECKING:  # torch and the local stack are imported only when the bench runs
     from cloud.bench.raw import RawModels, RawResult
+    from cloud.local.pool import FunctionPool
     from cloud.local.stack import LocalStack
 
 DEFAULT_WEIGHTS = Path(".cache/models/facenet-casia-webface.pt")
@@ -169,8 +170,8 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
         # core (set) per function. What the plumbing costs in CPU, in sharing cores, and in waiting.
         "pipeline": {level: run.summary() | {"cpu_ms_per_frame": runs.cpu_ms.get(level, {}),
                                              "cores_ms_per_frame": runs.cores_ms.get(level, {})}
-                     | ({"cpu_ms_per_frame_core_per_function": runs.apart_cpu_ms}
-                        if runs.apart_cpu_ms and level == str(args.concurrency[0]) else {})
+                     | ({"cpu_ms_per_frame_core_per_function": runs.apart_cpu_ms[level]}
+                        if level in runs.apart_cpu_ms else {})
                      for level, run in pipeline.items()},
         "ratio_pipeline_raw": round(pipeline_fps[str(args.concurrency[0])] / chosen.fps, 3),
         "scaling": {level: round(fps / (int(level) * pipeline_fps[str(args.concurrency[0])]), 3)
@@ -194,7 +195,7 @@ class Runs:
     workload: RunResult
     cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # level -> function or "stack_and_client"
     cores_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # level -> cores, busy, idle, other
-    apart_cpu_ms: dict[str, float] = field(default_factory=dict)  # first level, a core set per function
+    apart_cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # level -> function, a core set each
 
 
 def _own_stack_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
@@ -207,7 +208,7 @@ def _own_stack_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
     pipeline: dict[str, RunResult] = {}
     cpu_ms: dict[str, dict[str, float]] = {}
     cores_ms: dict[str, dict[str, float]] = {}
-    apart: dict[str, float] = {}
+    apart: dict[str, dict[str, float]] = {}
     for level in args.concurrency:
         with _stack(args, level) as stack:
             target = target_from_env(stack.client_env())
@@ -231,7 +232,7 @@ def _own_stack_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
             cores_ms[str(level)] = _cores_per_frame(busy_seconds(cores) - busy_before, cpu_ms[str(level)], len(cores),
                                                     pipeline[str(level)].wall_s, len(frames))
             if level == args.concurrency[0] and CAN_PIN and 2 * level <= len(available()):
-                apart = _core_per_function(stack, frames, target, level, args)
+                apart[str(level)] = _core_per_function(stack, frames, target, level, args)
             _pin_workers(stack, set(available()))
             if level == args.concurrency[-1]:
                 burst, workload = _burst_and_workload(frames, target, args)
@@ -244,10 +245,7 @@ def _core_per_function(stack: LocalStack, frames: list[bytes], target: Any, leve
     environment has its own vCPU share): against the shared run, what two models time-slicing one core cost."""
     available_cores = available()
     for index, pool in enumerate(stack.functions.values()):
-        cores = set(available_cores[index * level:(index + 1) * level])
-        for environment in pool.environments:
-            if environment.alive:
-                pin(environment.pid, cores)
+        _pin_pool(pool, set(available_cores[index * level:(index + 1) * level]))
     before = _cpu_s(stack)
     drive(frames, target, concurrency=level, timeout_s=args.timeout, label=f"x{level}, a core per function")
     used = _per_frame(_cpu_s(stack), before, len(frames))
@@ -305,9 +303,13 @@ def _cpu_s(stack: LocalStack) -> dict[str, float]:
 def _pin_workers(stack: LocalStack, cores: set[int]) -> None:
     """Every worker of the stack on `cores`: a pipeline level gets as many cores as it has requests in flight."""
     for pool in stack.functions.values():
-        for environment in pool.environments:
-            if environment.alive:
-                pin(environment.pid, cores)
+        _pin_pool(pool, cores)
+
+
+def _pin_pool(pool: FunctionPool, cores: set[int]) -> None:
+    for environment in pool.environments:
+        if environment.alive:
+            pin(environment.pid, cores)
 
 
 def _stack(args: argparse.Namespace, workers: int) -> AbstractContextManager[Any]:

@@ -39,6 +39,6 @@ class MotoServer:
 def _list_moto_modules_once() -> None:
     """moto 5's server routes every request by listing its own package directory (a listdir and an isdir per
     service, ~150, in `moto.backends.list_of_moto_modules`). The installed services cannot change while it runs:
-    list them once. Measured by `facepipe bench`: about 1 ms less per AWS call, 6 ms less CPU a frame in the stack."""
+    list them once. Measured: an SQS send, receive and delete took 7.1 ms instead of 10.5 against this server."""
     modules = tuple(moto.backends.list_of_moto_modules())  # a second call lists this tuple again: harmless
     moto.backends.list_of_moto_modules = lambda: modules
