@@ -8,7 +8,9 @@ thread, and torch's OpenMP threads would stay where they were.
 
 from __future__ import annotations
 
+import errno
 import os
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -76,3 +78,43 @@ def busy_seconds(cores: set[int]) -> float:
             user, nice, system, _idle, _iowait, irq, softirq, steal = map(int, ticks[:8])
             busy += user + nice + system + irq + softirq + steal
     return busy / os.sysconf("SC_CLK_TCK")
+
+
+def set_group_nice(pid: int, nice: int) -> bool:
+    """Set the nice value of `pid`'s autogroup: the scheduling group of its session (each local worker starts a
+    session of its own). With autogroups, the kernel shares a core between sessions first and weighs a process's
+    own nice only within its session, so this is the nice that orders two workers on one core. Raising it and
+    setting it back to 0 need no privilege. False, and nothing changed, where autogroups do not decide (disabled,
+    a cpu cgroup other than the root, not Linux), where `pid` shares this process's group, or has gone."""
+    group = Path(f"/proc/{pid}/autogroup")
+    try:
+        own = Path("/proc/self/autogroup").read_text().split()[0]
+        if not autogroups_decide(pid) or group.read_text().split()[0] == own:
+            return False
+        for _ in range(20):
+            try:
+                group.write_text(str(nice))
+                return True
+            except OSError as exc:  # unprivileged writers may change an autogroup's nice once per 100 ms
+                if exc.errno != errno.EAGAIN:
+                    raise
+                time.sleep(0.1)
+    except (OSError, IndexError):
+        pass
+    return False
+
+
+def autogroups_decide(pid: int) -> bool:
+    """Autogroups are on and `pid` is in the root cpu cgroup: the kernel ignores autogroups anywhere else."""
+    try:
+        if Path("/proc/sys/kernel/sched_autogroup_enabled").read_text().strip() != "1":
+            return False
+        for line in Path(f"/proc/{pid}/cgroup").read_text().splitlines():
+            _, controllers, path = line.split(":", 2)
+            if "cpu" in controllers.split(","):  # cgroup v1: the cpu hierarchy
+                return path == "/"
+            if controllers == "":  # cgroup v2 alone: no cpu cgroups unless the root hands the controller down
+                return path == "/" or "cpu" not in Path("/sys/fs/cgroup/cgroup.subtree_control").read_text().split()
+    except OSError:
+        return False
+    return True

@@ -84,9 +84,11 @@ def _apart(level: str, run: dict[str, Any]) -> str:
 
 def _pinning(cfg: dict[str, Any]) -> str:
     if cfg.get("pinned"):
+        order = ("recognition's workers ahead of detection's on them, one model at a time"
+                 if cfg.get("recognition_first") else "the kernel's own order on them (autogroups do not decide here)")
         return (f"Equal cores: raw pinned to {cfg['raw_cores']} core(s); the workers of concurrency k pinned to k "
-                "cores; the stack's moto, URL and trigger, and the client, on the other cores when there are any "
-                "(AWS's services and the edge).")
+                f"cores, {order}; the stack's moto, URL and trigger, and the client, on the other cores when there are "
+                "any (AWS's services and the edge).")
     return "Not pinned (an external stack, or no sched_setaffinity here): raw and pipeline may use different cores."
 
 

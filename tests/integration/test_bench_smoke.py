@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from cloud.bench.cores import autogroups_decide
 from tests.photos import PACKAGED, REPO, weights_path
 
 KEYS = {"raw_fps", "pipeline_fps", "ratio_pipeline_raw", "burst", "workload", "cold_start_s", "aws_model"}
@@ -38,6 +39,8 @@ def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
     # Each level ran on a stack of its own (a second CloudFormation stack in the bench's moto), its workers
     # pinned to as many cores as the level, their CPU per frame counted.
     assert figures["config"]["pinned"] is True and figures["config"]["raw_cores"] == 1
+    # Recognition ran ahead of detection on the shared cores wherever the kernel's autogroups decide the order.
+    assert figures["config"]["recognition_first"] is autogroups_decide(os.getpid())
     for level in ("1", "2"):
         cpu = figures["pipeline"][level]["cpu_ms_per_frame"]
         assert cpu.keys() == {"DetectionFunction", "RecognitionFunction", "stack_and_client"}
