@@ -9,7 +9,11 @@ workers are not ours).
 At equal cores: raw runs pinned to the first level's cores (cloud/bench/cores.py), and level k's workers to k
 cores while it is measured, so "pipeline / raw" compares the same CPU and "scaling" adds one core per level. The
 stack's own process (moto, the URL, the SQS trigger) and the client then run on the other cores, if any: on AWS
-they are the services around the functions and the edge, not the functions' vCPUs.
+they are the services around the functions and the edge, not the functions' vCPUs. On the cores they share,
+recognition's workers run ahead of detection's (`_sharing`), one model at a time, as in raw.
+
+The first level is measured `--repeat` times, each pass between two raw runs on the same cores, and the ratio is
+the median pass's: on a shared machine whose speed drifts, both sides of a ratio are measured within seconds.
 """
 
 from __future__ import annotations
@@ -22,9 +26,10 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -70,6 +75,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", type=int, default=100,
                         help="requests of the paced client (default %(default)s)")
     parser.add_argument("--pace", type=float, default=1.0, help="seconds between its requests (default %(default)s)")
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="passes of the first concurrency level, each between two raw runs on its cores; the "
+                             "ratio is the median pass's (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1,
                         help="torch threads per worker and in the raw run (default %(default)s)")
     parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
@@ -99,8 +107,9 @@ class ReportLines(logging.Handler):
 
 
 def run(args: argparse.Namespace) -> int:
-    if min(args.every, args.limit, args.burst, args.workload, args.threads) < 1 or args.pace < 0:
-        print("facepipe bench: --every, --limit, --burst, --workload and --threads must be at least 1", file=sys.stderr)
+    if min(args.every, args.limit, args.burst, args.workload, args.threads, args.repeat) < 1 or args.pace < 0:
+        print("facepipe bench: --every, --limit, --burst, --workload, --threads and --repeat must be at least 1",
+              file=sys.stderr)
         return 2
     from cloud.local.demo import FILMED
 
@@ -124,7 +133,7 @@ def run(args: argparse.Namespace) -> int:
 
 def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     from cloud.bench.aws_model import model
-    from cloud.bench.raw import RawModels, RawResult
+    from cloud.bench.raw import RawModels
 
     cores = len(available())
     models = RawModels(args.weights)
@@ -132,8 +141,10 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     raw = {k: _raw_on(models, frames, k, k) for k in range(1, cores + 1)}
     # The reference: the cores and threads of the first concurrency level's workers ("at equal cores").
     ref_cores = len(first(args.concurrency[0]))
-    before = raw[ref_cores] if args.threads == ref_cores else _raw_on(models, frames, ref_cores, args.threads)
-    print(f"raw: {before.fps:.2f} frames/s on {ref_cores} core(s), {args.threads} thread(s)", file=sys.stderr)
+    print(f"raw: {raw[1].fps:.2f} frames/s on 1 core, 1 thread", file=sys.stderr)
+
+    def probe() -> RawResult:
+        return _raw_on(models, frames, ref_cores, args.threads)
 
     reports = ReportLines()
     env_log = logging.getLogger("cloud.local.environment")
@@ -141,18 +152,17 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     env_log.setLevel(logging.INFO)
     external = bool(os.environ.get("FACEPIPE_FUNCTION_URL"))
     try:
-        runs = _external_runs(frames, args) if external else _own_stack_runs(frames, args)
+        runs = _external_runs(frames, args, probe) if external else _own_stack_runs(frames, args, probe)
     finally:
         env_log.removeHandler(reports)
-    pipeline = runs.pipeline
-    # Raw again, now the pipeline is done: on a shared machine the load changes during a run; the ratio is
-    # taken against the mean of the two raw runs, and both are kept.
-    raw_after = _raw_on(models, frames, ref_cores, args.threads)
-    chosen = RawResult(args.threads, before.frames, before.faces, (before.wall_s + raw_after.wall_s) / 2,
-                       (before.detect_ms + raw_after.detect_ms) / 2, (before.recognise_ms + raw_after.recognise_ms) / 2,
-                       (before.cpu_ms + raw_after.cpu_ms) / 2)
+    first_level = str(args.concurrency[0])
+    # The ratio is the median pass's; its raw, the mean of the raw runs just before and after it.
+    median = sorted(runs.first_passes, key=Pass.ratio)[len(runs.first_passes) // 2]
+    assert median.raw_before is not None and median.raw_after is not None
+    chosen = _mean(median.raw_before, median.raw_after)
+    pipeline = {first_level: median, **runs.pipeline}  # by level, in order
 
-    pipeline_fps = {level: round(run.fps(), 3) for level, run in pipeline.items()}
+    pipeline_fps = {level: round(p.run.fps(), 3) for level, p in pipeline.items()}
     w = runs.workload.summary()
     cold = {name: {**c, "first_frame_latency_s": round(runs.cold.latencies_s()[0], 2) if runs.cold.answered else None}
             for name, c in reports.cold.items()}
@@ -162,21 +172,25 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
                    "stack": "external" if external else "started by the bench",
                    # pinned: raw on the first level's cores, each level's workers on its first `level` cores
                    "pinned": CAN_PIN and not external, "raw_cores": ref_cores,
-                   "recognition_first": runs.recognition_first},
+                   "recognition_first": runs.recognition_first, "repeat": args.repeat},
         "raw_fps": round(chosen.fps, 3),
         "raw": asdict(chosen) | {"fps_by_cores": {str(k): round(r.fps, 3) for k, r in raw.items()},
-                                 "fps_before": round(before.fps, 3), "fps_after": round(raw_after.fps, 3)},
+                                 "fps_before": round(median.raw_before.fps, 3),
+                                 "fps_after": round(median.raw_after.fps, 3)},
         "pipeline_fps": pipeline_fps,
         # Per frame: the CPU of each function's workers and of the bench's own process (moto, URL, trigger, client),
         # against raw's `cpu_ms`; their cores' busy and idle time; and at the first level the workers' CPU with a
         # core (set) per function. What the plumbing costs in CPU, in sharing cores, and in waiting.
-        "pipeline": {level: run.summary() | {"cpu_ms_per_frame": runs.cpu_ms.get(level, {}),
-                                             "cores_ms_per_frame": runs.cores_ms.get(level, {})}
+        "pipeline": {level: p.run.summary() | {"cpu_ms_per_frame": p.cpu_ms, "cores_ms_per_frame": p.cores_ms}
                      | ({"cpu_ms_per_frame_core_per_function": runs.apart_cpu_ms[level]}
                         if level in runs.apart_cpu_ms else {})
-                     for level, run in pipeline.items()},
-        "ratio_pipeline_raw": round(pipeline_fps[str(args.concurrency[0])] / chosen.fps, 3),
-        "scaling": {level: round(fps / (int(level) * pipeline_fps[str(args.concurrency[0])]), 3)
+                     for level, p in pipeline.items()},
+        "ratio_pipeline_raw": round(median.ratio(), 3),
+        # Every pass of the first level, in order: its frames/s, the raw runs around it, and their ratio.
+        "ratio_passes": [{"pipeline_fps": round(p.run.fps(), 3), "raw_fps_before": round(p.raw_before.fps, 3),
+                          "raw_fps_after": round(p.raw_after.fps, 3), "ratio": round(p.ratio(), 3)}
+                         for p in runs.first_passes if p.raw_before and p.raw_after],
+        "scaling": {level: round(fps / (int(level) * pipeline_fps[first_level]), 3)
                     for level, fps in pipeline_fps.items()},
         "burst": runs.burst.summary() | {"attempts_per_frame": args.attempts or _edge_attempts(),
                                          "latencies_s": [round(x, 3) for x in runs.burst.latencies_s()]},
@@ -189,28 +203,63 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     }
 
 
+def _mean(a: RawResult, b: RawResult) -> RawResult:
+    from cloud.bench.raw import RawResult
+
+    return RawResult(a.threads, a.frames, a.faces, (a.wall_s + b.wall_s) / 2, (a.detect_ms + b.detect_ms) / 2,
+                     (a.recognise_ms + b.recognise_ms) / 2, (a.cpu_ms + b.cpu_ms) / 2)
+
+
+@dataclass
+class Pass:
+    """One measured run of a concurrency level's frames."""
+
+    run: RunResult
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # function or "stack_and_client" -> ms per frame
+    cores_ms: dict[str, float] = field(default_factory=dict)  # the level's cores: busy, idle, other per frame
+    raw_before: RawResult | None = None  # first level only: raw on the same cores right before and after it
+    raw_after: RawResult | None = None
+
+    def ratio(self) -> float:
+        """Pipeline over raw: this pass's frames/s against the mean of the raw runs around it."""
+        if self.raw_before is None or self.raw_after is None:
+            raise ValueError("a pass without raw runs around it has no ratio")
+        return self.run.fps() / ((self.raw_before.fps + self.raw_after.fps) / 2)
+
+
 @dataclass
 class Runs:
     cold: RunResult  # the first frame, to a new worker
-    pipeline: dict[str, RunResult]  # by concurrency level
+    first_passes: list[Pass]  # the first level's passes, each between two raw runs
+    pipeline: dict[str, Pass]  # the other levels, one pass each
     burst: RunResult
     workload: RunResult
-    cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # level -> function or "stack_and_client"
-    cores_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # level -> cores, busy, idle, other
     apart_cpu_ms: dict[str, dict[str, float]] = field(default_factory=dict)  # level -> function, a core set each
     recognition_first: bool = False  # recognition's workers ran ahead of detection's on the cores they shared
 
 
-def _own_stack_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
+def _paired(measure: Callable[[], Pass], probe: Callable[[], RawResult], repeat: int) -> list[Pass]:
+    """`repeat` passes, raw run before, between and after them: a machine whose speed drifts (a shared one) moves
+    both sides of each ratio alike."""
+    passes: list[Pass] = []
+    before = probe()
+    for _ in range(repeat):
+        measured = measure()
+        measured.raw_before, measured.raw_after = before, probe()
+        before = measured.raw_after
+        passes.append(measured)
+    return passes
+
+
+def _own_stack_runs(frames: list[bytes], args: argparse.Namespace, probe: Callable[[], RawResult]) -> Runs:
     """A stack per concurrency level k, with k environments per function (as a reserved concurrency of k), pre-
     started, warmed, and pinned to k cores while measured: the first level's stack starts cold, so its first frame
-    measures cold starts, and runs the frames once more with k cores per function; the last one's also takes the
-    burst and the paced client, on every core."""
+    measures cold starts, is measured `--repeat` times between raw runs, and runs the frames once more with k cores
+    per function; the last one's also takes the burst and the paced client, on every core."""
     from cloud.submit import target_from_env
 
-    pipeline: dict[str, RunResult] = {}
-    cpu_ms: dict[str, dict[str, float]] = {}
-    cores_ms: dict[str, dict[str, float]] = {}
+    first_passes: list[Pass] = []
+    pipeline: dict[str, Pass] = {}
     apart: dict[str, dict[str, float]] = {}
     recognition_first: list[bool] = []
     for level in args.concurrency:
@@ -223,25 +272,32 @@ def _own_stack_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
             # state, not first calls.
             drive(cycle(frames, level * len(frames)), target, concurrency=level, timeout_s=args.timeout,
                   label=f"warm-up x{level}")
-            cores = first(level)
-            rest = set(available()) - cores
-            with _sharing(stack, cores) as ordered:
+            with _sharing(stack, first(level)) as ordered:
                 recognition_first.append(ordered)
-                cpu_before, busy_before = _cpu_s(stack), busy_seconds(cores)
-                # The stack (moto, URL, trigger) and the client off the workers' cores while there are others: on
-                # AWS they are services and an edge, not the functions' vCPUs.
-                with pinned_self(rest) if rest else nullcontext():
-                    pipeline[str(level)] = drive(frames, target, concurrency=level, timeout_s=args.timeout,
-                                                 label=f"pipeline x{level}")
-                cpu_ms[str(level)] = _per_frame(_cpu_s(stack), cpu_before, len(frames))
-                cores_ms[str(level)] = _cores_per_frame(busy_seconds(cores) - busy_before, cpu_ms[str(level)],
-                                                        len(cores), pipeline[str(level)].wall_s, len(frames))
+                measure = partial(_measure, stack, target, frames, level, args)
+                if level == args.concurrency[0]:
+                    first_passes = _paired(measure, probe, args.repeat)
+                else:
+                    pipeline[str(level)] = measure()
             if level == args.concurrency[0] and CAN_PIN and 2 * level <= len(available()):
                 apart[str(level)] = _core_per_function(stack, frames, target, level, args)
                 _pin_workers(stack, set(available()))
             if level == args.concurrency[-1]:
                 burst, workload = _burst_and_workload(frames, target, args)
-    return Runs(cold_run, pipeline, burst, workload, cpu_ms, cores_ms, apart, all(recognition_first))
+    return Runs(cold_run, first_passes, pipeline, burst, workload, apart, all(recognition_first))
+
+
+def _measure(stack: LocalStack, target: Any, frames: list[bytes], level: int, args: argparse.Namespace) -> Pass:
+    """One pass of the frames at `level`, its workers on its first `level` cores (pinned by the caller)."""
+    cores = first(level)
+    rest = set(available()) - cores
+    cpu_before, busy_before = _cpu_s(stack), busy_seconds(cores)
+    # The stack (moto, URL, trigger) and the client off the workers' cores while there are others: on AWS they are
+    # services and an edge, not the functions' vCPUs.
+    with pinned_self(rest) if rest else nullcontext():
+        run = drive(frames, target, concurrency=level, timeout_s=args.timeout, label=f"pipeline x{level}")
+    cpu = _per_frame(_cpu_s(stack), cpu_before, len(frames))
+    return Pass(run, cpu, _cores_per_frame(busy_seconds(cores) - busy_before, cpu, len(cores), run.wall_s, len(frames)))
 
 
 def _core_per_function(stack: LocalStack, frames: list[bytes], target: Any, level: int,
@@ -273,15 +329,19 @@ def _cores_per_frame(busy_s: float, cpu_ms: dict[str, float], cores: int, wall_s
     return {"cores": cores, "busy": round(workers + other, 1), "idle": round(idle, 1), "other": round(other, 1)}
 
 
-def _external_runs(frames: list[bytes], args: argparse.Namespace) -> Runs:
+def _external_runs(frames: list[bytes], args: argparse.Namespace, probe: Callable[[], RawResult]) -> Runs:
     """The stack the environment points at, as it is: not pinned, its concurrency its own."""
     from cloud.submit import target_from_env
 
     target = target_from_env(dict(os.environ))
+
+    def measure(level: int) -> Pass:
+        return Pass(drive(frames, target, concurrency=level, timeout_s=args.timeout, label=f"pipeline x{level}"))
+
     cold_run = drive(frames[:1], target, concurrency=1, timeout_s=args.timeout, label="first frame")
-    pipeline = {str(level): drive(frames, target, concurrency=level, timeout_s=args.timeout,
-                                  label=f"pipeline x{level}") for level in args.concurrency}
-    return Runs(cold_run, pipeline, *_burst_and_workload(frames, target, args))
+    first_passes = _paired(lambda: measure(args.concurrency[0]), probe, args.repeat)
+    pipeline = {str(level): measure(level) for level in args.concurrency[1:]}
+    return Runs(cold_run, first_passes, pipeline, *_burst_and_workload(frames, target, args))
 
 
 def _burst_and_workload(frames: list[bytes], target: Any, args: argparse.Namespace) -> tuple[RunResult, RunResult]:

@@ -16,7 +16,7 @@ def table(figures: dict[str, Any]) -> str:
                  "the rest (HTTP, decode, queues) ms |")
     lines.append("| --- | --- | --- | --- | --- | --- |")
     raw = figures["raw"]
-    spread = f" ({raw['fps_before']:.2f} before, {raw['fps_after']:.2f} after)" if "fps_after" in raw else ""
+    spread = f" ({raw['fps_before']:.2f} before, {raw['fps_after']:.2f} after)"
     lines.append(f"| raw (models in one process) | {figures['raw_fps']:.2f}{spread} | 1.00 | | "
                  f"{raw['detect_ms']:.0f} / - / {raw['recognise_ms']:.0f} | |")
     for level, run in figures["pipeline"].items():
@@ -26,6 +26,10 @@ def table(figures: dict[str, Any]) -> str:
                      f"{run['latency_mean_s']} / {run['latency_p95_s']} | "
                      f"{t['detect_ms']:.0f} / {t['queue_wait_ms']:.0f} / {t['recognise_ms']:.0f} | "
                      f"{run.get('plumbing_ms')} |")
+    passes = ", ".join(f"{p['ratio']:.3f}" for p in figures["ratio_passes"])
+    lines += ["", f"pipeline / raw at concurrency {next(iter(figures['pipeline']))}, pass by pass, each against the "
+              f"raw runs just before and after it: {passes} (the median, {figures['ratio_pipeline_raw']:.3f}, is the "
+              "table's)"]
     measured = {level: run["cpu_ms_per_frame"] for level, run in figures["pipeline"].items()
                 if run.get("cpu_ms_per_frame")}
     if measured:  # not for a stack the bench did not start: its workers are not ours to read

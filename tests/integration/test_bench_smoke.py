@@ -24,7 +24,7 @@ def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
     env["PYTHONPATH"] = str(REPO)
     result = subprocess.run(
         [sys.executable, "-m", "cloud.cli", "bench", "--limit", "3", "--burst", "4", "--workload", "3",
-         "--pace", "0.2", "--concurrency", "1,2",
+         "--pace", "0.2", "--concurrency", "1,2", "--repeat", "2",
          # a loaded machine may 429 a burst of 4 for a while: counted and retried, not given up
          "--attempts", "10", "--weights", str(weights_path()), "--photos", str(PACKAGED),
          "--json", str(out), "--chart", str(png)],
@@ -35,6 +35,12 @@ def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
     figures = json.loads(out.read_text())
     assert figures.keys() >= KEYS
     assert figures["raw_fps"] > 0 and figures["ratio_pipeline_raw"] > 0
+    # The first level ran --repeat 2 passes, each between two raw runs; the reported ratio is one of them.
+    passes = figures["ratio_passes"]
+    assert len(passes) == figures["config"]["repeat"] == 2
+    assert figures["ratio_pipeline_raw"] in {p["ratio"] for p in passes}
+    assert passes[0]["raw_fps_after"] == passes[1]["raw_fps_before"]  # one raw run between two passes
+    assert "pass by pass" in result.stdout
     assert set(figures["pipeline_fps"]) == {"1", "2"} and all(v > 0 for v in figures["pipeline_fps"].values())
     # Each level ran on a stack of its own (a second CloudFormation stack in the bench's moto), its workers
     # pinned to as many cores as the level, their CPU per frame counted.
