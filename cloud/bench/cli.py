@@ -157,10 +157,9 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
         env_log.removeHandler(reports)
     first_level = str(args.concurrency[0])
     # The ratio is the median pass's; its raw, the mean of the raw runs just before and after it.
-    median = sorted(runs.first_passes, key=Pass.ratio)[len(runs.first_passes) // 2]
-    assert median.raw_before is not None and median.raw_after is not None
+    median = sorted(runs.first_passes, key=Paired.ratio)[len(runs.first_passes) // 2]
     chosen = _mean(median.raw_before, median.raw_after)
-    pipeline = {first_level: median, **runs.pipeline}  # by level, in order
+    pipeline = {first_level: median.measured, **runs.pipeline}  # by level, in order
 
     pipeline_fps = {level: round(p.run.fps(), 3) for level, p in pipeline.items()}
     w = runs.workload.summary()
@@ -187,9 +186,9 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
                      for level, p in pipeline.items()},
         "ratio_pipeline_raw": round(median.ratio(), 3),
         # Every pass of the first level, in order: its frames/s, the raw runs around it, and their ratio.
-        "ratio_passes": [{"pipeline_fps": round(p.run.fps(), 3), "raw_fps_before": round(p.raw_before.fps, 3),
+        "ratio_passes": [{"pipeline_fps": round(p.measured.run.fps(), 3), "raw_fps_before": round(p.raw_before.fps, 3),
                           "raw_fps_after": round(p.raw_after.fps, 3), "ratio": round(p.ratio(), 3)}
-                         for p in runs.first_passes if p.raw_before and p.raw_after],
+                         for p in runs.first_passes],
         "scaling": {level: round(fps / (int(level) * pipeline_fps[first_level]), 3)
                     for level, fps in pipeline_fps.items()},
         "burst": runs.burst.summary() | {"attempts_per_frame": args.attempts or _edge_attempts(),
@@ -217,20 +216,25 @@ class Pass:
     run: RunResult
     cpu_ms: dict[str, float] = field(default_factory=dict)  # function or "stack_and_client" -> ms per frame
     cores_ms: dict[str, float] = field(default_factory=dict)  # the level's cores: busy, idle, other per frame
-    raw_before: RawResult | None = None  # first level only: raw on the same cores right before and after it
-    raw_after: RawResult | None = None
+
+
+@dataclass
+class Paired:
+    """A pass of the first level, with raw's runs on the same cores right before and right after it."""
+
+    measured: Pass
+    raw_before: RawResult
+    raw_after: RawResult
 
     def ratio(self) -> float:
-        """Pipeline over raw: this pass's frames/s against the mean of the raw runs around it."""
-        if self.raw_before is None or self.raw_after is None:
-            raise ValueError("a pass without raw runs around it has no ratio")
-        return self.run.fps() / ((self.raw_before.fps + self.raw_after.fps) / 2)
+        """Pipeline over raw: the pass's frames/s against the mean of the raw runs around it."""
+        return self.measured.run.fps() / ((self.raw_before.fps + self.raw_after.fps) / 2)
 
 
 @dataclass
 class Runs:
     cold: RunResult  # the first frame, to a new worker
-    first_passes: list[Pass]  # the first level's passes, each between two raw runs
+    first_passes: list[Paired]  # the first level's passes, each between two raw runs
     pipeline: dict[str, Pass]  # the other levels, one pass each
     burst: RunResult
     workload: RunResult
@@ -238,16 +242,15 @@ class Runs:
     recognition_first: bool = False  # recognition's workers ran ahead of detection's on the cores they shared
 
 
-def _paired(measure: Callable[[], Pass], probe: Callable[[], RawResult], repeat: int) -> list[Pass]:
+def _paired(measure: Callable[[], Pass], probe: Callable[[], RawResult], repeat: int) -> list[Paired]:
     """`repeat` passes, raw run before, between and after them: a machine whose speed drifts (a shared one) moves
     both sides of each ratio alike."""
-    passes: list[Pass] = []
+    passes: list[Paired] = []
     before = probe()
     for _ in range(repeat):
         measured = measure()
-        measured.raw_before, measured.raw_after = before, probe()
-        before = measured.raw_after
-        passes.append(measured)
+        passes.append(Paired(measured, before, probe()))
+        before = passes[-1].raw_after
     return passes
 
 
@@ -258,7 +261,7 @@ def _own_stack_runs(frames: list[bytes], args: argparse.Namespace, probe: Callab
     per function; the last one's also takes the burst and the paced client, on every core."""
     from cloud.submit import target_from_env
 
-    first_passes: list[Pass] = []
+    first_passes: list[Paired] = []
     pipeline: dict[str, Pass] = {}
     apart: dict[str, dict[str, float]] = {}
     recognition_first: list[bool] = []
@@ -303,7 +306,7 @@ def _measure(stack: LocalStack, target: Any, frames: list[bytes], level: int, ar
 def _core_per_function(stack: LocalStack, frames: list[bytes], target: Any, level: int,
                        args: argparse.Namespace) -> dict[str, float]:
     """The frames again with each function's workers on cores of their own (`level` each, as on AWS, where every
-    environment has its own vCPU share): against the shared run, what two models time-slicing one core cost."""
+    environment has its own vCPU share): against the shared run, what sharing the cores still costs."""
     available_cores = available()
     for index, pool in enumerate(stack.functions.values()):
         _pin_pool(pool, set(available_cores[index * level:(index + 1) * level]))
@@ -372,14 +375,15 @@ def _sharing(stack: LocalStack, cores: set[int]) -> Iterator[bool]:
 
     On AWS the two functions never share a vCPU; here, to compare equal CPU with raw, both are pinned to raw's
     cores. Left to itself, the kernel then runs detection of the next frame and recognition of the last one side by
-    side, a few ms each in turn, and the two models evict each other from the caches: 6-10 ms a frame of CPU on one-
-    face frames that neither raw nor Lambda pays. Recognition first (detection's group at nice 19) runs one model
-    at a time, as raw does, and hands a frame on before the next one takes the core, as a pipeline should."""
+    side, a few ms each in turn, and the two models evict each other from the caches: two processes doing detect /
+    embed on one core took 139-141 ms a one-face frame that way, 131 taking turns, a cost neither raw nor Lambda
+    pays. Recognition first (detection's group at nice 19) runs one model at a time, as raw does, and hands a frame
+    on before the next one takes the core, as a pipeline should."""
     from cloud.local.stack import DETECTION
 
     _pin_workers(stack, cores)
     behind = [environment.pid for environment in stack.functions[DETECTION].environments if environment.alive]
-    ordered = bool(behind) and all([set_group_nice(pid, 19) for pid in behind])
+    ordered = bool(behind) and all([set_group_nice(pid, 19) for pid in behind])  # a list: every worker, no short cut
     try:
         yield ordered
     finally:
