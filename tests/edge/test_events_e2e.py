@@ -36,6 +36,10 @@ def _run(local_stack: Any, reply_queue: str, tmp_path: Path, video: Path,
         outputs={"jsonl": {"path": str(tmp_path / "events.jsonl"), "on": "events"},
                  "log": {"on": "frames"}, "snapshots": {"directory": str(tmp_path / "snapshots")}},
     )
+    # These tests time the edge (a keep-alive a second, frames per passage): every worker the session's stack may
+    # have is started first, so no answer waits behind a new worker's cold start (3-4 s). Two frames in flight
+    # can otherwise find the one warm recognition worker busy and start a second.
+    local_stack.start_every_worker()
     daemon = Daemon(config)
     thread = threading.Thread(target=daemon.run, daemon=True)
     thread.start()
