@@ -85,12 +85,13 @@ def set_group_nice(pid: int, nice: int) -> bool:
     session of its own). With autogroups, the kernel shares a core between sessions first and weighs a process's
     own nice only within its session, so this is the nice that orders two workers on one core. Raising it and
     setting it back to 0 need no privilege. False, and nothing changed, where autogroups do not decide (disabled,
-    a cpu cgroup other than the root, not Linux), where `pid` shares this process's group, or has gone."""
+    a cpu cgroup other than the root, not Linux), where `pid` shares this process's group, is in
+    the kernel's default group, or has gone."""
     group = Path(f"/proc/{pid}/autogroup")
     try:
-        own = Path("/proc/self/autogroup").read_text().split()[0]
-        if not autogroups_decide(pid) or group.read_text().split()[0] == own:
-            return False
+        name = _autogroup_name(group)
+        if not autogroups_decide(pid) or name in ("", _autogroup_name(Path("/proc/self/autogroup"))):
+            return False  # the default group is the root task group, whose weight the kernel never changes
         for _ in range(20):
             try:
                 group.write_text(str(nice))
@@ -99,9 +100,17 @@ def set_group_nice(pid: int, nice: int) -> bool:
                 if exc.errno != errno.EAGAIN:
                     raise
                 time.sleep(0.1)
-    except (OSError, IndexError):
+    except OSError:
         pass
     return False
+
+
+def _autogroup_name(path: Path) -> str:
+    """The group's name, as in "/autogroup-123 nice 0"; "" for the kernel's default group, which the file shows as
+    empty: the group of PID 1's session and of every process below it that never called setsid (a CI runner's
+    processes may not)."""
+    words = path.read_text().split()
+    return words[0] if words else ""
 
 
 def autogroups_decide(pid: int) -> bool:

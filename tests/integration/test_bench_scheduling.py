@@ -70,6 +70,20 @@ def test_this_process_own_group_is_never_changed() -> None:
         child.wait(10)
 
 
+def test_the_kernels_default_group_is_told_apart_and_left_alone() -> None:
+    # PID 1 never calls setsid, so it is in the default group, whose file reads empty. So is every process of a
+    # runner that starts commands without a session of their own: the CI run once failed here when the bench
+    # took that empty file for an error and ordered nothing.
+    assert Path("/proc/1/autogroup").read_text() == ""
+    assert cores.set_group_nice(1, 19) is False
+    burner = subprocess.Popen([sys.executable, "-c", BURN], start_new_session=True)
+    try:
+        assert cores.set_group_nice(burner.pid, 19) is cores.autogroups_decide(burner.pid)
+    finally:
+        burner.kill()
+        burner.wait(10)
+
+
 def test_a_process_that_has_gone_is_not_an_error() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"], start_new_session=True)
     child.wait(10)
