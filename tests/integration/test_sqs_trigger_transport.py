@@ -142,6 +142,33 @@ def test_batch_size_and_window_gather_one_big_batch(sqs: Any, queue: tuple[str, 
     assert depth(sqs, queue[0]) == 0
 
 
+def test_with_no_batching_window_the_first_poll_is_the_batch(sqs: Any, queue: tuple[str, str]) -> None:
+    # Lambda invokes as soon as its long poll returns records; a second receive to top the batch up would put a
+    # round trip between every message and its invocation. Every poll the trigger makes is counted off the wire.
+    polls: list[dict[str, Any]] = []
+
+    def count(params: dict[str, Any], **_: Any) -> None:
+        if params.get("QueueUrl") == queue[0]:
+            polls.append(params)
+
+    sqs.meta.events.register("provide-client-params.sqs.ReceiveMessage", count)
+    try:
+        recorder = Recorder(lambda event: None, expected_bodies=3)
+        trigger = SqsTrigger(sqs, recorder, queue_url=queue[0], queue_arn=queue[1], region=REGION)
+        trigger.start()
+        try:
+            send(sqs, queue[0], ["a", "b", "c"])  # one SendMessageBatch: all three visible at once
+            assert recorder.done.wait(30), f"only {len(recorder.bodies())} records delivered"
+            receives_for_batches = len(polls)
+        finally:
+            trigger.stop()
+    finally:
+        sqs.meta.events.unregister("provide-client-params.sqs.ReceiveMessage", count)
+    assert [len(e["Records"]) for e in recorder.events] == [3]
+    # The polls before the batch waited (empty-handed, each up to poll_wait_s); the one that found it was the last.
+    assert polls and all(p["WaitTimeSeconds"] == 1 for p in polls[:receives_for_batches])
+
+
 def test_stop_is_prompt_on_an_idle_queue(sqs: Any, queue: tuple[str, str]) -> None:
     import time
 
