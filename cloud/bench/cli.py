@@ -75,7 +75,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--workload", type=int, default=100,
                         help="requests of the paced client (default %(default)s)")
     parser.add_argument("--pace", type=float, default=1.0, help="seconds between its requests (default %(default)s)")
-    parser.add_argument("--repeat", type=int, default=3,
+    parser.add_argument("--repeat", type=int, default=5,
                         help="passes of the first concurrency level, each between two raw runs on its cores; the "
                              "ratio is the median pass's (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1,
