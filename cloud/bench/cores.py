@@ -98,9 +98,9 @@ def set_group_nice(pid: int, nice: int) -> bool:
                 return True
             except OSError as exc:  # unprivileged writers may change an autogroup's nice once per 100 ms
                 if exc.errno != errno.EAGAIN:
-                    raise
+                    return False
                 time.sleep(0.1)
-    except OSError:
+    except OSError:  # the process has gone, or /proc is not there
         pass
     return False
 

@@ -166,7 +166,7 @@ def test_with_no_batching_window_the_first_poll_is_the_batch(sqs: Any, queue: tu
         sqs.meta.events.unregister("provide-client-params.sqs.ReceiveMessage", count)
     assert [len(e["Records"]) for e in recorder.events] == [3]
     # The polls before the batch waited (empty-handed, each up to poll_wait_s); the one that found it was the last.
-    assert polls and all(p["WaitTimeSeconds"] == 1 for p in polls[:receives_for_batches])
+    assert polls and all(p["WaitTimeSeconds"] == trigger.poll_wait_s for p in polls[:receives_for_batches])
 
 
 def test_stop_is_prompt_on_an_idle_queue(sqs: Any, queue: tuple[str, str]) -> None:

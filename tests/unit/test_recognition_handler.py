@@ -350,8 +350,8 @@ def test_a_batch_of_crowded_frames_is_embedded_in_bounded_chunks_and_every_devic
     # ... no forward pass took more than a chunk, and all 65 crops went through
     assert max(passes) <= chunk and sum(passes) == 2 * limit + 1
     # ... and memory holds about one chunk of float32 input, not the whole batch. Side by side with the same batch in
-    # one pass (measured: +13 MB over a one-face frame in chunks of 8, +45 MB in one pass): the chunked run's peak is
-    # lower by at least the float32 input of the crops beyond a chunk. A difference of two peaks of the same process
+    # one pass (measured: traced peaks of 23 MB in chunks of 8, 65 MB in one pass): the chunked run's peak is lower
+    # by at least the float32 input of the crops beyond a chunk. A difference of two peaks of the same process
     # and batch, so the moto server's threads, which serve the handler's 65 reads in this process, count in both.
     passes.clear()
     one_pass_result, one_pass_peak = run_batch(2 * limit + 1)
