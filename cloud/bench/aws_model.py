@@ -37,9 +37,17 @@ def serial_fraction(ms_by_threads: dict[int, float]) -> float:
     """Amdahl's serial fraction s from t(k) = t(1) * (s + (1 - s) / k), fitted at the largest measured k."""
     k = max(ms_by_threads)
     if k == 1:
-        return 0.0  # nothing measured in parallel: assume perfect scaling, and say so in the table's note
+        return 0.0  # nothing measured in parallel: assume perfect scaling, and say so (assumptions())
     ratio = ms_by_threads[k] / ms_by_threads[1]
     return min(1.0, max(0.0, (ratio - 1 / k) / (1 - 1 / k)))
+
+
+def assumptions(measured_cores: int) -> str:
+    """The model's assumptions, to print under its table; with one measured core, that nothing was fitted."""
+    if measured_cores > 1:
+        return ASSUMPTIONS
+    return ASSUMPTIONS + ("\n- Only one core was measured here: above one vCPU the table assumes perfect scaling, an "
+                          "upper bound on\n  the speed-up. Run the bench on a machine with more cores to fit it.")
 
 
 def predict(ms_by_threads: dict[int, float], memory_mb: int) -> Prediction:

@@ -45,7 +45,7 @@ if TYPE_CHECKING:  # torch and the local stack are imported only when the bench 
 
 DEFAULT_WEIGHTS = Path(".cache/models/facenet-casia-webface.pt")
 DEFAULT_PHOTOS = Path(".cache/photos")
-_REPORT = re.compile(r"^(\w+) REPORT RequestId: \S+\tDuration: ([\d.]+) ms.*\tInit Duration: ([\d.]+) ms")
+_REPORT = re.compile(r"^(\w+) REPORT RequestId: (\S+)\tDuration: ([\d.]+) ms.*\tInit Duration: ([\d.]+) ms")
 
 
 def _levels(text: str) -> list[int]:
@@ -92,18 +92,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class ReportLines(logging.Handler):
-    """The first REPORT line with an Init Duration per function: its cold start."""
+    """Once armed, the first REPORT line with an Init Duration per function: the cold start of the frame sent next.
+    Lines before are not the bench's frames' (S3's test event starts a detection worker as the stack comes up)."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
-        self.cold: dict[str, dict[str, float]] = {}
+        self.cold: dict[str, dict[str, Any]] = {}
+        self.armed = False
 
     def emit(self, record: logging.LogRecord) -> None:
         match = _REPORT.match(record.getMessage())
-        if match and match[1] not in self.cold:
-            init_s, duration_s = float(match[3]) / 1000, float(match[2]) / 1000
+        if self.armed and match and match[1] not in self.cold:
+            init_s, duration_s = float(match[4]) / 1000, float(match[3]) / 1000
             self.cold[match[1]] = {"init_s": round(init_s, 2), "duration_s": round(duration_s, 3),
-                                   "first_invocation_s": round(init_s + duration_s, 2)}
+                                   "first_invocation_s": round(init_s + duration_s, 2), "request_id": match[2]}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -152,7 +154,7 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     env_log.setLevel(logging.INFO)
     external = bool(os.environ.get("FACEPIPE_FUNCTION_URL"))
     try:
-        runs = _external_runs(frames, args, probe) if external else _own_stack_runs(frames, args, probe)
+        runs = _external_runs(frames, args, probe) if external else _own_stack_runs(frames, args, probe, reports)
     finally:
         env_log.removeHandler(reports)
     first_level = str(args.concurrency[0])
@@ -163,7 +165,11 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
 
     pipeline_fps = {level: round(p.run.fps(), 3) for level, p in pipeline.items()}
     w = runs.workload.summary()
-    cold = {name: {**c, "first_frame_latency_s": round(runs.cold.latencies_s()[0], 2) if runs.cold.answered else None}
+    # The frame's own Lambda request id (the URL's x-amzn-RequestId), beside the REPORT's: detection's cold start
+    # was the frame's when they are the same.
+    frame = runs.cold.shots[0]
+    cold = {name: {**c, "first_frame_latency_s": round(runs.cold.latencies_s()[0], 2) if runs.cold.answered else None,
+                   "first_frame_request_id": frame.invocation_id, "first_frame_attempts": frame.attempts}
             for name, c in reports.cold.items()}
     return {
         "config": {"frames": len(frames), "source": _source(args),
@@ -254,7 +260,8 @@ def _paired(measure: Callable[[], Pass], probe: Callable[[], RawResult], repeat:
     return passes
 
 
-def _own_stack_runs(frames: list[bytes], args: argparse.Namespace, probe: Callable[[], RawResult]) -> Runs:
+def _own_stack_runs(frames: list[bytes], args: argparse.Namespace, probe: Callable[[], RawResult],
+                    reports: ReportLines) -> Runs:
     """A stack per concurrency level k, with k environments per function (as a reserved concurrency of k), pre-
     started, warmed, and pinned to k cores while measured: the first level's stack starts cold, so its first frame
     measures cold starts, is measured `--repeat` times between raw runs, and runs the frames once more with k cores
@@ -269,6 +276,8 @@ def _own_stack_runs(frames: list[bytes], args: argparse.Namespace, probe: Callab
         with _stack(args, level) as stack:
             target = target_from_env(stack.client_env())
             if level == args.concurrency[0]:
+                _only_new_workers(stack, args.timeout)
+                reports.armed = True
                 cold_run = drive(frames[:1], target, concurrency=1, timeout_s=args.timeout, label="cold start")
             stack.start_every_worker()  # no cold start inside a measurement
             # Each environment serves the frames once before it is timed, as raw's process has seen them: steady
@@ -330,6 +339,24 @@ def _cores_per_frame(busy_s: float, cpu_ms: dict[str, float], cores: int, wall_s
     other = max(0.0, busy_s * 1000 / frames - workers)
     idle = max(0.0, cores * wall_s * 1000 / frames - workers - other)
     return {"cores": cores, "busy": round(workers + other, 1), "idle": round(idle, 1), "other": round(other, 1)}
+
+
+def _only_new_workers(stack: LocalStack, timeout_s: float) -> None:
+    """No worker left for the first frame but new ones. As the stack comes up, S3 sends a test event to the ingest
+    queue (when the bucket's notifications are configured, as on AWS), and detection's ingest trigger starts a
+    worker for it. Left alone, that worker is still initialising when the frame comes: the frame waits, is
+    throttled (429) at a concurrency of 1, and its cold start is not measured. So the event is consumed first (the
+    queue empty), and the idle workers are reclaimed, as Lambda reclaims idle ones."""
+    sqs = stack.client("sqs")
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        counts = sqs.get_queue_attributes(QueueUrl=stack.ingest_queue_url, AttributeNames=[
+            "ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])["Attributes"]
+        if not any(int(count) for count in counts.values()):
+            break
+        time.sleep(0.1)
+    for pool in stack.functions.values():
+        pool.reclaim_idle()
 
 
 def _external_runs(frames: list[bytes], args: argparse.Namespace, probe: Callable[[], RawResult]) -> Runs:

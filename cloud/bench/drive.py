@@ -34,6 +34,7 @@ class Shot:
     server_errors: int = 0  # 5xx answers
     spooled: int = 0  # times every attempt was spent and the frame went to the (modelled) spool
     gave_up: str = ""  # the last error when the run's timeout came first, or a refusal (4xx)
+    invocation_id: str = ""  # the detection invocation that accepted it: the URL's x-amzn-RequestId
 
 
 @dataclass
@@ -128,7 +129,7 @@ class Poster:
                     shot.gave_up = f"{type(exc).__name__}: {exc}"[:200]
                 else:
                     if reply.status == 202:
-                        shot.gave_up = ""
+                        shot.gave_up, shot.invocation_id = "", reply.headers.get("x-amzn-RequestId", "")
                         return
                     shot.gave_up = f"HTTP {reply.status}: {reply.data[:120].decode('utf-8', 'replace')}"
                     if reply.status == 429:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cloud.bench.aws_model import ASSUMPTIONS
+from cloud.bench.aws_model import assumptions
 
 
 def table(figures: dict[str, Any]) -> str:
@@ -62,7 +62,7 @@ def table(figures: dict[str, Any]) -> str:
     for d, r in zip(figures["aws_model"]["detection"], figures["aws_model"]["recognition"], strict=True):
         lines.append(f"| {d['memory_mb']} | {d['vcpus']} | {d['latency_ms']:.0f} | {d['cost_per_million_usd']:.2f} | "
                      f"{r['latency_ms']:.0f} | {r['cost_per_million_usd']:.2f} |")
-    lines += ["", "Model assumptions:", ASSUMPTIONS]
+    lines += ["", "Model assumptions:", assumptions(len(figures["raw"]["fps_by_cores"]))]
     return "\n".join(lines)
 
 

@@ -284,6 +284,26 @@ def test_an_idle_worker_that_died_is_replaced_without_failing_an_invocation(
     assert served["pid"] != pid and [e.pid for e in pool.environments] == [served["pid"]]
 
 
+def test_reclaimed_idle_workers_exit_busy_ones_finish_and_the_next_invocation_is_a_cold_start(
+        pools: Callable[..., FunctionPool], caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.INFO, logger="cloud.local.environment")
+    pool = pools(spec(), concurrency=2)
+    started = {pool.prestart().pid, pool.prestart().pid}
+    served: dict[str, Any] = {}
+    busy = threading.Thread(target=lambda: served.update(pool.invoke({"sleep_s": 1})))
+    busy.start()
+    time.sleep(0.3)  # it holds one of the two workers
+    assert pool.reclaim_idle() == 1
+    busy.join(timeout=10)
+    (reclaimed,) = started - {served["pid"]}
+    assert served["pid"] in started and alive(served["pid"]) and not alive(reclaimed)
+    assert [environment.pid for environment in pool.environments] == [served["pid"]]  # the busy one stayed warm
+    assert pool.reclaim_idle() == 1 and pool.environments == [] and not alive(served["pid"])
+    fresh = pool.invoke({})
+    assert fresh["pid"] not in started
+    assert reports(caplog)[-1]["init"] is not None  # a new worker: a cold start
+
+
 def test_a_worker_whose_stack_process_died_exits_by_itself(tmp_path: Path) -> None:
     # A process that starts a worker and dies without stop() (as on SIGKILL): the worker's `next` loses its
     # Runtime API, and awslambdaric exits.

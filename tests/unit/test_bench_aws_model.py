@@ -6,7 +6,14 @@ import logging
 
 import pytest
 
-from cloud.bench.aws_model import PRICE_PER_GB_S, PRICE_PER_MILLION_REQUESTS, predict, serial_fraction
+from cloud.bench.aws_model import (
+    ASSUMPTIONS,
+    PRICE_PER_GB_S,
+    PRICE_PER_MILLION_REQUESTS,
+    assumptions,
+    predict,
+    serial_fraction,
+)
 from cloud.bench.cli import ReportLines
 
 
@@ -40,7 +47,18 @@ def test_cold_starts_are_read_from_report_lines() -> None:
     log.setLevel(logging.INFO)
     line = ("REPORT RequestId: 1f0c\tDuration: 412.31 ms\tBilled Duration: 413 ms\tMemory Size: 2048 MB\t"
             "Max Memory Used: 1044 MB")
+    log.info("%s %s", "DetectionFunction", line + "\tInit Duration: 3000.00 ms")  # before arming: S3's test event
+    assert handler.cold == {}
+    handler.armed = True
     log.info("%s %s", "DetectionFunction", line)  # warm: no Init Duration
     log.info("%s %s", "DetectionFunction", line + "\tInit Duration: 5400.00 ms")
     log.info("%s %s", "DetectionFunction", line + "\tInit Duration: 9000.00 ms")  # a later cold start
-    assert handler.cold == {"DetectionFunction": {"init_s": 5.4, "duration_s": 0.412, "first_invocation_s": 5.81}}
+    assert handler.cold == {"DetectionFunction": {"init_s": 5.4, "duration_s": 0.412, "first_invocation_s": 5.81,
+                                                  "request_id": "1f0c"}}
+
+
+def test_with_one_measured_core_the_assumptions_say_that_scaling_above_one_vcpu_is_assumed_perfect() -> None:
+    assert serial_fraction({1: 100.0}) == 0.0
+    assert predict({1: 100.0}, 10240).latency_ms == pytest.approx(100 / 6, abs=0.1)
+    assert "Only one core was measured" in assumptions(1) and assumptions(1).startswith(ASSUMPTIONS)
+    assert assumptions(2) == ASSUMPTIONS  # fitted: nothing more to say
