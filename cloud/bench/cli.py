@@ -193,7 +193,8 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
         "ratio_pipeline_raw": round(median.ratio(), 3),
         # Every pass of the first level, in order: its frames/s, the raw runs around it, and their ratio.
         "ratio_passes": [{"pipeline_fps": round(p.measured.run.fps(), 3), "raw_fps_before": round(p.raw_before.fps, 3),
-                          "raw_fps_after": round(p.raw_after.fps, 3), "ratio": round(p.ratio(), 3)}
+                          "raw_fps_after": round(p.raw_after.fps, 3), "ratio": round(p.ratio(), 3),
+                          "started_at": round(p.measured.run.started_at, 3), "wall_s": round(p.measured.run.wall_s, 3)}
                          for p in runs.first_passes],
         "scaling": {level: round(fps / (int(level) * pipeline_fps[first_level]), 3)
                     for level, fps in pipeline_fps.items()},
@@ -368,9 +369,18 @@ def _external_runs(frames: list[bytes], args: argparse.Namespace, probe: Callabl
     def measure(level: int) -> Pass:
         return Pass(drive(frames, target, concurrency=level, timeout_s=args.timeout, label=f"pipeline x{level}"))
 
+    def warm(level: int) -> None:
+        """As many workers as `level` keeps busy started and past their first calls, not inside the measurement."""
+        drive(cycle(frames, level * len(frames)), target, concurrency=level, timeout_s=args.timeout,
+              label=f"warm-up x{level}")
+
     cold_run = drive(frames[:1], target, concurrency=1, timeout_s=args.timeout, label="first frame")
+    warm(args.concurrency[0])
     first_passes = _paired(lambda: measure(args.concurrency[0]), probe, args.repeat)
-    pipeline = {str(level): measure(level) for level in args.concurrency[1:]}
+    pipeline = {}
+    for level in args.concurrency[1:]:
+        warm(level)
+        pipeline[str(level)] = measure(level)
     return Runs(cold_run, first_passes, pipeline, *_burst_and_workload(frames, target, args))
 
 

@@ -42,6 +42,7 @@ class RunResult:
     shots: list[Shot] = field(default_factory=list)
     wall_s: float = 0.0  # first send to last answer (or to the timeout)
     duplicates: int = 0
+    started_at: float = 0.0  # the first send, epoch seconds: to line the run up with the functions' log
 
     @property
     def answered(self) -> list[Shot]:
@@ -82,6 +83,7 @@ class RunResult:
             "latency_p95_s": _round(percentile(latencies, 95)) if latencies else None,
             "latency_max_s": _round(latencies[-1]) if latencies else None,
             "wall_s": _round(self.wall_s),
+            "started_at": _round(self.started_at),
             "timings_ms": self.timings_ms(),
             "plumbing_ms": self.plumbing_ms(),
         }
@@ -180,7 +182,7 @@ def drive(frames: list[bytes], target: Target, *, concurrency: int, pace_s: floa
              for i, data in enumerate(frames)]
     poster = Poster(target, name, concurrency, attempts)
     collector.start()
-    started = time.monotonic()
+    started, started_at = time.monotonic(), time.time()
 
     def send(index: int) -> None:
         shot = shots[index]
@@ -201,4 +203,4 @@ def drive(frames: list[bytes], target: Target, *, concurrency: int, pace_s: floa
         bar.close()
         sqs.delete_queue(QueueUrl=reply_url)
     last = max((s.sent.answered_at for s in shots if s.sent.answer is not None), default=time.monotonic())
-    return RunResult(shots, last - started, collector.duplicates)
+    return RunResult(shots, last - started, collector.duplicates, started_at)
