@@ -110,19 +110,27 @@ class ReportLines(logging.Handler):
 
 def run(args: argparse.Namespace) -> int:
     if min(args.every, args.limit, args.burst, args.workload, args.threads, args.repeat) < 1 or args.pace < 0:
-        print("facepipe bench: --every, --limit, --burst, --workload, --threads and --repeat must be at least 1",
-              file=sys.stderr)
+        print("facepipe bench: --every, --limit, --burst, --workload, --threads and --repeat must be at least 1, "
+              "--pace 0 or more", file=sys.stderr)
         return 2
     from cloud.local.demo import FILMED
+    from cloud.recognition.embedder import WeightsInvalid, WeightsMissing
+    from cloud.submit import SubmitError
 
     try:
         frames = load_frames(args.frames, args.every, args.limit) if args.frames else \
             filmed_frames(args.film or [args.photos / name for name in FILMED], args.every, args.limit)
-    except (ValueError, OSError) as exc:
-        print(f"facepipe bench: {exc}", file=sys.stderr)
+    except (ValueError, OSError, SubmitError) as exc:
+        hint = "" if args.frames or args.film else \
+            f" (the demo clip is filmed from the photos in --photos {args.photos}; `make photos` fetches them)"
+        print(f"facepipe bench: {exc}{hint}", file=sys.stderr)
         return 2
     args.function_log.unlink(missing_ok=True)  # this run's only
-    figures = bench(frames, args)
+    try:
+        figures = bench(frames, args)
+    except (WeightsMissing, WeightsInvalid) as exc:  # raw loads the weights first, before any stack starts
+        print(f"facepipe bench: {exc}", file=sys.stderr)
+        return 2
     print(table(figures))
     if not os.environ.get("FACEPIPE_FUNCTION_URL"):
         print(f"\nthe functions' logs and metrics: {args.function_log}", file=sys.stderr)

@@ -59,7 +59,7 @@ def write_pan_clip(
         for photo in photos:
             image = cv2.imread(str(photo), cv2.IMREAD_COLOR)
             if image is None:
-                raise FileNotFoundError(f"cannot read demo photo {photo}")
+                raise FileNotFoundError(f"cannot read photo {photo}")
             for frame in pan_frames(image, width, height, round(hold_s * fps), round(pan_s * fps)):
                 writer.write(np.ascontiguousarray(frame))
                 frames += 1

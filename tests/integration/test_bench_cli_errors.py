@@ -1,0 +1,40 @@
+"""`facepipe bench` told something it cannot use: one line naming the problem and exit status 2, never a traceback,
+and no stack started. Each case runs the real command in a process of its own."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.photos import PACKAGED, REPO, weights_path
+
+
+def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "AWS_"))} | {"PYTHONPATH": str(REPO)}
+    return subprocess.run([sys.executable, "-m", "cloud.cli", "bench", *args], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--frames", "no-such-clip.mp4"], "no-such-clip.mp4: no such file or folder"),
+    (["--frames", "notes.txt"], "notes.txt: not a JPEG, PNG or video"),
+    (["--film", "notes.txt"], "cannot read photo notes.txt"),
+    # The default demo clip is filmed from --photos, relative to where the command runs.
+    ([], "`make photos` fetches them"),
+    (["--pace", "-1"], "--pace 0 or more"),
+])
+def test_unusable_frames_or_options_are_one_line_and_exit_2(tmp_path: Path, args: list[str], says: str) -> None:
+    (tmp_path / "notes.txt").write_text("not an image")
+    result = bench(tmp_path, *args, "--weights", str(weights_path()))
+    assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr, result.stderr
+
+
+def test_missing_weights_are_one_line_with_how_to_build_them_and_exit_2(tmp_path: Path) -> None:
+    result = bench(tmp_path, "--weights", "missing.pt", "--photos", str(PACKAGED), "--limit", "1")
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    assert "weights file missing.pt not found: build it with `facepipe models prepare" in result.stderr
+    assert "function URL listening" not in result.stderr  # checked before any stack started
