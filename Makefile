@@ -74,6 +74,7 @@ bench: $(INSTALLED) $(WEIGHTS) $(PHOTOS)
 	$(BIN)/python -m benchmarks.handlers --weights $(WEIGHTS) --photos $(CACHE)/photos
 	$(BIN)/python -m benchmarks.edge --weights $(WEIGHTS) --photos $(CACHE)/photos
 	$(BIN)/python -m benchmarks.runtime --weights $(WEIGHTS) --photo $(CACHE)/photos/face_recognition/obama2.jpg
+	$(BIN)/python -m benchmarks.queue_depth
 
 clean:
 	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache

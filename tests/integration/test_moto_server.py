@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import moto
 import pytest
+from moto.core import DEFAULT_ACCOUNT_ID as ACCOUNT_ID
+from moto.sqs.models import Queue, sqs_backends
 
 from cloud.local.moto_server import MotoServer
 
@@ -36,3 +40,45 @@ def test_requests_are_routed_without_listing_motos_package_each_time(monkeypatch
     finally:
         server.stop()
     assert listings == []
+
+
+@pytest.fixture
+def sqs_server() -> Iterator[Any]:
+    """A MotoServer of the local stack's kind and an SQS client for it."""
+    server = MotoServer()
+    endpoint = server.start()
+    try:
+        yield boto3.session.Session().client("sqs", endpoint_url=endpoint, region_name="us-east-1",
+                                             aws_access_key_id="AKIAMOTOSERVERTEST00", aws_secret_access_key="test")
+    finally:
+        server.stop()
+
+
+def test_receiving_builds_no_queue_attributes_per_message(sqs_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto checks each delivered message's retention through every queue attribute, the message counts among them
+    (a pass over the queue each): quadratic in the queue's depth. The local stack's server reads the one it needs."""
+    url = sqs_server.create_queue(QueueName="deep-receive")["QueueUrl"]
+    for start in range(0, 30, 10):
+        sqs_server.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"m{start + i}"}
+                                                             for i in range(10)])
+    built: list[str] = []
+    attributes = Queue.attributes
+
+    def counted(queue: Queue) -> dict[str, Any]:
+        built.append(queue.name)
+        return attributes.fget(queue)  # type: ignore[attr-defined,no-any-return]
+
+    monkeypatch.setattr(Queue, "attributes", property(counted))
+    received = sqs_server.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]
+    assert len(received) == 10
+    assert built == []
+
+
+def test_a_message_past_its_queues_retention_is_still_not_delivered(sqs_server: Any) -> None:
+    url = sqs_server.create_queue(QueueName="retention", Attributes={"MessageRetentionPeriod": "60"})["QueueUrl"]
+    sqs_server.send_message(QueueUrl=url, MessageBody="expired")
+    (message,) = sqs_backends[ACCOUNT_ID]["us-east-1"].get_queue("retention")._messages
+    message.sent_timestamp -= 61_000  # sent 61 s earlier than it was: past the queue's 60 s
+    assert sqs_server.receive_message(QueueUrl=url).get("Messages", []) == []
+    sqs_server.send_message(QueueUrl=url, MessageBody="fresh")
+    assert [m["Body"] for m in sqs_server.receive_message(QueueUrl=url)["Messages"]] == ["fresh"]
