@@ -153,8 +153,11 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     ref_cores = len(first(args.concurrency[0]))
     print(f"raw: {raw[1].fps:.2f} frames/s on 1 core, 1 thread", file=sys.stderr)
 
+    # As many threads as the level's workers run on those cores: with 1 thread, raw could use one of them only.
+    ref_threads = args.threads * ref_cores
+
     def probe() -> RawResult:
-        return _raw_on(models, frames, ref_cores, args.threads)
+        return _raw_on(models, frames, ref_cores, ref_threads)
 
     reports = ReportLines()
     env_log = logging.getLogger("cloud.local.environment")
@@ -184,7 +187,7 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
                    "faces_per_frame": chosen.faces / chosen.frames, "cores": cores, "threads": args.threads,
                    "stack": "external" if external else "started by the bench",
                    # pinned: raw on the first level's cores, each level's workers on its first `level` cores
-                   "pinned": CAN_PIN and not external, "raw_cores": ref_cores,
+                   "pinned": CAN_PIN and not external, "raw_cores": ref_cores, "raw_threads": ref_threads,
                    "recognition_first": runs.recognition_first, "repeat": args.repeat},
         "raw_fps": round(chosen.fps, 3),
         "raw": asdict(chosen) | {"fps_by_cores": {str(k): round(r.fps, 3) for k, r in raw.items()},

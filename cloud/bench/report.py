@@ -11,7 +11,8 @@ from cloud.bench.aws_model import assumptions
 def table(figures: dict[str, Any]) -> str:
     cfg = figures["config"]
     lines = [f"facepipe bench: {cfg['frames']} frames ({cfg['source']}), {cfg['faces_per_frame']:.1f} faces/frame, "
-             f"{cfg['cores']} cores, {cfg['threads']} torch thread(s) per worker and in raw", _pinning(cfg), ""]
+             f"{cfg['cores']} cores, {cfg['threads']} torch thread(s) per worker and per core in raw", _pinning(cfg),
+             ""]
     lines.append("| run | frames/s | vs raw | latency mean / p95 s | detect / queue wait / recognise ms | "
                  "the rest (HTTP, decode, queues) ms |")
     lines.append("| --- | --- | --- | --- | --- | --- |")
@@ -90,9 +91,9 @@ def _pinning(cfg: dict[str, Any]) -> str:
     if cfg.get("pinned"):
         order = ("recognition's workers ahead of detection's on them, one model at a time"
                  if cfg.get("recognition_first") else "the kernel's own order on them (autogroups do not decide here)")
-        return (f"Equal cores: raw pinned to {cfg['raw_cores']} core(s); the workers of concurrency k pinned to k "
-                f"cores, {order}; the stack's moto, URL and trigger, and the client, on the other cores when there are "
-                "any (AWS's services and the edge).")
+        return (f"Equal cores: raw pinned to {cfg['raw_cores']} core(s) at {cfg['raw_threads']} torch thread(s); the "
+                f"workers of concurrency k pinned to k cores, {order}; the stack's moto, URL and trigger, and the "
+                "client, on the other cores when there are any (AWS's services and the edge).")
     return "Not pinned (an external stack, or no sched_setaffinity here): raw and pipeline may use different cores."
 
 

@@ -45,6 +45,7 @@ def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
     # Each level ran on a stack of its own (a second CloudFormation stack in the bench's moto), its workers
     # pinned to as many cores as the level, their CPU per frame counted.
     assert figures["config"]["pinned"] is True and figures["config"]["raw_cores"] == 1
+    assert figures["config"]["raw_threads"] == figures["config"]["threads"] * figures["config"]["raw_cores"]
     # Recognition ran ahead of detection on the shared cores wherever the kernel's autogroups decide the order.
     assert figures["config"]["recognition_first"] is autogroups_decide(os.getpid())
     for level in ("1", "2"):
