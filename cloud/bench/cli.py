@@ -113,6 +113,10 @@ def run(args: argparse.Namespace) -> int:
         print("facepipe bench: --every, --limit, --burst, --workload, --threads and --repeat must be at least 1, "
               "--pace 0 or more", file=sys.stderr)
         return 2
+    unwritable = _unwritable_outputs(args)
+    if unwritable:
+        print(f"facepipe bench: cannot write {unwritable} (the run takes minutes: checked first)", file=sys.stderr)
+        return 2
     from cloud.local.demo import FILMED
     from cloud.recognition.embedder import WeightsInvalid, WeightsMissing
     from cloud.submit import SubmitError
@@ -139,6 +143,15 @@ def run(args: argparse.Namespace) -> int:
     if args.chart:
         chart(figures, args.chart)
     return 0
+
+
+def _unwritable_outputs(args: argparse.Namespace) -> str:
+    """The first of --json, --chart and --function-log whose folder is missing or not writable, as `--json PATH`."""
+    for option, path in (("--json", args.json), ("--chart", args.chart), ("--function-log", args.function_log)):
+        folder = path.parent if path is not None else None
+        if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
+            return f"{option} {path}: no writable folder {folder}"
+    return ""
 
 
 def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:

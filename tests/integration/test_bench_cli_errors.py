@@ -26,6 +26,10 @@ def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # The default demo clip is filmed from --photos, relative to where the command runs.
     ([], "`make photos` fetches them"),
     (["--pace", "-1"], "--pace 0 or more"),
+    # Outputs are written after minutes of measuring: a folder that is not there is found first.
+    (["--json", "no-such-folder/bench.json"], "--json no-such-folder/bench.json: no writable folder no-such-folder"),
+    (["--chart", "no-such-folder/bench.png"], "--chart no-such-folder/bench.png: no writable folder"),
+    (["--function-log", "no-such-folder/f.log"], "--function-log no-such-folder/f.log: no writable folder"),
 ])
 def test_unusable_frames_or_options_are_one_line_and_exit_2(tmp_path: Path, args: list[str], says: str) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
