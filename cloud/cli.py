@@ -77,7 +77,11 @@ def build_parser(argv: list[str]) -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv).parse_args(argv)
-    return int(args._run(args) or 0)
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:  # Ctrl-C: each command's own clean-up (with, finally) has run on the way out
+        print(f"facepipe {' '.join(argv[:1])}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -1,16 +1,20 @@
 """`facepipe bench` told something it cannot use: one line naming the problem and exit status 2, never a traceback,
-and no stack started. Each case runs the real command in a process of its own."""
+and no stack started; stopped with Ctrl-C: no worker left behind. Each case runs the real command in a process of its
+own."""
 
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.photos import PACKAGED, REPO, weights_path
+from tests.processes import alive, worker_pids
 
 
 def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -42,3 +46,23 @@ def test_missing_weights_are_one_line_with_how_to_build_them_and_exit_2(tmp_path
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
     assert "weights file missing.pt not found: build it with `facepipe models prepare" in result.stderr
     assert "function URL listening" not in result.stderr  # checked before any stack started
+
+
+def test_ctrl_c_mid_run_stops_every_worker_and_exits_130_without_a_traceback(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "AWS_"))} | {"PYTHONPATH": str(REPO)}
+    bench = subprocess.Popen(
+        [sys.executable, "-m", "cloud.cli", "bench", "--limit", "3", "--repeat", "5", "--weights", str(weights_path()),
+         "--photos", str(PACKAGED)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (worker_pids("DetectionFunction", bench.pid) and worker_pids("RecognitionFunction", bench.pid)):
+            assert bench.poll() is None and time.monotonic() < deadline, "no workers started"
+            time.sleep(0.2)
+        workers = worker_pids("DetectionFunction", bench.pid) | worker_pids("RecognitionFunction", bench.pid)
+        bench.send_signal(signal.SIGINT)
+        _, stderr = bench.communicate(timeout=60)
+    finally:
+        bench.kill()
+    assert bench.returncode == 130 and "facepipe bench: interrupted" in stderr
+    assert "Traceback" not in stderr, stderr[-2000:]
+    assert not any(alive(pid) for pid in workers)
