@@ -52,7 +52,10 @@ def test_ctrl_c_mid_run_stops_every_worker_and_exits_130_without_a_traceback(tmp
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "AWS_"))} | {"PYTHONPATH": str(REPO)}
     bench = subprocess.Popen(
         [sys.executable, "-m", "cloud.cli", "bench", "--limit", "3", "--repeat", "5", "--weights", str(weights_path()),
-         "--photos", str(PACKAGED)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+         "--photos", str(PACKAGED)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # As a terminal starts it: a runner that started this session in the background (no job control) passes
+        # SIGINT on ignored, and Python keeps an ignored SIGINT ignored.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         deadline = time.monotonic() + 120
         while not (worker_pids("DetectionFunction", bench.pid) and worker_pids("RecognitionFunction", bench.pid)):
