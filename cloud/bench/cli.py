@@ -148,9 +148,8 @@ def run(args: argparse.Namespace) -> int:
 def _unwritable_outputs(args: argparse.Namespace) -> str:
     """The first of --json, --chart and --function-log whose folder is missing or not writable, as `--json PATH`."""
     for option, path in (("--json", args.json), ("--chart", args.chart), ("--function-log", args.function_log)):
-        folder = path.parent if path is not None else None
-        if folder is not None and not (folder.is_dir() and os.access(folder, os.W_OK)):
-            return f"{option} {path}: no writable folder {folder}"
+        if path is not None and not (path.parent.is_dir() and os.access(path.parent, os.W_OK)):
+            return f"{option} {path}: no writable folder {path.parent}"
     return ""
 
 
@@ -305,10 +304,7 @@ def _own_stack_runs(frames: list[bytes], args: argparse.Namespace, probe: Callab
                 reports.armed = True
                 cold_run = drive(frames[:1], target, concurrency=1, timeout_s=args.timeout, label="cold start")
             stack.start_every_worker()  # no cold start inside a measurement
-            # Each environment serves the frames once before it is timed, as raw's process has seen them: steady
-            # state, not first calls.
-            drive(cycle(frames, level * len(frames)), target, concurrency=level, timeout_s=args.timeout,
-                  label=f"warm-up x{level}")
+            _warm_up(frames, target, level, args)
             with _sharing(stack, first(level)) as ordered:
                 recognition_first.append(ordered)
                 measure = partial(_measure, stack, target, frames, level, args)
@@ -384,6 +380,13 @@ def _only_new_workers(stack: LocalStack, timeout_s: float) -> None:
         pool.reclaim_idle()
 
 
+def _warm_up(frames: list[bytes], target: Any, level: int, args: argparse.Namespace) -> None:
+    """Every frame once per request in flight at `level`: as many workers as the level keeps busy are started and
+    past their first calls, as raw's process has seen the frames, before anything is timed (steady state)."""
+    drive(cycle(frames, level * len(frames)), target, concurrency=level, timeout_s=args.timeout,
+          label=f"warm-up x{level}")
+
+
 def _external_runs(frames: list[bytes], args: argparse.Namespace, probe: Callable[[], RawResult]) -> Runs:
     """The stack the environment points at, as it is: not pinned, its concurrency its own."""
     from cloud.submit import target_from_env
@@ -393,17 +396,12 @@ def _external_runs(frames: list[bytes], args: argparse.Namespace, probe: Callabl
     def measure(level: int) -> Pass:
         return Pass(drive(frames, target, concurrency=level, timeout_s=args.timeout, label=f"pipeline x{level}"))
 
-    def warm(level: int) -> None:
-        """As many workers as `level` keeps busy started and past their first calls, not inside the measurement."""
-        drive(cycle(frames, level * len(frames)), target, concurrency=level, timeout_s=args.timeout,
-              label=f"warm-up x{level}")
-
     cold_run = drive(frames[:1], target, concurrency=1, timeout_s=args.timeout, label="first frame")
-    warm(args.concurrency[0])
+    _warm_up(frames, target, args.concurrency[0], args)
     first_passes = _paired(lambda: measure(args.concurrency[0]), probe, args.repeat)
     pipeline = {}
     for level in args.concurrency[1:]:
-        warm(level)
+        _warm_up(frames, target, level, args)
         pipeline[str(level)] = measure(level)
     return Runs(cold_run, first_passes, pipeline, *_burst_and_workload(frames, target, args))
 

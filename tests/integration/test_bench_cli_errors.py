@@ -17,9 +17,13 @@ from tests.photos import PACKAGED, REPO, weights_path
 from tests.processes import alive, worker_pids
 
 
+def own_stack_env() -> dict[str, str]:
+    """This environment without the session stack's: the bench starts its own."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "AWS_"))} | {"PYTHONPATH": str(REPO)}
+
+
 def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "AWS_"))} | {"PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "cloud.cli", "bench", *args], cwd=tmp_path, env=env,
+    return subprocess.run([sys.executable, "-m", "cloud.cli", "bench", *args], cwd=tmp_path, env=own_stack_env(),
                           capture_output=True, text=True, timeout=300)
 
 
@@ -49,10 +53,10 @@ def test_missing_weights_are_one_line_with_how_to_build_them_and_exit_2(tmp_path
 
 
 def test_ctrl_c_mid_run_stops_every_worker_and_exits_130_without_a_traceback(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "AWS_"))} | {"PYTHONPATH": str(REPO)}
     bench = subprocess.Popen(
         [sys.executable, "-m", "cloud.cli", "bench", "--limit", "3", "--repeat", "5", "--weights", str(weights_path()),
-         "--photos", str(PACKAGED)], cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "--photos", str(PACKAGED)], cwd=tmp_path, env=own_stack_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
         # As a terminal starts it: a runner that started this session in the background (no job control) passes
         # SIGINT on ignored, and Python keeps an ignored SIGINT ignored.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
