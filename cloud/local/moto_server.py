@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
+from datetime import datetime
 
 import moto.backends
+import moto.sqs.models
 from moto.core.utils import unix_time
 from moto.server import ThreadedMotoServer
 from moto.sqs.models import Message, SQSBackend
@@ -27,6 +30,7 @@ class MotoServer:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one access-log line per AWS call is noise
         _list_moto_modules_once()
         _check_retention_in_constant_time()
+        _read_the_clock_cheaply()
         self._server.start()
         host, port = self._server.get_host_and_port()
         self.endpoint_url = f"http://{host}:{port}"
@@ -57,7 +61,24 @@ def _check_retention_in_constant_time() -> None:
     def is_message_valid_based_on_retention_period(self: SQSBackend, queue_name: str, message: Message) -> bool:
         # Set from the queue's attributes (Queue._set_attributes); a delivered message has its sent_timestamp.
         retention_s: int = self.get_queue(queue_name).message_retention_period  # type: ignore[attr-defined]
-        return bool(retention_s + message.sent_timestamp / 1000 > unix_time())  # type: ignore[operator]
+        return bool(retention_s + message.sent_timestamp / 1000 > time.time())  # type: ignore[operator]
 
     SQSBackend.is_message_valid_based_on_retention_period = (  # type: ignore[method-assign]
         is_message_valid_based_on_retention_period)
+
+
+def _read_the_clock_cheaply() -> None:
+    """moto's SQS reads the clock through datetimes (now in UTC, the epoch, their difference: about 6 us a read) and
+    reads it for every queued message on every request: a send builds the queue's message counts (three passes over
+    its messages, four reads each) and a receive checks each message's visibility and delay. Sending into a queue
+    2,000 deep took 42 ms a message, and takes 3.7 ms with the seconds since the epoch from time.time()."""
+    moto.sqs.models.unix_time = _unix_time
+    moto.sqs.models.unix_time_millis = _unix_time_millis
+
+
+def _unix_time(dt: datetime | None = None) -> float:
+    return time.time() if dt is None else unix_time(dt)
+
+
+def _unix_time_millis(dt: datetime | None = None) -> float:
+    return _unix_time(dt) * 1000.0

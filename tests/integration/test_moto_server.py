@@ -9,6 +9,7 @@ from typing import Any
 
 import boto3
 import moto
+import moto.core.utils
 import pytest
 from moto.core import DEFAULT_ACCOUNT_ID as ACCOUNT_ID
 from moto.sqs.models import Queue, sqs_backends
@@ -82,3 +83,36 @@ def test_a_message_past_its_queues_retention_is_still_not_delivered(sqs_server: 
     assert sqs_server.receive_message(QueueUrl=url).get("Messages", []) == []
     sqs_server.send_message(QueueUrl=url, MessageBody="fresh")
     assert [m["Body"] for m in sqs_server.receive_message(QueueUrl=url)["Messages"]] == ["fresh"]
+
+
+def test_queueing_and_receiving_read_no_datetime_per_queued_message(sqs_server: Any,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """moto reads the clock through datetimes four times per queued message on every send (the queue's message
+    counts) and twice per message looked at on a receive; the local stack's server reads time.time()."""
+    url = sqs_server.create_queue(QueueName="deep-clock")["QueueUrl"]
+    for start in range(0, 30, 10):
+        sqs_server.send_message_batch(QueueUrl=url, Entries=[{"Id": str(i), "MessageBody": f"m{start + i}"}
+                                                             for i in range(10)])
+    reads: list[None] = []
+    utcnow = moto.core.utils.utcnow
+
+    def counted() -> Any:
+        reads.append(None)
+        return utcnow()
+
+    monkeypatch.setattr(moto.core.utils, "utcnow", counted)
+    sqs_server.send_message(QueueUrl=url, MessageBody="one more")
+    assert len(sqs_server.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]) == 10
+    assert len(reads) < 30  # moto's own: 214
+
+
+def test_delays_and_visibility_timeouts_still_hold(sqs_server: Any) -> None:
+    """The clock the local stack's server reads is in the units moto's SQS expects (seconds, milliseconds)."""
+    url = sqs_server.create_queue(QueueName="clocked")["QueueUrl"]
+    sqs_server.send_message(QueueUrl=url, MessageBody="later", DelaySeconds=1)
+    assert sqs_server.receive_message(QueueUrl=url).get("Messages", []) == []
+    (delayed,) = sqs_server.receive_message(QueueUrl=url, WaitTimeSeconds=3, VisibilityTimeout=1)["Messages"]
+    assert delayed["Body"] == "later"
+    assert sqs_server.receive_message(QueueUrl=url).get("Messages", []) == []  # in flight for 1 s
+    (again,) = sqs_server.receive_message(QueueUrl=url, WaitTimeSeconds=3, AttributeNames=["All"])["Messages"]
+    assert again["Attributes"]["ApproximateReceiveCount"] == "2"
