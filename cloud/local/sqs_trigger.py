@@ -14,7 +14,7 @@ import base64
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -23,6 +23,7 @@ from cloud.local.function_url import Handler, LambdaContext
 log = logging.getLogger(__name__)
 
 MAX_RECEIVE = 10  # SQS ReceiveMessage returns at most 10 messages per call
+Receive = Callable[[int, int], list[dict[str, Any]]]  # (count, wait_s) -> ReceiveMessage's messages
 
 
 def _message_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -95,6 +96,7 @@ class SqsTrigger:
         poll_wait_s: int = 1,
         function_name: str = "facepipe-recognition",
         concurrency: int = 1,
+        receive: Receive | None = None,
     ) -> None:
         if not 1 <= batch_size <= 10_000:
             raise ValueError("batch size must be 1..10000")
@@ -105,6 +107,8 @@ class SqsTrigger:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.sqs, self.handler = sqs, handler
+        # ReceiveMessage over HTTP unless given another way (the local stack's: cloud/local/backend_receive.py).
+        self.receive: Receive = receive or self._receive_over_http
         self.queue_url, self.queue_arn, self.region = queue_url, queue_arn, region
         self.batch_size, self.batching_window_s = batch_size, batching_window_s
         self.timeout_s, self.function_name, self.concurrency = timeout_s, function_name, concurrency
@@ -167,9 +171,12 @@ class SqsTrigger:
                     self._state.notify_all()
 
     def _receive(self, count: int, wait_s: int) -> list[dict[str, Any]]:
+        return self.receive(min(MAX_RECEIVE, count), wait_s)
+
+    def _receive_over_http(self, count: int, wait_s: int) -> list[dict[str, Any]]:
         response = self.sqs.receive_message(
             QueueUrl=self.queue_url,
-            MaxNumberOfMessages=min(MAX_RECEIVE, count),
+            MaxNumberOfMessages=count,
             WaitTimeSeconds=wait_s,
             AttributeNames=["All"],
             MessageAttributeNames=["All"],
