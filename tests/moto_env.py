@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
+
+import boto3
 
 from cloud import aws
 from cloud.local.moto_server import MotoServer
@@ -20,6 +23,14 @@ def moto_server() -> Iterator[str]:
         yield endpoint
     finally:
         server.stop()
+
+
+@contextmanager
+def moto_sqs() -> Iterator[Any]:
+    """An SQS client of a moto server of its own, started as the local stack starts its server."""
+    with moto_server() as endpoint:
+        yield boto3.session.Session().client("sqs", endpoint_url=endpoint, region_name=REGION,
+                                             aws_access_key_id="AKIAMOTOSERVERTEST00", aws_secret_access_key="test")
 
 
 def point_boto3_at(endpoint: str, setenv: Callable[[str, str], None], region: str = REGION) -> None:

@@ -7,25 +7,19 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
-import boto3
 import pytest
 
 from cloud.local.backend_receive import BackendReceive
-from cloud.local.moto_server import MotoServer
 from cloud.local.sqs_trigger import build_event
+from tests.moto_env import moto_sqs
 
 ALL = {"AttributeNames": ["All"], "MessageAttributeNames": ["All"]}
 
 
 @pytest.fixture
 def sqs() -> Iterator[Any]:
-    server = MotoServer()
-    endpoint = server.start()
-    try:
-        yield boto3.session.Session().client("sqs", endpoint_url=endpoint, region_name="us-east-1",
-                                             aws_access_key_id="AKIABACKENDRECEIVE00", aws_secret_access_key="test")
-    finally:
-        server.stop()
+    with moto_sqs() as client:
+        yield client
 
 
 def queue(sqs: Any, name: str, **attributes: str) -> tuple[str, str]:

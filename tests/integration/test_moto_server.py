@@ -15,6 +15,7 @@ from moto.core import DEFAULT_ACCOUNT_ID as ACCOUNT_ID
 from moto.sqs.models import Queue, sqs_backends
 
 from cloud.local.moto_server import MotoServer
+from tests.moto_env import moto_sqs
 
 
 def test_requests_are_routed_without_listing_motos_package_each_time(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,13 +47,8 @@ def test_requests_are_routed_without_listing_motos_package_each_time(monkeypatch
 @pytest.fixture
 def sqs_server() -> Iterator[Any]:
     """A MotoServer of the local stack's kind and an SQS client for it."""
-    server = MotoServer()
-    endpoint = server.start()
-    try:
-        yield boto3.session.Session().client("sqs", endpoint_url=endpoint, region_name="us-east-1",
-                                             aws_access_key_id="AKIAMOTOSERVERTEST00", aws_secret_access_key="test")
-    finally:
-        server.stop()
+    with moto_sqs() as sqs:
+        yield sqs
 
 
 def test_receiving_builds_no_queue_attributes_per_message(sqs_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
