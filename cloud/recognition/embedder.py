@@ -59,7 +59,8 @@ def standardise(crops: Sequence[np.ndarray]) -> np.ndarray:
         if crop.shape[:2] != (CROP_SIZE, CROP_SIZE):
             crop = cv2.resize(crop, (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA)
         batch[i] = crop
-    batch = (batch - 127.5) / 128.0
+    batch -= 127.5
+    batch /= 128.0
     return np.ascontiguousarray(batch.transpose(0, 3, 1, 2))
 
 
