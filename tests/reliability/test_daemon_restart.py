@@ -2,8 +2,9 @@
 started again on the same spool: every frame it accepted ends answered in the first run, or spooled at the
 stop and answered after the restart; none is reported twice, none lost.
 
-The first run offers 15 frames/s, more than the local stack detects, so at the SIGTERM some frames are
-still queued for upload: those go to the spool. The second run is a short non-looping camera: it delivers
+The first run offers 60 frames/s, several times what the local stack detects on a 2-core machine, so at the
+SIGTERM some frames are still queued for upload: those go to the spool. (15 frames/s was not enough once the
+session's stack had warm workers: in a whole-suite run it kept up, sent all 12 frames and spooled none.) The second run is a short non-looping camera: it delivers
 the spool first, then its own frames, and exits once everything is answered.
 """
 
@@ -25,8 +26,8 @@ def test_sigterm_mid_run_then_restart_loses_no_frame(local_stack: Any, reply_que
     jsonl = tmp_path / "answers.jsonl"
     # Run 1: a looping camera faster than the stack; up to 16 frames in flight (uploading, queued or awaiting answers).
     config = daemon_config(local_stack, reply_queue, tmp_path, local_stack.function_url,
-                           camera={"source": str(camera_folder(tmp_path / "camera1", 4)), "loop": True, "fps": 15},
-                           throttle={"max_fps": 15, "max_in_flight": 16})
+                           camera={"source": str(camera_folder(tmp_path / "camera1", 4)), "loop": True, "fps": 60},
+                           throttle={"max_fps": 60, "max_in_flight": 16})
     first = start_daemon(local_stack, config, tmp_path / "run1.yaml")
     try:
         wait_until(lambda: len(answers(jsonl)) >= 8 or first.poll() is not None, 90, "answers in run 1")
