@@ -4,8 +4,9 @@ stop and answered after the restart; none is reported twice, none lost.
 
 The first run offers 60 frames/s, several times what the local stack detects on a 2-core machine, so at the
 SIGTERM some frames are still queued for upload: those go to the spool. (15 frames/s was not enough once the
-session's stack had warm workers: in a whole-suite run it kept up, sent all 12 frames and spooled none.) The second run is a short non-looping camera: it delivers
-the spool first, then its own frames, and exits once everything is answered.
+session's stack had warm workers: in a whole-suite run it kept up, sent all 12 frames and spooled none.) The
+second run is a short non-looping camera: it delivers the spool first, then its own frames, and exits once
+everything is answered.
 """
 
 from __future__ import annotations
