@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 MAX_RECEIVE = 10  # SQS ReceiveMessage returns at most 10 messages per call
 Receive = Callable[[int, int], list[dict[str, Any]]]  # (count, wait_s) -> ReceiveMessage's messages
+DeleteBatch = Callable[[list[dict[str, str]]], list[dict[str, Any]]]  # DeleteMessageBatch's Entries -> its Failed
 
 
 def _message_attributes(attributes: dict[str, Any]) -> dict[str, Any]:
@@ -97,6 +98,7 @@ class SqsTrigger:
         function_name: str = "facepipe-recognition",
         concurrency: int = 1,
         receive: Receive | None = None,
+        delete: DeleteBatch | None = None,
     ) -> None:
         if not 1 <= batch_size <= 10_000:
             raise ValueError("batch size must be 1..10000")
@@ -107,8 +109,10 @@ class SqsTrigger:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
         self.sqs, self.handler = sqs, handler
-        # ReceiveMessage over HTTP unless given another way (the local stack's: cloud/local/backend_receive.py).
+        # ReceiveMessage and DeleteMessageBatch over HTTP unless given other ways (the local stack's:
+        # cloud/local/backend_sqs.py).
         self.receive: Receive = receive or self._receive_over_http
+        self.delete: DeleteBatch = delete or self._delete_over_http
         self.queue_url, self.queue_arn, self.region = queue_url, queue_arn, region
         self.batch_size, self.batching_window_s = batch_size, batching_window_s
         self.timeout_s, self.function_name, self.concurrency = timeout_s, function_name, concurrency
@@ -228,9 +232,9 @@ class SqsTrigger:
     def _delete(self, messages: list[dict[str, Any]]) -> None:
         for start in range(0, len(messages), MAX_RECEIVE):
             chunk = messages[start:start + MAX_RECEIVE]
-            response = self.sqs.delete_message_batch(
-                QueueUrl=self.queue_url,
-                Entries=[{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(chunk)],
-            )
-            for failed in response.get("Failed", []):
+            for failed in self.delete([{"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]}
+                                       for i, m in enumerate(chunk)]):
                 log.warning("could not delete message: %s", failed)
+
+    def _delete_over_http(self, entries: list[dict[str, str]]) -> list[dict[str, Any]]:
+        return list(self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries).get("Failed", []))

@@ -169,7 +169,7 @@ class LocalStack:
 
     def _start(self, weights: Path, template: dict[str, Any], parameters: dict[str, str]) -> None:
         from cloud.devices import user_prefix
-        from cloud.local.backend_receive import BackendReceive
+        from cloud.local.backend_sqs import BackendDelete, BackendReceive
         from cloud.local.function_url import FunctionUrlServer
         from cloud.local.moto_server import MotoServer
         from cloud.local.resources import create_resources
@@ -236,7 +236,7 @@ class LocalStack:
             batching_window_s=float(params["RecognitionBatchingWindow"]),
             timeout_s=recognition.spec.timeout_s, poll_wait_s=cfg.poll_wait_s,
             function_name=recognition.spec.name, concurrency=recognition.concurrency,
-            receive=BackendReceive(request.arn),
+            receive=BackendReceive(request.arn), delete=BackendDelete(request.arn),
         )
         self.trigger.start()
         # template.yaml's DetectionIngest: the same detection workers as the URL (one function, one concurrency),
@@ -247,7 +247,7 @@ class LocalStack:
             batch_size=int(params["IngestBatchSize"]), batching_window_s=0.0, timeout_s=detection.spec.timeout_s,
             poll_wait_s=cfg.poll_wait_s, function_name=detection.spec.name,
             concurrency=min(int(params["IngestMaxConcurrency"]), detection.concurrency),
-            receive=BackendReceive(ingest.arn),
+            receive=BackendReceive(ingest.arn), delete=BackendDelete(ingest.arn),
         )
         self.ingest_trigger.start()
         self.timings |= {"moto_s": t1 - t0, "resources_s": t2 - t1, "workers_s": t3 - t2,

@@ -1,11 +1,14 @@
-"""ReceiveMessage for the local SQS trigger, from the moto server in this process without going through HTTP.
+"""ReceiveMessage and DeleteMessageBatch for the local SQS trigger, on the moto server in this process without
+going through HTTP.
 
 Lambda's event source mapping is a poller inside AWS. Here the trigger and moto's server share one process, and the
 HTTP round trip between them (moto serialises the messages, the trigger's boto3 parses them) sat between a frame's
 faces reaching the request queue and recognition's invocation: 1.5 ms in a trace of one-face frames, where the worker
 core stood idle. Receiving from moto's backend directly cut that idle time from a median of 5.2 to 3.5 ms a frame over
-eight passes each. The backend call is the one moto's server makes for ReceiveMessage (visibility timeout, receive
-counts, redrive to the DLQ, long polling); the dict per message is the one boto3 returns for
+eight passes each. Deleting a batch that way takes 0.005 ms of CPU instead of 1.4 ms (boto3 and moto's server, both
+in this process), which on the workers' cores at concurrency 2 is the functions' time. Each call is the backend call
+moto's server makes for that action (visibility timeout, receive counts, redrive to the DLQ, long polling; a stale
+receipt handle is a failed entry); each received message is the dict boto3 returns for
 `AttributeNames=["All"], MessageAttributeNames=["All"]`, shaped as moto's server shapes its answer.
 """
 
@@ -29,6 +32,19 @@ class BackendReceive:
         messages = self.backend.receive_message(self.queue_name, count, wait_s, queue.visibility_timeout,  # type: ignore[attr-defined]
                                                 ["All"])
         return [as_received(message) for message in messages]
+
+
+class BackendDelete:
+    """`delete(entries)` on the queue named by `queue_arn`: DeleteMessageBatch's `Entries` (Id, ReceiptHandle) in,
+    its `Failed` entries (Id, SenderFault, Code, Message) out."""
+
+    def __init__(self, queue_arn: str) -> None:
+        _arn, _partition, _service, region, account, self.queue_name = queue_arn.split(":", 5)
+        self.backend = sqs_backends[account][region]
+
+    def __call__(self, entries: list[dict[str, str]]) -> list[dict[str, Any]]:
+        _deleted, failed = self.backend.delete_message_batch(self.queue_name, entries)
+        return list(failed)
 
 
 def as_received(message: Message) -> dict[str, Any]:

@@ -1,4 +1,5 @@
-"""The local trigger's in-process ReceiveMessage against the same call over HTTP, on a real moto server."""
+"""The local trigger's in-process ReceiveMessage and DeleteMessageBatch against the same calls over HTTP, on a real moto
+server."""
 
 from __future__ import annotations
 
@@ -9,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from cloud.local.backend_receive import BackendReceive
-from cloud.local.sqs_trigger import build_event
+from cloud.local.backend_sqs import BackendDelete, BackendReceive
+from cloud.local.sqs_trigger import SqsTrigger, build_event
 from tests.moto_env import moto_sqs
 
 ALL = {"AttributeNames": ["All"], "MessageAttributeNames": ["All"]}
@@ -86,3 +87,41 @@ def test_past_max_receive_count_a_message_goes_to_the_dead_letter_queue(sqs: Any
     receive = BackendReceive(arn)
     assert [len(receive(10, 0)) for _ in range(3)] == [1, 1, 0]
     assert [m["Body"] for m in sqs.receive_message(QueueUrl=dlq_url)["Messages"]] == ["poison"]
+
+
+def test_a_batch_deleted_in_process_is_gone_and_a_stale_handle_fails_as_over_http(sqs: Any) -> None:
+    url, arn = queue(sqs, "deleted", VisibilityTimeout="0")
+    sqs.send_message(QueueUrl=url, MessageBody="done")
+    (message,) = BackendReceive(arn)(10, 0)
+    stale = {"Id": "stale", "ReceiptHandle": "not-a-receipt-handle"}
+    failed = BackendDelete(arn)([{"Id": "done", "ReceiptHandle": message["ReceiptHandle"]}, stale])
+    assert failed == sqs.delete_message_batch(QueueUrl=url, Entries=[stale])["Failed"]
+    assert [f["Id"] for f in failed] == ["stale"] and failed[0]["Code"] == "ReceiptHandleIsInvalid"
+    assert sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages", []) == []  # visibility 0: not hidden
+
+
+def test_the_trigger_deletes_what_succeeded_without_an_http_delete(sqs: Any) -> None:
+    # Every DeleteMessageBatch the trigger's client makes is counted off the wire: none, with the backend's delete.
+    url, arn = queue(sqs, "triggered", VisibilityTimeout="1")
+    http_deletes: list[dict[str, Any]] = []
+    sqs.meta.events.register("provide-client-params.sqs.DeleteMessageBatch",
+                             lambda params, **_: http_deletes.append(params))
+    invoked = threading.Event()
+
+    def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
+        invoked.set()
+        return {"batchItemFailures": [{"itemIdentifier": r["messageId"]} for r in event["Records"]
+                                      if r["body"] == "retry me"]}
+
+    trigger = SqsTrigger(sqs, handler, queue_url=url, queue_arn=arn, region="us-east-1",
+                         receive=BackendReceive(arn), delete=BackendDelete(arn))
+    sqs.send_message_batch(QueueUrl=url, Entries=[{"Id": "1", "MessageBody": "ok"},
+                                                   {"Id": "2", "MessageBody": "retry me"}])
+    trigger.start()
+    try:
+        assert invoked.wait(10)
+    finally:
+        trigger.stop()
+    assert http_deletes == []
+    time.sleep(1.1)  # the failed record's visibility timeout
+    assert [m["Body"] for m in sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10)["Messages"]] == ["retry me"]
