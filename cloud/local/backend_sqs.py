@@ -16,16 +16,20 @@ from __future__ import annotations
 
 from typing import Any
 
-from moto.sqs.models import Message, sqs_backends
+from moto.sqs.models import Message, SQSBackend, sqs_backends
 
 
-class BackendReceive:
-    """`receive(count, wait_s)` on the queue named by `queue_arn` (count 1..10), with every attribute and message
-    attribute."""
+class _BackendQueue:
+    """The queue named by `queue_arn` in moto's SQS backend of this process."""
 
     def __init__(self, queue_arn: str) -> None:
         _arn, _partition, _service, region, account, self.queue_name = queue_arn.split(":", 5)
-        self.backend = sqs_backends[account][region]
+        self.backend: SQSBackend = sqs_backends[account][region]
+
+
+class BackendReceive(_BackendQueue):
+    """`receive(count, wait_s)` on the queue named by `queue_arn` (count 1..10), with every attribute and message
+    attribute."""
 
     def __call__(self, count: int, wait_s: int) -> list[dict[str, Any]]:
         queue = self.backend.get_queue(self.queue_name)  # raises QueueDoesNotExist once the queue is deleted
@@ -34,17 +38,13 @@ class BackendReceive:
         return [as_received(message) for message in messages]
 
 
-class BackendDelete:
+class BackendDelete(_BackendQueue):
     """`delete(entries)` on the queue named by `queue_arn`: DeleteMessageBatch's `Entries` (Id, ReceiptHandle) in,
     its `Failed` entries (Id, SenderFault, Code, Message) out."""
 
-    def __init__(self, queue_arn: str) -> None:
-        _arn, _partition, _service, region, account, self.queue_name = queue_arn.split(":", 5)
-        self.backend = sqs_backends[account][region]
-
     def __call__(self, entries: list[dict[str, str]]) -> list[dict[str, Any]]:
         _deleted, failed = self.backend.delete_message_batch(self.queue_name, entries)
-        return list(failed)
+        return failed
 
 
 def as_received(message: Message) -> dict[str, Any]:

@@ -237,4 +237,4 @@ class SqsTrigger:
                 log.warning("could not delete message: %s", failed)
 
     def _delete_over_http(self, entries: list[dict[str, str]]) -> list[dict[str, Any]]:
-        return list(self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries).get("Failed", []))
+        return self.sqs.delete_message_batch(QueueUrl=self.queue_url, Entries=entries).get("Failed", [])
