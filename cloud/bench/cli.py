@@ -33,6 +33,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from cloud.bench import function_cpu
 from cloud.bench.cores import CAN_PIN, available, busy_seconds, cpu_seconds, first, pin, pinned_self, set_group_nice
 from cloud.bench.drive import RunResult, drive
 from cloud.bench.frames import cycle, filmed_frames, load_frames
@@ -187,6 +188,10 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     pipeline = {first_level: median.measured, **runs.pipeline}  # by level, in order
 
     pipeline_fps = {level: round(p.run.fps(), 3) for level, p in pipeline.items()}
+    # The first level's passes; a recognition batch flushes its metrics just after its last answer is sent.
+    windows = [(p.measured.run.started_at, p.measured.run.started_at + p.measured.run.wall_s + 1.0)
+               for p in runs.first_passes]
+    apart = runs.apart_cpu_ms.get(first_level)
     w = runs.workload.summary()
     # The frame's own Lambda request id (the URL's x-amzn-RequestId), beside the REPORT's: detection's cold start
     # was the frame's when they are the same.
@@ -214,6 +219,12 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
                         if level in runs.apart_cpu_ms else {})
                      for level, p in pipeline.items()},
         "ratio_pipeline_raw": round(median.ratio(), 3),
+        # The functions' own EMF figures over the first level's passes: CPU per frame in each handler and in its
+        # model. And the most pipeline / raw can be on these cores: raw's time per frame over the workers' CPU per
+        # frame with a core per function (no sharing, no idle); only less work in the functions raises it.
+        "function_cpu_ms_per_frame": {} if external else function_cpu.per_frame(
+            function_cpu.read(args.function_log), windows, len(frames) * len(runs.first_passes)),
+        "ratio_ceiling": round(1000 / chosen.fps / (sum(apart.values()) / ref_cores), 3) if apart else None,
         # Every pass of the first level, in order: its frames/s, the raw runs around it, and their ratio.
         "ratio_passes": [{"pipeline_fps": round(p.measured.run.fps(), 3), "raw_fps_before": round(p.raw_before.fps, 3),
                           "raw_fps_after": round(p.raw_after.fps, 3), "ratio": round(p.ratio(), 3),

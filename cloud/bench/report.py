@@ -39,6 +39,15 @@ def table(figures: dict[str, Any]) -> str:
         lines += [_cores(level, run) for level, run in figures["pipeline"].items() if run.get("cores_ms_per_frame")]
         lines += [_apart(level, run) for level, run in figures["pipeline"].items()
                   if run.get("cpu_ms_per_frame_core_per_function")]
+    if figures.get("function_cpu_ms_per_frame"):
+        lines.append(_function_cpu(next(iter(figures["pipeline"])), figures["function_cpu_ms_per_frame"]))
+    if figures.get("ratio_ceiling"):
+        level = next(iter(figures["pipeline"]))
+        apart = sum(figures["pipeline"][level]["cpu_ms_per_frame_core_per_function"].values())
+        lines.append(f"so pipeline / raw at concurrency {level} is at most {figures['ratio_ceiling']:.3f} here: raw "
+                     f"takes {1000 / figures['raw_fps']:.1f} ms a frame, the workers {apart:.0f} ms of CPU with a "
+                     "core per function; sharing cores and idle time only lower it, less work in the functions "
+                     "raises it")
     b = figures["burst"]
     lines += ["", f"burst of {b['sent']}: answered {b['answered']}, duplicates {b['duplicates']}, 429s {b['rejected']} "
               f"(retried, {b.get('attempts_per_frame', '?')} attempts, then spooled and sent again: "
@@ -85,6 +94,14 @@ def _apart(level: str, run: dict[str, Any]) -> str:
     return (f"concurrency {level} with cores of its own per function: " + " + ".join(
         f"{name} {ms:.0f}" for name, ms in apart.items()) + f" = {sum(apart.values()):.0f} ms in the workers; "
         f"sharing {level} core(s) cost them {shared - sum(apart.values()):+.0f} ms a frame")
+
+
+def _function_cpu(level: str, per_function: dict[str, dict[str, float]]) -> str:
+    parts = "; ".join(f"{name} {cpu['handler']:.1f} ms in the handler, {cpu['model']:.1f} of it in the model"
+                      for name, cpu in per_function.items())
+    besides = sum(cpu["handler"] - cpu["model"] for cpu in per_function.values())
+    return (f"the functions' own metrics (HandlerCpuMs, DetectCpuMs, RecogniseCpuMs), CPU per frame at concurrency "
+            f"{level}: {parts}; besides the models, {besides:.1f} ms a frame (image decode, SQS sends, JSON, logs)")
 
 
 def _pinning(cfg: dict[str, Any]) -> str:

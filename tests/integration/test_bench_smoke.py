@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from cloud.bench.cores import autogroups_decide
 from tests.photos import PACKAGED, REPO, weights_path
 
@@ -59,6 +61,15 @@ def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
     assert (apart is not None) == (len(os.sched_getaffinity(0)) >= 2)
     assert apart is None or (apart.keys() == {"DetectionFunction", "RecognitionFunction"} and min(apart.values()) > 0)
     assert "cpu_ms_per_frame_core_per_function" not in figures["pipeline"]["2"]  # the first level only
+    # The functions' own CPU metrics over the first level's passes: the model's part of each handler's CPU.
+    own = figures["function_cpu_ms_per_frame"]
+    assert own.keys() == {"facepipe-detection", "facepipe-recognition"}
+    assert all(0 < cpu["model"] < cpu["handler"] for cpu in own.values())
+    # The most pipeline / raw can be: raw's time per frame over the workers' CPU with a core per function.
+    assert (figures["ratio_ceiling"] is None) == (apart is None)
+    assert apart is None or figures["ratio_ceiling"] == pytest.approx(1000 / figures["raw_fps"] / sum(apart.values()),
+                                                              abs=0.002)
+    assert apart is None or "is at most" in result.stdout
     assert figures["raw"]["cpu_ms"] > 0 and set(figures["raw"]["fps_by_cores"]) >= {"1"}
     burst = figures["burst"]
     assert burst.keys() >= BURST_KEYS

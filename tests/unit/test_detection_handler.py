@@ -241,6 +241,17 @@ def test_emf_metrics_carry_detect_ms_and_faces(settings: Settings, capsys: pytes
     accepted = DetectAccepted.model_validate_json(response["body"])
     assert emf["Faces"] == [accepted.faces] == [1]  # powertools writes each metric's values as a list
     assert emf["DetectMs"] == [pytest.approx(accepted.detect_ms, abs=0.01)]
+    # CPU time: MTCNN's within the whole invocation's, which also decoded the image and queued the faces
+    [detect_cpu], [handler_cpu] = emf["DetectCpuMs"], emf["HandlerCpuMs"]
+    assert 0 < detect_cpu < handler_cpu
+
+
+def test_a_refused_frame_still_reports_the_cpu_it_cost(settings: Settings, capsys: pytest.CaptureFixture[str]) -> None:
+    capsys.readouterr()
+    response = detection.handler(_with_body(b"not an image"), None)
+    assert response["statusCode"] == 415
+    [emf] = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"_aws"' in line]
+    assert emf["Rejected"] == [1] and emf["HandlerCpuMs"][0] > 0 and "DetectCpuMs" not in emf
 
 
 # --- devices as identities (FACEPIPE_BIND_DEVICES) --------------------------------------------------------

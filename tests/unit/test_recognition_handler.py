@@ -487,3 +487,6 @@ def test_emf_metrics_count_faces_and_unknowns(
     # powertools writes each metric's values as a list: one per add_metric call (Unknowns: one per answer)
     assert emf["Faces"] == [3] and sorted(emf["Unknowns"]) == [0, 1]
     assert len(emf["RecogniseMs"]) == 1 and emf["RecogniseMs"][0] > 0
+    # CPU time: decoding and embedding the crops and matching them, within the batch's, which also answered
+    [recognise_cpu], [handler_cpu] = emf["RecogniseCpuMs"], emf["HandlerCpuMs"]
+    assert 0 < recognise_cpu < handler_cpu
