@@ -191,7 +191,7 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     # The first level's passes; a recognition batch flushes its metrics just after its last answer is sent.
     windows = [(p.measured.run.started_at, p.measured.run.started_at + p.measured.run.wall_s + 1.0)
                for p in runs.first_passes]
-    apart = runs.apart_cpu_ms.get(first_level)
+    workers_ms = sum(ms for name, ms in median.measured.cpu_ms.items() if name != "stack_and_client")
     w = runs.workload.summary()
     # The frame's own Lambda request id (the URL's x-amzn-RequestId), beside the REPORT's: detection's cold start
     # was the frame's when they are the same.
@@ -220,11 +220,11 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
                      for level, p in pipeline.items()},
         "ratio_pipeline_raw": round(median.ratio(), 3),
         # The functions' own EMF figures over the first level's passes: CPU per frame in each handler and in its
-        # model. And the most pipeline / raw can be on these cores: raw's time per frame over the workers' CPU per
-        # frame with a core per function (no sharing, no idle); only less work in the functions raises it.
+        # model. And the most the median pass's pipeline / raw could have been with no idle time: raw's time per
+        # frame over that pass's workers' CPU per frame on the same cores.
         "function_cpu_ms_per_frame": {} if external else function_cpu.per_frame(
             function_cpu.read(args.function_log), windows, len(frames) * len(runs.first_passes)),
-        "ratio_ceiling": round(1000 / chosen.fps / (sum(apart.values()) / ref_cores), 3) if apart else None,
+        "ratio_ceiling": round(1000 / chosen.fps / (workers_ms / ref_cores), 3) if workers_ms else None,
         # Every pass of the first level, in order: its frames/s, the raw runs around it, and their ratio.
         "ratio_passes": [{"pipeline_fps": round(p.measured.run.fps(), 3), "raw_fps_before": round(p.raw_before.fps, 3),
                           "raw_fps_after": round(p.raw_after.fps, 3), "ratio": round(p.ratio(), 3),
