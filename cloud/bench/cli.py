@@ -191,7 +191,7 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     # The first level's passes; a recognition batch flushes its metrics just after its last answer is sent.
     windows = [(p.measured.run.started_at, p.measured.run.started_at + p.measured.run.wall_s + 1.0)
                for p in runs.first_passes]
-    workers_ms = sum(ms for name, ms in median.measured.cpu_ms.items() if name != "stack_and_client")
+    workers_ms = _workers_ms(median.measured.cpu_ms)
     w = runs.workload.summary()
     # The frame's own Lambda request id (the URL's x-amzn-RequestId), beside the REPORT's: detection's cold start
     # was the frame's when they are the same.
@@ -367,10 +367,15 @@ def _cores_per_frame(busy_s: float, cpu_ms: dict[str, float], cores: int, wall_s
     what other processes took from its cores (the stack, the client, the system), and idle, when every one of its
     workers was waiting. `busy_s` spans the run's wind-down too (the answer collector stopping), so idle is taken
     against the run's own wall time rather than read from /proc/stat."""
-    workers = sum(ms for name, ms in cpu_ms.items() if name != "stack_and_client")
+    workers = _workers_ms(cpu_ms)
     other = max(0.0, busy_s * 1000 / frames - workers)
     idle = max(0.0, cores * wall_s * 1000 / frames - workers - other)
     return {"cores": cores, "busy": round(workers + other, 1), "idle": round(idle, 1), "other": round(other, 1)}
+
+
+def _workers_ms(cpu_ms: dict[str, float]) -> float:
+    """The functions' workers' part of a CPU-per-frame breakdown: all but the bench's own process."""
+    return sum(ms for name, ms in cpu_ms.items() if name != "stack_and_client")
 
 
 def _only_new_workers(stack: LocalStack, timeout_s: float) -> None:

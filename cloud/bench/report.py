@@ -28,7 +28,8 @@ def table(figures: dict[str, Any]) -> str:
                      f"{t['detect_ms']:.0f} / {t['queue_wait_ms']:.0f} / {t['recognise_ms']:.0f} | "
                      f"{run.get('plumbing_ms')} |")
     passes = ", ".join(f"{p['ratio']:.3f}" for p in figures["ratio_passes"])
-    lines += ["", f"pipeline / raw at concurrency {next(iter(figures['pipeline']))}, pass by pass, each against the "
+    first_level = next(iter(figures["pipeline"]))
+    lines += ["", f"pipeline / raw at concurrency {first_level}, pass by pass, each against the "
               f"raw runs just before and after it: {passes} (the median, {figures['ratio_pipeline_raw']:.3f}, is the "
               "table's)"]
     measured = {level: run["cpu_ms_per_frame"] for level, run in figures["pipeline"].items()
@@ -40,11 +41,11 @@ def table(figures: dict[str, Any]) -> str:
         lines += [_apart(level, run) for level, run in figures["pipeline"].items()
                   if run.get("cpu_ms_per_frame_core_per_function")]
     if figures.get("function_cpu_ms_per_frame"):
-        lines.append(_function_cpu(next(iter(figures["pipeline"])), figures["function_cpu_ms_per_frame"]))
+        lines.append(_function_cpu(first_level, figures["function_cpu_ms_per_frame"]))
     if figures.get("ratio_ceiling"):
-        level = next(iter(figures["pipeline"]))
-        lines.append(f"so pipeline / raw at concurrency {level} could be at most {figures['ratio_ceiling']:.3f} with "
-                     f"no idle time: raw takes {1000 / figures['raw_fps']:.1f} ms a frame on its "
+        lines.append(f"so pipeline / raw at concurrency {first_level} could be at most "
+                     f"{figures['ratio_ceiling']:.3f} with no idle time: raw takes "
+                     f"{1000 / figures['raw_fps']:.1f} ms a frame on its "
                      f"{figures['config']['raw_cores']} core(s), and the workers' CPU alone fills the same cores for "
                      "longer; only less work in the functions, or less lost to sharing the cores, raises it")
     b = figures["burst"]
