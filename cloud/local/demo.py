@@ -21,11 +21,12 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import requests
 import yaml
 
 from cloud.enrollment import people_from_dir
-from cloud.local.demo_clip import write_pan_clip
+from cloud.local.demo_clip import BACKDROP, write_pan_clip
 from cloud.local.stack import LocalStack, StackConfig
 
 DEVICE_ID = "demo-cam"
@@ -39,9 +40,10 @@ ENROLLED = {
 }
 # Other photos of an enrolled person, and a group of six people nobody enrolled.
 FILMED = ["face_recognition/obama2.jpg", "insightface/t1.jpg", "face_recognition/obama3.jpg"]
-# The last frame is held this long after the clip: everyone has left (tracks end events.max_gap_s after the
-# last sighting) while the daemon still runs, so its status page can be photographed.
-STILL_TAIL_S = 8.0
+# After the clip, the empty backdrop is held this long: everyone has left (tracks end events.max_gap_s after the
+# last sighting) while the daemon still runs, so its status page can be photographed. Holding the clip's last
+# frame instead would keep whoever is still in it tracked, by the motion gate's keep-alive, to the end.
+EMPTY_TAIL_S = 8.0
 
 
 def edge_config(stack: LocalStack, video: Path, workdir: Path, port: int) -> dict:
@@ -59,12 +61,12 @@ def edge_config(stack: LocalStack, video: Path, workdir: Path, port: int) -> dic
     }
 
 
-def with_still_tail(video: Path, out: Path, seconds: float) -> int:
-    """The video followed by its last frame held `seconds` (MJPG .avi); returns the frames of the video."""
+def with_empty_tail(video: Path, out: Path, seconds: float) -> int:
+    """The video, then the empty backdrop held `seconds` (MJPG .avi); returns the frames of the video."""
     capture = cv2.VideoCapture(str(video))
     fps = capture.get(cv2.CAP_PROP_FPS) or 10.0
     writer: cv2.VideoWriter | None = None
-    frames, last = 0, None
+    frames, size = 0, None
     while True:
         ok, image = capture.read()
         if not ok:
@@ -72,12 +74,13 @@ def with_still_tail(video: Path, out: Path, seconds: float) -> int:
         if writer is None:
             writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*"MJPG"), fps, (image.shape[1], image.shape[0]))
         writer.write(image)
-        frames, last = frames + 1, image
+        frames, size = frames + 1, image.shape
     capture.release()
-    if writer is None or last is None:
+    if writer is None or size is None:
         raise RuntimeError(f"cannot read any frame of {video}")
+    empty = np.full(size, BACKDROP, dtype=np.uint8)
     for _ in range(round(seconds * fps)):
-        writer.write(last)
+        writer.write(empty)
     writer.release()
     return frames
 
@@ -128,7 +131,7 @@ def run_demo(weights: Path, photos: Path, video: Path | None, enroll_dir: Path |
         print(f"enrolled {report.photos} photo(s) of {', '.join(report.enrolled)}"
               + "".join(f"; skipped {skip}" for skip in report.skipped), flush=True)
         played = workdir / "played.avi"
-        frames = with_still_tail(video, played, STILL_TAIL_S)
+        frames = with_empty_tail(video, played, EMPTY_TAIL_S)
         port = _free_port()
         config_path = workdir / "edge.yaml"
         config_path.write_text(yaml.safe_dump(edge_config(stack, played, workdir, port), sort_keys=False))

@@ -13,6 +13,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+# The grey the photos are filmed on: the scene with nobody in it.
+BACKDROP = 40
+
 
 def _fit(image: np.ndarray, width: int, height: int, fill: float) -> np.ndarray:
     """Scale the whole photo to `fill` of the frame, keeping its aspect ratio."""
@@ -34,7 +37,7 @@ def pan_frames(
         centre - travel + round(2 * travel * step / pan_frames_count) for step in range(1, pan_frames_count + 1)
     ]
     for x in offsets:
-        frame = np.full((height, width, 3), 40, dtype=np.uint8)
+        frame = np.full((height, width, 3), BACKDROP, dtype=np.uint8)
         left, right = max(x, 0), min(x + pw, width)
         frame[top : top + ph, left:right] = photo[:, left - x : right - x]
         yield frame

@@ -5,9 +5,7 @@ tmp_path; the path is printed)."""
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -24,13 +22,10 @@ from cloud.local.demo_clip import write_pan_clip
 from edge_client.config import parse_config
 from edge_client.daemon import Daemon
 from edge_client.status import public_config
+from tests.browser import CHROMIUM, needs_chromium
 from tests.edge.conftest import free_port, make_config, wait_until
 from tests.photos import packaged
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-if CHROMIUM is None and os.environ.get("CI"):
-    raise RuntimeError("CI run without chromium: `make test` installs it (apt-get install chromium)")
-needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs a real browser: apt-get install chromium")
 SECRET = "s3cret-token"
 
 
