@@ -1,0 +1,25 @@
+"""ONNX Runtime sessions for the functions' networks, with options that fit a Lambda container.
+
+One place decides how a model file becomes a session: the thread count from the function's vCPU share
+(cloud/settings.py), one inter-op thread (a container runs one request at a time), and a memory arena
+that grows only by what is asked, so resident memory stays flat across invocations of varying input sizes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+
+
+def session(path: Path, threads: int) -> ort.InferenceSession:
+    """A CPU inference session for the ONNX file at `path`, running on `threads` intra-op threads."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Memory patterns are planned per input shape: with the detector's varying pyramid sizes they only add memory.
+    options.enable_mem_pattern = False
+    arena = {"arena_extend_strategy": "kSameAsRequested"}
+    return ort.InferenceSession(str(path), sess_options=options, providers=[("CPUExecutionProvider", arena)])
