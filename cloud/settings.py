@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -43,7 +44,11 @@ class Settings(BaseSettings):
     response_queue_url: str = Field(default="", description="default SQS queue for answers")
     bucket: str = Field(default="", description="S3 bucket: oversized crops, persisted results, gallery")
     gallery_uri: str = Field(default="", description="s3://bucket/key or a local file path")
-    weights_path: str = Field(default="", description="local InceptionResnetV1 state_dict file")
+    weights_path: str = Field(default="", description="local InceptionResnetV1 state_dict file (engine torch)")
+    # Which runtime runs the networks: "onnx" (the exported files in models_dir, no torch) or "torch"
+    # (facenet-pytorch's own forward passes, the reference the exports are checked against).
+    engine: Literal["onnx", "torch"] = Field(default="torch", description="network runtime: onnx or torch")
+    models_dir: str = Field(default="", description="folder of the exported .onnx networks (engine onnx)")
     match_threshold: float = Field(default=1.02, gt=0, description="max L2 distance for a named match")
     reply_to_prefix: str = Field(
         default="", pattern=r"^(|" + QUEUE_NAME_PATTERN[1:-1] + ")$",  # empty, or a queue name
