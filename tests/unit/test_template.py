@@ -147,6 +147,9 @@ def _resolve(tpl: Template, value: Any, values: dict[str, str]) -> Any:
     if set(value) == {"Fn::If"}:
         condition, then, otherwise = value["Fn::If"]
         return _resolve(tpl, then if _holds(tpl, condition, values) else otherwise, values)
+    if set(value) == {"Fn::FindInMap"}:
+        mapping, top, second = (_resolve(tpl, arg, values) for arg in value["Fn::FindInMap"])
+        return tpl["Mappings"][mapping][str(top)][second]
     return {key: _resolve(tpl, item, values) for key, item in value.items()}
 
 
@@ -391,11 +394,7 @@ def test_ingest_queue_triggers_detection_with_partial_batch_failures(transformed
     assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "IngestMaxConcurrency"}}
     params = transformed["Parameters"]
     assert params["IngestBatchSize"]["MaxValue"] == 10 and params["IngestMaxConcurrency"]["MinValue"] >= 2
-    queue = transformed["Resources"]["IngestQueue"]["Properties"]
-    assert queue["VisibilityTimeout"] == {"Ref": "IngestVisibilityTimeout"}
-    # Lambda refuses a mapping whose queue hides messages for less than the function's timeout; AWS advises 6x.
-    assert params["IngestVisibilityTimeout"]["Default"] >= 6 * params["DetectionTimeout"]["Default"]
-    assert params["IngestVisibilityTimeout"]["MaxValue"] == 43200  # SQS maximum
+    # its visibility and retention: test_queue_timings_hold_for_every_allowed_value
 
 
 def test_uploads_notify_the_ingest_queue_which_lets_s3_send(transformed: Template) -> None:
@@ -426,19 +425,58 @@ def test_detection_reads_images_under_uploads_only(transformed: Template) -> Non
 # --- queues, bucket, logs -------------------------------------------------------------------------
 
 
-def test_visibility_timeout_is_at_least_six_times_the_recognition_timeout(transformed: Template) -> None:
-    timeout_param = transformed["Parameters"]["RecognitionTimeout"]
-    recognition = transformed["Resources"]["RecognitionFunction"]["Properties"]
-    assert recognition["Timeout"] == {"Ref": "RecognitionTimeout"}
-    visibility = transformed["Resources"]["RequestQueue"]["Properties"]["VisibilityTimeout"]
-    assert visibility == {"Fn::FindInMap": ["RecognitionTimeouts", {"Ref": "RecognitionTimeout"}, "VisibilityTimeout"]}
-    table = transformed["Mappings"]["RecognitionTimeouts"]
-    allowed = [str(value) for value in timeout_param["AllowedValues"]]
-    assert sorted(table) == sorted(allowed)  # every allowed timeout has its row
-    for seconds in allowed:
-        assert table[seconds]["VisibilityTimeout"] >= 6 * int(seconds)
-        assert table[seconds]["VisibilityTimeout"] <= 43200  # SQS maximum
-    assert str(timeout_param["Default"]) in allowed
+def _allowed(param: dict[str, Any]) -> list[str]:
+    """Every value a Number parameter may take: its AllowedValues, else MinValue..MaxValue."""
+    if "AllowedValues" in param:
+        return [str(value) for value in param["AllowedValues"]]
+    return [str(value) for value in range(int(param["MinValue"]), int(param["MaxValue"]) + 1)]
+
+
+def _timed_parameters(tpl: Template, queues: dict[str, dict[str, Any]]) -> list[str]:
+    """The parameters behind any queue's timings, the function timeouts and the redrive counts."""
+    timings = [{key: q["Properties"].get(key) for key in ("VisibilityTimeout", "MessageRetentionPeriod",
+                                                          "RedrivePolicy")} for q in queues.values()]
+    functions = [tpl["Resources"][name]["Properties"]["Timeout"] for name in HANDLERS]
+    return sorted(_parameters_behind(tpl, [timings, functions]))
+
+
+def test_queue_timings_hold_for_every_allowed_value(transformed: Template) -> None:
+    """For every allowed combination: each SQS-triggered queue's visibility is at least 6x its function's
+    timeout (Lambda refuses a mapping below 1x; AWS advises 6x), every queue keeps a message longer than
+    (MaxReceiveCount + 1) visibility timeouts (or a message that keeps failing expires before it reaches the
+    DLQ, and the DLQ alarm never fires), every DLQ keeps messages longer than its source, all within SQS's
+    limits."""
+    queues = _of_type(transformed, "AWS::SQS::Queue")
+    names = _timed_parameters(transformed, queues)
+    assert {"DetectionTimeout", "RecognitionTimeout", "MaxReceiveCount"} <= set(names)
+    assert len(names) == 3, names  # a new one must be iterated here as well
+    functions = {mapping["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]:
+                 mapping["Properties"]["FunctionName"]["Ref"].removesuffix(f"Alias{ALIAS}")
+                 for mapping in _of_type(transformed, "AWS::Lambda::EventSourceMapping").values()}
+    assert sorted(functions) == ["IngestQueue", "RequestQueue"]
+    params = transformed["Parameters"]
+    combinations = 0
+    for detection in _allowed(params["DetectionTimeout"]):
+        for recognition in _allowed(params["RecognitionTimeout"]):
+            for receives in _allowed(params["MaxReceiveCount"]):
+                values = _parameter_values(transformed, DetectionTimeout=detection, RecognitionTimeout=recognition,
+                                           MaxReceiveCount=receives)
+                props = {name: _resolve(transformed, q["Properties"], values) for name, q in queues.items()}
+                for queue, function in functions.items():
+                    timeout = int(_resolve(transformed, transformed["Resources"][function]["Properties"]["Timeout"],
+                                           values))
+                    assert int(props[queue]["VisibilityTimeout"]) >= 6 * timeout, (queue, values)
+                for name, queue_props in props.items():
+                    visibility = int(queue_props.get("VisibilityTimeout", 30))  # SQS's default
+                    retention = int(queue_props["MessageRetentionPeriod"])
+                    assert visibility <= 43200 and 60 <= retention <= 1209600, (name, values)
+                    if "RedrivePolicy" in queue_props:
+                        redrive = queue_props["RedrivePolicy"]
+                        dlq = props[redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]]
+                        assert retention > (int(redrive["maxReceiveCount"]) + 1) * visibility, (name, values)
+                        assert int(dlq["MessageRetentionPeriod"]) > retention, (name, values)
+                combinations += 1
+    assert combinations == 11 * 12 * 20
 
 
 def test_queues_dead_letter_size_and_encryption(transformed: Template) -> None:
@@ -452,8 +490,7 @@ def test_queues_dead_letter_size_and_encryption(transformed: Template) -> None:
         assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]},
                                           "maxReceiveCount": {"Ref": "MaxReceiveCount"}}
         assert props["MaximumMessageSize"] == MAX_QUEUE_MESSAGE_BYTES
-        # a DLQ keeps messages longer than its source, or they expire before anyone looks
-        assert queues[dlq]["Properties"]["MessageRetentionPeriod"] > props["MessageRetentionPeriod"]
+        # retention, the DLQ's above its source's: test_queue_timings_hold_for_every_allowed_value
     assert all(q["Properties"]["SqsManagedSseEnabled"] is True for q in queues.values())
 
 
@@ -663,8 +700,11 @@ def test_request_queue_backlog_alarm(transformed: Template) -> None:
     param = transformed["Parameters"]["RequestQueueAgeAlarmSeconds"]
     # by default: when the edge daemon has given up waiting for the answer
     assert param["Default"] == ResponsesConfig.model_fields["answer_timeout_s"].default
-    # a threshold must be reachable before requests expire
-    assert param["MaxValue"] <= transformed["Resources"]["RequestQueue"]["Properties"]["MessageRetentionPeriod"]
+    # a threshold must be reachable before requests expire, whatever the recognition timeout
+    retention = transformed["Resources"]["RequestQueue"]["Properties"]["MessageRetentionPeriod"]
+    for timeout in _allowed(transformed["Parameters"]["RecognitionTimeout"]):
+        values = _parameter_values(transformed, RecognitionTimeout=timeout)
+        assert param["MaxValue"] <= _resolve(transformed, retention, values)
 
 
 def test_detection_5xx_alarm_reads_the_metric_the_handler_emits(transformed: Template) -> None:
