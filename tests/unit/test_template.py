@@ -269,6 +269,19 @@ def test_any_change_to_a_function_publishes_a_version_for_its_alias(
 
 
 @pytest.mark.parametrize("function", sorted(HANDLERS))
+def test_what_happens_to_old_versions(template: Template, transformed: Template, function: str) -> None:
+    """docs/deploy.md: a new image publishes a new Version resource and the old one leaves the template, kept
+    by SAM's DeletionPolicy Retain; a parameter change replaces the same Version resource (its Description
+    changes) and, without an UpdateReplacePolicy, CloudFormation deletes the replaced version."""
+    version_id, version = _version_of(transformed, function)
+    assert version.get("DeletionPolicy") == "Retain" and version.get("UpdateReplacePolicy", "Delete") == "Delete"
+    changed_id, _ = _version_of(transform(as_built(_with_defaults(template, LogLevel="DEBUG"))), function)
+    assert changed_id == version_id and "LogLevel" in _refs(version["Properties"]["Description"])
+    rebuilt = transform(as_built(template, image_uri=PLACEHOLDER_IMAGE_URI + "-rebuilt"))
+    assert _version_of(rebuilt, function)[0] != version_id and version_id not in rebuilt["Resources"]
+
+
+@pytest.mark.parametrize("function", sorted(HANDLERS))
 def test_version_description_fits_lambdas_limit_at_the_longest_parameter_values(
     transformed: Template, function: str
 ) -> None:
