@@ -763,6 +763,39 @@ def test_every_alarm_notifies_the_encrypted_topic(transformed: Template) -> None
     assert key["EnableKeyRotation"] is True
     [grant] = [s for s in key["KeyPolicy"]["Statement"] if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
     assert set(grant["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    # the key serves this account's (and stack's) alarms only, as the topic does: no confused deputy
+    assert grant["Condition"] == publish["Condition"]
+    assert publish["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+
+
+def _rules_refuse(tpl: Template, values: dict[str, str]) -> list[str]:
+    """The template Rules whose assertions fail for these parameter values, as CloudFormation checks them
+    (before creating or changing anything)."""
+
+    def holds(expr: Any) -> bool:
+        (function, args), = expr.items()
+        if function == "Fn::Not":
+            return not holds(args[0])
+        if function == "Fn::And":
+            return all(holds(arg) for arg in args)
+        if function == "Fn::Or":
+            return any(holds(arg) for arg in args)
+        if function == "Fn::Equals":
+            return str(_resolve(tpl, args[0], values)) == str(_resolve(tpl, args[1], values))
+        raise AssertionError(f"unexpected rule function {function}")
+
+    return [name for name, rule in tpl.get("Rules", {}).items()
+            if ("RuleCondition" not in rule or holds(rule["RuleCondition"]))
+            and not all(holds(assertion["Assert"]) for assertion in rule["Assertions"])]
+
+
+def test_a_public_url_with_device_queues_is_refused(transformed: Template) -> None:
+    # With auth NONE nobody is bound to a device, so X-Reply-To could name any device's queue from the internet.
+    for auth in transformed["Parameters"]["FunctionUrlAuthType"]["AllowedValues"]:
+        for prefix in ("", "facepipe_answers-"):
+            refused = _rules_refuse(transformed, _parameter_values(transformed, FunctionUrlAuthType=auth,
+                                                                   ReplyToPrefix=prefix))
+            assert bool(refused) == (auth == "NONE" and prefix != ""), (auth, prefix, refused)
 
 
 def test_alarm_email_subscription_is_optional(transformed: Template) -> None:
