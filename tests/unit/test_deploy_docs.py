@@ -227,3 +227,14 @@ def test_the_parameter_tool_keeps_the_other_parameters(tmp_path: Path) -> None:
         "Architecture": "x86_64", "AlarmEmail": "a@b.c", "ReplyToPrefix": "p_", "MatchThreshold": '0.9"x'}
     assert saved["global"]["parameters"]["region"] == "eu-west-1" and saved["deploy"]["parameters"] == {
         "confirm_changeset": True}
+
+
+@pytest.mark.parametrize("doc", DOCS)
+def test_the_base_image_is_pinned_before_the_first_build(doc: str) -> None:
+    runs = [step for kind, step in _steps((REPO / doc).read_text()) if kind == "run"]
+    first_build = next(index for index, words in enumerate(runs) if words[:2] == ["sam", "build"])
+    pins = [index for index, words in enumerate(runs) if words[:2] == ["python3", "tools/pin_base_image.py"]]
+    assert pins and pins[0] < first_build
+    assert runs[pins[0]][2] == "public.ecr.aws/lambda/python:3.12@$DIGEST"
+    looked_up = " ".join(runs[pins[0] - 1])
+    assert looked_up.startswith("DIGEST=$(docker buildx imagetools inspect public.ecr.aws/lambda/python:3.12 ")

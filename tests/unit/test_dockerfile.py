@@ -131,6 +131,40 @@ def test_torchs_own_dependencies_come_from_pypi() -> None:
         r.name.lower() for r in plain}
 
 
+def _base_image_check(**env: str) -> subprocess.CompletedProcess[str]:
+    """The build stage's first check, run by bash with these build arguments."""
+    [check] = [run for run in stage("build").args("RUN") if "ALLOW_UNPINNED_BASE" in run]
+    return subprocess.run(["bash", "-c", check], env={"PATH": os.environ["PATH"], **env}, capture_output=True,
+                          text=True, check=False)
+
+
+@pytest.mark.parametrize(("base", "allow", "refused"), [
+    ("public.ecr.aws/lambda/python:3.12", "", True),  # a tag AWS moves with every rebuild
+    ("public.ecr.aws/lambda/python:3.12", "1", False),  # the explicit opt-out
+    ("public.ecr.aws/lambda/python:3.12@sha256:" + "ab" * 32, "", False),
+    ("public.ecr.aws/lambda/python@sha256:" + "ab" * 32, "", False),
+])
+def test_the_build_refuses_a_base_image_not_pinned_by_digest(base: str, allow: str, refused: bool) -> None:
+    assert {"BASE_IMAGE", "ALLOW_UNPINNED_BASE="} <= set(stage("build").args("ARG"))  # empty: refused
+    result = _base_image_check(BASE_IMAGE=base, ALLOW_UNPINNED_BASE=allow)
+    assert (result.returncode != 0) == refused, result.stderr
+    assert ("not pinned by digest" in result.stderr) == refused
+
+
+def test_pin_base_image_sets_both_functions_build_argument(tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text((REPO / "template.yaml").read_text())
+    pinned = "public.ecr.aws/lambda/python:3.12@sha256:" + "0f" * 32
+    tool = [sys.executable, str(REPO / "tools" / "pin_base_image.py"), "--template", str(template)]
+    assert subprocess.run([*tool, "public.ecr.aws/lambda/python:3.12"], capture_output=True).returncode != 0
+    subprocess.run([*tool, pinned], check=True, capture_output=True)
+    from cloud.local.template import load_template
+
+    resources = load_template(template)["Resources"]
+    assert {resources[name]["Metadata"]["DockerBuildArgs"]["BASE_IMAGE"] for name in HANDLERS} == {pinned}
+    assert _base_image_check(BASE_IMAGE=pinned).returncode == 0
+
+
 # --- the weights: WEIGHTS_URL / WEIGHTS_SHA256 ----------------------------------------------------------
 
 
