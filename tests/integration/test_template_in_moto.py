@@ -19,7 +19,7 @@ from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES
 from cloud.local.resources import Resources, create_resources
 from cloud.local.stack import LOCAL_PARAMETERS, LocalStack, StackConfig
 from cloud.local.template import as_built, load_template, local_subset, parameter_values, transform
-from tests.conftest import MAX_RECEIVE_COUNT, RECOGNITION_TIMEOUT_S, RECOGNITION_WORKERS
+from tests.conftest import INGEST_VISIBILITY_S, MAX_RECEIVE_COUNT, RECOGNITION_TIMEOUT_S, RECOGNITION_WORKERS
 from tests.moto_env import REGION, moto_server
 from tests.photos import weights_path
 
@@ -172,6 +172,7 @@ def test_the_local_stacks_queues_and_bucket_are_the_templates(local_stack: Any, 
         assert redrive == {"deadLetterTargetArn": attributes(sqs, urls[dlq])["QueueArn"],
                            "maxReceiveCount": MAX_RECEIVE_COUNT}
     assert attributes(sqs, urls["RequestQueue"])["VisibilityTimeout"] == str(6 * RECOGNITION_TIMEOUT_S)
+    assert attributes(sqs, urls["IngestQueue"])["VisibilityTimeout"] == str(INGEST_VISIBILITY_S)  # the tests' own
     # AND the local SQS trigger runs with the stack's RecognitionTimeout, batch size and window
     trigger = local_stack.trigger
     assert trigger.queue_url == local_stack.request_queue_url
