@@ -230,6 +230,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", default=os.environ.get("FACEPIPE_STACK_NAME"),
                         help="the CloudFormation stack (default FACEPIPE_STACK_NAME, which `facepipe local up` "
                              "exports); AWS credentials, region and endpoint come from the usual AWS environment")
+    parser.add_argument("--region", help="AWS region (default: AWS_REGION, AWS_DEFAULT_REGION, the profile's region)")
 
 
 def add_add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -249,14 +250,15 @@ def add_remove_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _target(args: argparse.Namespace) -> tuple[Target, Any, Any]:
-    import boto3
+    from cloud import aws
 
     if not args.stack:
         raise DeviceError("which stack? --stack NAME or FACEPIPE_STACK_NAME")
-    session = boto3.session.Session()
-    region = session.region_name or "us-east-1"
+    session = aws.session(args.region)
+    if not session.region_name:
+        raise DeviceError("which region? --region, AWS_REGION, AWS_DEFAULT_REGION or a profile's region")
     target = resolve_target(args.stack, cloudformation=session.client("cloudformation"),
-                            sts=session.client("sts"), region=region)
+                            sts=session.client("sts"), region=session.region_name)
     return target, session.client("iam"), session.client("sqs")
 
 

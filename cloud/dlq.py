@@ -27,6 +27,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from cloud import aws
 from cloud.contracts import RequestMessage, ResponseMessage, is_valid_device_id, is_valid_request_id
 
 PEEK_VISIBILITY_S = 30  # a `list` cut short leaves the messages hidden this long, no longer
@@ -74,16 +75,15 @@ class DlqError(RuntimeError):
 # --- clients and queue discovery -------------------------------------------------------------------
 
 
-def _client(service: str, retries: bool = True) -> Any:
-    import boto3
+def _client(service: str, region: str | None, retries: bool = True) -> Any:
     from botocore.config import Config
 
     attempts = 5 if retries else 1
-    return boto3.session.Session().client(service, config=Config(retries={"total_max_attempts": attempts}))
+    return aws.session(region).client(service, config=Config(retries={"total_max_attempts": attempts}))
 
 
-def _stack_outputs(stack: str) -> dict[str, str]:
-    described = _client("cloudformation").describe_stacks(StackName=stack)["Stacks"][0]
+def _stack_outputs(stack: str, region: str | None) -> dict[str, str]:
+    described = _client("cloudformation", region).describe_stacks(StackName=stack)["Stacks"][0]
     return {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
 
 
@@ -103,7 +103,7 @@ def queue_arn(sqs: Any, queue_url: str) -> str:
 
 def resolve(args: argparse.Namespace, sqs: Any) -> Queues:
     kind = KINDS[args.queue]
-    outputs = _stack_outputs(args.stack) if args.stack else {}
+    outputs = _stack_outputs(args.stack, args.region) if args.stack else {}
     source = args.queue_url or outputs.get(kind.output) or os.environ.get(kind.env, "")
     if not source:
         raise DlqError(f"no {args.queue} queue: give --queue-url or --stack, or export {kind.env} "
@@ -223,7 +223,7 @@ def redrive(sqs: Any, queues: Queues, wait_s: float) -> tuple[int, str]:
 
     dlq_arn = queue_arn(sqs, queues.dlq)
     try:
-        task = _client("sqs", retries=False).start_message_move_task(
+        task = _client("sqs", sqs.meta.region_name, retries=False).start_message_move_task(
             SourceArn=dlq_arn, DestinationArn=queue_arn(sqs, queues.source))
     except ClientError as exc:
         error = exc.response.get("Error", {})
@@ -293,6 +293,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stack", help="a deployed stack's name: queues and bucket from its outputs")
     parser.add_argument("--queue-url", help="the source queue's URL (default from --stack or the environment)")
     parser.add_argument("--dlq-url", help="the DLQ's URL (default: the source queue's RedrivePolicy)")
+    aws.add_region_argument(parser)
 
 
 def add_list_arguments(parser: argparse.ArgumentParser) -> None:
@@ -315,10 +316,10 @@ def _fail(exc: Exception) -> int:
 def run_list(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    sqs = _client("sqs")
+    sqs = _client("sqs", args.region)
     try:
         queues = resolve(args, sqs)
-        s3 = _client("s3")
+        s3 = _client("s3", args.region)
         letters = [describe(m, queues, s3) for m in peek(sqs, queues.dlq, args.max)]
     except (DlqError, BotoCoreError, ClientError) as exc:
         return _fail(exc)
@@ -336,7 +337,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_redrive(args: argparse.Namespace) -> int:
     from botocore.exceptions import BotoCoreError, ClientError
 
-    sqs = _client("sqs")
+    sqs = _client("sqs", args.region)
     try:
         queues = resolve(args, sqs)
         moved, how = redrive(sqs, queues, args.wait)

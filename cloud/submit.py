@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from cloud import aws
 from cloud.contracts import (
     DEVICE_ID_METADATA,
     HEADER_DEVICE_ID,
@@ -230,11 +231,10 @@ class Collector:
 
 
 class Sender:
-    def __init__(self, target: Target, via: Door, device_id: str, reply_to: str | None, run: str) -> None:
-        import boto3
-
+    def __init__(self, target: Target, via: Door, device_id: str, reply_to: str | None, run: str,
+                 region: str | None = None) -> None:
         self.target, self.via, self.device_id, self.reply_to, self.run = target, via, device_id, reply_to, run
-        self.session = boto3.session.Session()
+        self.session = aws.session(region)
         self.sqs, self.s3 = self.session.client("sqs"), self.session.client("s3")
         self._http: Any = None
 
@@ -275,6 +275,8 @@ class Sender:
         if self.reply_to:
             headers[HEADER_REPLY_TO] = self.reply_to
         if self.target.auth == "aws_iam":
+            if not self.session.region_name:
+                raise SubmitError("no region to sign for: --region, AWS_REGION, AWS_DEFAULT_REGION or a profile's")
             request = AWSRequest(method="POST", url=self.target.function_url, data=image, headers=headers)
             SigV4Auth(self.session.get_credentials(), "lambda", self.session.region_name).add_auth(request)
             headers = dict(request.headers.items())
@@ -374,13 +376,13 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 
 
 def submit(inputs: list[Input], target: Target, via: Door, *, concurrency: int = 4, timeout_s: float = 60,
-           device_id: str = "submit", progress: bool | None = None) -> Report:
-    """Send every input through `via`, wait for every answer (at most `timeout_s` after the last send)."""
-    import boto3
+           device_id: str = "submit", progress: bool | None = None, region: str | None = None) -> Report:
+    """Send every input through `via`, wait for every answer (at most `timeout_s` after the last send);
+    `region` as a --region flag (default: the AWS CLI's order, cloud.aws.session)."""
     from tqdm import tqdm
 
     _require(target, via)
-    sqs, run = boto3.session.Session().client("sqs"), uuid.uuid4().hex[:10]
+    sqs, run = aws.session(region).client("sqs"), uuid.uuid4().hex[:10]
     reply_queue_url = ""
     if target.reply_to_prefix:
         name = f"{target.reply_to_prefix}submit-{run}"
@@ -389,7 +391,8 @@ def submit(inputs: list[Input], target: Target, via: Door, *, concurrency: int =
                else not progress, file=sys.stderr)
     collector = Collector(sqs, reply_queue_url or target.response_queue_url, own_queue=bool(reply_queue_url),
                           on_answer=lambda: bar.update(1))
-    sender = Sender(target, via, device_id, reply_queue_url.rsplit("/", 1)[-1] if reply_queue_url else None, run)
+    sender = Sender(target, via, device_id, reply_queue_url.rsplit("/", 1)[-1] if reply_queue_url else None, run,
+                    region)
     sent = [Sent(item) for item in inputs]
     started = time.monotonic()
     collector.start()
@@ -422,6 +425,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--every", type=int, default=30, help="every Nth frame of a video (default %(default)s)")
     parser.add_argument("--device-id", default="submit", help="device id of every input (default %(default)s)")
     parser.add_argument("--stack", help="a deployed stack's name: endpoints from its outputs, not the environment")
+    aws.add_region_argument(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -431,16 +435,14 @@ def run(args: argparse.Namespace) -> int:
         if args.every < 1 or args.concurrency < 1:
             raise SubmitError("--every and --concurrency must be at least 1")
         if args.stack:
-            import boto3
-
-            target = target_from_stack(boto3.session.Session().client("cloudformation"), args.stack)
+            target = target_from_stack(aws.session(args.region).client("cloudformation"), args.stack)
         else:
             target = target_from_env(dict(os.environ))
         inputs = collect_inputs(args.paths, args.every)
         if not inputs:
             raise SubmitError("no images found in " + " ".join(map(str, args.paths)))
         report = submit(inputs, target, args.via, concurrency=args.concurrency, timeout_s=args.timeout,
-                        device_id=args.device_id)
+                        device_id=args.device_id, region=args.region)
     except SubmitError as exc:
         print(f"facepipe submit: {exc}", file=sys.stderr)
         return 2

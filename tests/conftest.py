@@ -31,7 +31,7 @@ MAX_RECEIVE_COUNT = 2  # a failing message is redelivered once, then dead-letter
 RECOGNITION_WORKERS = 2  # the template's smallest RecognitionMaxConcurrency: each worker holds its own model
 # Test-only hook (cloud/recognition/handler.py): a batch with a first delivery from this device outlives its timeout.
 SLOW_DEVICE = "test-slow-cam"
-# The ingest queue's visibility in tests (IngestVisibilityTimeout defaults to 180 s): longer than a batch of
+# The ingest queue's visibility in tests (the template's is 6x DetectionTimeout, 180 s): longer than a batch of
 # IngestBatchSize images takes on a busy machine, or they come back while being detected and dead-letter.
 INGEST_VISIBILITY_S = 20
 

@@ -41,7 +41,6 @@ PARAMETERS = {
     "batch_size": "RecognitionBatchSize",
     "batching_window_s": "RecognitionBatchingWindow",
     "max_receive_count": "MaxReceiveCount",
-    "ingest_visibility_timeout_s": "IngestVisibilityTimeout",
 }
 # Parameters the local stack reads back from the created stack (the ones above, where the gallery lives,
 # and what the functions' workers get: memory size and concurrency limits).
@@ -67,7 +66,9 @@ class StackConfig:
     batch_size: int | None = None  # RecognitionBatchSize
     batching_window_s: int | None = None  # RecognitionBatchingWindow, whole seconds as on AWS
     max_receive_count: int | None = None  # MaxReceiveCount: every queue's RedrivePolicy
-    ingest_visibility_timeout_s: int | None = None  # IngestVisibilityTimeout: when a failed image event comes back
+    # The ingest queue's visibility, when a failed image event comes back. None = the template's (6x
+    # DetectionTimeout, from its Mapping); tests shorten it.
+    ingest_visibility_timeout_s: int | None = None
     # torch threads per worker; None = this machine's cores shared by the workers that may run at once (at least
     # 1): more threads than cores across workers makes every invocation slower (OpenMP spins on busy cores).
     torch_threads: int | None = None
@@ -165,6 +166,9 @@ class LocalStack:
         subset = local_subset(transform(as_built(source), self.region), LOCAL_PARAMETERS)
         overrides = {name: str(getattr(self.config, field)) for field, name in PARAMETERS.items()
                      if getattr(self.config, field) is not None}
+        visibility = self.config.ingest_visibility_timeout_s
+        if visibility is not None:  # a test's shortcut past the template's 6x
+            subset["Resources"]["IngestQueue"]["Properties"]["VisibilityTimeout"] = visibility
         return subset, parameter_values(subset, overrides)
 
     def _start(self, weights: Path, template: dict[str, Any], parameters: dict[str, str]) -> None:

@@ -19,7 +19,7 @@ from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES
 from cloud.local.resources import Resources, create_resources
 from cloud.local.stack import LOCAL_PARAMETERS, LocalStack, StackConfig
 from cloud.local.template import as_built, load_template, local_subset, parameter_values, transform
-from tests.conftest import MAX_RECEIVE_COUNT, RECOGNITION_TIMEOUT_S, RECOGNITION_WORKERS
+from tests.conftest import INGEST_VISIBILITY_S, MAX_RECEIVE_COUNT, RECOGNITION_TIMEOUT_S, RECOGNITION_WORKERS
 from tests.moto_env import REGION, moto_server
 from tests.photos import weights_path
 
@@ -58,7 +58,7 @@ def attributes(sqs: Any, url: str) -> dict[str, str]:
 def test_the_subset_is_queues_and_bucket_with_what_they_use(subset: Template) -> None:
     assert {res["Type"] for res in subset["Resources"].values()} == {"AWS::SQS::Queue", "AWS::S3::Bucket"}
     assert set(subset["Resources"]) == {*QUEUES, *QUEUES.values(), "Bucket"}
-    assert list(subset["Mappings"]) == ["RecognitionTimeouts"]
+    assert list(subset["Mappings"]) == ["DetectionTimeouts", "RecognitionTimeouts"]
     assert {"RecognitionTimeout", "MaxReceiveCount", "ResultsRetentionDays"} <= set(subset["Parameters"])
 
 
@@ -78,14 +78,18 @@ def test_created_queues_and_bucket_have_the_templates_settings(
     assert set(created) == set(subset["Resources"])
     assert all(r["ResourceStatus"] == "CREATE_COMPLETE" for r in created.values())
 
-    # Queues, read through the SQS API.
+    # Queues, read through the SQS API; retention from the Mappings, per the function timeout behind each queue.
+    mappings = subset["Mappings"]
+    retention = {"RequestQueue": mappings["RecognitionTimeouts"][timeout]["MessageRetentionPeriod"],
+                 "IngestQueue": mappings["DetectionTimeouts"][defaults["DetectionTimeout"]]["MessageRetentionPeriod"],
+                 "ResponseQueue": 3600}
     for queue, dlq in QUEUES.items():
         url = res.queues[queue].url
         assert url.rsplit("/", 1)[1].startswith(f"{res.stack_name}-{queue}-")  # CloudFormation's generated name
         got, got_dlq = attributes(aws.sqs, url), attributes(aws.sqs, res.queues[dlq].url)
         assert json.loads(got["RedrivePolicy"]) == {"deadLetterTargetArn": got_dlq["QueueArn"], "maxReceiveCount": 7}
         assert got["MaximumMessageSize"] == str(MAX_QUEUE_MESSAGE_BYTES) == "262144"
-        assert got["MessageRetentionPeriod"] == "3600" and got["ReceiveMessageWaitTimeSeconds"] == "20"
+        assert got["MessageRetentionPeriod"] == str(retention[queue]) and got["ReceiveMessageWaitTimeSeconds"] == "20"
         assert got["SqsManagedSseEnabled"] == "true" and got_dlq["SqsManagedSseEnabled"] == "true"
         assert got_dlq["MessageRetentionPeriod"] == str(DLQ_RETENTION_S)
         assert "RedrivePolicy" not in got_dlq
@@ -168,6 +172,7 @@ def test_the_local_stacks_queues_and_bucket_are_the_templates(local_stack: Any, 
         assert redrive == {"deadLetterTargetArn": attributes(sqs, urls[dlq])["QueueArn"],
                            "maxReceiveCount": MAX_RECEIVE_COUNT}
     assert attributes(sqs, urls["RequestQueue"])["VisibilityTimeout"] == str(6 * RECOGNITION_TIMEOUT_S)
+    assert attributes(sqs, urls["IngestQueue"])["VisibilityTimeout"] == str(INGEST_VISIBILITY_S)  # the tests' own
     # AND the local SQS trigger runs with the stack's RecognitionTimeout, batch size and window
     trigger = local_stack.trigger
     assert trigger.queue_url == local_stack.request_queue_url
@@ -198,7 +203,7 @@ def test_local_stack_refuses_a_timeout_the_template_does_not_allow() -> None:
     with pytest.raises(ValueError, match="RecognitionTimeout = 4: not one of the allowed values 3, 5, 10, 15, 30, "
                                          "60, 90, 120, 180, 300, 600, 900"):
         LocalStack(StackConfig(weights_path=weights_path(), recognition_timeout_s=4)).start()
-    with pytest.raises(ValueError, match="DetectionTimeout = 3: below MinValue 5"):
+    with pytest.raises(ValueError, match="DetectionTimeout = 3: not one of the allowed values 5, 10, "):
         LocalStack(StackConfig(weights_path=weights_path(), detection_timeout_s=3)).start()
     with pytest.raises(ValueError, match="stack name"):
         LocalStack(StackConfig(weights_path=weights_path(), prefix="local_")).start()

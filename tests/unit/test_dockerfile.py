@@ -17,9 +17,11 @@ import re
 import shlex
 import subprocess
 import sys
+from importlib.metadata import requires
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
 
 from cloud import cli
 from cloud.models import fetch
@@ -56,10 +58,111 @@ def test_dockerfile_base_image_and_handler() -> None:
 def test_dockerfile_uses_cpu_torch_pinned_like_the_makefile() -> None:
     args = dict(arg.split("=", 1) for arg in instructions("ARG") if "=" in arg)
     assert {"torch": args["TORCH_VERSION"], "torchvision": args["TORCHVISION_VERSION"]} == _makefile_torch_spec()
-    installs = [run for run in instructions("RUN") if "torch==" in run]
-    assert installs and "--index-url https://download.pytorch.org/whl/cpu" in installs[0]
-    # the package install is constrained to that torch, so pip cannot swap in a CUDA build
-    assert any("--constraint" in run and "[cloud]" in run for run in instructions("RUN"))
+    [torch] = [words for words in _pip_installs() if any(word.startswith('"torch==') for word in words)]
+    assert torch[torch.index("--index-url") + 1] == "https://download.pytorch.org/whl/cpu"
+    # every other install takes only what it names, so none can swap in another (CUDA) torch from PyPI
+    assert all("--no-deps" in words for words in _pip_installs())
+    assert _index_installs_without_no_deps(_pip_installs()) == []
+
+
+LOCK = REPO / "requirements" / "lambda.txt"
+
+
+def _pip_installs(runs: list[str] | None = None) -> list[list[str]]:
+    """Every `python -m pip install ...` of the RUN steps, split into words (quotes kept)."""
+    found = []
+    for run in instructions("RUN") if runs is None else runs:
+        for command in run.split("&&"):
+            words = command.split()
+            if words[:4] == ["python", "-m", "pip", "install"]:
+                found.append(words[4:])
+    return found
+
+
+def _index_installs_without_no_deps(installs: list[list[str]]) -> list[list[str]]:
+    # --index-url makes that index the only source of the named packages' dependencies too
+    return [words for words in installs if "--index-url" in words and "--no-deps" not in words]
+
+
+def test_the_checker_flags_the_old_torch_install() -> None:
+    old = ('python -m pip install --no-cache-dir --no-compile --index-url https://download.pytorch.org/whl/cpu '
+           '"torch==${TORCH_VERSION}" "torchvision==${TORCHVISION_VERSION}"')
+    assert _index_installs_without_no_deps(_pip_installs([old])) == [_pip_installs([old])[0]]
+
+
+def _locked() -> dict[str, tuple[str, list[str]]]:
+    """requirements/lambda.txt: name -> (pinned version, sha256 hashes)."""
+    text = LOCK.read_text().replace("\\\n", " ")
+    locked = {}
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            requirement = Requirement(line.split(" --hash", 1)[0])
+            [pin] = requirement.specifier
+            assert pin.operator == "==", line
+            locked[requirement.name.lower()] = (pin.version, re.findall(r"--hash=sha256:([0-9a-f]{64})", line))
+    return locked
+
+
+def test_the_pypi_packages_are_installed_from_a_hash_pinned_lock() -> None:
+    [install] = [words for words in _pip_installs() if "--require-hashes" in words]
+    assert install[install.index("-r") + 1] == "/tmp/requirements-lambda.txt" and "--no-deps" in install
+    assert any(copy.split() == ["requirements/lambda.txt", "/tmp/requirements-lambda.txt"]
+               for copy in stage("build").args("COPY"))
+    assert all(hashes for _, hashes in _locked().values())
+    assert not {"torch", "torchvision"} & set(_locked())  # from the CPU index, not PyPI
+    assert any(words[-1] == "/tmp/facepipe-src" for words in _pip_installs())  # then facepipe, without deps
+    assert any("python -m pip check" in run for run in stage("build").args("RUN"))
+
+
+def test_torchs_own_dependencies_come_from_pypi() -> None:
+    """The dependencies torch's and torchvision's metadata name without a marker (the CUDA libraries have
+    one: the CPU wheels do not ask for them) are in the PyPI lock, at versions they accept."""
+    locked = _locked()
+    plain = [Requirement(line) for dist in ("torch", "torchvision") for line in requires(dist) or []]
+    plain = [r for r in plain if r.marker is None and r.name.lower() not in ("torch", "torchvision")]
+    assert {r.name.lower() for r in plain} >= {"sympy", "networkx", "jinja2", "filelock", "fsspec",
+                                                "typing-extensions", "setuptools"}
+    for requirement in plain:
+        assert requirement.name.lower() in locked, requirement
+        assert requirement.specifier.contains(locked[requirement.name.lower()][0]), requirement
+    listed = (REPO / "requirements" / "lambda-torch-deps.in").read_text()
+    assert {Requirement(line).name.lower() for line in listed.splitlines() if line and not line.startswith("#")} == {
+        r.name.lower() for r in plain}
+
+
+def _base_image_check(**env: str) -> subprocess.CompletedProcess[str]:
+    """The build stage's first check, run by bash with these build arguments."""
+    [check] = [run for run in stage("build").args("RUN") if "ALLOW_UNPINNED_BASE" in run]
+    return subprocess.run(["bash", "-c", check], env={"PATH": os.environ["PATH"], **env}, capture_output=True,
+                          text=True, check=False)
+
+
+@pytest.mark.parametrize(("base", "allow", "refused"), [
+    ("public.ecr.aws/lambda/python:3.12", "", True),  # a tag AWS moves with every rebuild
+    ("public.ecr.aws/lambda/python:3.12", "1", False),  # the explicit opt-out
+    ("public.ecr.aws/lambda/python:3.12@sha256:" + "ab" * 32, "", False),
+    ("public.ecr.aws/lambda/python@sha256:" + "ab" * 32, "", False),
+])
+def test_the_build_refuses_a_base_image_not_pinned_by_digest(base: str, allow: str, refused: bool) -> None:
+    assert {"BASE_IMAGE", "ALLOW_UNPINNED_BASE="} <= set(stage("build").args("ARG"))  # empty: refused
+    result = _base_image_check(BASE_IMAGE=base, ALLOW_UNPINNED_BASE=allow)
+    assert (result.returncode != 0) == refused, result.stderr
+    assert ("not pinned by digest" in result.stderr) == refused
+
+
+def test_pin_base_image_sets_both_functions_build_argument(tmp_path: Path) -> None:
+    template = tmp_path / "template.yaml"
+    template.write_text((REPO / "template.yaml").read_text())
+    pinned = "public.ecr.aws/lambda/python:3.12@sha256:" + "0f" * 32
+    tool = [sys.executable, str(REPO / "tools" / "pin_base_image.py"), "--template", str(template)]
+    assert subprocess.run([*tool, "public.ecr.aws/lambda/python:3.12"], capture_output=True).returncode != 0
+    subprocess.run([*tool, pinned], check=True, capture_output=True)
+    from cloud.local.template import load_template
+
+    resources = load_template(template)["Resources"]
+    assert {resources[name]["Metadata"]["DockerBuildArgs"]["BASE_IMAGE"] for name in HANDLERS} == {pinned}
+    assert _base_image_check(BASE_IMAGE=pinned).returncode == 0
 
 
 # --- the weights: WEIGHTS_URL / WEIGHTS_SHA256 ----------------------------------------------------------
@@ -284,7 +387,7 @@ LAMBDA_PYTHON_312: dict[str, str] = {
 # Commands a stage installs itself, for the stages built on it.
 INSTALLED_BY_STAGE: dict[str, dict[str, str]] = {
     "build": {"facepipe": "console script of setup.cfg [options.entry_points], installed by the build stage's "
-                          "`pip install /tmp/facepipe-src[cloud]`"},
+                          "`pip install --no-deps /tmp/facepipe-src`"},
 }
 
 
@@ -416,20 +519,22 @@ def test_only_the_weights_stage_adds_the_weights_tools() -> None:
 
 
 def test_image_installs_only_the_cloud_extra_and_it_holds_no_edge_or_local_tool() -> None:
-    installs = [run for run in stage("build").args("RUN") if "/tmp/facepipe-src[" in run]
-    assert len(installs) == 1 and re.findall(r"/tmp/facepipe-src\[([^\]]*)\]", installs[0]) == ["cloud"]
     cfg = configparser.ConfigParser()
     cfg.read(REPO / "setup.cfg")
     extras = cfg["options.extras_require"]
 
-    def names(extra: str) -> set[str]:
-        return {re.split(r"[<>=!\[ ]", line.strip())[0].lower() for line in extras[extra].splitlines()
+    def names(text: str) -> set[str]:
+        return {re.split(r"[<>=!\[ ]", line.strip())[0].lower() for line in text.splitlines()
                 if line.strip() and not line.strip().startswith("#")}
 
     # what only the edge daemon or the local stack needs (the functions need opencv and requests too)
-    offline_only = (names("edge") | names("local")) - {"opencv-python-headless", "requests"}
+    offline_only = (names(extras["edge"]) | names(extras["local"])) - {"opencv-python-headless", "requests"}
     assert offline_only >= {"moto", "aws-sam-translator", "prometheus-client", "pyyaml"}
-    assert names("cloud") & offline_only == set()
+    assert names(extras["cloud"]) & offline_only == set()
+    # the lock holds the package's requirements and the cloud extra's (torch's pair aside), no offline tool
+    locked = set(_locked())
+    wanted = names(cfg["options"]["install_requires"]) | names(extras["cloud"])
+    assert wanted - {"torch", "torchvision"} <= locked and locked & offline_only == set()
 
 
 @pytest.mark.parametrize("argv", [["models", "fetch", "--help"], ["local", "up"]])

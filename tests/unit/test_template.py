@@ -147,6 +147,9 @@ def _resolve(tpl: Template, value: Any, values: dict[str, str]) -> Any:
     if set(value) == {"Fn::If"}:
         condition, then, otherwise = value["Fn::If"]
         return _resolve(tpl, then if _holds(tpl, condition, values) else otherwise, values)
+    if set(value) == {"Fn::FindInMap"}:
+        mapping, top, second = (_resolve(tpl, arg, values) for arg in value["Fn::FindInMap"])
+        return tpl["Mappings"][mapping][str(top)][second]
     return {key: _resolve(tpl, item, values) for key, item in value.items()}
 
 
@@ -178,7 +181,10 @@ def test_sam_build_makes_one_image_from_the_dockerfile(template: Template) -> No
     assert (REPO / metadata[0]["DockerContext"] / metadata[0]["Dockerfile"]).is_file()
     declared = {arg.split("=", 1)[0] for arg in instructions("ARG")}
     assert set(metadata[0]["DockerBuildArgs"]) <= declared  # every build arg is one the Dockerfile reads
-    assert all(value == "" for value in metadata[0]["DockerBuildArgs"].values())  # the default weights
+    args = metadata[0]["DockerBuildArgs"]
+    assert args["WEIGHTS_URL"] == args["WEIGHTS_SHA256"] == ""  # the default weights
+    # the Dockerfile's base image: the build refuses it until tools/pin_base_image.py pins it by digest
+    assert args["BASE_IMAGE"].split("@sha256:")[0] == "public.ecr.aws/lambda/python:3.12"
     assert all("ImageUri" not in template["Resources"][name]["Properties"] for name in HANDLERS)
 
 
@@ -263,6 +269,19 @@ def test_any_change_to_a_function_publishes_a_version_for_its_alias(
     # A new image is a new version by itself (SAM hashes the ImageUri that `sam build` writes).
     rebuilt = transform(as_built(template, image_uri=PLACEHOLDER_IMAGE_URI + "-rebuilt"))
     assert _version_of(rebuilt, function)[0] != version_id
+
+
+@pytest.mark.parametrize("function", sorted(HANDLERS))
+def test_what_happens_to_old_versions(template: Template, transformed: Template, function: str) -> None:
+    """docs/deploy.md: a new image publishes a new Version resource and the old one leaves the template, kept
+    by SAM's DeletionPolicy Retain; a parameter change replaces the same Version resource (its Description
+    changes) and, without an UpdateReplacePolicy, CloudFormation deletes the replaced version."""
+    version_id, version = _version_of(transformed, function)
+    assert version.get("DeletionPolicy") == "Retain" and version.get("UpdateReplacePolicy", "Delete") == "Delete"
+    changed_id, _ = _version_of(transform(as_built(_with_defaults(template, LogLevel="DEBUG"))), function)
+    assert changed_id == version_id and "LogLevel" in _refs(version["Properties"]["Description"])
+    rebuilt = transform(as_built(template, image_uri=PLACEHOLDER_IMAGE_URI + "-rebuilt"))
+    assert _version_of(rebuilt, function)[0] != version_id and version_id not in rebuilt["Resources"]
 
 
 @pytest.mark.parametrize("function", sorted(HANDLERS))
@@ -391,11 +410,7 @@ def test_ingest_queue_triggers_detection_with_partial_batch_failures(transformed
     assert props["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "IngestMaxConcurrency"}}
     params = transformed["Parameters"]
     assert params["IngestBatchSize"]["MaxValue"] == 10 and params["IngestMaxConcurrency"]["MinValue"] >= 2
-    queue = transformed["Resources"]["IngestQueue"]["Properties"]
-    assert queue["VisibilityTimeout"] == {"Ref": "IngestVisibilityTimeout"}
-    # Lambda refuses a mapping whose queue hides messages for less than the function's timeout; AWS advises 6x.
-    assert params["IngestVisibilityTimeout"]["Default"] >= 6 * params["DetectionTimeout"]["Default"]
-    assert params["IngestVisibilityTimeout"]["MaxValue"] == 43200  # SQS maximum
+    # its visibility and retention: test_queue_timings_hold_for_every_allowed_value
 
 
 def test_uploads_notify_the_ingest_queue_which_lets_s3_send(transformed: Template) -> None:
@@ -426,19 +441,58 @@ def test_detection_reads_images_under_uploads_only(transformed: Template) -> Non
 # --- queues, bucket, logs -------------------------------------------------------------------------
 
 
-def test_visibility_timeout_is_at_least_six_times_the_recognition_timeout(transformed: Template) -> None:
-    timeout_param = transformed["Parameters"]["RecognitionTimeout"]
-    recognition = transformed["Resources"]["RecognitionFunction"]["Properties"]
-    assert recognition["Timeout"] == {"Ref": "RecognitionTimeout"}
-    visibility = transformed["Resources"]["RequestQueue"]["Properties"]["VisibilityTimeout"]
-    assert visibility == {"Fn::FindInMap": ["RecognitionTimeouts", {"Ref": "RecognitionTimeout"}, "VisibilityTimeout"]}
-    table = transformed["Mappings"]["RecognitionTimeouts"]
-    allowed = [str(value) for value in timeout_param["AllowedValues"]]
-    assert sorted(table) == sorted(allowed)  # every allowed timeout has its row
-    for seconds in allowed:
-        assert table[seconds]["VisibilityTimeout"] >= 6 * int(seconds)
-        assert table[seconds]["VisibilityTimeout"] <= 43200  # SQS maximum
-    assert str(timeout_param["Default"]) in allowed
+def _allowed(param: dict[str, Any]) -> list[str]:
+    """Every value a Number parameter may take: its AllowedValues, else MinValue..MaxValue."""
+    if "AllowedValues" in param:
+        return [str(value) for value in param["AllowedValues"]]
+    return [str(value) for value in range(int(param["MinValue"]), int(param["MaxValue"]) + 1)]
+
+
+def _timed_parameters(tpl: Template, queues: dict[str, dict[str, Any]]) -> list[str]:
+    """The parameters behind any queue's timings, the function timeouts and the redrive counts."""
+    timings = [{key: q["Properties"].get(key) for key in ("VisibilityTimeout", "MessageRetentionPeriod",
+                                                          "RedrivePolicy")} for q in queues.values()]
+    functions = [tpl["Resources"][name]["Properties"]["Timeout"] for name in HANDLERS]
+    return sorted(_parameters_behind(tpl, [timings, functions]))
+
+
+def test_queue_timings_hold_for_every_allowed_value(transformed: Template) -> None:
+    """For every allowed combination: each SQS-triggered queue's visibility is at least 6x its function's
+    timeout (Lambda refuses a mapping below 1x; AWS advises 6x), every queue keeps a message longer than
+    (MaxReceiveCount + 1) visibility timeouts (or a message that keeps failing expires before it reaches the
+    DLQ, and the DLQ alarm never fires), every DLQ keeps messages longer than its source, all within SQS's
+    limits."""
+    queues = _of_type(transformed, "AWS::SQS::Queue")
+    names = _timed_parameters(transformed, queues)
+    assert {"DetectionTimeout", "RecognitionTimeout", "MaxReceiveCount"} <= set(names)
+    assert len(names) == 3, names  # a new one must be iterated here as well
+    functions = {mapping["Properties"]["EventSourceArn"]["Fn::GetAtt"][0]:
+                 mapping["Properties"]["FunctionName"]["Ref"].removesuffix(f"Alias{ALIAS}")
+                 for mapping in _of_type(transformed, "AWS::Lambda::EventSourceMapping").values()}
+    assert sorted(functions) == ["IngestQueue", "RequestQueue"]
+    params = transformed["Parameters"]
+    combinations = 0
+    for detection in _allowed(params["DetectionTimeout"]):
+        for recognition in _allowed(params["RecognitionTimeout"]):
+            for receives in _allowed(params["MaxReceiveCount"]):
+                values = _parameter_values(transformed, DetectionTimeout=detection, RecognitionTimeout=recognition,
+                                           MaxReceiveCount=receives)
+                props = {name: _resolve(transformed, q["Properties"], values) for name, q in queues.items()}
+                for queue, function in functions.items():
+                    timeout = int(_resolve(transformed, transformed["Resources"][function]["Properties"]["Timeout"],
+                                           values))
+                    assert int(props[queue]["VisibilityTimeout"]) >= 6 * timeout, (queue, values)
+                for name, queue_props in props.items():
+                    visibility = int(queue_props.get("VisibilityTimeout", 30))  # SQS's default
+                    retention = int(queue_props["MessageRetentionPeriod"])
+                    assert visibility <= 43200 and 60 <= retention <= 1209600, (name, values)
+                    if "RedrivePolicy" in queue_props:
+                        redrive = queue_props["RedrivePolicy"]
+                        dlq = props[redrive["deadLetterTargetArn"]["Fn::GetAtt"][0]]
+                        assert retention > (int(redrive["maxReceiveCount"]) + 1) * visibility, (name, values)
+                        assert int(dlq["MessageRetentionPeriod"]) > retention, (name, values)
+                combinations += 1
+    assert combinations == 11 * 12 * 20
 
 
 def test_queues_dead_letter_size_and_encryption(transformed: Template) -> None:
@@ -452,8 +506,7 @@ def test_queues_dead_letter_size_and_encryption(transformed: Template) -> None:
         assert props["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]},
                                           "maxReceiveCount": {"Ref": "MaxReceiveCount"}}
         assert props["MaximumMessageSize"] == MAX_QUEUE_MESSAGE_BYTES
-        # a DLQ keeps messages longer than its source, or they expire before anyone looks
-        assert queues[dlq]["Properties"]["MessageRetentionPeriod"] > props["MessageRetentionPeriod"]
+        # retention, the DLQ's above its source's: test_queue_timings_hold_for_every_allowed_value
     assert all(q["Properties"]["SqsManagedSseEnabled"] is True for q in queues.values())
 
 
@@ -663,8 +716,11 @@ def test_request_queue_backlog_alarm(transformed: Template) -> None:
     param = transformed["Parameters"]["RequestQueueAgeAlarmSeconds"]
     # by default: when the edge daemon has given up waiting for the answer
     assert param["Default"] == ResponsesConfig.model_fields["answer_timeout_s"].default
-    # a threshold must be reachable before requests expire
-    assert param["MaxValue"] <= transformed["Resources"]["RequestQueue"]["Properties"]["MessageRetentionPeriod"]
+    # a threshold must be reachable before requests expire, whatever the recognition timeout
+    retention = transformed["Resources"]["RequestQueue"]["Properties"]["MessageRetentionPeriod"]
+    for timeout in _allowed(transformed["Parameters"]["RecognitionTimeout"]):
+        values = _parameter_values(transformed, RecognitionTimeout=timeout)
+        assert param["MaxValue"] <= _resolve(transformed, retention, values)
 
 
 def test_detection_5xx_alarm_reads_the_metric_the_handler_emits(transformed: Template) -> None:
@@ -710,6 +766,39 @@ def test_every_alarm_notifies_the_encrypted_topic(transformed: Template) -> None
     assert key["EnableKeyRotation"] is True
     [grant] = [s for s in key["KeyPolicy"]["Statement"] if s["Principal"] == {"Service": "cloudwatch.amazonaws.com"}]
     assert set(grant["Action"]) == {"kms:Decrypt", "kms:GenerateDataKey*"}
+    # the key serves this account's (and stack's) alarms only, as the topic does: no confused deputy
+    assert grant["Condition"] == publish["Condition"]
+    assert publish["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"}}
+
+
+def _rules_refuse(tpl: Template, values: dict[str, str]) -> list[str]:
+    """The template Rules whose assertions fail for these parameter values, as CloudFormation checks them
+    (before creating or changing anything)."""
+
+    def holds(expr: Any) -> bool:
+        (function, args), = expr.items()
+        if function == "Fn::Not":
+            return not holds(args[0])
+        if function == "Fn::And":
+            return all(holds(arg) for arg in args)
+        if function == "Fn::Or":
+            return any(holds(arg) for arg in args)
+        if function == "Fn::Equals":
+            return str(_resolve(tpl, args[0], values)) == str(_resolve(tpl, args[1], values))
+        raise AssertionError(f"unexpected rule function {function}")
+
+    return [name for name, rule in tpl.get("Rules", {}).items()
+            if ("RuleCondition" not in rule or holds(rule["RuleCondition"]))
+            and not all(holds(assertion["Assert"]) for assertion in rule["Assertions"])]
+
+
+def test_a_public_url_with_device_queues_is_refused(transformed: Template) -> None:
+    # With auth NONE nobody is bound to a device, so X-Reply-To could name any device's queue from the internet.
+    for auth in transformed["Parameters"]["FunctionUrlAuthType"]["AllowedValues"]:
+        for prefix in ("", "facepipe_answers-"):
+            refused = _rules_refuse(transformed, _parameter_values(transformed, FunctionUrlAuthType=auth,
+                                                                   ReplyToPrefix=prefix))
+            assert bool(refused) == (auth == "NONE" and prefix != ""), (auth, prefix, refused)
 
 
 def test_alarm_email_subscription_is_optional(transformed: Template) -> None:
