@@ -542,14 +542,14 @@ def test_each_role_touches_only_its_own_queues_and_the_bucket(transformed: Templ
 
 
 def test_recognition_may_list_only_the_keys_it_reads(transformed: Template) -> None:
-    """ListBucket only makes a missing gallery (or crop) a 404, not a 403; scoped by s3:prefix (S3 checks
-    the key asked for), it lets the function list neither results/ nor anything else."""
+    """ListBucket only makes a missing gallery a 404, not a 403; scoped by s3:prefix to the gallery key (S3 checks
+    the key asked for), it lets the function list neither results/ nor crops/ nor anything else."""
     role_id = transformed["Resources"]["RecognitionFunction"]["Properties"]["Role"]["Fn::GetAtt"][0]
     listing = [s for s in _statements(transformed["Resources"][role_id]["Properties"]["Policies"])
                if "s3:ListBucket" in _list(s["Action"])]
     assert [s["Resource"] for s in listing] == [{"Fn::GetAtt": ["Bucket", "Arn"]}]
     [statement] = listing
-    assert statement["Condition"] == {"StringLike": {"s3:prefix": [{"Ref": "GalleryKey"}, "crops/*"]}}
+    assert statement["Condition"] == {"StringEquals": {"s3:prefix": {"Ref": "GalleryKey"}}}
     env = _function_env(transformed, "RecognitionFunction")
     assert env["FACEPIPE_GALLERY_URI"] == {"Fn::Sub": "s3://${Bucket}/${GalleryKey}"}  # the key it reads
     # no wildcard can be slipped into the exact gallery key
@@ -826,4 +826,4 @@ def test_sample_sqs_event_matches_the_contract() -> None:
     for request in requests:
         for index, face in enumerate(request.faces):
             # crops by S3 pointer (no photo data in the repository), at the detector's key layout
-            assert face.crop_s3_key == f"crops/{request.request_id}/{index}.jpg"
+            assert face.crop_s3_key == f"crops/{request.device_id}/{request.request_id}/{index}.jpg"
