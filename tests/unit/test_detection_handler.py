@@ -264,6 +264,7 @@ def bound(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setti
     monkeypatch.setenv("FACEPIPE_BIND_DEVICES", "true")
     monkeypatch.setenv("FACEPIPE_DEVICE_USER_PREFIX", DEVICE_PREFIX)
     monkeypatch.setenv("FACEPIPE_REPLY_TO_PREFIX", REPLY_PREFIX)
+    monkeypatch.setenv("FACEPIPE_DEVICE_ACCOUNT", "123456789012")
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
