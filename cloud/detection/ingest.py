@@ -165,7 +165,7 @@ def detect_record(record: SQSRecord) -> list[str]:
     settings = get_settings()
     metrics.add_metric(name="IngestMessages", unit=MetricUnit.Count, value=1)
     try:
-        uploads = uploads_of(record.body, settings, record.attributes.sender_id)
+        uploads = uploads_of(record.body, settings, record.attributes.get("SenderId"))
         for upload in uploads:
             logger.set_correlation_id(upload.request_id)
             process(upload)
