@@ -155,6 +155,7 @@ class Device:
     user_arn: str
     access_keys: list[str]
     queue_url: str | None  # None: the queue is gone
+    temporary: bool = False  # no user: sessions of the device role (user_arn is empty)
 
 
 class DeviceError(Exception):
@@ -255,6 +256,11 @@ def list_devices(target: Target, *, iam: Any, sqs: Any) -> list[Device]:
             except sqs.exceptions.QueueDoesNotExist:
                 queue_url = None
             devices.append(Device(name=name, user_arn=user["Arn"], access_keys=keys, queue_url=queue_url))
+    users = {device.name for device in devices}
+    for queue_url in sqs.list_queues(QueueNamePrefix=target.reply_to_prefix).get("QueueUrls", []):
+        name = sqs.list_queue_tags(QueueUrl=queue_url).get("Tags", {}).get(DEVICE_TAG)
+        if name is not None and name not in users and queue_url.endswith("/" + target.queue_name(name)):
+            devices.append(Device(name=name, user_arn="", access_keys=[], queue_url=queue_url, temporary=True))
     return sorted(devices, key=lambda d: d.name)
 
 
@@ -404,7 +410,8 @@ def run_add(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     def show(target: Target, iam: Any, sqs: Any) -> None:
         for device in list_devices(target, iam=iam, sqs=sqs):
-            print(f"{device.name}\t{device.user_arn}\tkeys {','.join(device.access_keys) or '-'}\t"
+            identity = "(temporary credentials)" if device.temporary else device.user_arn
+            print(f"{device.name}\t{identity}\tkeys {','.join(device.access_keys) or '-'}\t"
                   f"queue {device.queue_url or '(missing)'}")
 
     return _run(args, show)

@@ -177,6 +177,9 @@ def test_a_temporary_device_is_a_queue_its_one_session_may_read(on_moto: tuple[T
     assert iam.list_users(PathPrefix=f"/facepipe/{target.stack}/")["Users"] == []  # no user, no key
     with pytest.raises(DeviceError, match="exists"):
         add_temporary_device(target, "cam-t", iam=iam, sqs=sqs)
+    sqs.create_queue(QueueName=target.queue_name("submit-run"))  # an admin's queue under the prefix: no device
+    [listed] = list_devices(target, iam=iam, sqs=sqs)
+    assert (listed.name, listed.temporary, listed.access_keys, listed.queue_url) == ("cam-t", True, [], added.queue_url)
     remove_device(target, "cam-t", iam=iam, sqs=sqs)
     with pytest.raises(sqs.exceptions.QueueDoesNotExist):
         sqs.get_queue_url(QueueName=target.queue_name("cam-t"))
