@@ -70,9 +70,11 @@ def reply_to_refusal(name: str, prefix: str) -> str | None:
     return None
 
 
-def crop_key(request_id: str, index: int) -> str:
-    """Where face `index` of a request's crops lives in the bucket when they do not fit the message."""
-    return f"crops/{request_id}/{index}.jpg"
+def crop_key(device_id: str, request_id: str, index: int) -> str:
+    """Where face `index` of a request's crops lives in the bucket when they do not fit the message. The client
+    chooses its request id, so the device (bound to the caller where devices are identities) scopes it: a device
+    reusing another's request id cannot overwrite that device's crops."""
+    return f"crops/{device_id}/{request_id}/{index}.jpg"
 
 
 # --- HTTP: Function URL responses -------------------------------------------------------------
@@ -123,9 +125,9 @@ class RequestMessage(_Strict):
 
     @model_validator(mode="after")
     def _crops_are_this_requests(self) -> Self:
-        """A crop in S3 must be one of this request's (crops/<request_id>/<i>.jpg): a message can never make
-        the recognizer read another request's crop, or any other object."""
-        prefix = crop_key(self.request_id, 0).removesuffix("0.jpg")
+        """A crop in S3 must be one of this request's (crops/<device_id>/<request_id>/<i>.jpg): a message can never
+        make the recognizer read another request's or device's crop, or any other object."""
+        prefix = crop_key(self.device_id, self.request_id, 0).removesuffix("0.jpg")
         for i, face in enumerate(self.faces):
             key = face.crop_s3_key
             if key is not None and not (key.startswith(prefix) and re.fullmatch(r"[0-9]{1,4}\.jpg", key[len(prefix):])):

@@ -1,11 +1,15 @@
 """`facepipe device add|list|remove`: each camera its own IAM identity and its own response queue.
 
-A device NAME of stack STACK is
-- the IAM user `STACK-device-NAME` under the path `/facepipe/STACK/devices/`, with one access key (a Raspberry Pi
-  has no instance role, so a user's long-term key in a mode-0600 credentials file is the practical form) and
-  one inline policy: invoke the detection function's `live` alias through its URL, and receive, delete and
-  read the attributes of its own queue, nothing else;
-- the queue `<ReplyToPrefix>NAME`, where its answers arrive.
+A device NAME of stack STACK signs either
+- with temporary credentials (`add --temporary`, the better form): sessions of the stack's `DeviceRole`
+  (template.yaml) named NAME, as IAM Roles Anywhere issues them for a device certificate; the role's policy
+  lets a session invoke the detection function's `live` alias, the queue's own policy lets that one session
+  read it; or
+- as the IAM user `STACK-device-NAME` under the path `/facepipe/STACK/devices/`, with one access key in a
+  mode-0600 credentials file and one inline policy: invoke the `live` alias through its URL, and receive,
+  delete and read the attributes of its own queue, nothing else;
+and has the queue `<ReplyToPrefix>NAME` (TLS only; tagged with the device and its SQS sender id), where its
+answers arrive.
 
 The detection function derives the device from the caller's ARN by that naming convention
 (`device_of_arn`), so binding needs no lookup table: with FACEPIPE_BIND_DEVICES on, a caller may only send
@@ -26,6 +30,11 @@ from typing import Any
 
 DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")  # a valid X-Device-Id, IAM user and queue name part
 POLICY_NAME = "facepipe-device"
+READ_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
+# Tags of a device's queue: whose it is, and the SQS SenderId of that device (an IAM user's unique id AIDA..., a
+# device role session's ROLEID:NAME), which the ingest door compares with a message's sender.
+DEVICE_TAG, SENDER_TAG = "facepipe:device", "facepipe:sender"
+ROLE_PATH = "/facepipe/{stack}/device-role/"  # template.yaml's DeviceRole: found by its path, its name is generated
 MAX_USER_NAME = 64  # IAM's limit
 MAX_QUEUE_NAME = 80  # SQS's limit
 # As template.yaml's ResponseQueue (answers are stale after an hour; long polls; encrypted at rest).
@@ -42,15 +51,41 @@ def user_path(stack: str) -> str:
     return f"/facepipe/{stack}/devices/"
 
 
-def device_of_arn(arn: str, prefix: str) -> str | None:
-    """The device an IAM user ARN (`arn:PARTITION:iam::ACCOUNT:user/[PATH/]PREFIXNAME`) is, or None.
-    User names are unique in an account whatever their path, so the name alone decides."""
+def device_of_arn(arn: str, prefix: str, account: str, role_name: str = "") -> str | None:
+    """The device a caller ARN of `account` is, or None: an IAM user `arn:PARTITION:iam::ACCOUNT:user/[PATH/]PREFIXNAME`
+    (user names are unique in an account whatever their path, so the name alone decides), or, with `role_name`, a
+    session of the device role `arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/NAME` (its session name is the device)."""
     parts = arn.split(":", 5)
-    if not prefix or len(parts) != 6 or parts[0] != "arn" or parts[2] != "iam" or not parts[5].startswith("user/"):
+    if not prefix or len(parts) != 6 or parts[0] != "arn" or not account or parts[4] != account:
         return None
-    user = parts[5].rsplit("/", 1)[-1]
-    name = user[len(prefix):] if user.startswith(prefix) else ""
+    if parts[2] == "iam" and parts[5].startswith("user/"):
+        user = parts[5].rsplit("/", 1)[-1]
+        name = user[len(prefix):] if user.startswith(prefix) else ""
+    elif role_name and parts[2] == "sts" and parts[5].startswith(f"assumed-role/{role_name}/"):
+        name = parts[5].removeprefix(f"assumed-role/{role_name}/")
+    else:
+        return None
     return name if DEVICE_NAME.fullmatch(name) else None
+
+
+def session_arn(role_arn: str, name: str) -> str:
+    """The principal of device role `role_arn`'s session named `name` (`arn:...:sts::ACCOUNT:assumed-role/ROLE/NAME`;
+    the role's path is not part of it)."""
+    partition, account, resource = role_arn.split(":")[1], role_arn.split(":")[4], role_arn.split(":", 5)[5]
+    return f"arn:{partition}:sts::{account}:assumed-role/{resource.rsplit('/', 1)[-1]}/{name}"
+
+
+def queue_policy(queue_arn: str, session: str | None = None) -> dict[str, Any]:
+    """A device queue's resource policy: TLS only, as template.yaml's queues; for a device on temporary credentials
+    also its one session's right to read it (no IAM policy variable is the session name alone: `aws:userid` is
+    ROLEID:NAME, so the role's own policy cannot name the queue)."""
+    statements: list[dict[str, Any]] = [
+        {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "sqs:*",
+         "Resource": queue_arn, "Condition": {"Bool": {"aws:SecureTransport": "false"}}}]
+    if session is not None:
+        statements.append({"Sid": "ReadOwnAnswers", "Effect": "Allow", "Principal": {"AWS": session},
+                           "Action": READ_ACTIONS, "Resource": queue_arn})
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def device_policy(alias_arn: str, queue_arn: str) -> dict[str, Any]:
@@ -68,7 +103,7 @@ def device_policy(alias_arn: str, queue_arn: str) -> dict[str, Any]:
             {
                 "Sid": "ReadOwnAnswers",
                 "Effect": "Allow",
-                "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                "Action": READ_ACTIONS,
                 "Resource": queue_arn,
             },
         ],
@@ -106,11 +141,21 @@ class NewDevice:
 
 
 @dataclass(frozen=True)
+class TemporaryDevice:
+    name: str
+    role_arn: str
+    session_arn: str
+    queue_url: str
+    reply_to: str
+
+
+@dataclass(frozen=True)
 class Device:
     name: str
     user_arn: str
     access_keys: list[str]
     queue_url: str | None  # None: the queue is gone
+    temporary: bool = False  # no user: sessions of the device role (user_arn is empty)
 
 
 class DeviceError(Exception):
@@ -133,21 +178,56 @@ def resolve_target(stack: str, *, cloudformation: Any, sts: Any, region: str) ->
                   alias_arn=f"arn:aws:lambda:{region}:{account}:function:{function}:live")
 
 
-def add_device(target: Target, name: str, *, iam: Any, sqs: Any) -> NewDevice:
-    """Queue, user, policy and access key of a new device."""
+def device_role(target: Target, iam: Any) -> dict[str, Any]:
+    """The stack's DeviceRole (template.yaml: there with AWS_IAM auth and a ReplyToPrefix), by its path."""
+    path = ROLE_PATH.format(stack=target.stack)
+    roles = iam.list_roles(PathPrefix=path)["Roles"]
+    if len(roles) != 1:
+        raise DeviceError(f"stack {target.stack} has no device role (DeviceRole, path {path}): temporary "
+                          "credentials need AWS_IAM auth and a ReplyToPrefix")
+    return dict(roles[0])
+
+
+def _checked_name(target: Target, name: str) -> None:
     if not DEVICE_NAME.fullmatch(name):
         raise DeviceError(f"device name {name!r}: 1-40 characters [A-Za-z0-9_-], starting with a letter or digit")
     user, queue = target.user_name(name), target.queue_name(name)
     if len(user) > MAX_USER_NAME or len(queue) > MAX_QUEUE_NAME:
         raise DeviceError(f"device name {name!r} is too long: IAM user {user!r} (max {MAX_USER_NAME}) or queue "
                           f"{queue!r} (max {MAX_QUEUE_NAME})")
+
+
+def _create_queue(target: Target, name: str, sender: str, sqs: Any, session: str | None = None) -> str:
+    policy = json.dumps(queue_policy(target.queue_arn(name), session))
+    url: str = sqs.create_queue(QueueName=target.queue_name(name), Attributes={**QUEUE_ATTRIBUTES, "Policy": policy},
+                                tags={DEVICE_TAG: name, SENDER_TAG: sender})["QueueUrl"]
+    return url
+
+
+def add_temporary_device(target: Target, name: str, *, iam: Any, sqs: Any) -> TemporaryDevice:
+    """Only the queue of a device on temporary credentials: its sessions of the stack's DeviceRole, named `name`,
+    invoke the URL (the role's policy) and read this queue (the queue's policy names that one session)."""
+    _checked_name(target, name)
+    role = device_role(target, iam)
+    with contextlib.suppress(sqs.exceptions.QueueDoesNotExist):
+        sqs.get_queue_url(QueueName=target.queue_name(name))
+        raise DeviceError(f"device {name!r} exists (queue {target.queue_name(name)}); `facepipe device remove` first")
+    queue_url = _create_queue(target, name, f"{role['RoleId']}:{name}", sqs, session_arn(role["Arn"], name))
+    return TemporaryDevice(name=name, role_arn=role["Arn"], session_arn=session_arn(role["Arn"], name),
+                           queue_url=queue_url, reply_to=target.queue_name(name))
+
+
+def add_device(target: Target, name: str, *, iam: Any, sqs: Any) -> NewDevice:
+    """Queue, user, policy and access key of a new device."""
+    _checked_name(target, name)
+    user = target.user_name(name)
     try:
         created = iam.create_user(UserName=user, Path=user_path(target.stack),
                                   Tags=[{"Key": "facepipe:device", "Value": name}])["User"]
     except iam.exceptions.EntityAlreadyExistsException as exc:
         raise DeviceError(f"device {name!r} exists (IAM user {user}); `facepipe device remove {name}` first") from exc
     try:
-        queue_url = sqs.create_queue(QueueName=queue, Attributes=QUEUE_ATTRIBUTES)["QueueUrl"]
+        queue_url = _create_queue(target, name, created["UserId"], sqs)
     except BaseException:  # e.g. a queue of that name with other attributes: left alone
         _delete_user(iam, user)
         raise
@@ -158,7 +238,7 @@ def add_device(target: Target, name: str, *, iam: Any, sqs: Any) -> NewDevice:
     except BaseException:
         remove_device(target, name, iam=iam, sqs=sqs)  # no half-made device left behind
         raise
-    return NewDevice(name=name, user_arn=created["Arn"], queue_url=queue_url, reply_to=queue,
+    return NewDevice(name=name, user_arn=created["Arn"], queue_url=queue_url, reply_to=target.queue_name(name),
                      access_key_id=key["AccessKeyId"], secret_access_key=key["SecretAccessKey"])
 
 
@@ -167,7 +247,7 @@ def list_devices(target: Target, *, iam: Any, sqs: Any) -> list[Device]:
     paginator = iam.get_paginator("list_users")
     for page in paginator.paginate(PathPrefix=user_path(target.stack)):
         for user in page["Users"]:
-            name = device_of_arn(user["Arn"], user_prefix(target.stack))
+            name = device_of_arn(user["Arn"], user_prefix(target.stack), target.account)
             if name is None:
                 continue
             keys = [k["AccessKeyId"] for k in iam.list_access_keys(UserName=user["UserName"])["AccessKeyMetadata"]]
@@ -176,18 +256,30 @@ def list_devices(target: Target, *, iam: Any, sqs: Any) -> list[Device]:
             except sqs.exceptions.QueueDoesNotExist:
                 queue_url = None
             devices.append(Device(name=name, user_arn=user["Arn"], access_keys=keys, queue_url=queue_url))
+    users = {device.name for device in devices}
+    for queue_url in sqs.list_queues(QueueNamePrefix=target.reply_to_prefix).get("QueueUrls", []):
+        name = sqs.list_queue_tags(QueueUrl=queue_url).get("Tags", {}).get(DEVICE_TAG)
+        if name is not None and name not in users and queue_url.endswith("/" + target.queue_name(name)):
+            devices.append(Device(name=name, user_arn="", access_keys=[], queue_url=queue_url, temporary=True))
     return sorted(devices, key=lambda d: d.name)
 
 
 def remove_device(target: Target, name: str, *, iam: Any, sqs: Any) -> None:
     """Keys first (the device is locked out at once), the queue (with any answers still on it), then policies and
-    user: a run that fails half way can be repeated."""
+    user: a run that fails half way can be repeated. A device on temporary credentials has only its queue."""
     user = target.user_name(name)
     try:
         for key in iam.list_access_keys(UserName=user)["AccessKeyMetadata"]:
             iam.delete_access_key(UserName=user, AccessKeyId=key["AccessKeyId"])
     except iam.exceptions.NoSuchEntityException as exc:
-        raise DeviceError(f"no device {name!r} (IAM user {user})") from exc
+        try:
+            queue_url = sqs.get_queue_url(QueueName=target.queue_name(name))["QueueUrl"]
+        except sqs.exceptions.QueueDoesNotExist:
+            raise DeviceError(f"no device {name!r} (IAM user {user}, queue {target.queue_name(name)})") from exc
+        if sqs.list_queue_tags(QueueUrl=queue_url).get("Tags", {}).get(DEVICE_TAG) != name:
+            raise DeviceError(f"no device {name!r}: queue {target.queue_name(name)} is not a device's") from exc
+        sqs.delete_queue(QueueUrl=queue_url)
+        return
     with contextlib.suppress(sqs.exceptions.QueueDoesNotExist):
         sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=target.queue_name(name))["QueueUrl"])
     _delete_user(iam, user)
@@ -204,7 +296,7 @@ def _delete_user(iam: Any, user: str) -> None:
     iam.delete_user(UserName=user)
 
 
-def edge_yaml_lines(device: NewDevice) -> list[str]:
+def edge_yaml_lines(device: NewDevice | TemporaryDevice) -> list[str]:
     """What goes into the device's edge.yaml (never its credentials)."""
     return [
         f"device_id: {device.name}",
@@ -237,6 +329,9 @@ def add_add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("name", help="the device id: 1-40 characters [A-Za-z0-9_-]")
     parser.add_argument("--credentials-file", type=Path,
                         help="where to write its access key (mode 0600; default ./facepipe-device-NAME.credentials)")
+    parser.add_argument("--temporary", action="store_true",
+                        help="no IAM user or key: the device signs with sessions of the stack's DeviceRole named NAME "
+                             "(IAM Roles Anywhere, or any broker that assumes the role); only its queue is made")
     _add_common(parser)
 
 
@@ -274,7 +369,27 @@ def _run(args: argparse.Namespace, action: Any) -> int:
     return 0
 
 
+def run_add_temporary(args: argparse.Namespace) -> int:
+    def add(target: Target, iam: Any, sqs: Any) -> None:
+        device = add_temporary_device(target, args.name, iam=iam, sqs=sqs)
+        print(f"device {device.name}: temporary credentials, sessions of {device.role_arn} named {device.name} "
+              f"({device.session_arn})")
+        print("edge.yaml lines:")
+        print("\n".join(f"  {line}" for line in edge_yaml_lines(device)))
+        print("credentials: an AWS profile whose credential_process prints a session of that role named "
+              f"{device.name}, e.g. IAM Roles Anywhere's\n"
+              "  credential_process = aws_signing_helper credential-process --certificate device.pem --private-key "
+              f"device.key\n    --trust-anchor-arn TA --profile-arn PROFILE --role-arn {device.role_arn} "
+              f"--role-session-name {device.name}\n"
+              "  (docs/deploy.md, \"A second camera on temporary credentials\"); or, from a broker holding other "
+              f"credentials:\n  aws sts assume-role --role-arn {device.role_arn} --role-session-name {device.name}")
+
+    return _run(args, add)
+
+
 def run_add(args: argparse.Namespace) -> int:
+    if args.temporary:
+        return run_add_temporary(args)
     path: Path = args.credentials_file or Path(f"facepipe-device-{args.name}.credentials")
     if path.exists():
         print(f"facepipe device: {path} exists; not overwriting credentials", file=sys.stderr)
@@ -297,7 +412,8 @@ def run_add(args: argparse.Namespace) -> int:
 def run_list(args: argparse.Namespace) -> int:
     def show(target: Target, iam: Any, sqs: Any) -> None:
         for device in list_devices(target, iam=iam, sqs=sqs):
-            print(f"{device.name}\t{device.user_arn}\tkeys {','.join(device.access_keys) or '-'}\t"
+            identity = "(temporary credentials)" if device.temporary else device.user_arn
+            print(f"{device.name}\t{identity}\tkeys {','.join(device.access_keys) or '-'}\t"
                   f"queue {device.queue_url or '(missing)'}")
 
     return _run(args, show)

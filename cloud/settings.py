@@ -79,11 +79,14 @@ class Settings(BaseSettings):
     # name says, and its answers go only to that device's queue. Needs AWS_IAM auth and a reply_to prefix.
     bind_devices: bool = Field(default=False, description="bind X-Device-Id and reply_to to the caller's IAM user")
     device_user_prefix: str = Field(default="", description="IAM user names of devices: <prefix><device id>")
+    device_role_name: str = Field(default="", description="the device role: its sessions named <device id> are devices")
+    device_account: str = Field(default="", description="the stack's account: devices are its users and sessions")
 
     @model_validator(mode="after")
     def _binding_has_what_it_needs(self) -> Settings:
-        if self.bind_devices and not (self.reply_to_prefix and self.device_user_prefix):
-            raise ValueError("FACEPIPE_BIND_DEVICES needs FACEPIPE_REPLY_TO_PREFIX and FACEPIPE_DEVICE_USER_PREFIX")
+        if self.bind_devices and not (self.reply_to_prefix and self.device_user_prefix and self.device_account):
+            raise ValueError("FACEPIPE_BIND_DEVICES needs FACEPIPE_REPLY_TO_PREFIX, FACEPIPE_DEVICE_USER_PREFIX and "
+                             "FACEPIPE_DEVICE_ACCOUNT")
         return self
 
 

@@ -2,8 +2,8 @@
 
 Crops travel inline (base64 JPEG) while the message fits `max_message_bytes` in UTF-8 bytes (SQS's
 unit; moto counts characters, so we measure ourselves). A frame with many faces overflows: then
-every crop goes to S3 at `crops/<request_id>/<i>.jpg` and the message carries the keys. The keys
-depend only on the request id, so a retried upload of the same frame overwrites instead of piling up.
+every crop goes to S3 at `crops/<device_id>/<request_id>/<i>.jpg` and the message carries the keys. The keys
+depend only on the device and request id, so a retried upload of the same frame overwrites instead of piling up.
 The handler has already capped the faces (FACEPIPE_MAX_FACES; the message model refuses more than
 MAX_FACES_PER_FRAME), so the uploads are bounded too; they run a few at a time, not one by one.
 """
@@ -62,7 +62,7 @@ def build_message(frame: Frame, faces: Sequence[Face], crops: Sequence[bytes], i
             box=[round(v, 2) for v in face.box],
             probability=round(min(max(face.probability, 0.0), 1.0), 6),
             landmarks=[[round(x, 2), round(y, 2)] for x, y in face.landmarks],
-            crop_s3_key=crop_key(frame.request_id, i) if in_s3 else None,
+            crop_s3_key=crop_key(frame.device_id, frame.request_id, i) if in_s3 else None,
             crop_jpeg_b64=None if in_s3 else base64.b64encode(jpeg).decode("ascii"),
         )
         for i, (face, jpeg) in enumerate(zip(faces, crops, strict=True))
@@ -95,7 +95,7 @@ def plan(frame: Frame, faces: Sequence[Face], max_bytes: int) -> tuple[str, list
             f"{len(faces)} faces make a {size}-byte queue message even with crops in S3; "
             f"the limit is {max_bytes} bytes"
         )
-    return body, [(crop_key(frame.request_id, i), jpeg) for i, jpeg in enumerate(crops)]
+    return body, [(crop_key(frame.device_id, frame.request_id, i), jpeg) for i, jpeg in enumerate(crops)]
 
 
 def send_frame(frame: Frame, faces: Sequence[Face], *, sqs: Any, s3: Any, settings: Settings) -> Sent:

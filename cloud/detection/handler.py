@@ -130,12 +130,14 @@ def parse_json(event: dict[str, Any], headers: dict[str, str]) -> Upload:
 
 
 def bind_to_caller(upload: Upload, event: dict[str, Any], settings: Settings) -> Upload:
-    """With FACEPIPE_BIND_DEVICES, the caller (the URL's IAM identity) is a device: it sends only as itself, and
+    """With FACEPIPE_BIND_DEVICES, the caller (the URL's IAM identity: a device's IAM user, or a session of the device
+    role named after the device) is a device: it sends only as itself, and
     its answers go to its own queue, whatever X-Reply-To says (a different one is refused)."""
     if not settings.bind_devices:
         return upload
     iam = ((event.get("requestContext") or {}).get("authorizer") or {}).get("iam") or {}
-    device = device_of_arn(str(iam.get("userArn") or ""), settings.device_user_prefix)
+    device = device_of_arn(str(iam.get("userArn") or ""), settings.device_user_prefix, settings.device_account,
+                           settings.device_role_name)
     if device is None:
         raise Rejected(403, "the caller is not a device of this stack (`facepipe device add NAME` makes one)")
     if not any(str(name).lower() == HEADER_DEVICE_ID.lower() for name in event.get("headers") or {}):

@@ -42,6 +42,7 @@ from cloud.contracts import (
     s3_request_id,
 )
 from cloud.detection.handler import Rejected, Upload, logger, metrics, process
+from cloud.detection.senders import check_sender, s3_principal
 from cloud.settings import Settings, get_settings
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
@@ -88,7 +89,8 @@ def read_upload(ref: S3ImageRef, head: dict[str, Any], settings: Settings) -> by
     return data
 
 
-def from_image_event(event: ImageEvent, settings: Settings) -> Upload:
+def from_image_event(event: ImageEvent, settings: Settings, sender: str | None = None) -> Upload:
+    check_sender(event.device_id, event.reply_to, sender, settings)  # before anything is read
     if event.image_b64 is not None:
         try:
             image = base64.b64decode(event.image_b64, validate=True)
@@ -126,6 +128,7 @@ def from_s3_record(record: dict[str, Any], settings: Settings) -> Upload | None:
     if not is_valid_device_id(device_id):
         raise BadImageEvent(f"x-amz-meta-{DEVICE_ID_METADATA} {device_id[:80]!r} is not a valid device id")
     reply_to = _checked_reply_to(metadata.get(REPLY_TO_METADATA), settings)
+    check_sender(device_id, reply_to, s3_principal(record), settings)
     pinned = S3ImageRef(bucket=bucket, key=key, version_id=version)
     return Upload(request_id=s3_request_id(bucket, key, version or etag), device_id=device_id,
                   frame_timestamp=head["LastModified"].timestamp() if "LastModified" in head else None,
@@ -140,8 +143,9 @@ def _checked_reply_to(name: str | None, settings: Settings) -> str | None:
     return name
 
 
-def uploads_of(body: str, settings: Settings) -> list[Upload]:
-    """The images one ingest-queue message asks to detect (none for S3's test event)."""
+def uploads_of(body: str, settings: Settings, sender: str | None = None) -> list[Upload]:
+    """The images one ingest-queue message (sent by SQS SenderId `sender`) asks to detect (none for S3's test
+    event). Where devices are identities, an event naming a device must be that device's (senders.py)."""
     try:
         data = json.loads(body)
     except json.JSONDecodeError as exc:
@@ -153,7 +157,7 @@ def uploads_of(body: str, settings: Settings) -> list[Upload]:
     if "Records" in data:
         records = data["Records"] if isinstance(data["Records"], list) else []
         return [u for u in (from_s3_record(r, settings) for r in records if isinstance(r, dict)) if u is not None]
-    return [from_image_event(ImageEvent.model_validate(data), settings)]  # ValidationError is a ValueError
+    return [from_image_event(ImageEvent.model_validate(data), settings, sender)]  # ValidationError is a ValueError
 
 
 def detect_record(record: SQSRecord) -> list[str]:
@@ -161,7 +165,7 @@ def detect_record(record: SQSRecord) -> list[str]:
     settings = get_settings()
     metrics.add_metric(name="IngestMessages", unit=MetricUnit.Count, value=1)
     try:
-        uploads = uploads_of(record.body, settings)
+        uploads = uploads_of(record.body, settings, record.attributes.get("SenderId"))
         for upload in uploads:
             logger.set_correlation_id(upload.request_id)
             process(upload)

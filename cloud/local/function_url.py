@@ -46,6 +46,7 @@ class Caller:
     user_arn: str
     user_id: str
     account_id: str = "123456789012"
+    session_token: str | None = None  # temporary credentials: the request must carry it (X-Amz-Security-Token)
 
     def iam(self) -> dict[str, str]:
         """AWS's field names (payload format 2.0, auth AWS_IAM)."""
@@ -354,6 +355,13 @@ class FunctionUrlRequestHandler(BaseHTTPRequestHandler):
                 self._send(_error(403, f"forbidden: {verdict.reason}", client_request_id), lambda_request_id)
                 return
             caller = callers[verdict.access_key]
+            token = self.headers.get("X-Amz-Security-Token")
+            if caller is not None and caller.session_token is not None and not (
+                    token and hmac.compare_digest(token, caller.session_token)):
+                log.info("403 for %s %s: session token missing or wrong", self.command, self.path)
+                self._send(_error(403, "forbidden: the security token included in the request is invalid",
+                                  client_request_id), lambda_request_id)
+                return
 
         event = build_event(
             method=self.command, target=self.path, headers=self.headers.items(), body=body,

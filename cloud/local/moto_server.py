@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import functools
 import logging
+import threading
 import time
+from collections.abc import Callable
 from datetime import datetime
+from typing import Any
 
 import moto.backends
 import moto.sqs.models
 from moto.core.utils import unix_time
 from moto.server import ThreadedMotoServer
 from moto.sqs.models import Message, SQSBackend
+from moto.sqs.responses import SQSResponse
 
 log = logging.getLogger(__name__)
 
@@ -82,3 +87,42 @@ def _unix_time(dt: datetime | None = None) -> float:
 
 def _unix_time_millis(dt: datetime | None = None) -> float:
     return _unix_time(dt) * 1000.0
+
+
+_sender = threading.local()  # the SenderId of the SendMessage(Batch) request this server thread is handling
+_identify: Callable[[str], str | None] = lambda access_key: None  # noqa: E731 - replaced by record_sender_ids
+
+
+def record_sender_ids(identify: Callable[[str], str | None]) -> None:
+    """moto 5.2.5 gives every message one constant SenderId; AWS gives the sender's: an IAM user's unique id, a role
+    session's ROLEID:SESSIONNAME, the account id for its root. `identify` maps a request's access key to it (None:
+    moto's constant). The ingest door binds image events to their sender by it (cloud/detection/ingest.py)."""
+    global _identify
+    _identify = identify
+    if getattr(SQSResponse.send_message, "_records_sender", False):
+        return
+    for name in ("send_message", "send_message_batch"):
+        setattr(SQSResponse, name, _recording(getattr(SQSResponse, name)))
+    original_init = Message.__init__
+
+    @functools.wraps(original_init)
+    def init(self: Message, *args: Any, **kwargs: Any) -> None:
+        original_init(self, *args, **kwargs)
+        sender = getattr(_sender, "value", None)
+        if sender is not None:
+            self.sender_id = sender
+
+    Message.__init__ = init  # type: ignore[method-assign]
+
+
+def _recording(action: Callable[[SQSResponse], Any]) -> Callable[[SQSResponse], Any]:
+    @functools.wraps(action)
+    def send(self: SQSResponse) -> Any:
+        _sender.value = _identify(self.get_access_key())
+        try:
+            return action(self)
+        finally:
+            _sender.value = None
+
+    send._records_sender = True  # type: ignore[attr-defined]
+    return send

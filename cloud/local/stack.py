@@ -13,6 +13,7 @@ the same AWS_* and FACEPIPE_* values (for `enroll` and for tests' clients), so t
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import logging
 import os
@@ -48,6 +49,7 @@ LOCAL_PARAMETERS = (*PARAMETERS.values(), "GalleryKey", "DetectionMemorySize", "
                     "DetectionReservedConcurrency", "RecognitionMaxConcurrency", "IngestBatchSize",
                     "IngestMaxConcurrency")
 DETECTION, RECOGNITION = "DetectionFunction", "RecognitionFunction"  # template.yaml's logical IDs
+ACCOUNT = "123456789012"  # moto's default account: the local stack's
 _active: LocalStack | None = None  # the handlers read process-wide settings: one stack per process
 
 
@@ -175,7 +177,8 @@ class LocalStack:
         from cloud.devices import user_prefix
         from cloud.local.backend_sqs import BackendDelete, BackendReceive
         from cloud.local.function_url import FunctionUrlServer
-        from cloud.local.moto_server import MotoServer
+        from cloud.local.identities import sender_id
+        from cloud.local.moto_server import MotoServer, record_sender_ids
         from cloud.local.resources import create_resources
         from cloud.local.sqs_trigger import SqsTrigger
 
@@ -192,6 +195,7 @@ class LocalStack:
             "AWS_DEFAULT_REGION": self.region,
         }
         self._set_env(aws_env)
+        record_sender_ids(functools.partial(sender_id, root_key=self.credentials.access_key, account_id=ACCOUNT))
         res = self.resources = create_resources(
             self.client("cloudformation", retries=False), self.client("sqs"), self.client("s3"),
             stack_name=self.stack_name, template=template, parameters=parameters)
@@ -216,6 +220,8 @@ class LocalStack:
             "FACEPIPE_GALLERY_REFRESH_S": "0",
             "FACEPIPE_BIND_DEVICES": str(cfg.bind_devices).lower(),
             "FACEPIPE_DEVICE_USER_PREFIX": user_prefix(self.stack_name),
+            "FACEPIPE_DEVICE_ROLE_NAME": self._device_role() if cfg.bind_devices else "",
+            "FACEPIPE_DEVICE_ACCOUNT": ACCOUNT,
             **cfg.extra_env,
         }
         self._set_env(function_env)
@@ -258,6 +264,21 @@ class LocalStack:
                          **{f"{name}_init_s": pool.environments[0].init_ms / 1000
                             for name, pool in self.functions.items() if pool.environments},
                          "total_s": time.perf_counter() - t0 + self.timings["template_s"]}
+
+    def _device_role(self) -> str:
+        """template.yaml's DeviceRole in moto's IAM (the local stack's CloudFormation has queues and bucket only): the
+        same path, trusting this account, so `facepipe device add --temporary` finds it and AssumeRole issues its
+        sessions. moto enforces no policy: its permissions are the template's (tests/unit/test_template.py)."""
+        import json
+
+        from cloud.devices import ROLE_PATH
+
+        trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                         "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}}]}
+        name = f"{self.stack_name}-DeviceRole"
+        self.client("iam").create_role(RoleName=name, Path=ROLE_PATH.format(stack=self.stack_name),
+                                       AssumeRolePolicyDocument=json.dumps(trust), MaxSessionDuration=3600)
+        return name
 
     def _concurrency(self, params: dict[str, str]) -> dict[str, int]:
         """Each function's worker limit: the configured one, else the template's (not -1), else the core count."""
@@ -413,20 +434,12 @@ class LocalStack:
 
 
 def moto_iam_caller(access_key: str) -> Any:
-    """The IAM user an access key belongs to, read from the moto server this process runs (moto keeps its
-    state in module globals): the keys `facepipe device add` created over IAM's API, so the local URL accepts
-    their signatures, and a removed device's not. Returns a function_url.Caller or None."""
-    from moto.iam.models import iam_backends
+    """The IAM user or STS session an access key belongs to, read from the moto server this process runs: the keys
+    `facepipe device add` created over IAM's API and the device role's sessions, so the local URL accepts their
+    signatures, and a removed device's or an expired session's not. Returns a function_url.Caller or None."""
+    from cloud.local.identities import caller_of
 
-    from cloud.local.function_url import Caller
-
-    for account_id, account in list(iam_backends.items()):
-        backend = account["aws"]
-        key = backend.access_keys.get(access_key)
-        user = backend.users.get(key.user_name) if key is not None and key.user_name else None
-        if key is not None and user is not None and key.status == "Active":
-            return Caller(access_key, key.secret_access_key, user.arn, user.id, account_id)
-    return None
+    return caller_of(access_key)
 
 
 def _clear_client_caches() -> None:

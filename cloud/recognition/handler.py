@@ -5,7 +5,7 @@ answer per request on its response queue.
 Two phases, so the embedding happens once per batch while powertools still owns the partial
 batch response:
 1. `recognise_batch` parses every record, loads its crops and routes it; records that fail here
-   keep their exception (a crop key outside crops/<request_id>/ fails parsing: nothing is read).
+   keep their exception (a crop key outside crops/<device_id>/<request_id>/ fails parsing: nothing is read).
    All good crops are embedded in one call and matched.
 2. powertools' BatchProcessor walks the records: `Batch.respond` re-raises a record's exception
    (-> batchItemFailures, redelivered, DLQ after maxReceiveCount) or sends its answer.
@@ -145,7 +145,7 @@ def load_crops(request: RequestMessage, bucket: str) -> list[np.ndarray]:
 
 def _fetch_crop(bucket: str, index: int, key: str | None) -> bytes:
     """One crop object, its size checked before its body is read. The key is the request's own
-    (RequestMessage checks it is under crops/<request_id>/)."""
+    (RequestMessage checks it is under crops/<device_id>/<request_id>/)."""
     stored = aws.client("s3").get_object(Bucket=bucket, Key=key)
     if stored["ContentLength"] > MAX_CROP_BYTES:
         stored["Body"].close()

@@ -8,8 +8,10 @@ CLI attached, read back from moto's IAM). A removed camera's key is refused at t
 
 from __future__ import annotations
 
+import base64
 import configparser
 import fnmatch
+import io
 import json
 import os
 import re
@@ -80,9 +82,9 @@ def cameras(stack: LocalUp, tmp_path_factory: pytest.TempPathFactory) -> dict[st
     return {name: add_camera(stack, name, folder) for name in ("cam-a", "cam-b")}
 
 
-def post(stack: LocalUp, signer: tuple[str, str], device_id: str, photo: Path,
+def post(stack: LocalUp, signer: tuple[str, ...], device_id: str, photo: Path,
          headers: dict[str, str] | None = None) -> requests.Response:
-    """A raw upload as the edge sends it, SigV4-signed (service lambda) with `signer`'s key."""
+    """A raw upload as the edge sends it, SigV4-signed (service lambda) with `signer`'s key (and session token)."""
     url, body = stack.exports["FACEPIPE_FUNCTION_URL"], photo.read_bytes()
     request = AWSRequest(method="POST", url=url, data=body, headers={
         "Content-Type": "image/jpeg", HEADER_REQUEST_ID: str(uuid.uuid4()), HEADER_DEVICE_ID: device_id,
@@ -95,12 +97,16 @@ def keys(camera: Camera) -> tuple[str, str]:
     return camera.access_key, camera.secret_key
 
 
-def camera_sqs(stack: LocalUp, camera: Camera) -> Any:
+def sqs_as(stack: LocalUp, key: str, secret: str, token: str | None = None) -> Any:
     import boto3
 
     return boto3.session.Session().client(
         "sqs", endpoint_url=stack.exports["AWS_ENDPOINT_URL"], region_name=stack.exports["AWS_REGION"],
-        aws_access_key_id=camera.access_key, aws_secret_access_key=camera.secret_key)
+        aws_access_key_id=key, aws_secret_access_key=secret, aws_session_token=token)
+
+
+def camera_sqs(stack: LocalUp, camera: Camera) -> Any:
+    return sqs_as(stack, camera.access_key, camera.secret_key)
 
 
 def answers(sqs: Any, queue_url: str, wanted: int, timeout: float = 90) -> list[dict[str, Any]]:
@@ -229,6 +235,134 @@ def test_the_edge_daemon_runs_on_what_device_add_gave_it(stack: LocalUp, tmp_pat
     assert len(answers) == 2 and {(a["device_id"], a["result"]) for a in answers} == {("cam-edge", "barack_obama")}
     counts = {key: int(value) for key, value in re.findall(r"(sent|answered|unanswered|rejected) (\d+)", run.stdout)}
     assert counts["sent"] == counts["answered"] == 2 and counts["unanswered"] == counts["rejected"] == 0
+
+
+def session_of(stack: LocalUp, role_arn: str, name: str) -> tuple[str, str, str]:
+    """Temporary credentials as a broker (or IAM Roles Anywhere) gets them: a session of the device role named `name`,
+    from moto's STS with the stack's admin credentials."""
+    import boto3
+
+    sts = boto3.session.Session().client(
+        "sts", endpoint_url=stack.exports["AWS_ENDPOINT_URL"], region_name=stack.exports["AWS_REGION"],
+        aws_access_key_id=stack.exports["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=stack.exports["AWS_SECRET_ACCESS_KEY"])
+    issued = sts.assume_role(RoleArn=role_arn, RoleSessionName=name)["Credentials"]
+    return issued["AccessKeyId"], issued["SecretAccessKey"], issued["SessionToken"]
+
+
+@pytest.fixture(scope="module")
+def temporary(stack: LocalUp) -> dict[str, str]:
+    """`facepipe device add cam-t --temporary`: its printed edge.yaml lines and role."""
+    done = facepipe(stack, "device", "add", "cam-t", "--temporary")
+    assert done.returncode == 0, done.stderr
+    fields = {m[1]: m[2] for m in re.finditer(r"^\s+(device_id|queue_url|reply_to): (\S+)$", done.stdout, re.M)}
+    [role_arn] = set(re.findall(r"--role-arn (\S+)", done.stdout))
+    return {**fields, "role_arn": role_arn, "output": done.stdout}
+
+
+def test_a_session_named_after_a_device_is_that_device(stack: LocalUp, cameras: dict[str, Camera],
+                                                       temporary: dict[str, str]) -> None:
+    """Temporary credentials (moto STS): answered on its own queue; it cannot send as A nor have A's queue answer."""
+    assert temporary["device_id"] == "cam-t" and temporary["reply_to"].endswith("reply-cam-t")
+    assert ":role/facepipe/" in temporary["role_arn"] and "credential_process" in temporary["output"]
+    key, secret, token = session_of(stack, temporary["role_arn"], "cam-t")
+
+    def post_as_session(device_id: str, headers: dict[str, str] | None = None, signer_token: str | None = token,
+                        ) -> requests.Response:
+        url, body = stack.exports["FACEPIPE_FUNCTION_URL"], PHOTO_A.read_bytes()
+        request = AWSRequest(method="POST", url=url, data=body, headers={
+            "Content-Type": "image/jpeg", HEADER_REQUEST_ID: str(uuid.uuid4()), HEADER_DEVICE_ID: device_id,
+            **(headers or {})})
+        SigV4Auth(Credentials(key, secret, signer_token), "lambda", stack.exports["AWS_REGION"]).add_auth(request)
+        return requests.post(url, data=body, headers=dict(request.headers.items()), timeout=120)
+
+    accepted = post_as_session("cam-t")
+    assert accepted.status_code == 202, accepted.text
+    at_t = answers(sqs_as(stack, key, secret, token), temporary["queue_url"], 1)
+    assert [(m["request_id"], m["device_id"], m["result"]) for m in at_t] == [
+        (accepted.json()["request_id"], "cam-t", "barack_obama")]
+    a = cameras["cam-a"]
+    as_a = post_as_session(a.name)
+    assert as_a.status_code == 403 and "is not the caller's device 'cam-t'" in as_a.json()["error"]
+    to_a = post_as_session("cam-t", {HEADER_REPLY_TO: a.reply_to})
+    assert to_a.status_code == 403 and "is not the queue of device 'cam-t'" in to_a.json()["error"]
+    untokened = post_as_session("cam-t", signer_token=None)  # the session's key and secret without its token
+    assert untokened.status_code == 403 and "security token" in untokened.json()["error"]
+    other = post(stack, session_of(stack, temporary["role_arn"], "not-a-device@x"), "cam-t", PHOTO_A)
+    assert other.status_code == 403 and "not a device" in other.json()["error"]  # no device has that name
+
+
+def test_a_temporary_devices_queue_is_read_by_its_session_only_over_tls(stack: LocalUp,
+                                                                          temporary: dict[str, str]) -> None:
+    sqs = stack.client("sqs")
+    policy = json.loads(sqs.get_queue_attributes(QueueUrl=temporary["queue_url"], AttributeNames=["Policy"])
+                        ["Attributes"]["Policy"])
+    deny, read = policy["Statement"]
+    assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    session = temporary["role_arn"].replace(":iam::", ":sts::").split(":role/")[0]
+    assert read["Principal"] == {"AWS": f"{session}:assumed-role/{temporary['role_arn'].rsplit('/', 1)[1]}/cam-t"}
+
+
+def image_event(device: str, reply_to: str) -> dict[str, Any]:
+    """Biden's photo inline, scaled to fit a queue message."""
+    from PIL import Image
+
+    photo = Image.open(PHOTO_B).convert("RGB")
+    photo.thumbnail((640, 640))
+    jpeg = io.BytesIO()
+    photo.save(jpeg, "JPEG", quality=90)
+    return {"request_id": str(uuid.uuid4()), "device_id": device, "reply_to": reply_to,
+            "image_b64": base64.b64encode(jpeg.getvalue()).decode("ascii")}
+
+
+def test_the_ingest_door_answers_on_a_devices_queue_only_for_that_device(
+        stack: LocalUp, cameras: dict[str, Camera], temporary: dict[str, str]) -> None:
+    """Image events name their own device and reply queue: A sending one as B, to B's queue, is not answered there
+    (nor is a session sending as A); B's own event is. The senders are told apart by SQS's SenderId."""
+    a, b = cameras["cam-a"], cameras["cam-b"]
+    ingest = stack.exports["FACEPIPE_INGEST_QUEUE_URL"]
+    forged = image_event(b.name, b.reply_to)
+    sqs_as(stack, *keys(a)).send_message(QueueUrl=ingest, MessageBody=json.dumps(forged))
+    forged_by_session = image_event(a.name, a.reply_to)
+    sqs_as(stack, *session_of(stack, temporary["role_arn"], "cam-t")).send_message(
+        QueueUrl=ingest, MessageBody=json.dumps(forged_by_session))
+    genuine = image_event(b.name, b.reply_to)
+    sqs_as(stack, *keys(b)).send_message(QueueUrl=ingest, MessageBody=json.dumps(genuine))
+    at_b = answers(camera_sqs(stack, b), b.queue_url, 1)
+    time.sleep(3)  # the forged events were sent first: had they been detected, their answers would be here by now
+    at_b += answers(camera_sqs(stack, b), b.queue_url, 0, timeout=3)
+    at_a = answers(camera_sqs(stack, a), a.queue_url, 0, timeout=3)
+    assert [(m["request_id"], m["result"]) for m in at_b] == [(genuine["request_id"], "joe_biden")]
+    assert at_a == []
+
+
+def test_the_edge_daemon_runs_on_a_credential_process_session(stack: LocalUp, temporary: dict[str, str],
+                                                              tmp_path: Path) -> None:
+    """`facepipe-edge run` signing with temporary credentials from an AWS profile's credential_process (as IAM Roles
+    Anywhere's signing helper supplies them): every frame answered on the device's queue."""
+    key, secret, token = session_of(stack, temporary["role_arn"], "cam-t")
+    issued = tmp_path / "session.json"
+    issued.write_text(json.dumps({"Version": 1, "AccessKeyId": key, "SecretAccessKey": secret, "SessionToken": token}))
+    (tmp_path / "config").write_text(f"[default]\ncredential_process = cat {issued}\n")
+    (tmp_path / "camera").mkdir()
+    (tmp_path / "camera" / "obama2.jpg").symlink_to(packaged("face_recognition/obama2.jpg"))
+    config = {"device_id": "cam-t", "camera": {"source": str(tmp_path / "camera"), "loop": False, "fps": 0},
+              "throttle": {"max_fps": 20, "motion": {"enabled": False}},
+              "endpoint": {"url": stack.exports["FACEPIPE_FUNCTION_URL"], "auth": "aws_iam",
+                           "region": stack.exports["AWS_REGION"]},
+              "responses": {"queue_url": temporary["queue_url"], "reply_to": temporary["reply_to"],
+                            "endpoint_url": stack.exports["AWS_ENDPOINT_URL"], "wait_s": 1},
+              "spool": {"directory": str(tmp_path / "spool")}, "metrics": {"listen": None},
+              "outputs": {"jsonl": {"path": str(tmp_path / "answers.jsonl")}}, "stop_timeout_s": 5}
+    (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
+    env |= {"AWS_CONFIG_FILE": str(tmp_path / "config"), "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+            "AWS_EC2_METADATA_DISABLED": "true", "PYTHONPATH": str(REPO)}
+    run = subprocess.run([sys.executable, "-m", "edge_client", "run", "--config", str(tmp_path / "edge.yaml")],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, run.stderr
+    answered = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    assert [(a["device_id"], a["result"]) for a in answered] == [("cam-t", "barack_obama")]
 
 
 def test_list_shows_both(stack: LocalUp, cameras: dict[str, Camera]) -> None:

@@ -39,7 +39,7 @@ def test_request_dlq_listed_then_redriven_and_answered(local_stack: Any, reply_q
         poison_id, good_id = list(names)
         face = bodies[poison_id]["faces"][0]
         crop = base64.b64decode(face.pop("crop_jpeg_b64"))
-        key = face["crop_s3_key"] = f"crops/{poison_id}/0.jpg"
+        key = face["crop_s3_key"] = f"crops/{bodies[poison_id]['device_id']}/{poison_id}/0.jpg"
         for body in bodies.values():
             sqs.send_message(QueueUrl=local_stack.request_queue_url, MessageBody=json.dumps(body))
         dead_letter_by_receiving(sqs, local_stack.request_queue_url, local_stack.request_dlq_url, expected=2)

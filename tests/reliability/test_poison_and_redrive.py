@@ -65,7 +65,7 @@ def test_poison_messages_dead_letter_while_batch_mates_are_answered_then_redrive
         [message] = drain_queue(sqs, local_stack.request_queue_url)
         poison = json.loads(message["Body"])
         crop = base64.b64decode(poison["faces"][0].pop("crop_jpeg_b64"))
-        key = poison["faces"][0]["crop_s3_key"] = f"crops/{poison_id}/0.jpg"
+        key = poison["faces"][0]["crop_s3_key"] = f"crops/{poison['device_id']}/{poison_id}/0.jpg"
         sqs.send_message(QueueUrl=local_stack.request_queue_url, MessageBody=json.dumps(poison))
         # ... a message the contract refuses ...
         malformed = json.dumps({"schema_version": 1, "request_id": str(uuid.uuid4()), "faces": "not a list"})

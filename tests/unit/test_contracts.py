@@ -12,6 +12,7 @@ from pydantic import ValidationError
 from cloud.contracts import MAX_FACES_PER_FRAME, RequestMessage, ResponseMessage, crop_key
 
 REQUEST_ID = str(uuid.uuid4())
+DEVICE = "cam-1"
 
 
 def _face(key: str | None = None) -> dict[str, Any]:
@@ -20,35 +21,37 @@ def _face(key: str | None = None) -> dict[str, Any]:
 
 
 def _request(faces: list[dict[str, Any]], request_id: str = REQUEST_ID) -> str:
-    return json.dumps({"schema_version": 1, "request_id": request_id, "device_id": "cam-1", "detected_at": 1.0,
+    return json.dumps({"schema_version": 1, "request_id": request_id, "device_id": DEVICE, "detected_at": 1.0,
                        "detect_ms": 1.0, "image_width": 640, "image_height": 480, "faces": faces})
 
 
 def test_crop_keys_of_the_request_itself_are_accepted() -> None:
-    message = RequestMessage.model_validate_json(_request([_face(crop_key(REQUEST_ID, i)) for i in range(3)]))
-    assert [f.crop_s3_key for f in message.faces] == [f"crops/{REQUEST_ID}/{i}.jpg" for i in range(3)]
+    message = RequestMessage.model_validate_json(_request([_face(crop_key(DEVICE, REQUEST_ID, i)) for i in range(3)]))
+    assert [f.crop_s3_key for f in message.faces] == [f"crops/cam-1/{REQUEST_ID}/{i}.jpg" for i in range(3)]
 
 
 @pytest.mark.parametrize("key", [
-    crop_key(str(uuid.uuid4()), 0),  # another request's crop
+    crop_key(DEVICE, str(uuid.uuid4()), 0),  # another request's crop
+    crop_key("cam-2", REQUEST_ID, 0),  # another device's crop of the same request id
+    f"crops/{REQUEST_ID}/0.jpg",  # the old layout, unscoped
     "gallery/gallery.npz",
     f"results/cam-1/2026-01-01/{REQUEST_ID}.json",
-    f"crops/{REQUEST_ID}/../{uuid.uuid4()}/0.jpg",
-    f"crops/{REQUEST_ID}/0.jpg/../../other/0.jpg",
-    f"crops/{REQUEST_ID}/",
-    f"crops/{REQUEST_ID}0.jpg",
-    f"/crops/{REQUEST_ID}/0.jpg",
+    f"crops/cam-1/{REQUEST_ID}/../{uuid.uuid4()}/0.jpg",
+    f"crops/cam-1/{REQUEST_ID}/0.jpg/../../other/0.jpg",
+    f"crops/cam-1/{REQUEST_ID}/",
+    f"crops/cam-1/{REQUEST_ID}0.jpg",
+    f"/crops/cam-1/{REQUEST_ID}/0.jpg",
 ])
 def test_a_crop_key_outside_crops_of_its_request_is_refused(key: str) -> None:
     with pytest.raises(ValidationError, match="crop_s3_key"):
-        RequestMessage.model_validate_json(_request([_face(crop_key(REQUEST_ID, 0)), _face(key)]))
+        RequestMessage.model_validate_json(_request([_face(crop_key(DEVICE, REQUEST_ID, 0)), _face(key)]))
 
 
 def test_face_lists_are_bounded() -> None:
-    faces = [_face(crop_key(REQUEST_ID, i)) for i in range(MAX_FACES_PER_FRAME)]
+    faces = [_face(crop_key(DEVICE, REQUEST_ID, i)) for i in range(MAX_FACES_PER_FRAME)]
     assert len(RequestMessage.model_validate_json(_request(faces)).faces) == MAX_FACES_PER_FRAME
     with pytest.raises(ValidationError, match="faces"):
-        RequestMessage.model_validate_json(_request([*faces, _face(crop_key(REQUEST_ID, MAX_FACES_PER_FRAME))]))
+        RequestMessage.model_validate_json(_request([*faces, _face(crop_key(DEVICE, REQUEST_ID, MAX_FACES_PER_FRAME))]))
     answer = {"schema_version": 1, "request_id": REQUEST_ID, "device_id": "cam-1", "model": "m",
               "timings": {"detect_ms": 1, "queue_wait_ms": 1, "recognise_ms": 1},
               "faces": [{"box": [1, 2, 3, 4], "name": "unknown", "distance": None, "probability": 0.9}]}

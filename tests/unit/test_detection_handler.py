@@ -201,8 +201,8 @@ def test_a_crowded_frame_queues_the_most_probable_faces_up_to_the_limit_with_cro
     assert all(f.crop_jpeg_b64 is None for f in message.faces)
     s3 = aws.client("s3")
     listing = s3.list_objects_v2(Bucket=settings.bucket, Prefix="crops/")
-    assert sorted(obj["Key"] for obj in listing["Contents"]) == sorted(f"crops/{accepted.request_id}/{i}.jpg"
-                                                                       for i in range(limit))
+    scope = f"crops/{message.device_id}/{accepted.request_id}"
+    assert sorted(obj["Key"] for obj in listing["Contents"]) == sorted(f"{scope}/{i}.jpg" for i in range(limit))
     crops = [s3.get_object(Bucket=settings.bucket, Key=f.crop_s3_key)["Body"].read() for f in message.faces]
     assert sum(len(base64.b64encode(c)) for c in crops) > MAX_QUEUE_MESSAGE_BYTES
 
@@ -264,6 +264,7 @@ def bound(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setti
     monkeypatch.setenv("FACEPIPE_BIND_DEVICES", "true")
     monkeypatch.setenv("FACEPIPE_DEVICE_USER_PREFIX", DEVICE_PREFIX)
     monkeypatch.setenv("FACEPIPE_REPLY_TO_PREFIX", REPLY_PREFIX)
+    monkeypatch.setenv("FACEPIPE_DEVICE_ACCOUNT", "123456789012")
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()

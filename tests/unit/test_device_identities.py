@@ -3,6 +3,7 @@ add/list/remove against a moto server's IAM and SQS over HTTP."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
@@ -11,9 +12,13 @@ from pydantic import ValidationError
 
 from cloud import aws
 from cloud.devices import (
+    DEVICE_TAG,
+    ROLE_PATH,
+    SENDER_TAG,
     DeviceError,
     Target,
     add_device,
+    add_temporary_device,
     device_of_arn,
     device_policy,
     list_devices,
@@ -24,6 +29,7 @@ from cloud.settings import Settings
 from tests.moto_env import point_boto3_at
 
 PREFIX = user_prefix("facepipe")
+ACCOUNT, ROLE = "123456789012", "facepipe-DeviceRole-X1"
 
 
 @pytest.mark.parametrize(("arn", "device"), [
@@ -37,16 +43,25 @@ PREFIX = user_prefix("facepipe")
     ("arn:aws:iam::123456789012:root", None),
     ("arn:aws:iam::123456789012:role/facepipe-device-cam-1", None),  # roles are not devices
     ("arn:aws:sts::123456789012:assumed-role/facepipe-device-cam-1/session", None),
+    ("arn:aws:iam::999999999999:user/facepipe-device-cam-1", None),  # a user of another account
+    ("arn:aws:sts::123456789012:assumed-role/facepipe-DeviceRole-X1/cam-3", "cam-3"),  # the device role's session
+    ("arn:aws:sts::999999999999:assumed-role/facepipe-DeviceRole-X1/cam-3", None),  # ... of another account
+    ("arn:aws:sts::123456789012:assumed-role/other-role/cam-3", None),  # another role's session
+    ("arn:aws:sts::123456789012:assumed-role/facepipe-DeviceRole-X1/cam.3", None),
+    ("arn:aws:sts::123456789012:assumed-role/facepipe-DeviceRole-X1/a/b", None),
+    ("arn:aws:iam::123456789012:assumed-role/facepipe-DeviceRole-X1/cam-3", None),  # sessions are sts ARNs
     ("arn:aws:iam::123456789012:user/facepipe-device-cam.1", None),  # "." is no queue-name character
     ("", None),
     ("facepipe-device-cam-1", None),
 ])
 def test_device_of_arn(arn: str, device: str | None) -> None:
-    assert device_of_arn(arn, PREFIX) == device
+    assert device_of_arn(arn, PREFIX, ACCOUNT, ROLE) == device
 
 
-def test_no_prefix_no_device() -> None:
-    assert device_of_arn("arn:aws:iam::123456789012:user/cam-1", "") is None
+def test_no_prefix_or_account_no_device() -> None:
+    assert device_of_arn("arn:aws:iam::123456789012:user/cam-1", "", ACCOUNT) is None
+    assert device_of_arn("arn:aws:iam::123456789012:user/facepipe-device-cam-1", PREFIX, "") is None
+    assert device_of_arn("arn:aws:sts::123456789012:assumed-role/facepipe-DeviceRole-X1/cam-3", PREFIX, ACCOUNT) is None
 
 
 def test_device_policy_names_one_alias_and_one_queue() -> None:
@@ -79,7 +94,10 @@ def test_binding_needs_its_prefixes(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings(bind_devices=True, reply_to_prefix="facepipe_answers-")
     with pytest.raises(ValidationError, match="FACEPIPE_BIND_DEVICES needs"):
         Settings(bind_devices=True, device_user_prefix=PREFIX)
-    assert Settings(bind_devices=True, reply_to_prefix="facepipe_answers-", device_user_prefix=PREFIX).bind_devices
+    with pytest.raises(ValidationError, match="FACEPIPE_BIND_DEVICES needs"):
+        Settings(bind_devices=True, reply_to_prefix="facepipe_answers-", device_user_prefix=PREFIX, device_account="")
+    assert Settings(bind_devices=True, reply_to_prefix="facepipe_answers-", device_user_prefix=PREFIX,
+                    device_account=ACCOUNT).bind_devices
 
 
 @pytest.fixture
@@ -95,7 +113,7 @@ def on_moto(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Target
 def test_add_list_remove(on_moto: tuple[Target, Any, Any]) -> None:
     target, iam, sqs = on_moto
     added = add_device(target, "cam-1", iam=iam, sqs=sqs)
-    assert device_of_arn(added.user_arn, user_prefix(target.stack)) == "cam-1"
+    assert device_of_arn(added.user_arn, user_prefix(target.stack), target.account) == "cam-1"
     assert added.reply_to == f"{target.stack}_answers-cam-1" and added.queue_url.endswith("/" + added.reply_to)
     attributes = sqs.get_queue_attributes(QueueUrl=added.queue_url, AttributeNames=["All"])["Attributes"]
     assert attributes["MessageRetentionPeriod"] == "3600" and attributes["ReceiveMessageWaitTimeSeconds"] == "20"
@@ -121,3 +139,49 @@ def test_a_failed_add_leaves_no_user_and_an_existing_queue_alone(on_moto: tuple[
     with pytest.raises(iam.exceptions.NoSuchEntityException):
         iam.get_user(UserName=target.user_name("cam-2"))
     assert sqs.get_queue_url(QueueName=target.queue_name("cam-2"))["QueueUrl"] == existing["QueueUrl"]
+
+
+def _policy(sqs: Any, queue_url: str) -> dict[str, Any]:
+    policy: dict[str, Any] = json.loads(sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["Policy"])
+                                        ["Attributes"]["Policy"])
+    return policy
+
+
+def test_a_device_queue_is_tls_only_and_tagged_with_its_sender(on_moto: tuple[Target, Any, Any]) -> None:
+    """As template.yaml's queues (*TlsOnly): every action over plain HTTP denied; the tags say whose it is."""
+    target, iam, sqs = on_moto
+    added = add_device(target, "cam-1", iam=iam, sqs=sqs)
+    [deny] = _policy(sqs, added.queue_url)["Statement"]
+    assert deny == {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "sqs:*",
+                    "Resource": target.queue_arn("cam-1"), "Condition": {"Bool": {"aws:SecureTransport": "false"}}}
+    user_id = iam.get_user(UserName=target.user_name("cam-1"))["User"]["UserId"]
+    assert sqs.list_queue_tags(QueueUrl=added.queue_url)["Tags"] == {DEVICE_TAG: "cam-1", SENDER_TAG: user_id}
+
+
+def test_a_temporary_device_is_a_queue_its_one_session_may_read(on_moto: tuple[Target, Any, Any]) -> None:
+    target, iam, sqs = on_moto
+    with pytest.raises(DeviceError, match="no device role"):
+        add_temporary_device(target, "cam-t", iam=iam, sqs=sqs)
+    role = iam.create_role(RoleName=f"{target.stack}-DeviceRole-X1", Path=ROLE_PATH.format(stack=target.stack),
+                           AssumeRolePolicyDocument="{}")["Role"]
+    added = add_temporary_device(target, "cam-t", iam=iam, sqs=sqs)
+    session = f"arn:aws:sts::123456789012:assumed-role/{target.stack}-DeviceRole-X1/cam-t"
+    assert (added.role_arn, added.session_arn, added.reply_to) == (role["Arn"], session, target.queue_name("cam-t"))
+    deny, read = _policy(sqs, added.queue_url)["Statement"]
+    assert deny["Sid"] == "DenyInsecureTransport" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+    assert read == {"Sid": "ReadOwnAnswers", "Effect": "Allow", "Principal": {"AWS": session},
+                    "Action": ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"],
+                    "Resource": target.queue_arn("cam-t")}
+    tags = sqs.list_queue_tags(QueueUrl=added.queue_url)["Tags"]
+    assert tags == {DEVICE_TAG: "cam-t", SENDER_TAG: f"{role['RoleId']}:cam-t"}
+    assert iam.list_users(PathPrefix=f"/facepipe/{target.stack}/")["Users"] == []  # no user, no key
+    with pytest.raises(DeviceError, match="exists"):
+        add_temporary_device(target, "cam-t", iam=iam, sqs=sqs)
+    sqs.create_queue(QueueName=target.queue_name("submit-run"))  # an admin's queue under the prefix: no device
+    [listed] = list_devices(target, iam=iam, sqs=sqs)
+    assert (listed.name, listed.temporary, listed.access_keys, listed.queue_url) == ("cam-t", True, [], added.queue_url)
+    remove_device(target, "cam-t", iam=iam, sqs=sqs)
+    with pytest.raises(sqs.exceptions.QueueDoesNotExist):
+        sqs.get_queue_url(QueueName=target.queue_name("cam-t"))
+    with pytest.raises(DeviceError, match="no device"):
+        remove_device(target, "cam-t", iam=iam, sqs=sqs)

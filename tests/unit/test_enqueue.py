@@ -78,7 +78,8 @@ def test_overflow_moves_crops_to_s3(
     frame = _frame(image)
     _send(frame, faces, small)
     [message] = _received(small)
-    assert [f.crop_s3_key for f in message.faces] == [f"crops/{frame.request_id}/{i}.jpg" for i in range(len(faces))]
+    scope = f"crops/{frame.device_id}/{frame.request_id}"
+    assert [f.crop_s3_key for f in message.faces] == [f"{scope}/{i}.jpg" for i in range(len(faces))]
     assert all(f.crop_jpeg_b64 is None for f in message.faces)
     assert sorted(_crop_keys(small)) == sorted(f.crop_s3_key for f in message.faces)
     stored = aws.client("s3").get_object(Bucket=small.bucket, Key=message.faces[0].crop_s3_key)["Body"].read()

@@ -131,7 +131,7 @@ def request(crops: list[bytes], *, reply_to: str | None = None, in_s3: bool = Fa
         DetectedFace(box=[10.0 * i, 20.0, 10.0 * i + 100, 140.0], probability=0.99,
                      landmarks=[[1.0, 2.0]] * 5,
                      crop_jpeg_b64=None if in_s3 else base64.b64encode(jpeg).decode(),
-                     crop_s3_key=crop_key(request_id, i) if in_s3 else None)
+                     crop_s3_key=crop_key("cam1", request_id, i) if in_s3 else None)
         for i, jpeg in enumerate(crops)
     ]
     return RequestMessage(request_id=request_id, device_id="cam1", frame_timestamp=time.time() - 0.5,
@@ -141,7 +141,7 @@ def request(crops: list[bytes], *, reply_to: str | None = None, in_s3: bool = Fa
 
 def store(stack: Stack, request_id: str, crops: list[bytes]) -> None:
     for i, jpeg in enumerate(crops):
-        stack.s3.put_object(Bucket=stack.bucket, Key=crop_key(request_id, i), Body=jpeg)
+        stack.s3.put_object(Bucket=stack.bucket, Key=crop_key("cam1", request_id, i), Body=jpeg)
 
 
 def deliver(stack: Stack, bodies: list[str], visibility: int = 30) -> dict[str, Any]:

@@ -550,14 +550,19 @@ def test_log_groups_with_retention(transformed: Template) -> None:
 # --- least privilege ------------------------------------------------------------------------------
 
 
+def _role_id(transformed: Template, function: str) -> str:
+    return str(transformed["Resources"][function]["Properties"]["Role"]["Fn::GetAtt"][0])
+
+
 def _statements(policies: list[dict[str, Any]]) -> list[dict[str, Any]]:
     # a conditional statement counts with its content (the reply_to one)
     return [s.get("Fn::If", [None, s])[1] for p in policies for s in p["PolicyDocument"]["Statement"]]
 
 
 def test_function_roles_are_scoped(transformed: Template) -> None:
-    for role in _of_type(transformed, "AWS::IAM::Role").values():
-        props = role["Properties"]
+    assert set(_of_type(transformed, "AWS::IAM::Role")) == {_role_id(transformed, f) for f in HANDLERS} | {"DeviceRole"}
+    for function in HANDLERS:
+        props = transformed["Resources"][_role_id(transformed, function)]["Properties"]
         # only the basic logging policy is attached by ARN (no account-wide SQS or S3 policy)
         assert [arn.rsplit("/", 1)[-1] for arn in props["ManagedPolicyArns"]] == ["AWSLambdaBasicExecutionRole"]
         for statement in _statements(props["Policies"]):
@@ -595,14 +600,14 @@ def test_each_role_touches_only_its_own_queues_and_the_bucket(transformed: Templ
 
 
 def test_recognition_may_list_only_the_keys_it_reads(transformed: Template) -> None:
-    """ListBucket only makes a missing gallery (or crop) a 404, not a 403; scoped by s3:prefix (S3 checks
-    the key asked for), it lets the function list neither results/ nor anything else."""
+    """ListBucket only makes a missing gallery a 404, not a 403; scoped by s3:prefix to the gallery key (S3 checks
+    the key asked for), it lets the function list neither results/ nor crops/ nor anything else."""
     role_id = transformed["Resources"]["RecognitionFunction"]["Properties"]["Role"]["Fn::GetAtt"][0]
     listing = [s for s in _statements(transformed["Resources"][role_id]["Properties"]["Policies"])
                if "s3:ListBucket" in _list(s["Action"])]
     assert [s["Resource"] for s in listing] == [{"Fn::GetAtt": ["Bucket", "Arn"]}]
     [statement] = listing
-    assert statement["Condition"] == {"StringLike": {"s3:prefix": [{"Ref": "GalleryKey"}, "crops/*"]}}
+    assert statement["Condition"] == {"StringEquals": {"s3:prefix": {"Ref": "GalleryKey"}}}
     env = _function_env(transformed, "RecognitionFunction")
     assert env["FACEPIPE_GALLERY_URI"] == {"Fn::Sub": "s3://${Bucket}/${GalleryKey}"}  # the key it reads
     # no wildcard can be slipped into the exact gallery key
@@ -653,7 +658,11 @@ def test_a_reply_to_prefix_covering_stack_queues_is_refused_before_anything_is_c
 
 
 def test_edge_device_policy_invokes_the_url_and_reads_answers_only(transformed: Template) -> None:
-    statements = transformed["Resources"]["EdgeDevicePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    listed = transformed["Resources"]["EdgeDevicePolicy"]["Properties"]["PolicyDocument"]["Statement"]
+    # image events name their own device and reply_to: no grant where devices are bound (BindsDevices)
+    [conditional] = [s["Fn::If"] for s in listed if "Fn::If" in s]
+    assert conditional[:2] == ["BindsDevices", {"Ref": "AWS::NoValue"}] and conditional[2]["Sid"] == "SendImageEvents"
+    statements = [s for s in listed if "Fn::If" not in s] + [conditional[2]]
     by_sid = {s["Sid"]: s for s in statements}
     assert set(by_sid) == {"UploadFrames", "SendImageEvents", "ReadAnswers"}
     upload = by_sid["UploadFrames"]
@@ -862,11 +871,14 @@ def test_template_values_are_valid_settings(transformed: Template) -> None:
     env = _function_env(transformed, "DetectionFunction")
     stand_ins = {"RequestQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/req",
                  "ResponseQueue": "https://sqs.us-east-1.amazonaws.com/123456789012/resp", "Bucket": "facepipe-bucket",
-                 "AWS::StackName": "facepipe"}
+                 "AWS::StackName": "facepipe", "AWS::AccountId": "123456789012",
+                 "DeviceRole": "facepipe-DeviceRole-ABC123"}
 
     def resolve(value: Any, overrides: dict[str, str]) -> str | None:
         if isinstance(value, str):
             return value
+        if value == {"Ref": "AWS::NoValue"}:
+            return None
         if "Ref" in value:
             name = value["Ref"]
             if name in overrides or name in stand_ins:
@@ -898,6 +910,8 @@ def test_template_values_are_valid_settings(transformed: Template) -> None:
         # devices are bound exactly when the URL is signed and per-device queues exist
         assert settings.bind_devices is bool(overrides.get("ReplyToPrefix"))
         assert settings.device_user_prefix == "facepipe-device-"
+        assert settings.device_account == "123456789012"
+        assert settings.device_role_name == ("facepipe-DeviceRole-ABC123" if settings.bind_devices else "")
 
 
 # --- sample event ---------------------------------------------------------------------------------
@@ -915,4 +929,29 @@ def test_sample_sqs_event_matches_the_contract() -> None:
     for request in requests:
         for index, face in enumerate(request.faces):
             # crops by S3 pointer (no photo data in the repository), at the detector's key layout
-            assert face.crop_s3_key == f"crops/{request.request_id}/{index}.jpg"
+            assert face.crop_s3_key == f"crops/{request.device_id}/{request.request_id}/{index}.jpg"
+
+
+def test_device_role_invokes_the_url_only_and_trusts_sessions_named_after_the_cert(transformed: Template) -> None:
+    resources = transformed["Resources"]
+    role, policy = resources["DeviceRole"], resources["DeviceRolePolicy"]
+    output = transformed["Outputs"]["DeviceRoleArn"]
+    assert role["Condition"] == policy["Condition"] == output["Condition"] == "BindsDevices"
+    assert "RoleName" not in role["Properties"]  # generated: no CAPABILITY_NAMED_IAM; cloud/devices.py finds it by path
+    assert role["Properties"]["Path"] == {"Fn::Sub": "/facepipe/${AWS::StackName}/device-role/"}
+    assert "Policies" not in role["Properties"] and "ManagedPolicyArns" not in role["Properties"]
+    assert policy["Properties"]["Roles"] == [{"Ref": "DeviceRole"}]
+    [upload] = policy["Properties"]["PolicyDocument"]["Statement"]
+    assert set(upload["Action"]) == {"lambda:InvokeFunctionUrl", "lambda:InvokeFunction"}
+    assert upload["Resource"] == {"Ref": f"DetectionFunctionAlias{ALIAS}"}  # no queue: each queue's policy says
+    trust = {s["Sid"]: s for s in role["Properties"]["AssumeRolePolicyDocument"]["Statement"]}
+    anywhere = trust["RolesAnywhereDeviceCertificates"]
+    assert anywhere["Principal"] == {"Service": "rolesanywhere.amazonaws.com"}
+    assert anywhere["Condition"]["StringEquals"] == {"aws:SourceAccount": {"Ref": "AWS::AccountId"},
+                                                     "sts:RoleSessionName": "${aws:PrincipalTag/x509Subject/CN}"}
+    root = {"Fn::Sub": "arn:${AWS::Partition}:iam::${AWS::AccountId}:root"}
+    assert trust["AccountBrokers"]["Principal"] == {"AWS": root}
+    env = _function_env(transformed, "DetectionFunction")
+    no_value = {"Ref": "AWS::NoValue"}
+    assert env["FACEPIPE_DEVICE_ROLE_NAME"] == {"Fn::If": ["BindsDevices", {"Ref": "DeviceRole"}, no_value]}
+    assert env["FACEPIPE_DEVICE_ACCOUNT"] == {"Ref": "AWS::AccountId"}
