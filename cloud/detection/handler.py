@@ -107,26 +107,31 @@ def parse_upload(event: dict[str, Any], headers: dict[str, str], request_id: str
     )
 
 
-def parse_json(event: dict[str, Any], headers: dict[str, str]) -> Upload:
-    """A JSON upload: request id and filename from the body, device id from X-Device-Id or JSON_DEVICE_ID."""
+def parse_json_headers(event: dict[str, Any], headers: dict[str, str]) -> Upload:
+    """A JSON upload's headers: device id from X-Device-Id or JSON_DEVICE_ID; request id and image come with
+    `with_json_body`, once the caller is known to be allowed."""
     method = str(event.get("requestContext", {}).get("http", {}).get("method", "")).upper()
     if method != "POST":
         raise Rejected(405, f"method {method or '(none)'} not allowed: POST the image")
-    try:
-        frame = parse_json_upload(_body(event).decode("utf-8", errors="replace"))
-    except BadJson as exc:
-        raise Rejected(400, str(exc)) from exc
     device_id = headers.get(HEADER_DEVICE_ID.lower(), JSON_DEVICE_ID)
     if not is_valid_device_id(device_id):
         raise Rejected(400, f"{HEADER_DEVICE_ID} must be 1-64 characters [A-Za-z0-9_.:-]")
     return Upload(
-        request_id=frame.request_id,
+        request_id="",
         device_id=device_id,
         frame_timestamp=_frame_timestamp(headers.get(HEADER_FRAME_TIMESTAMP.lower())),
         reply_to=_reply_to(headers.get(HEADER_REPLY_TO.lower()), get_settings().reply_to_prefix),
-        body=frame.image,
-        filename=frame.filename,
+        body=b"",
     )
+
+
+def with_json_body(upload: Upload, event: dict[str, Any]) -> Upload:
+    """`upload` with the request id, filename and image of its JSON body."""
+    try:
+        frame = parse_json_upload(_body(event).decode("utf-8", errors="replace"))
+    except BadJson as exc:
+        raise Rejected(400, str(exc)) from exc
+    return replace(upload, request_id=frame.request_id, body=frame.image, filename=frame.filename)
 
 
 def bind_to_caller(upload: Upload, event: dict[str, Any], settings: Settings) -> Upload:
@@ -262,8 +267,10 @@ def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     request_id = None if json_upload else request_id_of(headers)
     logger.set_correlation_id(request_id)
     try:
-        upload = parse_json(event, headers) if json_upload else parse_upload(event, headers, request_id)
-        upload = bind_to_caller(upload, event, get_settings())
+        if json_upload:  # the caller is checked before its body is parsed
+            upload = with_json_body(bind_to_caller(parse_json_headers(event, headers), event, get_settings()), event)
+        else:
+            upload = bind_to_caller(parse_upload(event, headers, request_id), event, get_settings())
         request_id = upload.request_id
         logger.set_correlation_id(request_id)
         accepted = process(upload)

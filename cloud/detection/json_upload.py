@@ -39,6 +39,8 @@ def parse_json_upload(text: str) -> JsonFrame:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise BadJson(f"body is not valid JSON ({exc.msg} at character {exc.pos})") from exc
+    except RecursionError as exc:  # e.g. 100000 `[`: the decoder recurses per level
+        raise BadJson("body is not valid JSON here (nested too deeply)") from exc
     if not isinstance(data, dict):
         raise BadJson('body must be a JSON object {"request_id", "content", "filename"}')
     try:

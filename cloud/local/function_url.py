@@ -185,6 +185,9 @@ class FunctionUrlServer(ThreadingHTTPServer):
     execution environments (which raises Throttled when all are busy); a plain handler runs in-process."""
 
     daemon_threads = True
+    # The listen backlog (socketserver's default is 5): a burst of clients connecting at once must queue for
+    # accept, not overflow it; an overflowing queue makes the kernel reset connections that sent data early.
+    request_queue_size = 1024
 
     def __init__(
         self,

@@ -18,6 +18,7 @@ from cloud.detection import handler as detection
 from cloud.settings import Settings
 from tests.bad_images import png_claiming
 from tests.photos import packaged
+from tests.unit.test_detection_handler import bound  # noqa: F401 - the fixture: a stack that binds devices
 
 SAMPLE_EVENT = Path(__file__).resolve().parents[2] / "events" / "function_url_frame.json"
 
@@ -144,3 +145,19 @@ def test_a_result_that_contradicts_the_faces_is_refused() -> None:
     wire = json.loads(_answer([_face(10, "alice")]).model_dump_json())
     with pytest.raises(ValueError, match="does not match"):
         ResponseMessage.model_validate({**wire, "result": "bob"})
+
+
+def test_deeply_nested_json_is_a_400_not_a_500(settings: Settings) -> None:
+    for body in ("[" * 100_000, '{"request_id": ' + "[" * 100_000 + "]" * 100_000 + "}"):
+        response = detection.handler(json_event(body), None)
+        assert response["statusCode"] == 400, response["body"]
+        assert "nested too deeply" in ErrorBody.model_validate_json(response["body"]).error
+    assert _received(settings) == []
+
+
+def test_a_bound_stack_refuses_a_caller_that_is_no_device_before_parsing_its_json(bound: Settings) -> None:  # noqa: F811
+    from tests.unit.test_detection_handler import _signed_by
+
+    response = detection.handler(_signed_by("admin", json_event("[" * 100_000)), None)
+    assert response["statusCode"] == 403, response["body"]
+    assert "not a device of this stack" in ErrorBody.model_validate_json(response["body"]).error
