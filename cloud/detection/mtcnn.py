@@ -272,9 +272,15 @@ def detect_faces(image: np.ndarray, networks: Networks, min_face_size: int = MIN
 def extract_face(image: Image.Image, box: np.ndarray, image_size: int = 160, margin: int = 0) -> np.ndarray:
     """facenet-pytorch's extract_face for a PIL image as uint8 HxWx3: the box widened by `margin` pixels of the
     output (scaled by the box's size), clipped to the image, truncated to integers, cropped, bilinear-resized."""
-    mx = margin * (box[2] - box[0]) / (image_size - margin)
-    my = margin * (box[3] - box[1]) / (image_size - margin)
-    region = (int(max(box[0] - mx / 2, 0)), int(max(box[1] - my / 2, 0)),
-              int(min(box[2] + mx / 2, image.width)), int(min(box[3] + my / 2, image.height)))
+    region = crop_region(box, image.size, image_size, margin)
     face = image.crop(region).resize((image_size, image_size), Image.Resampling.BILINEAR)
     return np.asarray(face, dtype=np.uint8)
+
+
+def crop_region(box: np.ndarray, size: tuple[int, int], image_size: int = 160,
+                margin: int = 0) -> tuple[int, int, int, int]:
+    """The pixels extract_face crops for `box` in an image of `size` (width, height): left, top, right, bottom."""
+    mx = margin * (box[2] - box[0]) / (image_size - margin)
+    my = margin * (box[3] - box[1]) / (image_size - margin)
+    return (int(max(box[0] - mx / 2, 0)), int(max(box[1] - my / 2, 0)),
+            int(min(box[2] + mx / 2, size[0])), int(min(box[3] + my / 2, size[1])))
