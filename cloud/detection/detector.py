@@ -1,21 +1,30 @@
-"""Face detection: MTCNN (facenet-pytorch) over every face of a frame, with aligned 160x160 crops.
+"""Face detection: MTCNN (facenet-pytorch's networks) over every face of a frame, with aligned 160x160 crops.
 
-Large frames are optionally downscaled before detection (MTCNN's cost grows with the pixel count);
-boxes and landmarks are mapped back to the original image, and the crops are cut from the original
-so recognition sees full-resolution faces.
+Two engines run the same MTCNN: "onnx" (the exported networks in ONNX Runtime, with the stages around them in
+numpy: cloud/detection/mtcnn.py; no torch) and "torch" (facenet-pytorch's own MTCNN, the reference the
+other is checked against; torch is imported only when it is chosen).
+
+Large frames are optionally downscaled before detection (MTCNN's cost grows with the pixel count); boxes and
+landmarks are mapped back to the original image, and the crops are cut from the original so recognition sees
+full-resolution faces.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol
 
 import numpy as np
-import torch
-from facenet_pytorch import MTCNN
-from facenet_pytorch.models.utils.detect_face import extract_face
 from PIL import Image
 
 from cloud.contracts import CROP_SIZE
+from cloud.detection import mtcnn
+
+if TYPE_CHECKING:
+    import onnxruntime as ort
+
+Engine = Literal["onnx", "torch"]
 
 # Context around the box, in pixels of the 160 px crop: FaceNet 20180408 (CASIA-WebFace) was trained and
 # validated on crops with margin 32. Measured on the shared photos: margin 0 leaves a same-person pair at
@@ -39,18 +48,24 @@ class Detection:
 
 
 class Detector:
-    """One MTCNN per instance (weights ship in the facenet-pytorch wheel): build once, call often."""
+    """One MTCNN per instance: build once, call often. `engine` "onnx" reads pnet/rnet/onet.onnx from
+    `models_dir` (`facepipe models prepare` writes them); "torch" loads facenet-pytorch's (weights in its wheel)."""
 
     def __init__(
-        self, min_probability: float = 0.9, max_side: int = 1280, threads: int | None = None
+        self, min_probability: float = 0.9, max_side: int = 1280, threads: int | None = None,
+        engine: Engine = "torch", models_dir: Path | None = None,
     ) -> None:
-        if threads is not None:
-            torch.set_num_threads(threads)  # process-wide: a Lambda container runs one detector
         self.min_probability = min_probability
         self.max_side = max_side
-        self._mtcnn = MTCNN(
-            keep_all=True, post_process=False, image_size=CROP_SIZE, margin=CROP_MARGIN, device=torch.device("cpu")
-        )
+        self.engine = engine
+        if engine == "onnx":
+            if models_dir is None:
+                raise ValueError("the onnx engine needs models_dir (FACEPIPE_MODELS_DIR)")
+            self._mtcnn: _Mtcnn = _OnnxMtcnn(models_dir, threads)
+        elif engine == "torch":
+            self._mtcnn = _TorchMtcnn(threads)
+        else:
+            raise ValueError(f"unknown engine {engine!r}: onnx or torch")
 
     def detect(self, image: Image.Image) -> list[Face]:
         """Every face with probability >= min_probability, most probable first."""
@@ -61,15 +76,13 @@ class Detector:
         if image.mode != "RGB":
             image = image.convert("RGB")
         small, scale = self._downscale(image)
-        if min(small.size) < self._mtcnn.min_face_size:
+        if min(small.size) < mtcnn.MIN_FACE_SIZE:
             # MTCNN's image pyramid starts at its minimum face size: a thinner frame holds no face it
             # can find, and facenet-pytorch raises on it instead of returning nothing.
             return Detection([], 0)
-        boxes, probs, points = self._mtcnn.detect(small, landmarks=True)
-        if boxes is None:
-            return Detection([], 0)
+        faces_found = self._mtcnn.find(small)
         found = []
-        for box, prob, pts in zip(boxes, probs, points, strict=True):
+        for box, prob, pts in zip(faces_found.boxes, faces_found.probabilities, faces_found.landmarks, strict=True):
             if float(prob) < self.min_probability:
                 continue
             box = np.asarray(box, dtype=np.float64) / np.array([*scale, *scale])
@@ -83,7 +96,7 @@ class Detector:
                 box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
                 probability=prob,
                 landmarks=tuple((float(x), float(y)) for x, y in pts),
-                crop=_crop(image, box),  # only kept faces are cropped: the dropped cost nothing more
+                crop=self._mtcnn.crop(image, box),  # only kept faces are cropped: the dropped cost nothing more
             )
             for prob, _, box, pts in kept
         ]
@@ -100,7 +113,62 @@ class Detector:
         return resized, (resized.width / image.width, resized.height / image.height)
 
 
-def _crop(image: Image.Image, box: np.ndarray) -> np.ndarray:
-    """facenet-pytorch's own extraction (box crop, bilinear resize), as uint8 HWC RGB."""
-    tensor = extract_face(image, box, image_size=CROP_SIZE, margin=CROP_MARGIN)  # float 0..255, CHW
-    return tensor.permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+class _Mtcnn(Protocol):
+    def find(self, image: Image.Image) -> mtcnn.Found: ...
+
+    def crop(self, image: Image.Image, box: np.ndarray) -> np.ndarray:
+        """The face with CROP_MARGIN, CROP_SIZE square, uint8 HWC RGB."""
+        ...
+
+
+class _OnnxMtcnn:
+    def __init__(self, models_dir: Path, threads: int | None) -> None:
+        from cloud.onnx_session import session  # onnxruntime: only for this engine
+
+        paths = [models_dir / name for name in mtcnn.NETWORK_FILES]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            raise FileNotFoundError(f"no {', '.join(missing)}: `facepipe models prepare` exports them")
+        # threads None: ONNX Runtime's default, one per physical core (as torch's).
+        runs = [_runner(session(path, threads or 0)) for path in paths]
+        self._networks = mtcnn.Networks(*runs)
+
+    def find(self, image: Image.Image) -> mtcnn.Found:
+        return mtcnn.detect_faces(np.asarray(image), self._networks)
+
+    def crop(self, image: Image.Image, box: np.ndarray) -> np.ndarray:
+        return mtcnn.extract_face(image, box, image_size=CROP_SIZE, margin=CROP_MARGIN)
+
+
+def _runner(session: ort.InferenceSession) -> mtcnn.Network:
+    def network(data: np.ndarray) -> tuple[np.ndarray, ...]:
+        return tuple(session.run(None, {mtcnn.INPUT_NAME: data}))
+
+    return network
+
+
+class _TorchMtcnn:
+    """facenet-pytorch's MTCNN, detection and extraction as it does them: the reference."""
+
+    def __init__(self, threads: int | None) -> None:
+        import torch
+        from facenet_pytorch import MTCNN
+
+        if threads is not None:
+            torch.set_num_threads(threads)  # process-wide: a Lambda container runs one detector
+        self._torch = torch
+        self._mtcnn = MTCNN(
+            keep_all=True, post_process=False, image_size=CROP_SIZE, margin=CROP_MARGIN, device=torch.device("cpu")
+        )
+
+    def find(self, image: Image.Image) -> mtcnn.Found:
+        boxes, probs, points = self._mtcnn.detect(image, landmarks=True)
+        if boxes is None:
+            return mtcnn.Found(np.zeros((0, 4), np.float32), np.zeros(0, np.float32), np.zeros((0, 5, 2), np.float32))
+        return mtcnn.Found(np.asarray(boxes, np.float32), np.asarray(probs, np.float32), np.asarray(points, np.float32))
+
+    def crop(self, image: Image.Image, box: np.ndarray) -> np.ndarray:
+        from facenet_pytorch.models.utils.detect_face import extract_face
+
+        tensor = extract_face(image, box, image_size=CROP_SIZE, margin=CROP_MARGIN)  # float 0..255, CHW
+        return tensor.permute(1, 2, 0).round().clamp(0, 255).to(self._torch.uint8).numpy()

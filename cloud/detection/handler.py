@@ -19,6 +19,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from aws_lambda_powertools import Logger, Metrics
@@ -77,6 +78,8 @@ def get_detector() -> Detector:
         min_probability=settings.min_face_probability,
         max_side=settings.detect_max_side,
         threads=settings.torch_threads,
+        engine=settings.engine,
+        models_dir=Path(settings.models_dir) if settings.models_dir else None,
     )
 
 

@@ -99,3 +99,8 @@ def _max_abs_difference(module: torch.nn.Module, path: Path, input_name: str,
         for want, have in zip(expected_list, got, strict=True):
             worst = max(worst, float(np.max(np.abs(want.numpy() - have))))
     return worst
+
+
+def read_sidecar(out: Path) -> dict[str, object]:
+    record: dict[str, object] = json.loads(sidecar_path(out).read_text())
+    return record

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -9,6 +10,7 @@ from cloud import aws
 from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES
 from cloud.settings import Settings, get_settings
 from tests.moto_env import moto_server, point_boto3_at
+from tests.photos import packaged
 
 
 @pytest.fixture(scope="module")
@@ -32,3 +34,13 @@ def settings(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Se
     yield get_settings()
     get_settings.cache_clear()
     aws.client.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def mtcnn_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """pnet/rnet/onet.onnx exported from facenet-pytorch for this session (about a second)."""
+    from cloud.models.mtcnn_export import export_mtcnn
+
+    models = tmp_path_factory.mktemp("models")
+    export_mtcnn(models, packaged("face_recognition/obama.jpg"))
+    return models

@@ -1,0 +1,80 @@
+"""The detector's engines: the ONNX path runs without torch, the export writes checked files once, and the
+detection function picks its engine from the settings (issue 24). Parity itself: test_mtcnn_parity.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from cloud.detection import handler as detection
+from cloud.detection.detector import Detector
+from cloud.models.mtcnn_export import export_mtcnn
+from cloud.models.onnx_export import file_sha256, sidecar_path
+from cloud.settings import get_settings
+from tests.photos import REPO, packaged
+
+NETWORKS = ("pnet.onnx", "rnet.onnx", "onet.onnx")
+
+
+def test_the_onnx_path_never_imports_torch(mtcnn_models: Path) -> None:
+    script = f"""
+import sys
+import cloud.detection.handler
+from cloud.detection.detector import Detector
+from pathlib import Path
+from PIL import Image
+detector = Detector(engine="onnx", models_dir=Path({str(mtcnn_models)!r}))
+faces = detector.detect(Image.open({str(packaged("insightface/t1.jpg"))!r}))
+print(len(faces), sorted(m for m in ("torch", "torchvision", "facenet_pytorch") if m in sys.modules))
+"""
+    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    assert done.stdout.split() == ["6", "[]"], done.stdout + done.stderr
+
+
+def test_export_records_each_file_and_keeps_what_is_up_to_date(mtcnn_models: Path, tmp_path: Path) -> None:
+    models = tmp_path / "models"
+    shutil.copytree(mtcnn_models, models)
+    before = {name: (models / name).stat().st_mtime_ns for name in NETWORKS}
+    (models / "rnet.onnx").write_bytes(b"truncated")  # stale: its sidecar names another sha256
+
+    records = export_mtcnn(models, packaged("face_recognition/obama.jpg"))
+
+    assert sorted(records) == sorted(NETWORKS)
+    for name in NETWORKS:
+        record = records[name]
+        assert record == json.loads(sidecar_path(models / name).read_text())
+        assert record["sha256"] == file_sha256(models / name) and record["opset"] == 17
+        parity = record["parity"]
+        assert isinstance(parity, dict) and parity["inputs"] >= 1 and parity["max_abs_difference"] < 1e-4
+    assert (models / "pnet.onnx").stat().st_mtime_ns == before["pnet.onnx"]  # up to date: not rewritten
+    assert (models / "onet.onnx").stat().st_mtime_ns == before["onet.onnx"]
+    assert (models / "rnet.onnx").stat().st_size > 100_000  # the stale one was exported again
+
+
+def test_the_onnx_engine_without_its_files_names_the_command(tmp_path: Path) -> None:
+    with pytest.raises(FileNotFoundError, match="facepipe models prepare"):
+        Detector(engine="onnx", models_dir=tmp_path)
+
+
+def test_the_detection_function_runs_the_engine_its_settings_name(mtcnn_models: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FACEPIPE_ENGINE", "onnx")
+    monkeypatch.setenv("FACEPIPE_MODELS_DIR", str(mtcnn_models))
+    get_settings.cache_clear()
+    detection.get_detector.cache_clear()
+    try:
+        detector = detection.get_detector()
+        assert detector.engine == "onnx"
+        with Image.open(packaged("face_recognition/obama.jpg")) as image:
+            assert len(detector.detect(image.convert("RGB"))) == 1
+    finally:
+        get_settings.cache_clear()
+        detection.get_detector.cache_clear()
