@@ -50,7 +50,7 @@ def test_public_config_redacts_url_secrets() -> None:
     shown = public_config(config)
     assert shown["camera"]["source"] == "rtsp://192.168.1.20"
     assert shown["outputs"]["webhook"]["url"] == "https://hooks.example"
-    assert shown["endpoint"]["url"] == "https://abc.lambda-url.eu-west-1.on.aws/"
+    assert shown["endpoint"]["url"] == "https://abc.lambda-url.eu-west-1.on.aws"
     assert "hunter2" not in str(shown) and SECRET not in str(shown)
 
 
