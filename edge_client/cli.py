@@ -152,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=config.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # botocore says "Found credentials in ..." once per client at INFO, and dumps every request at DEBUG.
     logging.getLogger("botocore").setLevel(logging.WARNING)
+    # urllib3 logs each request line at DEBUG: a webhook's path and query are its secret.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
     if args.command == "check":
         return _check(config)
     return _run(config)

@@ -20,9 +20,19 @@ from typing import Any, Literal
 from urllib.parse import urlparse
 
 import yaml
-from pydantic import BaseModel, ByteSize, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ByteSize,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from cloud.contracts import DEVICE_ID_PATTERN, QUEUE_NAME_PATTERN
+from edge_client.access import TOKEN_PATTERN, TOKEN_RULE, is_loopback, split_host
 from edge_client.redact import redact_url
 from edge_client.server import parse_listen
 
@@ -270,8 +280,20 @@ class EventsConfig(_Section):
 
 class MetricsConfig(_Section):
     listen: str | None = Field(
-        default="127.0.0.1:9108", description="host:port for Prometheus /metrics and /healthz; null = off"
+        default="127.0.0.1:9108",
+        description="host:port of the status page, /metrics and /healthz; null = off; off loopback a token is required",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="Host names (host or host:port) answered besides localhost, 127.0.0.1, [::1] and the listen "
+                    "address, e.g. the camera's LAN name or a reverse proxy's; others get 421 (DNS rebinding)",
+    )
+    token: SecretStr | None = Field(
+        default=None, exclude=True,
+        description="token the server requires (bearer header or the cookie /?token= sets); prefer "
+                    "FACEPIPE_EDGE__METRICS__TOKEN or token_file",
+    )
+    token_file: Path | None = Field(default=None, description="file holding the token (e.g. a systemd credential)")
 
     @field_validator("listen")
     @classmethod
@@ -279,6 +301,32 @@ class MetricsConfig(_Section):
         if value is not None:
             parse_listen(value)  # the one parser the metrics server uses
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            split_host(host)
+        return [host.strip().lower() for host in value]
+
+    def status_token(self) -> str | None:
+        """The token in force (from `token` or `token_file`); ValueError when it is missing off loopback,
+        unreadable or malformed (the message never quotes it)."""
+        if self.token is not None and self.token_file is not None:
+            raise ValueError("'metrics.token' and 'metrics.token_file': set one, not both")
+        token = self.token.get_secret_value() if self.token is not None else None
+        if self.token_file is not None:
+            try:
+                token = self.token_file.read_text(encoding="utf-8").strip()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise ValueError(f"'metrics.token_file': cannot read {self.token_file}: {exc}") from None
+        if token is not None and TOKEN_PATTERN.fullmatch(token) is None:
+            raise ValueError(f"'metrics.token': must be {TOKEN_RULE}")
+        if token is None and self.listen is not None and not is_loopback(parse_listen(self.listen)[0]):
+            raise ValueError(f"'metrics.listen' ({self.listen}) is not loopback: the status page shows who came by, "
+                             "so it needs a token (FACEPIPE_EDGE__METRICS__TOKEN, metrics.token_file or "
+                             "metrics.token)")
+        return token
 
 
 class EdgeConfig(_Section):
@@ -375,6 +423,7 @@ def _describe(error: Mapping[str, Any], env_keys: set[tuple[str, ...]]) -> str:
     message = str(error["msg"]).removeprefix("Value error, ")
     value = error.get("input")
     shown = repr(redact_url(value) if isinstance(value, str) else value)  # a mistyped URL may hold a token
+    shown = "<redacted>" if loc[-1:] == ("token",) else shown
     shown = shown if len(shown) <= 60 else shown[:57] + "..."
     return f"'{key}'{origin}: {message} (got {shown})"
 
@@ -404,6 +453,10 @@ def parse_config(data: Any, environ: Mapping[str, str] | None = None, source: st
         # Unknown keys first: a misspelt key is often why a required one is "missing".
         errors = sorted(exc.errors(), key=lambda error: error["type"] != "extra_forbidden")
         raise ConfigError(*(f"config error in {source}: {_describe(error, env_keys)}" for error in errors)) from None
+    try:
+        config.metrics.status_token()
+    except ValueError as exc:
+        raise ConfigError(f"config error in {source}: {exc}") from None
     if not config.signing_region():
         raise ConfigError(
             f"config error in {source}: 'endpoint.region' is required: neither the endpoint or queue URL nor "

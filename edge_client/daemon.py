@@ -75,11 +75,13 @@ class Daemon:
         """Run until stopped (or a non-looping file camera is done and delivered); returns 0, or
         EX_SOFTWARE when a stage thread failed."""
         server = None
-        if self.config.metrics.listen:
+        metrics = self.config.metrics
+        if metrics.listen:
             try:
-                server = MetricsServer(self.metrics, self.config.metrics.listen, self.health, self.status_source())
-            except OSError as exc:  # the camera pipeline matters more than its metrics
-                log.error("metrics: cannot listen on %s: %s", self.config.metrics.listen, exc)
+                server = MetricsServer(self.metrics, metrics.listen, self.health, self.status_source(),
+                                       tuple(metrics.allowed_hosts), metrics.status_token())
+            except (OSError, ValueError) as exc:  # the camera pipeline matters more than its metrics
+                log.error("metrics: not serving on %s: %s", metrics.listen, exc)
         delivery = self.parts.delivery
         self._start("capture", self._capture_loop)
         for index in range(min(self.config.throttle.max_in_flight, MAX_UPLOAD_THREADS)):

@@ -82,13 +82,17 @@ class _Webhook:
 
     def _post(self, record: dict[str, Any]) -> None:
         try:
-            response = self._session.post(self.url, json=record, timeout=WEBHOOK_TIMEOUT_S)
+            # No redirects: a 307/308 would re-post the names elsewhere, any other a blind request from the camera.
+            response = self._session.post(self.url, json=record, timeout=WEBHOOK_TIMEOUT_S, allow_redirects=False)
         except requests.Timeout:
             self._count_error("timeout", "webhook %s timed out", redact_url(self.url))
         except requests.RequestException as exc:
             self._count_error("connection", "webhook %s failed: %s", redact_url(self.url), scrub(str(exc), self.url))
         else:
-            if response.ok:
+            if response.is_redirect:
+                self._count_error("redirect", "webhook %s answered %d (redirects are not followed)",
+                                  redact_url(self.url), response.status_code)
+            elif response.ok:
                 self.sent += 1
             else:
                 self._count_error("http", "webhook %s answered %d", redact_url(self.url), response.status_code)

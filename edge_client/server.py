@@ -8,6 +8,8 @@
 - `/metrics`: Prometheus text; `/healthz`: the health JSON (200 when "ok" is true, else 503).
 
 Read-only, GET only. Bound to loopback by default (`metrics.listen`): the page shows who came by.
+Every answer first checks the request's `Host` and, when one is configured, its token (`access.py`):
+421 for a name that is not this server's, 401 without the token.
 """
 
 from __future__ import annotations
@@ -21,9 +23,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs
 
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from edge_client.access import Access
 from edge_client.metrics import EdgeMetrics
 from edge_client.status_page import PAGE
 
@@ -56,13 +60,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True  # a stuck client never blocks shutdown
 
     def __init__(self, address: tuple[str, int], metrics: EdgeMetrics, health: HealthFn,
-                 source: StatusSource | None) -> None:
+                 source: StatusSource | None, allowed_hosts: tuple[str, ...], token: str | None) -> None:
         if ":" in address[0]:
             self.address_family = socket.AF_INET6
         self.metrics = metrics
         self.health = health
         self.source = source
         super().__init__(address, _Handler)
+        self.access = Access(address[0], self.server_address[1], allowed_hosts, token)  # the bound port (":0")
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -70,7 +75,20 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True  # headers and body go out as separate writes: no 40 ms delayed-ACK stall
 
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        path = self.path.split("?", 1)[0]
+        path, _, query = self.path.partition("?")
+        access = self.server.access
+        if not access.host_allowed(self.headers.get("Host")):
+            self._send(421, "text/plain; charset=utf-8",
+                       b"misdirected request: this server answers to its own names only (metrics.allowed_hosts)\n")
+            return
+        if path == "/" and "token" in (asked := parse_qs(query)):
+            self._let_browser_in(asked["token"][-1])
+            return
+        if not access.authorized(self.headers):
+            self._send(401, "text/plain; charset=utf-8",
+                       b"a token is required: Authorization: Bearer <token>, or open /?token=<token> once\n",
+                       {"WWW-Authenticate": 'Bearer realm="facepipe-edge"'})
+            return
         source = self.server.source
         if path == "/metrics":
             self._send(200, CONTENT_TYPE_LATEST, self.server.metrics.exposition())
@@ -92,6 +110,14 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 
+    def _let_browser_in(self, token: str) -> None:
+        """`/?token=`: a cookie for the page's own requests, and the token out of the address bar."""
+        access = self.server.access
+        if access.token is None or not access.token_matches(token):
+            self._send(401, "text/plain; charset=utf-8", b"wrong token\n")
+            return
+        self._send(303, "text/plain; charset=utf-8", b"", {"Location": "/", "Set-Cookie": access.set_cookie()})
+
     def _health(self) -> tuple[int, bytes]:
         try:
             report = self.server.health()
@@ -110,8 +136,10 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._send(200, "image/jpeg", data)
 
-    def _send(self, status: int, content_type: str, body: bytes) -> None:
+    def _send(self, status: int, content_type: str, body: bytes, headers: dict[str, str] | None = None) -> None:
         self.send_response(status)
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-store")
@@ -121,16 +149,21 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        # Scrapes every 15 s and the page's polling would flood the journal: debug level. No query: `?token=`.
+        log.debug("http: %s %s %s", self.command, getattr(self, "path", "").partition("?")[0], code)
+
     def log_message(self, format: str, *args: Any) -> None:
-        # Scrapes every 15 s and the page's polling would flood the journal; keep them at debug level.
         log.debug("http: " + format, *args)
 
 
 class MetricsServer:
-    """A running server; `address` is the bound (host, port). Without a `source`, only /metrics and /healthz."""
+    """A running server; `address` is the bound (host, port). Without a `source`, only /metrics and /healthz.
+    It answers requests naming it (loopback names, the listen address, `allowed_hosts`), with `token` if set."""
 
-    def __init__(self, metrics: EdgeMetrics, listen: str, health: HealthFn, source: StatusSource | None = None) -> None:
-        self._httpd = _Server(parse_listen(listen), metrics, health, source)
+    def __init__(self, metrics: EdgeMetrics, listen: str, health: HealthFn, source: StatusSource | None = None,
+                 allowed_hosts: tuple[str, ...] = (), token: str | None = None) -> None:
+        self._httpd = _Server(parse_listen(listen), metrics, health, source, allowed_hosts, token)
         self.address: tuple[str, int] = self._httpd.server_address[:2]  # type: ignore[assignment]
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="metrics-http", daemon=True)
         self._thread.start()

@@ -3,6 +3,7 @@ camera's password or the webhook's token, while the lines about the camera and t
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -10,9 +11,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+import requests
 import yaml
 
-from tests.edge.conftest import free_port
+from edge_client.daemon import Daemon
+from edge_client.server import MetricsServer
+from tests.edge.conftest import free_port, make_config, wait_until
+from tests.edge.test_tracker import recorded, replay
+from tests.http_server import QuietHandler, serving
 from tests.photos import REPO, packaged
 
 PASSWORD, TOKEN = "S3cretPass", "T0kenValue"
@@ -83,9 +90,9 @@ def test_a_camera_that_reconnects_logs_its_url_without_the_password(tmp_path: Pa
     output = _run_for(path, 4, _env()) + _check(path, _env())
     # THEN the camera is named by scheme, host, port and path, and the password appears nowhere
     assert_no_secret(output)
-    assert "running (camera 'rtsp://127.0.0.1:1/x'" in output
-    assert "cannot open camera source 'rtsp://127.0.0.1:1/x'; retrying" in output
-    assert "camera: FAILED: cannot open camera source 'rtsp://127.0.0.1:1/x'" in output
+    assert "running (camera 'rtsp://127.0.0.1:1'" in output
+    assert "cannot open camera source 'rtsp://127.0.0.1:1'; retrying" in output
+    assert "camera: FAILED: cannot open camera source 'rtsp://127.0.0.1:1'" in output
     assert "frames: captured 0" in output  # the run summary is part of the output checked
 
 
@@ -99,29 +106,77 @@ def test_a_file_source_in_url_form_and_a_bad_webhook_in_the_config_error(tmp_pat
     bad = _write(tmp_path, _config(tmp_path, f"ftp://user:{PASSWORD}@127.0.0.1/hook?token={TOKEN}"), "bad.yaml")
     output = _check(bad, _env())
     assert_no_secret(output)
-    assert "'outputs.webhook.url': must be an http:// or https:// URL (got 'ftp://127.0.0.1/hook')" in output
+    assert "'outputs.webhook.url': must be an http:// or https:// URL (got 'ftp://127.0.0.1')" in output
+
+
+class _Refuses(QuietHandler):
+    """A webhook receiver that answers every post 500."""
+
+    def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        self.send_response(500)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
 
 
 def test_webhook_failures_are_logged_without_the_token(local_stack: Any, reply_queue: str, tmp_path: Path) -> None:
-    # GIVEN a daemon against the local stack whose webhook (with a token) refuses connections
+    # GIVEN a daemon at DEBUG level against the local stack whose webhook, with its secret in the path and a
+    # token in the query, answers 500
     folder = tmp_path / "camera"
     folder.mkdir()
     for name in ("a.jpg", "b.jpg"):
         (folder / name).symlink_to(packaged("face_recognition/obama2.jpg"))
-    webhook = f"http://127.0.0.1:{free_port()}/hook?token={TOKEN}"
-    config = _config(
-        tmp_path, webhook,
-        camera={"source": str(folder), "loop": False, "fps": 0},
-        throttle={"max_fps": 20, "motion": {"enabled": False}},
-        endpoint={"url": local_stack.function_url, "region": local_stack.region},
-        responses={"queue_url": reply_queue, "endpoint_url": local_stack.endpoint_url,
-                   "reply_to": reply_queue.rsplit("/", 1)[-1], "wait_s": 1},
-    )
-    env = _env({k: v for k, v in local_stack.client_env().items() if k.startswith("AWS_")})
-    # WHEN it delivers the folder and posts each answer to the webhook, which fails
-    output = _run_for(_write(tmp_path, config), 120, env)
-    # THEN each failure names the webhook by scheme, host, port and path, and the token appears nowhere
+    with serving(_Refuses) as host:
+        webhook = f"{host}/services/T0001/B0002/{TOKEN}?token={TOKEN}"
+        config = _config(
+            tmp_path, webhook,
+            camera={"source": str(folder), "loop": False, "fps": 0},
+            throttle={"max_fps": 20, "motion": {"enabled": False}},
+            endpoint={"url": local_stack.function_url, "region": local_stack.region},
+            responses={"queue_url": reply_queue, "endpoint_url": local_stack.endpoint_url,
+                       "reply_to": reply_queue.rsplit("/", 1)[-1], "wait_s": 1},
+            outputs={"webhook": {"url": webhook, "on": "frames"}},
+        )
+        env = _env({k: v for k, v in local_stack.client_env().items() if k.startswith("AWS_")})
+        # WHEN it delivers the folder and posts each answer to the webhook, which fails
+        output = _run_for(_write(tmp_path, config), 120, env)
+    # THEN each failure names the webhook by scheme, host and port, and its path and token appear nowhere
+    # (not in urllib3's debug lines either)
     assert "answered 2" in output, output
-    hook = webhook.split("?")[0]
-    assert output.count(f"webhook {hook} failed: ") == 2, output
+    assert output.count(f"webhook {host} answered 500") == 2, output
     assert_no_secret(output)
+    assert "T0001" not in output, output
+
+
+@pytest.mark.parametrize("receiver", ["answers 500", "refuses connections"])
+def test_a_webhook_whose_path_is_the_secret_shows_nowhere(tmp_path: Path, receiver: str,
+                                                          caplog: pytest.LogCaptureFixture) -> None:
+    # GIVEN a webhook URL whose path is its secret (as Slack's and Home Assistant's are), failing
+    with serving(_Refuses) as base:
+        host = base if receiver == "answers 500" else f"http://127.0.0.1:{free_port()}"
+        webhook = f"{host}/services/T0001/B0002/{TOKEN}"
+        daemon = Daemon(make_config(tmp_path, outputs={"webhook": {"url": webhook}}))
+        server = MetricsServer(daemon.metrics, "127.0.0.1:0", daemon.health, daemon.status_source())
+        status_page = f"http://127.0.0.1:{server.address[1]}"
+        try:
+            # WHEN a passage's events are posted to it, and the status page and metrics are read
+            with caplog.at_level(logging.DEBUG, logger="edge_client"):
+                for event in replay(recorded("one")):
+                    daemon.parts.outputs.event(event, None)
+                wait_until(lambda: "kind=" in _webhook_errors(status_page), 20, "the failures counted")
+            status = requests.get(f"{status_page}/api/status", timeout=5).text
+            metrics = requests.get(f"{status_page}/metrics", timeout=5).text
+        finally:
+            server.shutdown()
+            daemon.parts.outputs.close()
+    # THEN the failures are logged, named by scheme, host and port, and the path appears nowhere
+    logged = "\n".join(record.getMessage() for record in caplog.records)
+    assert f"webhook {host} " in logged
+    for output in (logged, status, metrics):
+        assert TOKEN not in output and "T0001" not in output and "/services" not in output, output
+    assert f'"url": "{host}"' in status
+
+
+def _webhook_errors(base: str) -> str:
+    text = requests.get(f"{base}/metrics", timeout=5).text
+    return "\n".join(line for line in text.splitlines() if line.startswith('facepipe_edge_output_errors_total{'))

@@ -61,12 +61,16 @@ class _Receiver(BaseHTTPRequestHandler):
     server: _WebhookServer
 
     def do_POST(self) -> None:  # noqa: N802
-        body = self.rfile.read(int(self.headers["Content-Length"]))
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
         self.server.gate.wait(timeout=10)
-        self.server.bodies.append(json.loads(body))
+        self.server.bodies.append(json.loads(body) if body else {})
         self.send_response(self.server.status)
+        if self.server.location:
+            self.send_header("Location", self.server.location)
         self.send_header("Content-Length", "0")
         self.end_headers()
+
+    do_GET = do_POST  # noqa: N815 - a 301/302/303 followed is a GET
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
@@ -78,6 +82,7 @@ class _WebhookServer(ThreadingHTTPServer):
     def __init__(self, status: int) -> None:
         super().__init__(("127.0.0.1", 0), _Receiver)
         self.status = status
+        self.location = ""  # sent as Location (a redirect)
         self.bodies: list[dict[str, Any]] = []
         self.gate = threading.Event()  # cleared: every POST waits (a slow receiver)
         self.gate.set()
@@ -221,6 +226,27 @@ def test_webhook_failures_are_counted(webhook_server: Any) -> None:
     exposition = metrics.exposition().decode()
     assert 'facepipe_edge_output_errors_total{kind="http",output="webhook"} 1.0' in exposition
     assert 'facepipe_edge_output_errors_total{kind="connection",output="webhook"} 1.0' in exposition
+
+
+@pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
+def test_webhook_redirects_are_failures_not_followed(webhook_server: Any, status: int,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    # GIVEN a receiver that answers with a redirect to a second server
+    elsewhere = webhook_server()
+    redirecting = webhook_server(status=status)
+    redirecting.location = elsewhere.url + "/stolen"
+    metrics = EdgeMetrics()
+    outputs = Outputs(_frames(webhook=redirecting.url), "front-door", metrics=metrics)
+    # WHEN an answer with a name is posted
+    with caplog.at_level(logging.WARNING, logger="edge_client.outputs"):
+        outputs.frame(_answer([("alice", 0.42, [1.0, 2.0, 3.0, 4.0])]), None, 0.1)
+        outputs.close()
+    # THEN the second server got nothing, and the redirect is a counted failure logged with the redacted URL
+    assert len(redirecting.bodies) == 1 and elsewhere.bodies == []
+    assert total(metrics.output_errors, output="webhook", kind="redirect") == 1 and outputs.webhooks_sent == 0
+    host = redirecting.url.removesuffix("/hook")
+    expected = f"webhook {host} answered {status} (redirects are not followed)"
+    assert [r.getMessage() for r in caplog.records] == [expected]
 
 
 def test_slow_webhook_never_blocks_emit(webhook_server: Any, tmp_path: Path) -> None:
