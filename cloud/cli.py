@@ -44,7 +44,7 @@ _GROUP_HELP = {
     "local": "the local stack",
     "gallery": "inspect and edit the enrolled gallery",
     "models": "model weights",
-    "dlq": "the request and response dead-letter queues",
+    "dlq": "the request, response and ingest dead-letter queues",
     "device": "cameras as IAM identities, each with its own response queue",
 }
 

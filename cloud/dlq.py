@@ -10,8 +10,10 @@ move tasks (moto, which the local stack runs on, answers them with HTTP 500 "not
 receive-send-delete move instead, which keeps each message's body and attributes.
 
 Queues: `--queue-url`/`--dlq-url`, else a deployed stack's outputs (`--stack`), else the environment
-`facepipe local up` exports (FACEPIPE_REQUEST_QUEUE_URL / FACEPIPE_RESPONSE_QUEUE_URL); the DLQ of a
-queue is read from its RedrivePolicy when not given.
+`facepipe local up` exports (FACEPIPE_REQUEST_QUEUE_URL / FACEPIPE_RESPONSE_QUEUE_URL /
+FACEPIPE_INGEST_QUEUE_URL); the DLQ of a queue is read from its RedrivePolicy when not given. `redrive`
+refuses a destination whose RedrivePolicy does not name the DLQ (SQS itself would move a request DLQ onto
+the response queue devices read).
 """
 
 from __future__ import annotations
@@ -28,7 +30,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from cloud import aws
-from cloud.contracts import RequestMessage, ResponseMessage, is_valid_device_id, is_valid_request_id
+from cloud.contracts import (
+    ImageEvent,
+    RequestMessage,
+    ResponseMessage,
+    is_valid_device_id,
+    is_valid_request_id,
+)
 
 PEEK_VISIBILITY_S = 30  # a `list` cut short leaves the messages hidden this long, no longer
 MOVE_VISIBILITY_S = 60  # a fallback move cut short: the message reappears in the DLQ after this
@@ -47,6 +55,7 @@ class QueueKind:
 KINDS = {
     "request": QueueKind("FACEPIPE_REQUEST_QUEUE_URL", "RequestQueueUrl", "RequestDeadLetterQueueUrl"),
     "response": QueueKind("FACEPIPE_RESPONSE_QUEUE_URL", "ResponseQueueUrl", "ResponseDeadLetterQueueUrl"),
+    "ingest": QueueKind("FACEPIPE_INGEST_QUEUE_URL", "IngestQueueUrl", "IngestDeadLetterQueueUrl"),
 }
 
 
@@ -72,6 +81,10 @@ class DlqError(RuntimeError):
     """A configuration problem the user can fix (no queue given, no redrive policy, ...)."""
 
 
+class RedriveRefused(DlqError):
+    """The destination does not dead-letter into this DLQ: its messages did not come from there."""
+
+
 # --- clients and queue discovery -------------------------------------------------------------------
 
 
@@ -87,12 +100,19 @@ def _stack_outputs(stack: str, region: str | None) -> dict[str, str]:
     return {o["OutputKey"]: o["OutputValue"] for o in described.get("Outputs", [])}
 
 
+def dead_letter_target(sqs: Any, queue_url: str) -> str | None:
+    """The deadLetterTargetArn of the queue's RedrivePolicy, None without one."""
+    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"]).get("Attributes", {})
+    if "RedrivePolicy" not in attributes:
+        return None
+    return str(json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"])
+
+
 def dlq_of(sqs: Any, queue_url: str) -> str:
     """The URL of the DLQ named in the queue's RedrivePolicy."""
-    attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["RedrivePolicy"])["Attributes"]
-    if "RedrivePolicy" not in attributes:
+    arn = dead_letter_target(sqs, queue_url)
+    if arn is None:
         raise DlqError(f"{queue_url} has no RedrivePolicy: give --dlq-url")
-    arn = json.loads(attributes["RedrivePolicy"])["deadLetterTargetArn"]
     account, name = arn.split(":")[4:6]
     return str(sqs.get_queue_url(QueueName=name, QueueOwnerAWSAccountId=account)["QueueUrl"])
 
@@ -177,6 +197,8 @@ def diagnose(message: dict[str, Any], body: Any, queues: Queues, s3: Any) -> str
             return f"not a response message: {_errors(exc)}"
         return (f"answer for device {answer.device_id} received without being deleted until maxReceiveCount: "
                 "no daemon of that device reads this queue, or it was gone for longer than the retention")
+    if queues.kind == "ingest":
+        return _diagnose_ingest(body, s3)
     try:
         request = RequestMessage.model_validate(body)
     except ValidationError as exc:
@@ -193,6 +215,19 @@ def diagnose(message: dict[str, Any], body: Any, queues: Queues, s3: Any) -> str
     if missing:
         return "crop object(s) missing: " + ", ".join(f"s3://{queues.bucket}/{key}" for key in missing)
     return "not known from the message (a valid request): see the recognition log for its message id"
+
+
+def _diagnose_ingest(body: Any, s3: Any) -> str:
+    if isinstance(body, dict) and "Records" in body:
+        return "an S3 notification: see the detection log for its message id"
+    try:
+        event = ImageEvent.model_validate(body)
+    except ValidationError as exc:
+        return f"not an image event: {_errors(exc)}"
+    ref = event.image_s3
+    if ref is not None and not _exists(s3, ref.bucket, ref.key):
+        return f"image object missing: s3://{ref.bucket}/{ref.key}"
+    return "not known from the message (a valid image event): see the detection log for its message id"
 
 
 def _errors(exc: ValidationError) -> str:
@@ -222,6 +257,10 @@ def redrive(sqs: Any, queues: Queues, wait_s: float) -> tuple[int, str]:
     from botocore.exceptions import ClientError
 
     dlq_arn = queue_arn(sqs, queues.dlq)
+    target = dead_letter_target(sqs, queues.source)
+    if target != dlq_arn:
+        raise RedriveRefused(f"refused: {queues.source} has deadLetterTargetArn {target or '(no RedrivePolicy)'}, "
+                             f"not {dlq_arn}: a DLQ is redriven only to the queue it takes dead letters from")
     try:
         task = _client("sqs", sqs.meta.region_name, retries=False).start_message_move_task(
             SourceArn=dlq_arn, DestinationArn=queue_arn(sqs, queues.source))
@@ -310,7 +349,7 @@ def add_redrive_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _fail(exc: Exception) -> int:
     print(f"facepipe dlq: {exc}", file=sys.stderr)
-    return 2
+    return 1 if isinstance(exc, RedriveRefused) else 2
 
 
 def run_list(args: argparse.Namespace) -> int:

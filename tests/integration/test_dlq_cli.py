@@ -11,7 +11,7 @@ import sys
 import uuid
 from typing import Any
 
-from cloud.contracts import HEADER_REPLY_TO
+from cloud.contracts import HEADER_REPLY_TO, ImageEvent
 from tests.conftest import MAX_RECEIVE_COUNT, Mailbox, drain_queue, post_frame, queue_depth
 from tests.dlq import REPO, dead_letter_by_receiving, list_dlq, run_dlq, visible
 from tests.photos import packaged
@@ -100,3 +100,50 @@ def test_without_a_queue_it_says_what_to_give(local_stack: Any) -> None:
                             text=True, timeout=60, env={**env, "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)})
     assert listed.returncode == 2 and "Traceback" not in listed.stderr
     assert "export FACEPIPE_REQUEST_QUEUE_URL" in listed.stderr
+
+
+def test_redrive_onto_a_queue_whose_redrive_policy_names_another_dlq_is_refused(local_stack: Any) -> None:
+    sqs = local_stack.client("sqs")
+    drain_queue(sqs, local_stack.request_dlq_url)
+    # GIVEN a request in the request DLQ, and two queues that do not dead-letter into it: the response
+    # queue (its RedrivePolicy names the response DLQ; devices read it) and a queue with no RedrivePolicy
+    body = json.dumps({"request_id": str(uuid.uuid4()), "device_id": "dlq-cam", "faces": []})
+    sqs.send_message(QueueUrl=local_stack.request_dlq_url, MessageBody=body)
+    plain = sqs.create_queue(QueueName=f"dlq-plain-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    try:
+        for queue_args in (["--queue", "response"], ["--queue-url", plain]):
+            # WHEN redriven there THEN refused in one line, exit status 1
+            refused = run_dlq(local_stack, "redrive", *queue_args, "--dlq-url", local_stack.request_dlq_url)
+            assert refused.returncode == 1, (refused.stdout, refused.stderr)
+            assert len(refused.stderr.strip().splitlines()) == 1 and "deadLetterTargetArn" in refused.stderr
+            assert "moved" not in refused.stdout
+            # AND nothing moved: the message is still in the request DLQ, the plain queue is empty
+            assert queue_depth(sqs, local_stack.request_dlq_url) == 1
+            assert queue_depth(sqs, plain) == 0
+    finally:
+        sqs.delete_queue(QueueUrl=plain)
+        drain_queue(sqs, local_stack.request_dlq_url)
+
+
+def test_ingest_dlq_listed_then_redriven_and_answered(local_stack: Any, reply_queue: str) -> None:
+    sqs = local_stack.client("sqs")
+    drain_queue(sqs, local_stack.ingest_dlq_url)
+    image = packaged(PHOTOS["barack_obama"]).read_bytes()
+    request_id = str(uuid.uuid4())
+    message = ImageEvent(request_id=request_id, device_id="ingest-cam", reply_to=reply_queue.rsplit("/", 1)[1],
+                         image_b64=base64.b64encode(image).decode("ascii"))
+    # GIVEN an image event dead-lettered by SQS from the ingest queue (its trigger paused meanwhile)
+    with local_stack.ingest_trigger.paused():
+        sqs.send_message(QueueUrl=local_stack.ingest_queue_url, MessageBody=message.model_dump_json(exclude_none=True))
+        dead_letter_by_receiving(sqs, local_stack.ingest_queue_url, local_stack.ingest_dlq_url, expected=1)
+        # WHEN listed (the queue from FACEPIPE_INGEST_QUEUE_URL, its DLQ from its RedrivePolicy)
+        [letter] = list_dlq(local_stack, "ingest")
+        assert letter["request_id"] == request_id and letter["device_id"] == "ingest-cam"
+        assert letter["receives"] >= MAX_RECEIVE_COUNT
+        assert visible(sqs, local_stack.ingest_dlq_url) == 1
+    # WHEN redriven THEN it is back on the ingest queue and answered
+    moved = run_dlq(local_stack, "redrive", "--queue", "ingest")
+    assert moved.returncode == 0, moved.stderr
+    assert f"moved 1 message(s) from {local_stack.ingest_dlq_url} to {local_stack.ingest_queue_url}" in moved.stdout
+    assert Mailbox(sqs, reply_queue).wait_for(request_id, timeout=60)["result"] == "barack_obama"
+    assert queue_depth(sqs, local_stack.ingest_dlq_url) == 0
