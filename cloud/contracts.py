@@ -9,6 +9,7 @@ version it does not know instead of guessing.
 from __future__ import annotations
 
 import re
+import unicodedata
 import uuid
 from typing import Annotated, Literal, Self
 
@@ -192,6 +193,36 @@ def result_of(faces: list[RecognisedFace]) -> str:
 
 
 UNKNOWN_NAME = "unknown"
+NAME_MAX_CHARS = 64
+NAME_PUNCTUATION = " _-.'"
+
+
+def name_refusal(name: str) -> str | None:
+    """Why `name` cannot be enrolled, or None when it can.
+
+    Allowed: Unicode letters, combining marks and digits, plus space, `_`, `-`, `.` and `'`; 1-64
+    characters, starting with a letter or digit, not ending with a space, not `unknown`. So a name never
+    holds `/` (a path), NUL or control characters (files, terminals) or `,` (the `result` separator)."""
+    if not name:
+        return "a name is empty"
+    if len(name) > NAME_MAX_CHARS:
+        return f"{name!r} is longer than {NAME_MAX_CHARS} characters"
+    if name == UNKNOWN_NAME:
+        return f"{name!r} is reserved for faces that match no one"
+    if not _allowed(name[0], punctuation="") or unicodedata.category(name[0])[0] == "M":
+        return f"{name!r} must start with a letter or a digit"
+    if name.endswith(" "):
+        return f"{name!r} ends with a space"
+    bad = sorted({c for c in name if not _allowed(c, NAME_PUNCTUATION)})
+    if bad:
+        shown = ", ".join(repr(c) for c in bad)
+        return f"{name!r} holds {shown}: use letters, digits, combining marks, spaces and _ - . ' only"
+    return None
+
+
+def _allowed(char: str, punctuation: str) -> bool:
+    category = unicodedata.category(char)
+    return category[0] in "LM" or category == "Nd" or char in punctuation
 
 
 # --- Function URL: JSON uploads (the course workload generator's protocol) ---------------------

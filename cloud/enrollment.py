@@ -18,8 +18,15 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cloud.contracts import UNKNOWN_NAME
-from cloud.recognition.gallery import Gallery, GalleryError, GalleryNotFound, load_gallery, update_gallery
+from cloud.contracts import name_refusal
+from cloud.recognition.gallery import (
+    Gallery,
+    GalleryError,
+    GalleryNotFound,
+    InvalidName,
+    load_gallery,
+    update_gallery,
+)
 
 if TYPE_CHECKING:
     from cloud.detection.detector import Detector
@@ -87,9 +94,9 @@ def enroll_photos(
     from cloud.detection.detector import Detector
     from cloud.recognition.embedder import Embedder
 
-    bad = [name for name in people if not name or name == UNKNOWN_NAME]
-    if bad:
-        raise GalleryError(f"invalid name(s) {bad}: empty or the reserved {UNKNOWN_NAME!r}")
+    refusals = [refusal for refusal in map(name_refusal, people) if refusal]
+    if refusals:  # before loading a model or reading a photo
+        raise InvalidName("invalid name(s), nobody enrolled: " + "; ".join(refusals))
     embedder = embedder or Embedder(weights_path)
     _load_or_new(gallery_uri, embedder.model_tag).check_model(embedder.model_tag, gallery_uri)  # fail early
     detector = detector or Detector(min_probability=min_probability)

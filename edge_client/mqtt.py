@@ -17,6 +17,7 @@ The password comes only from FACEPIPE_MQTT_PASSWORD in the environment.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -41,8 +42,14 @@ _UNSAFE = re.compile(r"[^a-zA-Z0-9_-]")
 
 
 def object_id(text: str) -> str:
-    """A Home Assistant node/object id: letters, digits, _ and - only."""
-    return _UNSAFE.sub("_", text)
+    """A Home Assistant node/object id: letters, digits, _ and - only.
+
+    A text already in that set is kept as it is; any other gets `_` and 6 hex digits of its sha256, so
+    names that slug alike (`李` and `王` are both `_`) keep distinct topics and entities."""
+    slug = _UNSAFE.sub("_", text)
+    if slug == text:
+        return text
+    return f"{slug}_{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
 class MqttOutput:

@@ -15,8 +15,10 @@ import json
 import logging
 import os
 import queue
+import re
 import threading
 import time
+import unicodedata
 from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -39,13 +41,28 @@ WEBHOOK_TIMEOUT_S = (2.0, 5.0)  # (connect, read): a receiver slower than this i
 _STOP = object()
 
 ErrorFn = Callable[..., None]  # (kind, log message, *args)
+_NOT_IN_FILE_NAMES = re.compile(r"[^\w.-]")
+FILE_LABEL_BYTES = 200  # with the time prefix and `.jpg`, within the 255-byte file names allow
+
+
+def printable(text: str) -> str:
+    """`text` without control and format characters (ESC, NUL, newlines, bidi overrides): names reach
+    terminals and log files through these lines, and a gallery written before names were checked may
+    hold anything."""
+    return "".join(c for c in text if unicodedata.category(c)[0] != "C")
+
+
+def file_label(text: str) -> str:
+    """`text` as part of a file name: word characters, `.` and `-` kept, anything else (`/`, NUL, spaces) `_`."""
+    return _NOT_IN_FILE_NAMES.sub("_", text).encode()[:FILE_LABEL_BYTES].decode(errors="ignore")
 
 
 def answer_line(device_id: str, answer: ResponseMessage) -> str:
     """'front-door: alice 0.42, unknown 1.31' ('front-door: no faces' for an empty frame)."""
     if not answer.faces:
         return f"{device_id}: no faces"
-    parts = [face.name if face.distance is None else f"{face.name} {face.distance:.2f}" for face in answer.faces]
+    parts = [printable(face.name) if face.distance is None else f"{printable(face.name)} {face.distance:.2f}"
+             for face in answer.faces]
     return f"{device_id}: " + ", ".join(parts)
 
 
@@ -113,12 +130,13 @@ def _clock(at: float) -> str:
 def event_line(event: Event, snapshot: str | None) -> str:
     """'front-door: barack_obama arrived at 10:42:05 (distance 0.58)' and '... left at 10:42:15 after 10.2 s ...'."""
     distance = "" if event.best_distance is None else f", best distance {event.best_distance:.2f}"
+    name = printable(event.name)
     if event.type == "start":
-        return f"{event.device_id}: {event.name} arrived at {_clock(event.start)} ({event.frames} frame(s){distance})"
+        return f"{event.device_id}: {name} arrived at {_clock(event.start)} ({event.frames} frame(s){distance})"
     if event.type == "update":
-        return f"{event.device_id}: the person who arrived at {_clock(event.start)} is {event.name}{distance}"
+        return f"{event.device_id}: the person who arrived at {_clock(event.start)} is {name}{distance}"
     duration = (event.end or event.start) - event.start
-    return (f"{event.device_id}: {event.name} left at {_clock(event.end or event.start)} after {duration:.1f} s "
+    return (f"{event.device_id}: {name} left at {_clock(event.end or event.start)} after {duration:.1f} s "
             f"({event.frames} frame(s){distance})" + (f"; best picture {snapshot}" if snapshot else ""))
 
 
@@ -133,7 +151,7 @@ class _Snapshots:
         self._files: deque[Path] = deque(sorted(directory.glob("*.jpg")))  # survives restarts
 
     def write(self, taken: float, label: str, jpeg: bytes) -> Path | None:
-        path = self.directory / f"{datetime.fromtimestamp(taken, UTC):%Y%m%dT%H%M%S.%fZ}_{label}.jpg"
+        path = self.directory / f"{datetime.fromtimestamp(taken, UTC):%Y%m%dT%H%M%S.%fZ}_{file_label(label)}.jpg"
         tmp = path.with_suffix(".part")
         try:
             tmp.write_bytes(jpeg)

@@ -34,7 +34,7 @@ import numpy as np
 from botocore.exceptions import ClientError
 
 from cloud import aws
-from cloud.contracts import UNKNOWN_NAME
+from cloud.contracts import UNKNOWN_NAME, name_refusal
 
 FORMAT_VERSION = 1
 EMBEDDING_SIZE = 512
@@ -42,6 +42,10 @@ EMBEDDING_SIZE = 512
 
 class GalleryError(Exception):
     """The gallery cannot be read, written or used."""
+
+
+class InvalidName(GalleryError, ValueError):
+    """A name that cannot be enrolled (cloud.contracts.name_refusal says why)."""
 
 
 class GalleryNotFound(GalleryError, FileNotFoundError):
@@ -94,8 +98,9 @@ class Gallery:
 
     def add(self, name: str, embeddings: np.ndarray) -> int:
         """Append embeddings (n, 512) for `name`; returns how many were added."""
-        if not name or name == UNKNOWN_NAME:
-            raise GalleryError(f"invalid name {name!r}: empty or the reserved {UNKNOWN_NAME!r}")
+        refusal = name_refusal(name)
+        if refusal:
+            raise InvalidName(f"invalid name: {refusal}")
         rows = np.asarray(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
         self.embeddings = np.concatenate([self.embeddings, rows])
         self.names.extend([name] * len(rows))
@@ -118,7 +123,8 @@ class Gallery:
 
     def match(self, embeddings: np.ndarray, threshold: float) -> list[Match]:
         """Nearest enrolled embedding per query row by L2 distance; beyond `threshold` the name is
-        UNKNOWN_NAME (with the distance), and an empty gallery gives (UNKNOWN_NAME, None)."""
+        UNKNOWN_NAME (with the distance), and an empty gallery gives (UNKNOWN_NAME, None). A stored name
+        that name_refusal refuses (a gallery written before names were checked) also answers UNKNOWN_NAME."""
         queries = np.asarray(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
         if not len(self.names):
             return [(UNKNOWN_NAME, None)] * len(queries)
@@ -131,7 +137,9 @@ class Gallery:
         result: list[Match] = []
         for row, index in enumerate(nearest):
             distance = float(distances[row, index])
-            result.append((self.names[index] if distance <= threshold else UNKNOWN_NAME, distance))
+            name = self.names[index]
+            known = distance <= threshold and name_refusal(name) is None
+            result.append((name if known else UNKNOWN_NAME, distance))
         return result
 
 

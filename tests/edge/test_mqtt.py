@@ -10,6 +10,7 @@ Events come from the tracker replaying answers recorded from the local stack (te
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -263,3 +264,37 @@ def test_no_broker_at_start_never_stops_the_caller(tmp_path: Path) -> None:
     outputs.close()
     assert time.monotonic() - started < 5.0
     assert total(metrics.output_errors, output="mqtt") > 0
+
+
+def test_names_that_slug_alike_get_distinct_topics_and_entities(broker: Broker) -> None:
+    """`李` and `王` both slug to `_`: each gets its own presence topic and entity; ASCII ids stay readable."""
+    device = f"hall-{time.monotonic_ns()}"
+    base = f"facepipe/{device}"
+    node = f"facepipe_{device}"
+    metrics = EdgeMetrics()
+    live = Subscriber(broker.port)
+    outputs = _outputs(broker.port, metrics, device)
+    try:
+        wait_until(lambda: [m.payload for m in live.on(f"{base}/availability")] == [b"online"], 10, "online")
+        events = replay(recorded("two"), device=device)
+        renamed = {"barack_obama": "李", "joe_biden": "王"}
+        _publish(outputs, [dataclasses.replace(e, name=renamed.get(e.name, e.name)) for e in events])
+        _publish(outputs, [dataclasses.replace(e, event_id=f"{e.event_id}-ascii", name="joe_biden")
+                           for e in events if e.name == "joe_biden"])
+        discovery = f"homeassistant/binary_sensor/{node}/"
+        wait_until(lambda: len({m.topic for m in live.messages if m.topic.startswith(discovery)}) == 3, 10,
+                   "three presence entities")
+        configs = {m.topic: json.loads(m.payload) for m in live.messages if m.topic.startswith(discovery)}
+        by_name = {c["name"]: c for c in configs.values()}
+        li, wang, ascii_name = by_name["李 present"], by_name["王 present"], by_name["joe_biden present"]
+        assert li["state_topic"] != wang["state_topic"]
+        assert li["object_id"] != wang["object_id"] and li["unique_id"] != wang["unique_id"]
+        assert ascii_name["state_topic"] == f"{base}/presence/joe_biden"
+        assert ascii_name["object_id"] == f"{node}_joe_biden_present"
+        for config in (li, wang):
+            topic = config["state_topic"]
+            wait_until(lambda t=topic: [m.payload for m in live.on(t)] == [b"ON", b"OFF"], 10, f"{topic} ON, OFF")
+        assert total(metrics.output_errors) == 0
+    finally:
+        outputs.close()
+        live.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -301,3 +302,30 @@ def test_events_one_record_each_and_the_best_picture_written_once(
     pictures = list((tmp_path / "snaps").iterdir())
     assert written[0] is None and written[1] == records[1]["best_snapshot"] == str(pictures[0])
     assert len(pictures) == 1 and records[0]["best_snapshot"] is None
+
+
+def test_names_from_the_cloud_are_safe_in_file_names_and_log_lines(
+    tmp_path: Path, photo: tuple[bytes, tuple[int, int]], caplog: pytest.LogCaptureFixture
+) -> None:
+    # GIVEN events named as an unchecked gallery could name them: a path, a NUL, terminal escapes
+    from tests.edge.test_tracker import recorded, replay
+
+    config = OutputsConfig.model_validate({"snapshots": {"directory": tmp_path / "snaps"}})
+    outputs = Outputs(config, "test-edge")
+    jpeg, _ = photo
+    names = ["../../escaped", "nul\x00name", "\x1b[2J\x1b[31mred\nforged line"]
+    with caplog.at_level(logging.INFO, logger="edge_client.outputs"):
+        written = [outputs.event(dataclasses.replace(event, name=name, event_id=f"{event.event_id}-{i}"), jpeg)
+                   for i, name in enumerate(names) for event in replay(recorded("one"))]
+    outputs.close()
+    # THEN each event's best picture is written inside the snapshot folder, one per name
+    pictures = sorted((tmp_path / "snaps").iterdir())
+    assert len(pictures) == len(names) and not (tmp_path / "escaped").exists()
+    assert sorted(str(p) for p in written if p) == [str(p) for p in pictures]
+    assert all(p.parent == tmp_path / "snaps" and "\x00" not in p.name and "/" not in p.name[1:] for p in pictures)
+    # and no log line carries a control character (event lines, and the frame answers' line)
+    lines = [record.getMessage() for record in caplog.records]
+    assert len(lines) == 2 * len(names) and "redforged line arrived at" in lines[4]
+    lines.append(answer_line("test-edge", _answer([("\x1b]0;owned\x07bob", 0.4, [1, 2, 3, 4])])))
+    assert lines[-1] == "test-edge: ]0;ownedbob 0.40"
+    assert not [line for line in lines if any(c in line for c in "\x00\x1b\n\x07")]

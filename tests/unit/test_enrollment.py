@@ -148,3 +148,20 @@ def test_a_removal_during_enrollment_is_not_undone(tmp_path: Path, models: tuple
     # THEN the enrollment merged into the gallery as it was after the removal: Biden stays removed
     assert report.enrolled == {"barack_obama": 1}
     assert load_gallery(uri).counts() == {"barack_obama": 1}
+
+
+def test_a_name_that_would_break_outputs_is_refused_before_any_work(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # GIVEN a person named with a '/', and weights that do not exist (so no model could be loaded)
+    uri = str(tmp_path / "gallery.npz")
+    people = {"ann/../bob": [packaged("face_recognition/obama.jpg")], "李": [packaged("face_recognition/biden.jpg")]}
+    # WHEN enrolling, THEN the person is refused with the reason, before any model or photo is touched
+    with pytest.raises(ValueError, match=r"'ann/\.\./bob' holds '/'"):
+        enroll_photos(uri, tmp_path / "no-weights.pt", people)
+    # and the command says so and exits 2, with no gallery written
+    photo = str(packaged("face_recognition/obama.jpg"))
+    code = facepipe(["enroll", "--name", "ann,bob", photo, "--gallery", uri, "--weights", str(weights_path())])
+    assert code == 2
+    assert "'ann,bob' holds ','" in capsys.readouterr().err
+    assert not Path(uri).exists()

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from cloud import aws
-from cloud.contracts import UNKNOWN_NAME
+from cloud.contracts import UNKNOWN_NAME, name_refusal
 from cloud.recognition.gallery import (
     Gallery,
     GalleryCache,
@@ -23,8 +23,10 @@ from cloud.recognition.gallery import (
     GalleryNotFound,
     Update,
     current_version,
+    from_bytes,
     load_gallery,
     save_gallery,
+    to_bytes,
     update_gallery,
 )
 from tests.moto_env import moto_server, point_boto3_at
@@ -339,3 +341,33 @@ def test_an_edit_that_keeps_losing_gives_up_with_a_conflict(s3_bucket: str) -> N
     with pytest.raises(GalleryConflict, match="3 attempts"):
         update_gallery(uri, always_overtaken, attempts=3)
     assert "ann" not in load_gallery(uri).counts()
+
+
+# --- names ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["ann", "李", "王 小明", "José", "Zoë", "O'Brien", "Anne-Marie Jr.", "e\u0301mile",
+                                  "r2_d2", "x" * 64])
+def test_names_of_every_script_are_accepted(name: str) -> None:
+    assert name_refusal(name) is None
+    assert Gallery(TAG).add(name, unit_rows(7, 1)) == 1
+
+
+@pytest.mark.parametrize("name", ["a/b", "../ann", "ann\x00", "ann,bob", "\x1b[31mann", "ann\nbob", "ann\u202e",
+                                  "", " ann", "ann ", "_ann", ".ann", "\u0301ann", "x" * 65, UNKNOWN_NAME])
+def test_names_that_break_paths_results_or_terminals_are_refused(name: str) -> None:
+    assert name_refusal(name)
+    gallery = Gallery(TAG)
+    with pytest.raises(ValueError, match="invalid name"):
+        gallery.add(name, unit_rows(8, 1))
+    assert len(gallery) == 0
+
+
+def test_a_stored_name_that_fails_the_check_answers_unknown() -> None:
+    # GIVEN a gallery written before names were checked, holding 'a/b' and 'ann'
+    a, b = unit_rows(9, 2)
+    stored = from_bytes(to_bytes(Gallery(TAG, names=["a/b", "ann"], embeddings=np.stack([a, b]))))
+    # WHEN faces match each, THEN the checked name answers, the other is unknown (with its distance)
+    (bad, bad_distance), (good, _) = stored.match(np.stack([a, b]), threshold=0.5)
+    assert (bad, good) == (UNKNOWN_NAME, "ann")
+    assert bad_distance == pytest.approx(0, abs=1e-3)
