@@ -18,6 +18,7 @@ from PIL import Image
 
 from cloud.detection import mtcnn
 from cloud.models import onnx_export
+from cloud.models.prepare import is_up_to_date
 
 INPUT = mtcnn.INPUT_NAME
 DEFAULT_PHOTO = Path(".cache/photos/face_recognition/obama.jpg")  # `make photos` fetches it
@@ -41,7 +42,7 @@ def export_mtcnn(models_dir: Path, photo: Path = DEFAULT_PHOTO) -> dict[str, dic
     records: dict[str, dict[str, object]] = {}
     for name, (module, outputs, axes, parity) in plans.items():
         out = models_dir / name
-        if onnx_export.is_up_to_date(out):
+        if is_up_to_date(out):
             records[name] = onnx_export.read_sidecar(out)
             continue
         records[name] = onnx_export.export(

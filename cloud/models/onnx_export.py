@@ -8,7 +8,6 @@ inputs, measured here at export.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -20,16 +19,9 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
+from cloud.models.prepare import file_sha256, sidecar_path, write_sidecar
+
 OPSET = 17
-
-
-def sidecar_path(out: Path) -> Path:
-    return out.with_name(out.name + ".json")
-
-
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
 
 
 def export(
@@ -46,7 +38,7 @@ def export(
     """Write `module` (eval mode) to `out` as ONNX, check it on `parity_inputs` against torch, write the sidecar.
 
     Returns the sidecar's content. The .onnx file is replaced atomically, then the sidecar: a crash between
-    the two leaves a sha256 mismatch, which `is_up_to_date` reports as stale."""
+    the two leaves a sha256 mismatch, which `is_up_to_date` (shared with the weights file's) reports as stale."""
     module = module.eval()
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
@@ -71,18 +63,8 @@ def export(
         os.replace(tmp, out)
     finally:
         tmp.unlink(missing_ok=True)
-    sidecar = sidecar_path(out)
-    sidecar.write_text(json.dumps(record, indent=2) + "\n")
+    write_sidecar(out, record)
     return record
-
-
-def is_up_to_date(out: Path) -> bool:
-    """True when `out` exists and is byte-for-byte the file its sidecar describes."""
-    try:
-        recorded = json.loads(sidecar_path(out).read_text())["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return out.is_file() and recorded == file_sha256(out)
 
 
 def _max_abs_difference(module: torch.nn.Module, path: Path, input_name: str,

@@ -240,7 +240,7 @@ def verify(weights: Path, graph: bytes, crops: list[np.ndarray]) -> float:
     return float(cosines.min())
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
     with path.open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest()
 
@@ -262,7 +262,7 @@ def is_up_to_date(out: Path) -> bool:
         recorded = json.loads(sidecar_path(out).read_text())["sha256"]
     except (OSError, ValueError, KeyError, TypeError):
         return False
-    return out.is_file() and recorded == _sha256(out)
+    return out.is_file() and recorded == file_sha256(out)
 
 
 def prepare(out: Path, graph_source: Path | None, download_dir: Path, photos: Path) -> dict[str, object]:
@@ -296,7 +296,7 @@ def prepare(out: Path, graph_source: Path | None, download_dir: Path, photos: Pa
         cosine = verify(tmp, graph, crops)
         if cosine < MIN_COSINE:
             raise PrepareError(f"converted model disagrees with cv2.dnn: cosine {cosine:.6f} < {MIN_COSINE}")
-        digest = _sha256(tmp)
+        digest = file_sha256(tmp)
         record: dict[str, object] = {
             "model": "facenet_pytorch.InceptionResnetV1(classify=False)",
             "weights": "FaceNet 20180408-102900 (CASIA-WebFace)",

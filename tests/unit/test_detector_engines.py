@@ -16,7 +16,7 @@ from PIL import Image
 from cloud.detection import handler as detection
 from cloud.detection.detector import Detector
 from cloud.models.mtcnn_export import export_mtcnn
-from cloud.models.onnx_export import file_sha256, sidecar_path
+from cloud.models.prepare import file_sha256, sidecar_path
 from cloud.settings import get_settings
 from tests.photos import REPO, packaged
 
