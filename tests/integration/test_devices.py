@@ -214,27 +214,36 @@ def test_the_edge_daemon_runs_on_what_device_add_gave_it(stack: LocalUp, tmp_pat
     config = yaml.safe_load(printed)
     assert config == {"device_id": "cam-edge",
                       "responses": {"queue_url": camera.queue_url, "reply_to": camera.reply_to}}
+    stdout, answers = run_edge_daemon(stack, tmp_path, config, ("obama2.jpg", "obama3.jpg"),
+                                      {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "cam-edge.credentials"),
+                                       "AWS_CONFIG_FILE": os.devnull})
+    assert len(answers) == 2 and {(a["device_id"], a["result"]) for a in answers} == {("cam-edge", "barack_obama")}
+    counts = {key: int(value) for key, value in re.findall(r"(sent|answered|unanswered|rejected) (\d+)", stdout)}
+    assert counts["sent"] == counts["answered"] == 2 and counts["unanswered"] == counts["rejected"] == 0
+
+
+def run_edge_daemon(stack: LocalUp, tmp_path: Path, config: dict[str, Any], photos: tuple[str, ...],
+                    credentials_env: dict[str, str]) -> tuple[str, list[dict[str, Any]]]:
+    """`facepipe-edge run` to the end of a folder camera of packaged photos, with `config` (device_id, responses)
+    completed for the stack and only `credentials_env` for AWS credentials; its stdout and its JSONL answers."""
     (tmp_path / "camera").mkdir()
-    for name in ("obama2.jpg", "obama3.jpg"):
+    for name in photos:
         (tmp_path / "camera" / name).symlink_to(packaged(f"face_recognition/{name}"))
-    config["camera"] = {"source": str(tmp_path / "camera"), "loop": False, "fps": 0}
-    config["throttle"] = {"max_fps": 20, "motion": {"enabled": False}}
-    config["endpoint"] = {"url": stack.exports["FACEPIPE_FUNCTION_URL"], "auth": "aws_iam",
-                          "region": stack.exports["AWS_REGION"]}
-    config["responses"] |= {"endpoint_url": stack.exports["AWS_ENDPOINT_URL"], "wait_s": 1}
-    config |= {"spool": {"directory": str(tmp_path / "spool")}, "metrics": {"listen": None},
-               "outputs": {"jsonl": {"path": str(tmp_path / "answers.jsonl")}}, "stop_timeout_s": 5}
+    config = config | {
+        "camera": {"source": str(tmp_path / "camera"), "loop": False, "fps": 0},
+        "throttle": {"max_fps": 20, "motion": {"enabled": False}},
+        "endpoint": {"url": stack.exports["FACEPIPE_FUNCTION_URL"], "auth": "aws_iam",
+                     "region": stack.exports["AWS_REGION"]},
+        "responses": config["responses"] | {"endpoint_url": stack.exports["AWS_ENDPOINT_URL"], "wait_s": 1},
+        "spool": {"directory": str(tmp_path / "spool")}, "metrics": {"listen": None},
+        "outputs": {"jsonl": {"path": str(tmp_path / "answers.jsonl")}}, "stop_timeout_s": 5}
     (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
-    env |= {"AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "cam-edge.credentials"), "AWS_CONFIG_FILE": os.devnull,
-            "AWS_EC2_METADATA_DISABLED": "true", "PYTHONPATH": str(REPO)}
+    env |= credentials_env | {"AWS_EC2_METADATA_DISABLED": "true", "PYTHONPATH": str(REPO)}
     run = subprocess.run([sys.executable, "-m", "edge_client", "run", "--config", str(tmp_path / "edge.yaml")],
                          cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
     assert run.returncode == 0, run.stderr
-    answers = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
-    assert len(answers) == 2 and {(a["device_id"], a["result"]) for a in answers} == {("cam-edge", "barack_obama")}
-    counts = {key: int(value) for key, value in re.findall(r"(sent|answered|unanswered|rejected) (\d+)", run.stdout)}
-    assert counts["sent"] == counts["answered"] == 2 and counts["unanswered"] == counts["rejected"] == 0
+    return run.stdout, [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
 
 
 def session_of(stack: LocalUp, role_arn: str, name: str) -> tuple[str, str, str]:
@@ -344,24 +353,11 @@ def test_the_edge_daemon_runs_on_a_credential_process_session(stack: LocalUp, te
     issued = tmp_path / "session.json"
     issued.write_text(json.dumps({"Version": 1, "AccessKeyId": key, "SecretAccessKey": secret, "SessionToken": token}))
     (tmp_path / "config").write_text(f"[default]\ncredential_process = cat {issued}\n")
-    (tmp_path / "camera").mkdir()
-    (tmp_path / "camera" / "obama2.jpg").symlink_to(packaged("face_recognition/obama2.jpg"))
-    config = {"device_id": "cam-t", "camera": {"source": str(tmp_path / "camera"), "loop": False, "fps": 0},
-              "throttle": {"max_fps": 20, "motion": {"enabled": False}},
-              "endpoint": {"url": stack.exports["FACEPIPE_FUNCTION_URL"], "auth": "aws_iam",
-                           "region": stack.exports["AWS_REGION"]},
-              "responses": {"queue_url": temporary["queue_url"], "reply_to": temporary["reply_to"],
-                            "endpoint_url": stack.exports["AWS_ENDPOINT_URL"], "wait_s": 1},
-              "spool": {"directory": str(tmp_path / "spool")}, "metrics": {"listen": None},
-              "outputs": {"jsonl": {"path": str(tmp_path / "answers.jsonl")}}, "stop_timeout_s": 5}
-    (tmp_path / "edge.yaml").write_text(yaml.safe_dump(config))
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
-    env |= {"AWS_CONFIG_FILE": str(tmp_path / "config"), "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
-            "AWS_EC2_METADATA_DISABLED": "true", "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, "-m", "edge_client", "run", "--config", str(tmp_path / "edge.yaml")],
-                         cwd=REPO, env=env, capture_output=True, text=True, timeout=180)
-    assert run.returncode == 0, run.stderr
-    answered = [json.loads(line) for line in (tmp_path / "answers.jsonl").read_text().splitlines()]
+    config = {"device_id": "cam-t",
+              "responses": {"queue_url": temporary["queue_url"], "reply_to": temporary["reply_to"]}}
+    _, answered = run_edge_daemon(stack, tmp_path, config, ("obama2.jpg",),
+                                  {"AWS_CONFIG_FILE": str(tmp_path / "config"),
+                                   "AWS_SHARED_CREDENTIALS_FILE": os.devnull})
     assert [(a["device_id"], a["result"]) for a in answered] == [("cam-t", "barack_obama")]
 
 
