@@ -57,8 +57,12 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 # --- per-container state -------------------------------------------------------------------------
 
 
-@cache
 def get_embedder(weights_path: str, threads: int, engine: Engine = "torch", models_dir: str = "") -> Embedder:
+    return _embedder(weights_path, threads, engine, models_dir)  # one cache key however it is called
+
+
+@cache
+def _embedder(weights_path: str, threads: int, engine: Engine, models_dir: str) -> Embedder:
     # by model file: tests change settings, not the model
     return Embedder(weights_path, threads=threads, engine=engine, models_dir=models_dir)
 
@@ -85,7 +89,7 @@ def get_container() -> Container:
 def reset_caches() -> None:
     """Forget the container, its model and the settings (tests change the environment)."""
     get_container.cache_clear()
-    get_embedder.cache_clear()
+    _embedder.cache_clear()
     get_settings.cache_clear()
 
 
