@@ -3,8 +3,10 @@
     facepipe enroll --name NAME PHOTO...      one person, several photos
     facepipe enroll --dir people/             one sub-folder per person: people/<name>/*.jpg
 
-Photos with no face or several faces are reported and skipped. torch is imported only when the
-command runs, so `facepipe --help` stays light.
+Photos with no face or several faces are reported and skipped. Faces are embedded with the same engine
+and model file as the recognition function (`--engine`, `--models-dir`, `--weights`; default: the functions'
+FACEPIPE_ENGINE, FACEPIPE_MODELS_DIR, FACEPIPE_WEIGHTS_PATH), so the gallery's model tag matches its probes.
+The models are loaded only when the command runs, so `facepipe --help` stays light.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from cloud.recognition.gallery import (
 
 if TYPE_CHECKING:
     from cloud.detection.detector import Detector
-    from cloud.recognition.embedder import Embedder
+    from cloud.recognition.embedder import Embedder, Engine
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 # Enrollment photos come from the operator's disk, not the network: allow full-size camera photos.
@@ -81,12 +83,16 @@ def enroll_photos(
     progress: bool = False,
     detector: Detector | None = None,
     embedder: Embedder | None = None,
+    engine: Engine | None = None,
+    models_dir: str | Path | None = None,
 ) -> EnrollReport:
     """Add one embedding per usable photo to the gallery at `gallery_uri` and save it.
 
     `replace` drops a person's earlier embeddings first. `detector`/`embedder` let callers share
-    loaded models. Raises GalleryModelMismatch, before any photo is processed, when the stored
-    gallery was built with other weights. Detection and embedding run first; only the merge into the
+    loaded models; otherwise they are built for `engine` and `models_dir` (default: the functions' settings,
+    FACEPIPE_ENGINE and FACEPIPE_MODELS_DIR; engine "torch" embeds with `weights_path`). Raises
+    GalleryModelMismatch, before any photo is processed, when the stored gallery was built with another
+    model. Detection and embedding run first; only the merge into the
     latest stored gallery is retried when another edit (an enrollment, a removal) lands meanwhile.
     """
     from tqdm import tqdm
@@ -97,9 +103,14 @@ def enroll_photos(
     refusals = [refusal for refusal in map(name_refusal, people) if refusal]
     if refusals:  # before loading a model or reading a photo
         raise InvalidName("invalid name(s), nobody enrolled: " + "; ".join(refusals))
-    embedder = embedder or Embedder(weights_path)
+    if engine is None or models_dir is None:
+        from cloud.settings import get_settings
+
+        engine = engine or get_settings().engine
+        models_dir = get_settings().models_dir if models_dir is None else models_dir
+    embedder = embedder or Embedder(weights_path, engine=engine, models_dir=models_dir)
     _load_or_new(gallery_uri, embedder.model_tag).check_model(embedder.model_tag, gallery_uri)  # fail early
-    detector = detector or Detector(min_probability=min_probability)
+    detector = detector or Detector(min_probability=min_probability, engine=engine, models_dir=models_dir)
     report = EnrollReport(gallery_uri=gallery_uri, model_tag=embedder.model_tag)
 
     names: list[str] = []
@@ -168,7 +179,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     who.add_argument("--dir", type=Path, help="folder with one sub-folder of photos per person (folder name = name)")
     parser.add_argument("photos", nargs="*", type=Path, metavar="PHOTO", help="photos of NAME (with --name)")
     parser.add_argument("--gallery", help="s3://bucket/key or a file path (default: $FACEPIPE_GALLERY_URI)")
-    parser.add_argument("--weights", help="InceptionResnetV1 weights file (default: $FACEPIPE_WEIGHTS_PATH)")
+    parser.add_argument("--weights",
+                        help="InceptionResnetV1 weights file, engine torch (default: $FACEPIPE_WEIGHTS_PATH)")
+    parser.add_argument("--engine", choices=["onnx", "torch"],
+                        help="what runs the networks, as in the functions (default: $FACEPIPE_ENGINE, else torch)")
+    parser.add_argument("--models-dir", help="folder of the exported .onnx networks, engine onnx "
+                                             "(default: $FACEPIPE_MODELS_DIR)")
     parser.add_argument("--min-probability", type=float, help="face detection threshold (default: 0.9)")
     parser.add_argument("--replace", action="store_true", help="drop the person's earlier embeddings first")
 
@@ -180,14 +196,18 @@ def run(args: argparse.Namespace) -> int:
     settings = get_settings()
     gallery_uri = args.gallery or settings.gallery_uri
     weights = args.weights or settings.weights_path
-    if not gallery_uri or not weights:
-        print("error: give --gallery and --weights (or set FACEPIPE_GALLERY_URI and FACEPIPE_WEIGHTS_PATH)",
+    engine = args.engine or settings.engine
+    models_dir = args.models_dir or settings.models_dir
+    model_option = "--weights (or set FACEPIPE_WEIGHTS_PATH)" if engine == "torch" else \
+        "--models-dir (or set FACEPIPE_MODELS_DIR)"
+    if not gallery_uri or not (weights if engine == "torch" else models_dir):
+        print(f"error: give --gallery (or set FACEPIPE_GALLERY_URI) and, for engine {engine}, {model_option}",
               file=sys.stderr)
         return 2
     try:
         people = _people(args)
         report = enroll_photos(
-            gallery_uri, weights, people, replace=args.replace, progress=True,
+            gallery_uri, weights, people, replace=args.replace, progress=True, engine=engine, models_dir=models_dir,
             min_probability=settings.min_face_probability if args.min_probability is None else args.min_probability,
         )
     except (GalleryError, WeightsMissing, FileNotFoundError, ValueError) as exc:

@@ -1,49 +1,52 @@
-"""Face embeddings with facenet-pytorch's InceptionResnetV1, from a local weights file only.
+"""Face embeddings with facenet-pytorch's InceptionResnetV1, run by one of two engines, from local files only.
 
-The weights file is a state_dict (`facepipe models prepare` builds the CASIA-WebFace one offline). It is
-never downloaded here and there is no fallback to random weights: a missing or broken file is an error.
+- "onnx": the network exported to `<models_dir>/inception_resnet_v1.onnx` (cloud/models/resnet_export.py), run
+  by ONNX Runtime; torch is never imported.
+- "torch": facenet-pytorch's own forward pass on the weights file (a state_dict `facepipe models prepare`
+  builds offline): the reference the export is checked against.
+
+Nothing is downloaded here and there is no fallback to random weights: a missing or broken file is an error.
+Each engine tags its embeddings with the file it computes from (`model_tag`), so a gallery enrolled by one
+computation is never matched against probes of another (cloud/recognition/gallery.py, GalleryModelMismatch).
 """
 
 from __future__ import annotations
 
-import hashlib
+import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Literal, Protocol
 
 import cv2
 import numpy as np
-import torch
-from facenet_pytorch import InceptionResnetV1
 
 from cloud.contracts import CROP_SIZE
 from cloud.recognition.gallery import EMBEDDING_SIZE
 
+Engine = Literal["onnx", "torch"]
+ONNX_FILE = "inception_resnet_v1.onnx"
+
 
 class WeightsMissing(FileNotFoundError):
-    """The weights file named in config does not exist."""
+    """The weights (or exported model) file named in config does not exist."""
 
 
 class WeightsInvalid(ValueError):
-    """The weights file exists but is not an InceptionResnetV1 state_dict."""
+    """The file exists but is not an InceptionResnetV1 state_dict (or its ONNX export)."""
 
 
-def load_model(path: Path) -> InceptionResnetV1:
-    """InceptionResnetV1(classify=False) in eval mode with every parameter taken from `path`."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises several types for a non-checkpoint file
-        raise WeightsInvalid(f"{path} is not a torch state_dict ({type(exc).__name__}: {exc})") from exc
-    if not isinstance(state, dict):
-        raise WeightsInvalid(f"{path} holds a {type(state).__name__}, not a state_dict")
-    # facenet-pytorch's own downloads carry a classification head (logits.*) that embeddings never use.
-    state = {key: value for key, value in state.items() if not key.startswith("logits.")}
-    model = InceptionResnetV1(classify=False)
-    try:
-        model.load_state_dict(state, strict=True)
-    except RuntimeError as exc:
-        first_line = str(exc).splitlines()[0]
-        raise WeightsInvalid(f"{path} is not an InceptionResnetV1 state_dict: {first_line}") from exc
-    return model.eval()
+class Network(Protocol):
+    """InceptionResnetV1(classify=False) as one engine runs it."""
+
+    tag: str  # names the computation: the file it runs, by sha256
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        """float32 NCHW standardised crops -> float32 (n, 512) embeddings."""
+        ...
+
+
+def onnx_model_path(models_dir: str | Path) -> Path:
+    return Path(models_dir) / ONNX_FILE
 
 
 def standardise(crops: Sequence[np.ndarray]) -> np.ndarray:
@@ -65,19 +68,28 @@ def standardise(crops: Sequence[np.ndarray]) -> np.ndarray:
 
 
 class Embedder:
-    def __init__(self, weights_path: str | Path, threads: int | None = None) -> None:
-        path = Path(weights_path)
-        if not path.is_file():
-            raise WeightsMissing(
-                f"weights file {path} not found: build it with `facepipe models prepare --out {path}`"
-            )
-        if threads is not None:
-            torch.set_num_threads(threads)
-        self.weights_path = path
-        # Galleries record this tag so embeddings from other weights are never compared with ours.
-        with path.open("rb") as fh:
-            self.model_tag = f"inception_resnet_v1:{hashlib.file_digest(fh, 'sha256').hexdigest()[:16]}"
-        self._model = load_model(path)
+    """`engine` "torch" runs `weights_path`; "onnx" runs `<models_dir>/inception_resnet_v1.onnx`. `threads`:
+    intra-op threads (None: the engine's default)."""
+
+    def __init__(self, weights_path: str | Path = "", threads: int | None = None, *, engine: Engine = "torch",
+                 models_dir: str | Path = "") -> None:
+        network: Network
+        if engine == "onnx":
+            from cloud.recognition.onnx_network import OnnxNetwork
+
+            network = OnnxNetwork(onnx_model_path(models_dir), threads or os.cpu_count() or 1)
+        elif engine == "torch":
+            from cloud.recognition.torch_network import TorchNetwork
+
+            network = TorchNetwork(Path(weights_path), threads)
+        else:
+            raise ValueError(f"engine must be 'onnx' or 'torch', not {engine!r}")
+        self.engine = engine
+        self.weights_path = Path(weights_path)
+        self.models_dir = Path(models_dir)
+        # Galleries record this tag so embeddings from another computation are never compared with ours.
+        self.model_tag = network.tag
+        self._network = network
 
     def embed(self, crops: Sequence[np.ndarray], chunk_size: int = 32) -> np.ndarray:
         """L2-normalised float32 (n, 512) embeddings of uint8 RGB face crops, at most `chunk_size` crops per
@@ -87,7 +99,6 @@ class Embedder:
             raise ValueError(f"chunk_size must be at least 1, not {chunk_size}")
         embeddings = np.empty((len(crops), EMBEDDING_SIZE), dtype=np.float32)
         for start in range(0, len(crops), chunk_size):
-            batch = torch.from_numpy(standardise(crops[start : start + chunk_size]))
-            with torch.inference_mode():
-                embeddings[start : start + len(batch)] = self._model(batch).numpy()  # the model ends with F.normalize
+            batch = standardise(crops[start : start + chunk_size])
+            embeddings[start : start + len(batch)] = self._network(batch)  # both graphs end with F.normalize
         return embeddings

@@ -62,9 +62,9 @@ class GalleryModelMismatch(GalleryError):
     def __init__(self, gallery_tag: str, embedder_tag: str, uri: str = "") -> None:
         where = f" at {uri}" if uri else ""
         super().__init__(
-            f"the gallery{where} was built with embedding model {gallery_tag!r}, but the weights in use are "
-            f"{embedder_tag!r}; embeddings of different models cannot be compared. Either point the weights "
-            f"path back to the weights the gallery was built with, or re-enroll everyone with the new weights "
+            f"the gallery{where} was built with embedding model {gallery_tag!r}, but the model in use is "
+            f"{embedder_tag!r}; embeddings of different models cannot be compared. Either run with the engine and "
+            f"model file the gallery was built with, or re-enroll everyone with the model in use "
             f"into a new gallery (remove the old one or choose another gallery URI)."
         )
         self.gallery_tag = gallery_tag

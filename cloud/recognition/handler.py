@@ -39,7 +39,7 @@ from cloud.contracts import (
 )
 from cloud.images import ImageRejected, decode_jpeg
 from cloud.memory import keep_freed_memory
-from cloud.recognition.embedder import Embedder
+from cloud.recognition.embedder import Embedder, Engine
 from cloud.recognition.gallery import Gallery, GalleryCache, Match
 from cloud.recognition.respond import Router, build_response, persist_response, queue_wait_ms, send_response
 from cloud.settings import Settings, get_settings
@@ -57,9 +57,14 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 # --- per-container state -------------------------------------------------------------------------
 
 
+def get_embedder(weights_path: str, threads: int, engine: Engine = "torch", models_dir: str = "") -> Embedder:
+    return _embedder(weights_path, threads, engine, models_dir)  # one cache key however it is called
+
+
 @cache
-def get_embedder(weights_path: str, threads: int) -> Embedder:
-    return Embedder(weights_path, threads=threads)  # by weights file: tests change settings, not the model
+def _embedder(weights_path: str, threads: int, engine: Engine, models_dir: str) -> Embedder:
+    # by model file: tests change settings, not the model
+    return Embedder(weights_path, threads=threads, engine=engine, models_dir=models_dir)
 
 
 @dataclass
@@ -75,7 +80,8 @@ class Container:
 @cache
 def get_container() -> Container:
     settings = get_settings()
-    return Container(settings=settings, embedder=get_embedder(settings.weights_path, settings.torch_threads),
+    embedder = get_embedder(settings.weights_path, settings.torch_threads, settings.engine, settings.models_dir)
+    return Container(settings=settings, embedder=embedder,
                      router=Router(settings.response_queue_url, settings.reply_to_prefix),
                      galleries=GalleryCache(settings.gallery_refresh_s))
 
@@ -83,7 +89,7 @@ def get_container() -> Container:
 def reset_caches() -> None:
     """Forget the container, its model and the settings (tests change the environment)."""
     get_container.cache_clear()
-    get_embedder.cache_clear()
+    _embedder.cache_clear()
     get_settings.cache_clear()
 
 

@@ -4,13 +4,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from cloud import aws
 from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES
 from cloud.settings import Settings, get_settings
 from tests.moto_env import moto_server, point_boto3_at
-from tests.photos import packaged
+from tests.photos import SHARED, packaged, weights_path
 
 
 @pytest.fixture(scope="module")
@@ -44,3 +46,51 @@ def mtcnn_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     models = tmp_path_factory.mktemp("models")
     export_mtcnn(models, packaged("face_recognition/obama.jpg"))
     return models
+
+
+# --- the ONNX engine (issue 24) -----------------------------------------------------------------------
+
+# Packaged photos whose faces measure the export's parity and the engines' agreement: one-face portraits,
+# a group photo (six faces) and two strangers.
+PARITY_PHOTOS = ["face_recognition/obama.jpg", "face_recognition/obama2.jpg", "face_recognition/obama3.jpg",
+                 "face_recognition/biden.jpg", "insightface/t1.jpg", "matplotlib/grace_hopper.jpg",
+                 "skimage/astronaut.png"]
+
+
+@pytest.fixture(scope="session")
+def packaged_face_crops() -> dict[str, list[np.ndarray]]:
+    """Every face the project's Detector finds in each PARITY_PHOTOS photo: the crops the functions embed."""
+    from cloud.detection.detector import Detector
+
+    detector = Detector()
+    crops = {}
+    for name in PARITY_PHOTOS:
+        with Image.open(packaged(name)) as image:
+            crops[name] = [face.crop for face in detector.detect(image.convert("RGB"))]
+    return crops
+
+
+@pytest.fixture(scope="session")
+def onnx_models_dir(tmp_path_factory: pytest.TempPathFactory, packaged_face_crops: dict[str, list[np.ndarray]]) -> Path:
+    """A models dir holding inception_resnet_v1.onnx, exported from the test weights (about 3 s), its parity
+    measured on the packaged photos' faces."""
+    from cloud.models.resnet_export import export_resnet
+
+    models_dir = tmp_path_factory.mktemp("models")
+    export_resnet(weights_path(), models_dir, [crop for crops in packaged_face_crops.values() for crop in crops])
+    return models_dir
+
+
+@pytest.fixture(scope="session")
+def shared_identity_crops() -> dict[Path, np.ndarray]:
+    """The one face of every ../shared identities/*/*.jpg photo, detected once per session."""
+    from cloud.detection.detector import Detector
+
+    detector = Detector()
+    crops = {}
+    for photo in sorted((SHARED / "identities").glob("*/*.jpg")):
+        with Image.open(photo) as image:
+            faces = detector.detect(image.convert("RGB"))
+        assert len(faces) == 1, f"{photo}: {len(faces)} faces"
+        crops[photo] = faces[0].crop
+    return crops

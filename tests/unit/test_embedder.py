@@ -103,7 +103,7 @@ def test_batch_equals_single(embedder: Embedder, crops: dict[str, np.ndarray]) -
 def test_chunked_passes_give_the_same_embeddings(embedder: Embedder, crops: dict[str, np.ndarray]) -> None:
     faces = list(crops.values()) + [crops["obama"]]  # 5 crops: chunks of 2, 2 and 1
     passes: list[int] = []  # crops per forward pass, seen by a torch hook on the real model
-    hook = embedder._model.register_forward_pre_hook(lambda _, args: passes.append(len(args[0])))
+    hook = embedder._network.model.register_forward_pre_hook(lambda _, args: passes.append(len(args[0])))
     try:
         chunked = embedder.embed(faces, chunk_size=2)
     finally:

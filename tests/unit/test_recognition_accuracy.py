@@ -16,11 +16,9 @@ from cloud.contracts import UNKNOWN_NAME
 from cloud.detection.detector import Detector
 from cloud.enrollment import enroll_photos
 from cloud.recognition.embedder import Embedder
-from cloud.recognition.gallery import Gallery, Match, load_gallery
-from cloud.settings import Settings
-from tests.photos import SHARED, packaged, requires_shared, weights_path
-
-THRESHOLD = Settings.model_fields["match_threshold"].default  # the calibrated default, not the env
+from cloud.recognition.gallery import Gallery, load_gallery
+from tests.photos import packaged, requires_shared, weights_path
+from tests.recognition_split import THRESHOLD, decisions, enrollment_photos, recognise, stranger_decisions
 
 
 @pytest.fixture(scope="module")
@@ -33,11 +31,6 @@ def embed_photo(photo: Path, models: tuple[Detector, Embedder]) -> np.ndarray:
     faces = detector.detect(Image.open(photo).convert("RGB"))
     assert len(faces) == 1, f"{photo}: {len(faces)} faces"
     return embedder.embed([faces[0].crop])
-
-
-def recognise(embedding: np.ndarray, gallery: Gallery) -> Match:
-    [match] = gallery.match(embedding, THRESHOLD)
-    return match
 
 
 def enrolled_gallery(tmp_path: Path, people: dict[str, list[Path]], models: tuple[Detector, Embedder]) -> Gallery:
@@ -53,24 +46,23 @@ def enrolled_gallery(tmp_path: Path, people: dict[str, list[Path]], models: tupl
 @pytest.fixture(scope="module")
 def shared_gallery(tmp_path_factory: pytest.TempPathFactory, models: tuple[Detector, Embedder]) -> Gallery:
     """Every identity's 1.jpg enrolled."""
-    people = {p.name: [p / "1.jpg"] for p in sorted((SHARED / "identities").iterdir()) if p.is_dir()}
-    return enrolled_gallery(tmp_path_factory.mktemp("shared"), people, models)
+    return enrolled_gallery(tmp_path_factory.mktemp("shared"), enrollment_photos(), models)
 
 
 @pytest.fixture(scope="module")
-def shared_probes(models: tuple[Detector, Embedder]) -> dict[Path, np.ndarray]:
+def shared_probes(models: tuple[Detector, Embedder], shared_identity_crops: dict[Path, np.ndarray]
+                  ) -> dict[Path, np.ndarray]:
     """The embedding of every identities/ photo, each detected once."""
-    return {photo: embed_photo(photo, models) for photo in sorted((SHARED / "identities").glob("*/*.jpg"))}
+    return dict(zip(shared_identity_crops, models[1].embed(list(shared_identity_crops.values())), strict=True))
 
 
 @requires_shared
 def test_every_second_photo_is_recognised_with_the_right_name(
     shared_gallery: Gallery, shared_probes: dict[Path, np.ndarray]
 ) -> None:
-    probes = {photo: e for photo, e in shared_probes.items() if photo.name == "2.jpg"}
-    assert len(probes) >= 20
-    results = {p.parent.name: recognise(e, shared_gallery) for p, e in probes.items()}
-    wrong = {name: match for name, match in results.items() if match[0] != name}
+    results = {key: match for key, match in decisions(shared_gallery, shared_probes).items() if key.endswith("/2.jpg")}
+    assert len(results) >= 20
+    wrong = {key: match for key, match in results.items() if match[0] != key.split("/")[0]}
     assert not wrong, f"at threshold {THRESHOLD}: {wrong}"
 
 
@@ -79,14 +71,8 @@ def test_people_who_are_not_enrolled_come_back_unknown(
     shared_gallery: Gallery, shared_probes: dict[Path, np.ndarray]
 ) -> None:
     # Leave one out: each person in turn is taken out of the gallery and probed with every photo.
-    named = {}
-    for photo, embedding in shared_probes.items():
-        person = photo.parent.name
-        others = Gallery(shared_gallery.model_tag, list(shared_gallery.names), shared_gallery.embeddings.copy())
-        assert others.remove(person) == 1
-        name, distance = recognise(embedding, others)
-        if name != UNKNOWN_NAME:
-            named[f"{person}/{photo.name}"] = (name, distance)
+    named = {key: match for key, match in stranger_decisions(shared_gallery, shared_probes).items()
+             if match[0] != UNKNOWN_NAME}
     assert not named, f"strangers given a name at threshold {THRESHOLD}: {named}"
 
 

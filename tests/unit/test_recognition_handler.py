@@ -328,7 +328,7 @@ def test_a_batch_of_crowded_frames_is_embedded_in_bounded_chunks_and_every_devic
         recognition.get_settings.cache_clear()
         settings = recognition.get_settings()
         embedder = recognition.get_embedder(settings.weights_path, settings.torch_threads)
-        hook = embedder._model.register_forward_pre_hook(lambda _, args: passes.append(len(args[0])))
+        hook = embedder._network.model.register_forward_pre_hook(lambda _, args: passes.append(len(args[0])))
         rises: list[int] = []
         embed = embedder.embed
 
