@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from cloud.contracts import UNKNOWN_NAME
-from cloud.models.onnx_export import OPSET, is_up_to_date, sidecar_path
+from cloud.models.onnx_export import OPSET
+from cloud.models.prepare import is_up_to_date, sidecar_path
 from cloud.models.resnet_export import export_resnet
 from cloud.recognition.embedder import Embedder, onnx_model_path
 from cloud.recognition.gallery import Gallery, Match
