@@ -7,13 +7,16 @@ CACHE ?= .cache
 # torch first, explicitly: the CPU/CUDA build is a per-machine choice (Dockerfile.lambda takes the CPU wheels).
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 WEIGHTS := $(CACHE)/models/facenet-casia-webface.pt
+# The ONNX files the functions run (`facepipe models export`: MTCNN's three networks and InceptionResnetV1).
+MODELS_DIR := $(CACHE)/models
+MODELS := $(MODELS_DIR)/.exported
 PHOTOS := $(CACHE)/photos/.complete
 INSTALLED := $(VENV)/.installed
 VIDEO ?=
 ENROLL ?=
 PYTEST_ARGS ?=
 
-.PHONY: install demo test lint typecheck bench weights photos clean system-tools
+.PHONY: install demo test lint typecheck bench weights models photos clean system-tools
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -27,9 +30,17 @@ $(INSTALLED): setup.cfg pyproject.toml | $(BIN)/python
 install: $(INSTALLED)
 
 $(WEIGHTS): | $(INSTALLED) $(PHOTOS)
-	$(BIN)/facepipe models prepare --out $@ --download-dir $(CACHE)/downloads --verify-photos $(CACHE)/photos
+	$(BIN)/facepipe models prepare --out $@ --download-dir $(CACHE)/downloads --verify-photos $(CACHE)/photos --models-dir $(MODELS_DIR)
 
 weights: $(WEIGHTS)
+
+# Re-exported when the weights or the export code change; files already up to date are kept (their sidecars say so).
+$(MODELS): $(WEIGHTS) cloud/models/export.py cloud/models/onnx_export.py cloud/models/mtcnn_export.py \
+           cloud/models/resnet_export.py | $(INSTALLED) $(PHOTOS)
+	$(BIN)/facepipe models export --weights $(WEIGHTS) --models-dir $(MODELS_DIR) --photos $(CACHE)/photos
+	touch $@
+
+models: $(MODELS)
 
 $(PHOTOS): tools/fetch_sample_photos.py | $(INSTALLED)
 	$(BIN)/python tools/fetch_sample_photos.py --dest $(CACHE)/photos --downloads $(CACHE)/downloads
@@ -55,10 +66,10 @@ lint: $(INSTALLED)
 typecheck: $(INSTALLED)
 	$(BIN)/mypy
 
-test: $(INSTALLED) $(WEIGHTS) $(PHOTOS) system-tools lint typecheck
-	FACEPIPE_TEST_WEIGHTS=$(WEIGHTS) FACEPIPE_TEST_PHOTOS=$(CACHE)/photos $(BIN)/pytest $(PYTEST_ARGS)
+test: $(INSTALLED) $(WEIGHTS) $(MODELS) $(PHOTOS) system-tools lint typecheck
+	FACEPIPE_TEST_WEIGHTS=$(WEIGHTS) FACEPIPE_TEST_MODELS=$(MODELS_DIR) FACEPIPE_TEST_PHOTOS=$(CACHE)/photos $(BIN)/pytest $(PYTEST_ARGS)
 
-demo: $(INSTALLED) $(WEIGHTS) $(PHOTOS) system-tools
+demo: $(INSTALLED) $(WEIGHTS) $(MODELS) $(PHOTOS) system-tools
 	$(BIN)/python -m cloud.local.demo --weights $(WEIGHTS) --photos $(CACHE)/photos $(if $(VIDEO),--video $(VIDEO)) $(if $(ENROLL),--enroll-dir $(ENROLL))
 
 # `facepipe bench` first: on the demo clip (2.5 faces a frame), on a clip filmed from the packaged one-face photos,

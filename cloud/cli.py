@@ -26,7 +26,9 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
     (("bench",), "cloud.bench.cli", "add_arguments", "run",
      "raw models vs. the pipeline on the same frames, a burst, a paced client, cold starts, an AWS cost model"),
     (("models", "prepare"), "cloud.models.prepare", "add_arguments", "run",
-     "build the InceptionResnetV1 weights file offline"),
+     "build the InceptionResnetV1 weights file offline, then export the ONNX networks"),
+    (("models", "export"), "cloud.models.export", "add_arguments", "run",
+     "export MTCNN and InceptionResnetV1 to ONNX files, each checked against torch"),
     (("models", "fetch"), "cloud.models.fetch", "add_arguments", "run",
      "download an InceptionResnetV1 state_dict pinned by its sha256"),
     (("dlq", "list"), "cloud.dlq", "add_list_arguments", "run_list",
@@ -43,7 +45,7 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
 _GROUP_HELP = {
     "local": "the local stack",
     "gallery": "inspect and edit the enrolled gallery",
-    "models": "model weights",
+    "models": "model weights and their ONNX exports",
     "dlq": "the request, response and ingest dead-letter queues",
     "device": "cameras as IAM identities, each with its own response queue",
 }

@@ -110,7 +110,8 @@ def enroll_photos(
         models_dir = get_settings().models_dir if models_dir is None else models_dir
     embedder = embedder or Embedder(weights_path, engine=engine, models_dir=models_dir)
     _load_or_new(gallery_uri, embedder.model_tag).check_model(embedder.model_tag, gallery_uri)  # fail early
-    detector = detector or Detector(min_probability=min_probability, engine=engine, models_dir=models_dir)
+    detector = detector or Detector(min_probability=min_probability, engine=engine,
+                                    models_dir=Path(models_dir) if models_dir else None)
     report = EnrollReport(gallery_uri=gallery_uri, model_tag=embedder.model_tag)
 
     names: list[str] = []

@@ -19,6 +19,7 @@ PACKAGED = Path(os.environ.get("FACEPIPE_TEST_PHOTOS", REPO / ".cache" / "photos
 WEIGHTS = Path(
     os.environ.get("FACEPIPE_TEST_WEIGHTS", REPO / ".cache" / "models" / "facenet-casia-webface.pt")
 ).resolve()
+MODELS = Path(os.environ.get("FACEPIPE_TEST_MODELS", REPO / ".cache" / "models")).resolve()
 
 if os.environ.get("CI") and not SHARED.is_dir():
     # In CI the shared set is always laid beside the checkout: its absence is a broken run, not a skip.
@@ -47,3 +48,12 @@ def weights_path() -> Path:
     if not WEIGHTS.is_file():
         raise FileNotFoundError(f"{WEIGHTS} missing: run `make weights` (make test does it)")
     return WEIGHTS
+
+
+def models_dir() -> Path:
+    """The ONNX files `make models` exported (`make test` does it): what the local stack's functions run."""
+    missing = [name for name in ("pnet.onnx", "rnet.onnx", "onet.onnx", "inception_resnet_v1.onnx")
+               if not (MODELS / name).is_file()]
+    if missing:
+        raise FileNotFoundError(f"{', '.join(missing)} missing under {MODELS}: run `make models` (make test does it)")
+    return MODELS

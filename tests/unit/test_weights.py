@@ -127,8 +127,13 @@ def test_prepare_command_writes_then_is_up_to_date(
     wheel: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     out = tmp_path / "models" / "w.pt"
-    args = _parse(["--out", str(out), "--graph", str(wheel), "--verify-photos", str(PACKAGED)])
+    onnx_dir = tmp_path / "onnx"
+    args = _parse(["--out", str(out), "--graph", str(wheel), "--verify-photos", str(PACKAGED),
+                   "--models-dir", str(onnx_dir)])
     assert prepare.run(args) == 0
+    # ... then exports the four networks the functions run, each with its sidecar
+    networks = ["inception_resnet_v1.onnx", "onet.onnx", "pnet.onnx", "rnet.onnx"]
+    assert sorted(p.name for p in onnx_dir.iterdir()) == sorted(networks + [n + ".json" for n in networks])
     record = json.loads(prepare.sidecar_path(out).read_text())
     assert record["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert record["source"]["graph_sha256"] == prepare.GRAPH_SHA256
