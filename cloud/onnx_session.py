@@ -18,6 +18,9 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     options.intra_op_num_threads = threads
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # No busy-waiting between runs: a worker's intra-op threads would otherwise spin on the cores the other
+    # function's workers (and, in Lambda, the runtime's own threads) need; threads wake on work instead.
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     # Memory patterns are planned per input shape: with the detector's varying pyramid sizes they only add memory.
     options.enable_mem_pattern = False
