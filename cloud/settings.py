@@ -68,10 +68,11 @@ class Settings(BaseSettings):
     # frame's uploads are 4 rounds of the detector's 8 upload threads, and a batch of 10 such frames is 320
     # crops, ~6-29 s in the recognizer (20-90 ms a crop), well inside its 60 s timeout. Contract ceiling: 64.
     max_faces: int = Field(default=32, ge=1, le=MAX_FACES_PER_FRAME)
-    # Most crops per InceptionResnetV1 forward pass. Measured peak memory of a pass: ~3.9 MB a crop (32 crops
-    # ~120 MB, 128 ~500 MB, on top of ~1.1 GB for the loaded process), so a whole batch in one pass (up to
-    # 10 x 64 crops) would need ~2.5 GB; chunks of 32 keep it near 120 MB and lose little speed.
-    embed_chunk: int = Field(default=32, ge=1, le=256)
+    # Most crops per InceptionResnetV1 forward pass. On ONNX Runtime, one thread: 10.8-10.9 ms a face at 8, 16 or 32
+    # crops a pass, and ~4 MB of activations a crop (a session at 149 MB resident after loading: 214 MB after a pass
+    # of 16, 271 MB after 32). 16 keeps a loaded recognition worker's peak under its load-time peak (~330 MB with
+    # the handler's imports) at no cost in speed; a whole batch in one pass (up to 10 x 64 crops) would need ~2.5 GB.
+    embed_chunk: int = Field(default=16, ge=1, le=256)
     persist_results: bool = Field(default=False, description="also write each answer to s3://bucket/results/")
     gallery_refresh_s: float = Field(
         default=30.0, ge=0, description="how often a warm recognizer rechecks the gallery's version; 0 = every batch")
