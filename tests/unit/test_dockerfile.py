@@ -26,6 +26,7 @@ from cloud import cli
 from cloud.models import fetch
 from tests.dockerfile import (
     DOCKERFILE,
+    RUNTIME_ROOTS,
     UnsupportedShell,
     dockerfile_env,
     instructions,
@@ -472,9 +473,6 @@ def test_run_commands_reads_shell_syntax() -> None:
 
 # --- what the image holds: only what the functions import ----------------------------------------------
 
-# What the image runs: both handlers, and the CLI with the commands it documents for the image (enroll, gallery).
-RUNTIME_ROOTS = ("cloud.detection.handler", "cloud.recognition.handler", "cloud.cli", "cloud.enrollment",
-                 "cloud.gallery_cli")
 NOT_IN_IMAGE = ("edge_client", "cloud.local", "cloud.models")
 
 

@@ -3,15 +3,19 @@ final stage copies, the locks and packages that stage pip-installs and the trim 
 for the image's platform (Lambda's x86_64 Linux, Python 3.12) from PyPI into a fresh folder, as the build does, then
 checked: no torch, torchvision, triton or CUDA library anywhere in their dependency closure, the lock exactly that
 closure of what setup.cfg declares for the image, and the trimmed size under a bound. Bytecode is not counted:
-the build compiles for 3.12 afterwards, which this machine's Python cannot."""
+the build compiles for 3.12 afterwards, which this machine's Python cannot. Also: what the image runs imports
+with torch and the other packages the image lacks made unimportable (the build's own check, without Docker)."""
 
 from __future__ import annotations
 
 import configparser
+import json
+import os
 import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator
 from importlib.metadata import Distribution, distributions
 from pathlib import Path
@@ -20,7 +24,7 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-from tests.dockerfile import Stage, stage, stages
+from tests.dockerfile import RUNTIME_ROOTS, Stage, stage, stages
 from tests.photos import REPO
 
 MAX_SIZE_MB = 400
@@ -93,6 +97,42 @@ def _trim_script(current: Stage) -> Path:
 def test_the_image_packages_come_from_the_runtime_lock_alone() -> None:
     locks, named = _installs(_site_stage())
     assert locks == [REPO / "requirements" / "lambda.txt"] and named == []
+
+
+# What the image runs (RUNTIME_ROOTS) must import with no package outside the install set: here those packages
+# are made unimportable, as they are absent in the image.
+BLOCKED_IMPORT = textwrap.dedent("""
+    import importlib.abc, json, sys
+    blocked = set(sys.argv[1].split(","))
+    class Absent(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name.split(".")[0] in blocked:
+                raise ModuleNotFoundError(f"No module named {name!r} (not in the image)")
+    sys.meta_path.insert(0, Absent())
+    for module in sys.argv[2].split(","):
+        __import__(module)
+    print(json.dumps(sorted({name.split(".")[0] for name in sys.modules})))
+""")
+
+
+def _import_blocking(blocked: tuple[str, ...], roots: tuple[str, ...]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", BLOCKED_IMPORT, ",".join(blocked), ",".join(roots)], cwd=REPO,
+                          env={**os.environ, "PYTHONPATH": str(REPO), "FACEPIPE_ENGINE": "onnx"},
+                          capture_output=True, text=True, timeout=120, check=False)
+
+
+NOT_INSTALLED = ("torch", "torchvision", "facenet_pytorch", "onnx", "sympy", "networkx", "requests", "yaml")
+
+
+def test_what_the_image_runs_imports_without_torch() -> None:
+    result = _import_blocking(NOT_INSTALLED, RUNTIME_ROOTS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cloud" in json.loads(result.stdout)
+
+
+def test_the_import_check_fails_on_a_module_that_needs_torch() -> None:
+    result = _import_blocking(NOT_INSTALLED, ("cloud.recognition.torch_network",))
+    assert result.returncode != 0 and "No module named 'torch' (not in the image)" in result.stderr
 
 
 # --- the install set, installed for Lambda's platform -----------------------------------------------------
