@@ -24,7 +24,7 @@ $(BIN)/python:
 
 $(INSTALLED): setup.cfg pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet $(TORCH_SPEC)
-	$(BIN)/pip install --quiet -e '.[edge,cloud,local,dev]'
+	$(BIN)/pip install --quiet -e '.[edge,cloud,models,local,dev]'
 	touch $@
 
 install: $(INSTALLED)

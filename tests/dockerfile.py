@@ -9,6 +9,9 @@ from dataclasses import dataclass, field
 from tests.photos import REPO
 
 DOCKERFILE = (REPO / "Dockerfile.lambda").read_text()
+# What the image runs: both handlers, and the CLI with the commands it documents for the image (enroll, gallery).
+RUNTIME_ROOTS = ("cloud.detection.handler", "cloud.recognition.handler", "cloud.cli", "cloud.enrollment",
+                 "cloud.gallery_cli")
 
 
 def _lines() -> list[tuple[str, str]]:

@@ -1,10 +1,11 @@
 """Delete from site-packages what the Lambda handlers never load; run by Dockerfile.lambda's build stage.
 
 In Python rather than `find`: the base image (public.ecr.aws/lambda/python:3.12, Amazon Linux 2023
-minimal) has no findutils (aws/aws-lambda-base-images#196). What goes (190 MB with torch 2.13.0's CPU
-wheel): torch's C++ headers and CMake files (for building extensions and torch.compile), its C++ test
-programs and protoc (torch_shm_manager stays), and the unit tests of numpy, sympy and networkx. The
-build imports both handlers right after, so a wrong deletion fails the build.
+minimal) has no findutils (aws/aws-lambda-base-images#196). What goes (12 MB of the 338 MB that
+requirements/lambda.txt installs, before bytecode): ONNX Runtime's offline model tools (transformer optimiser,
+quantiser, converters: `onnxruntime.transformers`, `.quantization`, `.tools`, 4 MB; a session never imports
+them) and numpy's unit tests (8 MB). The build imports both handlers and onnxruntime right after, so a wrong
+deletion fails the build.
 
     python trim_lambda_packages.py SITE_PACKAGES
 """
@@ -15,21 +16,15 @@ import shutil
 import sys
 from pathlib import Path
 
-TORCH_DIRS = ("torch/include", "torch/share", "torch/test")
-TORCH_BIN_KEEP = {"torch_shm_manager"}  # torch.multiprocessing's shared-memory helper
-PACKAGES_WITHOUT_TESTS = ("numpy", "sympy", "networkx")
+DIRS = ("onnxruntime/transformers", "onnxruntime/quantization", "onnxruntime/tools")
+PACKAGES_WITHOUT_TESTS = ("numpy",)
 
 
 def trim(site: Path) -> list[Path]:
     """Delete the listed files and folders under `site`; returns what was deleted (absent ones are skipped)."""
     deleted: list[Path] = []
-    for relative in TORCH_DIRS:
+    for relative in DIRS:
         deleted += _remove(site / relative)
-    torch_bin = site / "torch" / "bin"
-    if torch_bin.is_dir():
-        for entry in sorted(torch_bin.iterdir()):
-            if entry.name not in TORCH_BIN_KEEP:
-                deleted += _remove(entry)
     for package in PACKAGES_WITHOUT_TESTS:
         root = site / package
         # Outermost first (sorted paths), so a tests/ folder inside a deleted one is not visited again.

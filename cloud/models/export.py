@@ -4,7 +4,7 @@ Build time only, with torch and facenet-pytorch as the source of truth: facenet-
 onet.onnx: weights from its wheel) and InceptionResnetV1 with the project's recognition weights
 (inception_resnet_v1.onnx). Each file's sidecar names its source, opset, sha256 and the parity with torch
 measured at export, on faces of real photos. Files already up to date (same bytes, same source weights) are
-kept, so `make weights` and the image's weights stage redo nothing on a second run.
+kept, so `make weights` and the image's export stage redo nothing on a second run.
 """
 
 from __future__ import annotations

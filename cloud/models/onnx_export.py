@@ -1,6 +1,6 @@
 """Export a torch network to ONNX with a sidecar that records where it came from and how close it runs.
 
-Build time only (torch is the source of truth): `facepipe models prepare` and the image's weights stage call
+Build time only (torch is the source of truth): `facepipe models prepare` and the image's export stage call
 it; the functions only read the .onnx files. The sidecar (`<file>.json`) names the source, the opset, the
 file's sha256 and the largest absolute difference between torch's and ONNX Runtime's outputs on the parity
 inputs, measured here at export.

@@ -1,6 +1,6 @@
 """Export InceptionResnetV1 with the project's recognition weights to ONNX, for the "onnx" engine.
 
-Build time only (`facepipe models prepare`, the image's weights stage): torch and facenet-pytorch are the
+Build time only (`facepipe models prepare`, the image's export stage): torch and facenet-pytorch are the
 source of truth. The file gets a dynamic batch axis (the recognizer embeds chunks of any size) and a sidecar
 (cloud/models/onnx_export.py) that also names the source weights by sha256, so a new weights file is
 re-exported and an unchanged one is not.

@@ -1,7 +1,7 @@
 """Dockerfile.lambda and .dockerignore, read without a Docker engine: base image, CPU torch pinned like the
-Makefile, the build arguments that pick the weights (the weights stage's shell run with a stub `facepipe`,
-its command lines parsed by the real CLI), caches under /tmp, compiled packages, a final stage that takes only
-the packages and the weights, and a build context that holds what the image copies."""
+Makefile (export stage only), the build arguments that pick the weights (the export stage's shell run with a stub
+`facepipe`, its command lines parsed by the real CLI), caches under /tmp, compiled packages, a final stage that
+takes only the packages and the ONNX networks, and a build context that holds what the image copies."""
 
 from __future__ import annotations
 
@@ -12,7 +12,6 @@ import fnmatch
 import importlib.util
 import json
 import os
-import posixpath
 import re
 import shlex
 import subprocess
@@ -27,6 +26,7 @@ from cloud import cli
 from cloud.models import fetch
 from tests.dockerfile import (
     DOCKERFILE,
+    RUNTIME_ROOTS,
     UnsupportedShell,
     dockerfile_env,
     instructions,
@@ -51,7 +51,7 @@ def _makefile_torch_spec() -> dict[str, str]:
 def test_dockerfile_base_image_and_handler() -> None:
     assert "ARG BASE_IMAGE=public.ecr.aws/lambda/python:3.12" in DOCKERFILE
     assert [(s.base, s.name) for s in stages()] == [
-        ("${BASE_IMAGE}", "build"), ("build", "weights"), ("${BASE_IMAGE}", None)]
+        ("${BASE_IMAGE}", "build"), ("build", "export"), ("${BASE_IMAGE}", None)]
     assert json.loads(stages()[-1].args("CMD")[-1]) == [HANDLERS["DetectionFunction"]]
 
 
@@ -60,12 +60,17 @@ def test_dockerfile_uses_cpu_torch_pinned_like_the_makefile() -> None:
     assert {"torch": args["TORCH_VERSION"], "torchvision": args["TORCHVISION_VERSION"]} == _makefile_torch_spec()
     [torch] = [words for words in _pip_installs() if any(word.startswith('"torch==') for word in words)]
     assert torch[torch.index("--index-url") + 1] == "https://download.pytorch.org/whl/cpu"
+    # in the export stage only: the build stage, whose packages the image takes, installs no torch
+    assert [words for words in _pip_installs(stage("build").args("RUN")) if "--index-url" in words] == []
+    assert {"TORCH_VERSION=" + args["TORCH_VERSION"], "TORCHVISION_VERSION=" + args["TORCHVISION_VERSION"]} <= set(
+        stage("export").args("ARG"))
     # every other install takes only what it names, so none can swap in another (CUDA) torch from PyPI
     assert all("--no-deps" in words for words in _pip_installs())
     assert _index_installs_without_no_deps(_pip_installs()) == []
 
 
 LOCK = REPO / "requirements" / "lambda.txt"
+EXPORT_LOCK = REPO / "requirements" / "export.txt"
 
 
 def _pip_installs(runs: list[str] | None = None) -> list[list[str]]:
@@ -90,9 +95,9 @@ def test_the_checker_flags_the_old_torch_install() -> None:
     assert _index_installs_without_no_deps(_pip_installs([old])) == [_pip_installs([old])[0]]
 
 
-def _locked() -> dict[str, tuple[str, list[str]]]:
-    """requirements/lambda.txt: name -> (pinned version, sha256 hashes)."""
-    text = LOCK.read_text().replace("\\\n", " ")
+def _locked(lock: Path = LOCK) -> dict[str, tuple[str, list[str]]]:
+    """A hash-pinned lock (requirements/lambda.txt by default): name -> (pinned version, sha256 hashes)."""
+    text = lock.read_text().replace("\\\n", " ")
     locked = {}
     for line in text.splitlines():
         line = line.split("#", 1)[0].strip()
@@ -104,21 +109,35 @@ def _locked() -> dict[str, tuple[str, list[str]]]:
     return locked
 
 
-def test_the_pypi_packages_are_installed_from_a_hash_pinned_lock() -> None:
-    [install] = [words for words in _pip_installs() if "--require-hashes" in words]
-    assert install[install.index("-r") + 1] == "/tmp/requirements-lambda.txt" and "--no-deps" in install
-    assert any(copy.split() == ["requirements/lambda.txt", "/tmp/requirements-lambda.txt"]
-               for copy in stage("build").args("COPY"))
-    assert all(hashes for _, hashes in _locked().values())
-    assert not {"torch", "torchvision"} & set(_locked())  # from the CPU index, not PyPI
-    assert any(words[-1] == "/tmp/facepipe-src" for words in _pip_installs())  # then facepipe, without deps
-    assert any("python -m pip check" in run for run in stage("build").args("RUN"))
+@pytest.mark.parametrize(("name", "lock"), [("build", "lambda"), ("export", "export")])
+def test_the_pypi_packages_are_installed_from_a_hash_pinned_lock(name: str, lock: str) -> None:
+    [install] = [words for words in _pip_installs(stage(name).args("RUN")) if "--require-hashes" in words]
+    assert install[install.index("-r") + 1] == f"/tmp/requirements-{lock}.txt" and "--no-deps" in install
+    assert any(copy.split() == [f"requirements/{lock}.txt", f"/tmp/requirements-{lock}.txt"]
+               for copy in stage(name).args("COPY"))
+    locked = _locked(REPO / "requirements" / f"{lock}.txt")
+    assert locked and all(hashes for _, hashes in locked.values())
+    assert not {"torch", "torchvision"} & set(locked)  # from the CPU index, not PyPI
+    assert any("python -m pip check" in run for run in stage(name).args("RUN"))
+
+
+def test_facepipe_is_installed_without_deps_after_the_runtime_lock() -> None:
+    assert any(words[-1] == "/tmp/facepipe-src" for words in _pip_installs(stage("build").args("RUN")))
+
+
+def test_the_export_lock_keeps_the_runtime_locks_versions() -> None:
+    # the export stage installs on top of the build stage's packages: one version of each
+    exported = _locked(EXPORT_LOCK)
+    assert {name: version for name, (version, _) in _locked().items()} == {
+        name: exported[name][0] for name in _locked()}
+    assert {"facenet-pytorch", "onnx", "sympy"} <= set(exported) and not {"facenet-pytorch", "onnx", "sympy"} & set(
+        _locked())
 
 
 def test_torchs_own_dependencies_come_from_pypi() -> None:
     """The dependencies torch's and torchvision's metadata name without a marker (the CUDA libraries have
-    one: the CPU wheels do not ask for them) are in the PyPI lock, at versions they accept."""
-    locked = _locked()
+    one: the CPU wheels do not ask for them) are in the export stage's PyPI lock, at versions they accept."""
+    locked = _locked(EXPORT_LOCK)
     plain = [Requirement(line) for dist in ("torch", "torchvision") for line in requires(dist) or []]
     plain = [r for r in plain if r.marker is None and r.name.lower() not in ("torch", "torchvision")]
     assert {r.name.lower() for r in plain} >= {"sympy", "networkx", "jinja2", "filelock", "fsspec",
@@ -126,7 +145,7 @@ def test_torchs_own_dependencies_come_from_pypi() -> None:
     for requirement in plain:
         assert requirement.name.lower() in locked, requirement
         assert requirement.specifier.contains(locked[requirement.name.lower()][0]), requirement
-    listed = (REPO / "requirements" / "lambda-torch-deps.in").read_text()
+    listed = (REPO / "requirements" / "export-torch-deps.in").read_text()
     assert {Requirement(line).name.lower() for line in listed.splitlines() if line and not line.startswith("#")} == {
         r.name.lower() for r in plain}
 
@@ -169,12 +188,12 @@ def test_pin_base_image_sets_both_functions_build_argument(tmp_path: Path) -> No
 
 
 def _run_weights_stage(tmp_path: Path, **build_args: str) -> tuple[subprocess.CompletedProcess[str], list[list[str]]]:
-    """The weights stage's RUN in a POSIX shell, as `docker build --build-arg ...` runs it, with `facepipe`
+    """The export stage's weights RUN in a POSIX shell, as `docker build --build-arg ...` runs it, with `facepipe`
     and `python` replaced by functions that record their arguments: returns the result and the facepipe calls."""
-    weights = stage("weights")
+    weights = stage("export")
     declared = dict(arg.split("=", 1) for arg in weights.args("ARG"))
     assert set(build_args) <= set(declared), "only declared build args reach RUN"
-    [script] = [run for run in weights.args("RUN")]
+    [script] = [run for run in weights.args("RUN") if "WEIGHTS_URL" in run]
     calls = tmp_path / "calls"
     stubs = ('facepipe() { for a in "$@"; do printf "%s\\n" "$a"; done >> "$CALLS"; echo "<end>" >> "$CALLS"; }\n'
              "python() { :; }\n")
@@ -189,8 +208,8 @@ def _parse(argv: list[str]) -> argparse.Namespace:
     return cli.build_parser(argv).parse_args(argv)
 
 
-def test_weights_build_args_are_declared_empty_in_the_weights_stage() -> None:
-    assert {"WEIGHTS_URL=", "WEIGHTS_SHA256="} <= set(stage("weights").args("ARG"))
+def test_weights_build_args_are_declared_empty_in_the_export_stage() -> None:
+    assert {"WEIGHTS_URL=", "WEIGHTS_SHA256="} <= set(stage("export").args("ARG"))
     # the final stage never sees them (an ARG's value shows in the image's history)
     assert not [arg for arg in stages()[-1].args("ARG") if arg.startswith("WEIGHTS_")]
 
@@ -201,23 +220,28 @@ def test_without_build_args_the_default_weights_are_prepared(tmp_path: Path) -> 
     [call] = calls
     args = _parse(call)
     assert call[:2] == ["models", "prepare"] and args._run.__module__ == "cloud.models.prepare"
-    assert str(args.out) == dockerfile_env()["FACEPIPE_WEIGHTS_PATH"]
+    # the ONNX files go where the image reads them; the .pt stays outside what the image copies
+    assert str(args.models_dir) == dockerfile_env()["FACEPIPE_MODELS_DIR"]
+    assert str(args.out).startswith("/tmp/") and str(args.verify_photos).startswith("/tmp/")
 
 
 def test_weights_url_and_sha256_fetch_instead(tmp_path: Path) -> None:
     url = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/20180402-114759-vggface2.pt"
     result, calls = _run_weights_stage(tmp_path, WEIGHTS_URL=url, WEIGHTS_SHA256=SHA)
     assert result.returncode == 0, result.stderr
-    [call] = calls
-    args = _parse(call)
+    [call, export_call] = calls
+    args, exported = _parse(call), _parse(export_call)
     assert call[:2] == ["models", "fetch"] and args._run is fetch.run
     assert (args.url, args.sha256) == (url, SHA)
-    assert str(args.out) == dockerfile_env()["FACEPIPE_WEIGHTS_PATH"]
+    # ... and the fetched weights are exported to ONNX like the default ones
+    assert export_call[:2] == ["models", "export"] and exported._run.__module__ == "cloud.models.export"
+    assert exported.weights == args.out and str(args.out).startswith("/tmp/")
+    assert str(exported.models_dir) == dockerfile_env()["FACEPIPE_MODELS_DIR"]
 
 
 def test_a_url_without_sha256_fails_in_fetch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     result, calls = _run_weights_stage(tmp_path, WEIGHTS_URL="https://example.invalid/w.pt")
-    [call] = calls
+    call = calls[0]  # the stub succeeds, so export follows it here; the real fetch fails first and stops the RUN
     args = _parse(call)
     assert args.sha256 == ""
     assert fetch.run(args) == 1  # before any download
@@ -233,19 +257,24 @@ def test_a_sha256_without_url_fails_the_build(tmp_path: Path) -> None:
 # --- the final stage ---------------------------------------------------------------------------------
 
 
-def _copies(from_stage: str) -> list[tuple[str, str]]:
+def _copies(from_stage: str) -> list[tuple[str, ...]]:
+    """(source, ..., destination) of each COPY --from=`from_stage` of the final stage."""
     image = stages()[-1]
     result = []
     for copy in image.args("COPY"):
         words = shlex.split(image.expand(copy))
         if words[0] == f"--from={from_stage}":
-            result.append((words[1], words[2]))
+            result.append(tuple(words[1:]))
     return result
 
 
-def test_final_stage_takes_only_the_weights_from_the_weights_stage() -> None:
-    weights_dir = posixpath.dirname(dockerfile_env()["FACEPIPE_WEIGHTS_PATH"]) + "/"
-    assert _copies("weights") == [(weights_dir, weights_dir)]
+def test_final_stage_takes_only_the_onnx_networks_from_the_export_stage() -> None:
+    env = dockerfile_env()
+    assert env["FACEPIPE_ENGINE"] == "onnx"
+    models = env["FACEPIPE_MODELS_DIR"]
+    # the .onnx files and their sidecars: no .pt, no photos, no torch
+    assert _copies("export") == [(f"{models}/*.onnx", f"{models}/*.onnx.json", f"{models}/")]
+    assert not [key for key in env if "WEIGHTS" in key or "TORCH" in key]
 
 
 def test_final_stage_takes_compiled_packages_and_nothing_else() -> None:
@@ -268,11 +297,11 @@ def test_final_stage_takes_compiled_packages_and_nothing_else() -> None:
 
 def test_image_writes_caches_under_tmp_only() -> None:
     env = dockerfile_env()
-    assert env["TORCH_HOME"].startswith("/tmp/") and env["XDG_CACHE_HOME"].startswith("/tmp/")
+    assert env["XDG_CACHE_HOME"].startswith("/tmp/")
     assert env["PYTHONDONTWRITEBYTECODE"] == "1"
-    # every other path the image names is the read-only weights file
+    # every other path the image names is the read-only folder of networks
     paths = {key: value for key, value in env.items() if value.startswith("/")}
-    assert {key for key, value in paths.items() if not value.startswith("/tmp/")} == {"FACEPIPE_WEIGHTS_PATH"}
+    assert {key for key, value in paths.items() if not value.startswith("/tmp/")} == {"FACEPIPE_MODELS_DIR"}
     assert env.get("HOME", "/tmp/").startswith("/tmp/")
 
 
@@ -289,9 +318,12 @@ def test_trim_step_runs_the_script_then_imports_both_handlers_and_no_offline_par
     trim = next(build.expand(run) for run in build.args("RUN") if "trim_lambda_packages.py" in run)
     commands = [" ".join(command.split()) for command in trim.split("&&")]
     assert commands[0] == 'python /tmp/tools/trim_lambda_packages.py "/var/lang/lib/python3.12/site-packages"'
-    # then both handlers import from what is left, so a wrong deletion fails the build ...
+    # then both handlers and onnxruntime import from what is left, so a wrong deletion fails the build, with
+    # no torch (nor facenet-pytorch, nor the exporter's onnx) installed ...
     assert commands[2].startswith("python -c") and all(handler.rsplit(".", 1)[0] in commands[2]
                                                        for handler in HANDLERS.values())
+    assert "import onnxruntime" in commands[2] and all(
+        f"'{module}'" in commands[2] for module in ("torch", "torchvision", "facenet_pytorch", "onnx"))
     # ... and the offline-only parts are absent, or the build fails
     assert commands[3].startswith("python -c") and all(
         f"'{module}'" in commands[3] for module in ("edge_client", "cloud.local", "cloud.models"))
@@ -299,13 +331,12 @@ def test_trim_step_runs_the_script_then_imports_both_handlers_and_no_offline_par
 
 def test_trim_script_deletes_only_the_listed_files(tmp_path: Path) -> None:
     # GIVEN a site-packages tree with what the trim targets and what must stay next to it
-    keep = ["torch/__init__.py", "torch/bin/torch_shm_manager", "torch/lib/libtorch_cpu.so",
-            "numpy/core/multiarray.py", "numpy/testing/__init__.py", "sympy/core/basic.py",
-            "networkx/algorithms/tree.py", "cv2/tests_data.txt", "facenet_pytorch/tests/keep.py"]
-    drop = ["torch/include/ATen/ATen.h", "torch/share/cmake/Torch/TorchConfig.cmake", "torch/test/test_api",
-            "torch/bin/protoc", "torch/bin/test_jit", "numpy/tests/test_ctypeslib.py",
-            "numpy/core/tests/test_umath.py", "numpy/core/tests/data/tests/x.txt", "sympy/core/tests/test_basic.py",
-            "networkx/algorithms/tree/tests/test_mst.py"]
+    keep = ["onnxruntime/__init__.py", "onnxruntime/capi/libonnxruntime.so.1.32.0", "onnxruntime/backend/backend.py",
+            "onnxruntime/capi/onnxruntime_inference_collection.py", "numpy/_core/multiarray.py",
+            "numpy/testing/__init__.py", "cv2/tests_data.txt", "botocore/data/sqs/endpoint-rule-set-1.json.gz"]
+    drop = ["onnxruntime/transformers/optimizer.py", "onnxruntime/quantization/quantize.py",
+            "onnxruntime/tools/symbolic_shape_infer.py", "numpy/tests/test_ctypeslib.py",
+            "numpy/_core/tests/test_umath.py", "numpy/_core/tests/data/tests/x.txt"]
     for relative in keep + drop:
         (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / relative).write_text("x")
@@ -442,9 +473,6 @@ def test_run_commands_reads_shell_syntax() -> None:
 
 # --- what the image holds: only what the functions import ----------------------------------------------
 
-# What the image runs: both handlers, and the CLI with the commands it documents for the image (enroll, gallery).
-RUNTIME_ROOTS = ("cloud.detection.handler", "cloud.recognition.handler", "cloud.cli", "cloud.enrollment",
-                 "cloud.gallery_cli")
 NOT_IN_IMAGE = ("edge_client", "cloud.local", "cloud.models")
 
 
@@ -505,13 +533,13 @@ def test_image_ships_exactly_the_modules_the_functions_import() -> None:
     assert [m for m in shipped if m.startswith(NOT_IN_IMAGE)] == []
 
 
-def test_only_the_weights_stage_adds_the_weights_tools() -> None:
+def test_only_the_export_stage_adds_the_weights_tools() -> None:
     # The build stage (whose site-packages the image takes) copies nothing into site-packages itself ...
     site = stage("build").expand("${SITE}")
     assert [copy for copy in stage("build").args("COPY") if site in stage("build").expand(copy)] == []
-    # ... the weights stage adds cloud/models/ for `facepipe models fetch/prepare`, and the image takes only
-    # the weights from that stage
-    weights = stage("weights")
+    # ... the export stage adds cloud/models/ for `facepipe models fetch/prepare/export`, and the image takes
+    # only the ONNX files from that stage
+    weights = stage("export")
     assert [weights.expand(copy) for copy in weights.args("COPY") if "cloud/" in copy] == [
         f"cloud/models/ {site}/cloud/models/"]
     assert [m for m in _import_closure(("cloud.models.prepare", "cloud.models.fetch"))
@@ -531,10 +559,12 @@ def test_image_installs_only_the_cloud_extra_and_it_holds_no_edge_or_local_tool(
     offline_only = (names(extras["edge"]) | names(extras["local"])) - {"opencv-python-headless", "requests"}
     assert offline_only >= {"moto", "aws-sam-translator", "prometheus-client", "pyyaml"}
     assert names(extras["cloud"]) & offline_only == set()
-    # the lock holds the package's requirements and the cloud extra's (torch's pair aside), no offline tool
+    # the lock holds the package's requirements and the cloud extra's, no offline tool and nothing of the
+    # models extra (torch, facenet-pytorch, onnx: the export stage's)
     locked = set(_locked())
     wanted = names(cfg["options"]["install_requires"]) | names(extras["cloud"])
-    assert wanted - {"torch", "torchvision"} <= locked and locked & offline_only == set()
+    assert wanted <= locked and locked & offline_only == set()
+    assert names(extras["models"]) >= {"torch", "facenet-pytorch", "onnx"} and names(extras["models"]) & locked == set()
 
 
 @pytest.mark.parametrize("argv", [["models", "fetch", "--help"], ["local", "up"]])

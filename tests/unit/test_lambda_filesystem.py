@@ -1,7 +1,7 @@
 """Lambda's filesystem is read-only except /tmp: both handlers, in a fresh process with the image's ENV (its
-/tmp mapped to a test directory, which is also TMPDIR), import, build their models from the real weights and
-answer the sample events against a real moto server, while an audit hook records every write outside that
-directory. There must be none. A second test shows the hook does catch such writes."""
+/tmp mapped to a test directory, which is also TMPDIR; its ONNX engine on the exported networks), import, build
+their models and answer the sample events against a real moto server, while an audit hook records every write
+outside that directory. There must be none. A second test shows the hook does catch such writes."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from cloud.detection.detector import Detector
 from cloud.recognition.embedder import Embedder
 from tests.dockerfile import dockerfile_env
 from tests.moto_env import REGION, moto_server, point_boto3_at
-from tests.photos import REPO, weights_path
+from tests.photos import REPO, models_dir, weights_path
 from tests.sample_events import FUNCTION_URL_EVENT, SQS_BATCH_EVENT, Backend, create_backend, stock
 
 # Runs in the subprocess: the hook first, then everything a Lambda container does for one call of each.
@@ -63,7 +63,9 @@ def backend() -> Iterator[tuple[Backend, dict[str, str]]]:
             mp.setenv(name, value)
         aws.client.cache_clear()
         created = create_backend(weights_path())
-        stock(created, Detector(), Embedder(weights_path()))
+        # the gallery from the engine the image runs, so recognition accepts its model tag
+        stock(created, Detector(engine="onnx", models_dir=models_dir()),
+              Embedder(engine="onnx", models_dir=models_dir()))
         yield created, aws_env
     aws.client.cache_clear()
 
@@ -72,7 +74,8 @@ def test_handlers_write_nothing_outside_tmp(backend: tuple[Backend, dict[str, st
     created, aws_env = backend
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    env = _image_env(tmp) | aws_env | created.env  # FACEPIPE_WEIGHTS_PATH: the real weights, not the image's
+    # FACEPIPE_MODELS_DIR: the exported networks, not the image's folder
+    env = _image_env(tmp) | aws_env | created.env | {"FACEPIPE_MODELS_DIR": str(models_dir())}
 
     report = _probe(PROBE, env, str(FUNCTION_URL_EVENT), str(SQS_BATCH_EVENT))
 

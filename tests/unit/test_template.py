@@ -857,8 +857,8 @@ def test_every_facepipe_variable_is_a_settings_field(transformed: Template, func
     names = {name for name in env if name.startswith("FACEPIPE_")}
     fields = set(Settings.model_fields)
     assert {name.removeprefix("FACEPIPE_").lower() for name in names} <= fields, names
-    # what differs per deployment comes from the stack; the weights path from the image
-    for required in ("request_queue_url", "response_queue_url", "bucket", "gallery_uri", "weights_path"):
+    # what differs per deployment comes from the stack; the engine and its networks' folder from the image
+    for required in ("request_queue_url", "response_queue_url", "bucket", "gallery_uri", "engine", "models_dir"):
         assert f"FACEPIPE_{required.upper()}" in names, required
     assert env["FACEPIPE_REQUEST_QUEUE_URL"] == {"Ref": "RequestQueue"}
     assert env["FACEPIPE_RESPONSE_QUEUE_URL"] == {"Ref": "ResponseQueue"}
