@@ -78,12 +78,15 @@ def worker(function: str, engine: str, models_dir: Path, weights: Path, crops: P
         import torch  # noqa: F401 - the engine's runtime, imported by the model otherwise
     else:
         import onnxruntime  # noqa: F401
+    from cloud.memory import keep_freed_memory
+
     imported = time.perf_counter()
     if function == "detection":
         model: object = Detector(max_side=1280, threads=1, engine=engine, models_dir=models_dir)  # type: ignore[arg-type]
     else:
         model = Embedder(weights, threads=1, engine=engine, models_dir=models_dir)  # type: ignore[arg-type]
     loaded = time.perf_counter()
+    keep_freed_memory()  # as the handlers' init does, after the model
     rss_loaded = _status_mb("VmRSS")
     work: dict[str, object] = {}
     if function == "detection":

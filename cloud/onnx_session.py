@@ -7,13 +7,11 @@ that grows only by what is asked, so resident memory stays flat across invocatio
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from pathlib import Path
 
 import onnxruntime as ort
 
-_LIBC = ctypes.util.find_library("c")
+from cloud.memory import return_freed_memory
 
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
@@ -30,15 +28,5 @@ def session(path: Path, threads: int) -> ort.InferenceSession:
     options.enable_mem_pattern = False
     arena = {"arena_extend_strategy": "kSameAsRequested"}
     loaded = ort.InferenceSession(str(path), sess_options=options, providers=[("CPUExecutionProvider", arena)])
-    _return_freed_memory()
+    return_freed_memory()
     return loaded
-
-
-def _return_freed_memory() -> None:
-    """Hand the heap that loading freed back to the OS. Optimising the graph copies every weight (the file's and
-    the re-laid-out ones); glibc keeps the freed copies mapped, so InceptionResnetV1's session held 274 MB resident
-    after loading and 149 MB after this. A no-op without glibc."""
-    libc = ctypes.CDLL(_LIBC) if _LIBC else None
-    trim = getattr(libc, "malloc_trim", None)
-    if trim is not None:
-        trim(0)
