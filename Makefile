@@ -70,7 +70,7 @@ test: $(INSTALLED) $(WEIGHTS) $(MODELS) $(PHOTOS) system-tools lint typecheck
 	FACEPIPE_TEST_WEIGHTS=$(WEIGHTS) FACEPIPE_TEST_MODELS=$(MODELS_DIR) FACEPIPE_TEST_PHOTOS=$(CACHE)/photos $(BIN)/pytest $(PYTEST_ARGS)
 
 demo: $(INSTALLED) $(WEIGHTS) $(MODELS) $(PHOTOS) system-tools
-	$(BIN)/python -m cloud.local.demo --weights $(WEIGHTS) --photos $(CACHE)/photos $(if $(VIDEO),--video $(VIDEO)) $(if $(ENROLL),--enroll-dir $(ENROLL))
+	$(BIN)/python -m cloud.local.demo --models-dir $(MODELS_DIR) --photos $(CACHE)/photos $(if $(VIDEO),--video $(VIDEO)) $(if $(ENROLL),--enroll-dir $(ENROLL))
 
 # `facepipe bench` first: on the demo clip (2.5 faces a frame), on a clip filmed from the packaged one-face photos,
 # then on a clip filmed from ../shared's group photos (4 faces a frame) when they are there.

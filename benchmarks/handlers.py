@@ -98,8 +98,9 @@ def _environment(endpoint: str, weights: Path, workdir: Path) -> dict[str, str]:
         "FACEPIPE_RESPONSE_QUEUE_URL": sqs.create_queue(QueueName="bench-responses")["QueueUrl"],
         "FACEPIPE_BUCKET": "bench",
         "FACEPIPE_GALLERY_URI": str(workdir / "gallery.npz"),
+        "FACEPIPE_ENGINE": "torch",  # the engine these figures were measured on (the default is now onnx)
         "FACEPIPE_WEIGHTS_PATH": str(weights),
-        "FACEPIPE_TORCH_THREADS": "2",
+        "FACEPIPE_THREADS": "2",
         # Quiet handlers: their JSON logs and EMF metrics are for CloudWatch, not for this printout.
         "POWERTOOLS_LOG_LEVEL": "WARNING",
         "POWERTOOLS_METRICS_DISABLED": "true",

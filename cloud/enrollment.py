@@ -183,7 +183,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights",
                         help="InceptionResnetV1 weights file, engine torch (default: $FACEPIPE_WEIGHTS_PATH)")
     parser.add_argument("--engine", choices=["onnx", "torch"],
-                        help="what runs the networks, as in the functions (default: $FACEPIPE_ENGINE, else torch)")
+                        help="what runs the networks, as in the functions (default: $FACEPIPE_ENGINE, else onnx)")
     parser.add_argument("--models-dir", help="folder of the exported .onnx networks, engine onnx "
                                              "(default: $FACEPIPE_MODELS_DIR)")
     parser.add_argument("--min-probability", type=float, help="face detection threshold (default: 0.9)")

@@ -13,6 +13,17 @@ import onnxruntime as ort
 
 from cloud.memory import return_freed_memory
 
+# How a missing models dir or file is made, for the one-line errors of both functions and the local stack.
+EXPORT_HINT = "`facepipe models export --models-dir DIR` (or `make models`) writes them"
+
+
+def models_folder(models_dir: str | Path | None) -> Path:
+    """`models_dir` as a Path; ValueError, naming how to make it, when it is unset (engine onnx needs it)."""
+    if not models_dir:
+        raise ValueError(f"engine onnx needs FACEPIPE_MODELS_DIR, the folder of the exported .onnx networks: "
+                         f"{EXPORT_HINT}")
+    return Path(models_dir)
+
 
 def session(path: Path, threads: int) -> ort.InferenceSession:
     """A CPU inference session for the ONNX file at `path`, running on `threads` intra-op threads."""

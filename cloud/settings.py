@@ -25,16 +25,17 @@ LAMBDA_MB_PER_VCPU = 1769  # Lambda gives 1 vCPU per 1769 MB of memory ...
 LAMBDA_MAX_VCPUS = 6  # ... up to 6 at 10240 MB
 
 
-def default_torch_threads(lambda_memory_mb: int | None, cpu_count: int | None) -> int:
-    """torch threads for the CPU share this process has: in Lambda, the vCPUs its memory size buys
-    (AWS_LAMBDA_FUNCTION_MEMORY_SIZE); elsewhere 2. Never more than the CPUs the machine shows."""
+def default_threads(lambda_memory_mb: int | None, cpu_count: int | None) -> int:
+    """The engine's intra-op threads (ONNX Runtime's or torch's) for the CPU share this process has: in Lambda,
+    the vCPUs its memory size buys (AWS_LAMBDA_FUNCTION_MEMORY_SIZE); elsewhere 2. Never more than the CPUs the
+    machine shows."""
     wanted = 2 if lambda_memory_mb is None else round(lambda_memory_mb / LAMBDA_MB_PER_VCPU)
     return max(1, min(wanted, LAMBDA_MAX_VCPUS, cpu_count or 1))
 
 
-def _torch_threads() -> int:
+def _threads() -> int:
     memory = os.environ.get("AWS_LAMBDA_FUNCTION_MEMORY_SIZE")  # set by Lambda in every function
-    return default_torch_threads(int(memory) if memory else None, os.cpu_count())
+    return default_threads(int(memory) if memory else None, os.cpu_count())
 
 
 class Settings(BaseSettings):
@@ -47,16 +48,16 @@ class Settings(BaseSettings):
     weights_path: str = Field(default="", description="local InceptionResnetV1 state_dict file (engine torch)")
     # Which runtime runs the networks: "onnx" (the exported files in models_dir, no torch) or "torch"
     # (facenet-pytorch's own forward passes, the reference the exports are checked against).
-    engine: Literal["onnx", "torch"] = Field(default="torch", description="network runtime: onnx or torch")
+    engine: Literal["onnx", "torch"] = Field(default="onnx", description="network runtime: onnx or torch")
     models_dir: str = Field(default="", description="folder of the exported .onnx networks (engine onnx)")
     match_threshold: float = Field(default=1.02, gt=0, description="max L2 distance for a named match")
     reply_to_prefix: str = Field(
         default="", pattern=r"^(|" + QUEUE_NAME_PATTERN[1:-1] + ")$",  # empty, or a queue name
         description="queue-name prefix a request's reply_to must match; empty disables reply_to",
     )
-    torch_threads: int = Field(
-        default_factory=_torch_threads, ge=1, le=64,
-        description="torch intra-op threads; default: the function's vCPU share (AWS_LAMBDA_FUNCTION_MEMORY_SIZE)",
+    threads: int = Field(
+        default_factory=_threads, ge=1, le=64,
+        description="the engine's intra-op threads; default: the vCPU share (AWS_LAMBDA_FUNCTION_MEMORY_SIZE)",
     )
     min_face_probability: float = Field(default=0.9, ge=0, le=1)
     max_pixels: int = Field(default=16_000_000, gt=0, description="width*height limit read from the header")

@@ -17,7 +17,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from cloud.contracts import HEADER_DEVICE_ID, HEADER_REQUEST_ID
-from tests.photos import packaged, weights_path
+from tests.photos import models_dir, packaged
 
 # What the `local_stack` fixture enrolls before any test runs (names as in the shared set).
 ENROLLED = {"barack_obama": "face_recognition/obama.jpg", "joe_biden": "face_recognition/biden.jpg"}
@@ -38,7 +38,8 @@ INGEST_VISIBILITY_S = 20
 
 @pytest.fixture(scope="session")
 def local_stack() -> Iterator[Any]:
-    """The whole backend, started once per test session, in this process, on 127.0.0.1.
+    """The whole backend, started once per test session, in this process, on 127.0.0.1, on the default engine
+    (onnx: the exported networks `make models` writes, what the functions' image ships).
 
     Yields a started `cloud.local.stack.LocalStack`. Stable API for every test that uses it:
     - `function_url` (auth AWS_IAM: sign with `sign_request`/`post_frame`), `endpoint_url` (moto SQS/S3),
@@ -62,7 +63,7 @@ def local_stack() -> Iterator[Any]:
     """
     from cloud.local.stack import LocalStack, StackConfig
 
-    stack = LocalStack(StackConfig(weights_path=weights_path(), recognition_timeout_s=RECOGNITION_TIMEOUT_S,
+    stack = LocalStack(StackConfig(models_dir=models_dir(), recognition_timeout_s=RECOGNITION_TIMEOUT_S,
                                    max_receive_count=MAX_RECEIVE_COUNT, recognition_concurrency=RECOGNITION_WORKERS,
                                    ingest_visibility_timeout_s=INGEST_VISIBILITY_S,
                                    extra_env={"FACEPIPE_TEST_DELAY": f"{SLOW_DEVICE}:{RECOGNITION_TIMEOUT_S + 3}"}))

@@ -21,7 +21,7 @@ from typing import IO, Any
 
 import boto3
 
-from tests.photos import REPO, weights_path
+from tests.photos import REPO, models_dir
 
 
 @dataclass
@@ -60,7 +60,7 @@ def _read_lines(stream: IO[str], lines: queue.Queue[str]) -> None:
 def local_up(*args: str, ready_timeout: float = 300) -> Iterator[LocalUp]:
     """`facepipe local up ARGS...` until the block ends; yields once it printed `ready in`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
-    command = [sys.executable, "-m", "cloud.cli", "local", "up", "--weights", str(weights_path()), *args]
+    command = [sys.executable, "-m", "cloud.cli", "local", "up", "--models-dir", str(models_dir()), *args]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     lines: queue.Queue[str] = queue.Queue()

@@ -30,3 +30,15 @@ def alive(pid: int) -> bool:
         return (Path("/proc") / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
     except OSError:
         return False
+
+
+def mapped_libraries(pid: int) -> set[str]:
+    """File names of the shared libraries the process has mapped (/proc/<pid>/maps): what it really loaded,
+    e.g. libtorch_cpu.so once anything imported torch."""
+    names = set()
+    for line in (Path("/proc") / str(pid) / "maps").read_text().splitlines():
+        fields = line.split(maxsplit=5)  # address perms offset dev inode [path]
+        path = fields[5] if len(fields) == 6 else ""
+        if ".so" in path:
+            names.add(Path(path).name)
+    return names

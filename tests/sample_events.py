@@ -48,8 +48,9 @@ class Backend:
     env: dict[str, str]  # the FACEPIPE_* settings both handlers read
 
 
-def create_backend(weights: Path) -> Backend:
-    """Fresh queues and a bucket on the moto server cloud.aws points at (see tests.moto_env)."""
+def create_backend(models_dir: Path) -> Backend:
+    """Fresh queues and a bucket on the moto server cloud.aws points at (see tests.moto_env); the handlers run
+    the default engine, onnx, on the networks exported in `models_dir`."""
     suffix = uuid.uuid4().hex[:12]
     sqs, s3 = aws.client("sqs"), aws.client("s3")
     request_queue = sqs.create_queue(QueueName=f"requests-{suffix}",
@@ -62,8 +63,9 @@ def create_backend(weights: Path) -> Backend:
         "FACEPIPE_RESPONSE_QUEUE_URL": response_queue,
         "FACEPIPE_BUCKET": bucket,
         "FACEPIPE_GALLERY_URI": f"s3://{bucket}/gallery/gallery.npz",
-        "FACEPIPE_WEIGHTS_PATH": str(weights),
-        "FACEPIPE_TORCH_THREADS": "2",
+        "FACEPIPE_ENGINE": "onnx",
+        "FACEPIPE_MODELS_DIR": str(models_dir),
+        "FACEPIPE_THREADS": "2",
     }
     return Backend(request_queue, response_queue, bucket, env)
 

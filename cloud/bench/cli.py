@@ -489,7 +489,7 @@ def _stack(args: argparse.Namespace, workers: int) -> AbstractContextManager[Any
     # The functions log and emit metrics as on AWS (CloudWatch's part goes to a file), so they cost what they cost
     # there, and the terminal keeps the progress bars and the table.
     # Each level's stack is a CloudFormation stack of its own name: moto keeps the last one's in this process.
-    return LocalStack(StackConfig(weights_path=args.weights, torch_threads=args.threads, prestart=False,
+    return LocalStack(StackConfig(weights_path=args.weights, threads=args.threads, prestart=False,
                                   detection_concurrency=workers, recognition_concurrency=workers,
                                   function_log=args.function_log, extra_env=deployed,
                                   prefix=f"facepipe-bench-x{workers}-"))

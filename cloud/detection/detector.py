@@ -49,7 +49,7 @@ class Detection:
 
 class Detector:
     """One MTCNN per instance: build once, call often. `engine` "onnx" reads pnet/rnet/onet.onnx from
-    `models_dir` (`facepipe models prepare` writes them); "torch" loads facenet-pytorch's (weights in its wheel)."""
+    `models_dir` (`facepipe models export` writes them); "torch" loads facenet-pytorch's (weights in its wheel)."""
 
     def __init__(
         self, min_probability: float = 0.9, max_side: int = 1280, threads: int | None = None,
@@ -59,8 +59,6 @@ class Detector:
         self.max_side = max_side
         self.engine = engine
         if engine == "onnx":
-            if models_dir is None:
-                raise ValueError("the onnx engine needs models_dir (FACEPIPE_MODELS_DIR)")
             self._mtcnn: _Mtcnn = _OnnxMtcnn(models_dir, threads)
         elif engine == "torch":
             self._mtcnn = _TorchMtcnn(threads)
@@ -122,13 +120,13 @@ class _Mtcnn(Protocol):
 
 
 class _OnnxMtcnn:
-    def __init__(self, models_dir: Path, threads: int | None) -> None:
-        from cloud.onnx_session import session  # onnxruntime: only for this engine
+    def __init__(self, models_dir: Path | None, threads: int | None) -> None:
+        from cloud.onnx_session import EXPORT_HINT, models_folder, session  # onnxruntime: only for this engine
 
-        paths = [models_dir / name for name in mtcnn.NETWORK_FILES]
+        paths = [models_folder(models_dir) / name for name in mtcnn.NETWORK_FILES]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
-            raise FileNotFoundError(f"no {', '.join(missing)}: `facepipe models prepare` exports them")
+            raise FileNotFoundError(f"no {', '.join(missing)}: {EXPORT_HINT}")
         # threads None: ONNX Runtime's default, one per physical core (as torch's).
         runs = [_runner(session(path, threads or 0)) for path in paths]
         self._networks = mtcnn.Networks(*runs)

@@ -77,7 +77,7 @@ def get_detector() -> Detector:
     return Detector(
         min_probability=settings.min_face_probability,
         max_side=settings.detect_max_side,
-        threads=settings.torch_threads,
+        threads=settings.threads,
         engine=settings.engine,
         models_dir=Path(settings.models_dir) if settings.models_dir else None,
     )

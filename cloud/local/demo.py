@@ -27,7 +27,7 @@ import yaml
 
 from cloud.enrollment import people_from_dir
 from cloud.local.demo_clip import BACKDROP, write_pan_clip
-from cloud.local.stack import LocalStack, StackConfig
+from cloud.local.stack import DEFAULT_MODELS, DEFAULT_WEIGHTS, LocalStack, StackConfig
 
 DEVICE_ID = "demo-cam"
 
@@ -111,7 +111,7 @@ def screenshot_when_everyone_left(daemon: subprocess.Popen[bytes], base: str, fr
     return "no screenshot: the daemon ended before everyone had left"
 
 
-def run_demo(weights: Path, photos: Path, video: Path | None, enroll_dir: Path | None, workdir: Path) -> int:
+def run_demo(config: StackConfig, photos: Path, video: Path | None, enroll_dir: Path | None, workdir: Path) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     if video is None:
         video = workdir / "clip.avi"
@@ -124,9 +124,10 @@ def run_demo(weights: Path, photos: Path, video: Path | None, enroll_dir: Path |
     function_log = workdir / "functions.log"
     function_log.unlink(missing_ok=True)
     # The SQS trigger's batch size and window are template.yaml's defaults, as deployed.
-    with LocalStack(StackConfig(weights_path=weights, function_log=function_log)) as stack:
+    config.function_log = function_log
+    with LocalStack(config) as stack:
         print(f"local stack ready in {stack.timings['total_s']:.1f} s: {stack.function_url} "
-              f"(the functions' logs: {function_log})", flush=True)
+              f"(engine {stack.engine_summary()}; the functions' logs: {function_log})", flush=True)
         report = stack.enroll(people)
         print(f"enrolled {report.photos} photo(s) of {', '.join(report.enrolled)}"
               + "".join(f"; skipped {skip}" for skip in report.skipped), flush=True)
@@ -157,14 +158,20 @@ def run_demo(weights: Path, photos: Path, video: Path | None, enroll_dir: Path |
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--weights", type=Path, required=True)
+    parser.add_argument("--engine", choices=["onnx", "torch"], default="onnx",
+                        help="what runs the networks (default %(default)s, as the functions' image)")
+    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
+                        help="the exported .onnx networks, engine onnx (make models; default %(default)s)")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
+                        help="InceptionResnetV1 weights file, engine torch (default %(default)s)")
     parser.add_argument("--photos", type=Path, required=True, help="packaged sample photos (make photos)")
     parser.add_argument("--video", type=Path, default=None, help="play this video instead of the built clip")
     parser.add_argument("--enroll-dir", type=Path, default=None, help="enroll these people (one folder each)")
     parser.add_argument("--workdir", type=Path, default=Path(".cache/demo"))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    return run_demo(args.weights, args.photos, args.video, args.enroll_dir, args.workdir)
+    config = StackConfig(engine=args.engine, models_dir=args.models_dir, weights_path=args.weights)
+    return run_demo(config, args.photos, args.video, args.enroll_dir, args.workdir)
 
 
 if __name__ == "__main__":

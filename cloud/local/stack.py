@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 DEFAULT_WEIGHTS = Path(".cache/models/facenet-casia-webface.pt")
+DEFAULT_MODELS = Path(".cache/models")  # `make models` exports the ONNX networks there
 STACK_NAME = re.compile(r"[A-Za-z][-A-Za-z0-9]{0,127}")  # CloudFormation's rule
 # StackConfig field -> the template.yaml parameter it sets.
 PARAMETERS = {
@@ -59,7 +60,11 @@ class StackConfig:
     moto_port: int = 0  # 0 = a free port
     url_port: int = 0
     auth: Literal["aws_iam", "none"] = "aws_iam"
-    weights_path: Path = DEFAULT_WEIGHTS
+    # What runs the networks in both functions and in enroll(): "onnx" (the exported files in models_dir, what
+    # the image ships) or "torch" (facenet-pytorch on weights_path, the reference).
+    engine: Literal["onnx", "torch"] = "onnx"
+    models_dir: Path = DEFAULT_MODELS  # engine onnx
+    weights_path: Path = DEFAULT_WEIGHTS  # engine torch
     region: str = "us-east-1"
     prefix: str = "facepipe-local-"  # the CloudFormation stack's name + "-"; queue and bucket names start with it
     # template.yaml parameters; None = the template's Default (read from template.yaml, not repeated here).
@@ -71,9 +76,9 @@ class StackConfig:
     # The ingest queue's visibility, when a failed image event comes back. None = the template's (6x
     # DetectionTimeout, from its Mapping); tests shorten it.
     ingest_visibility_timeout_s: int | None = None
-    # torch threads per worker; None = this machine's cores shared by the workers that may run at once (at least
-    # 1): more threads than cores across workers makes every invocation slower (OpenMP spins on busy cores).
-    torch_threads: int | None = None
+    # the engine's intra-op threads per worker; None = this machine's cores shared by the workers that may run at
+    # once (at least 1): more threads than cores across workers makes every invocation slower.
+    threads: int | None = None
     poll_wait_s: int = 1  # trigger long-poll wait; short so stop() is prompt
     extra_env: dict[str, str] = field(default_factory=dict)  # more function settings: FACEPIPE_*, POWERTOOLS_*
     # Both functions' worker output (JSON logs, EMF metrics: CloudWatch's part) appended to this file; None: to
@@ -121,6 +126,7 @@ class LocalStack:
         self.ingest_queue_url = self.ingest_dlq_url = ""
         self.bucket = self.gallery_uri = ""
         self.timings: dict[str, float] = {}  # start-up phases in seconds
+        self.model_env: dict[str, str] = {}  # FACEPIPE_ENGINE and its model files, as the functions get them
         self.trigger: Any = None  # SqsTrigger; `with stack.trigger.paused():` holds recognition
         self.ingest_trigger: Any = None  # SqsTrigger: the ingest queue's image events into detection
         self.handlers: dict[str, str] = {}  # by logical ID: the function's handler (template ImageConfig.Command)
@@ -136,9 +142,7 @@ class LocalStack:
         global _active
         if not ipaddress.ip_address(self.config.host).is_loopback:
             raise ValueError(f"the local stack binds loopback addresses only, not {self.config.host}")
-        weights = Path(self.config.weights_path).resolve()
-        if not weights.is_file():
-            raise FileNotFoundError(f"recognition weights {weights} missing: run `facepipe models prepare`")
+        self.model_env = self._model_env()  # refuses missing model files before anything starts
         if self.config.bind_devices and self.config.auth != "aws_iam":
             raise ValueError("binding devices needs auth aws_iam: with auth none a caller has no identity")
         if not STACK_NAME.fullmatch(self.stack_name):
@@ -151,7 +155,7 @@ class LocalStack:
             raise RuntimeError("a LocalStack is already running in this process (its settings are in os.environ)")
         _active = self
         try:
-            self._start(weights, template, parameters)
+            self._start(template, parameters)
         except BaseException:
             self.stop()
             raise
@@ -173,7 +177,26 @@ class LocalStack:
             subset["Resources"]["IngestQueue"]["Properties"]["VisibilityTimeout"] = visibility
         return subset, parameter_values(subset, overrides)
 
-    def _start(self, weights: Path, template: dict[str, Any], parameters: dict[str, str]) -> None:
+    def _model_env(self) -> dict[str, str]:
+        """FACEPIPE_ENGINE and the engine's model files for the functions and enroll(); FileNotFoundError naming
+        how to make them when one is missing."""
+        if self.config.engine == "torch":
+            weights = Path(self.config.weights_path).resolve()
+            if not weights.is_file():
+                raise FileNotFoundError(f"recognition weights {weights} missing (engine torch): run "
+                                        f"`facepipe models prepare`")
+            return {"FACEPIPE_ENGINE": "torch", "FACEPIPE_WEIGHTS_PATH": str(weights)}
+        from cloud.detection.mtcnn import NETWORK_FILES
+        from cloud.onnx_session import EXPORT_HINT
+        from cloud.recognition.embedder import ONNX_FILE
+
+        models = Path(self.config.models_dir).resolve()
+        missing = [name for name in (*NETWORK_FILES, ONNX_FILE) if not (models / name).is_file()]
+        if missing:
+            raise FileNotFoundError(f"{', '.join(missing)} missing under {models} (engine onnx): {EXPORT_HINT}")
+        return {"FACEPIPE_ENGINE": "onnx", "FACEPIPE_MODELS_DIR": str(models)}
+
+    def _start(self, template: dict[str, Any], parameters: dict[str, str]) -> None:
         from cloud.devices import user_prefix
         from cloud.local.backend_sqs import BackendDelete, BackendReceive
         from cloud.local.function_url import FunctionUrlServer
@@ -212,9 +235,9 @@ class LocalStack:
             "FACEPIPE_RESPONSE_QUEUE_URL": self.response_queue_url,
             "FACEPIPE_BUCKET": self.bucket,
             "FACEPIPE_GALLERY_URI": self.gallery_uri,
-            "FACEPIPE_WEIGHTS_PATH": str(weights),
+            **self.model_env,
             "FACEPIPE_REPLY_TO_PREFIX": self.reply_to_prefix,
-            "FACEPIPE_TORCH_THREADS": str(self._torch_threads(params)),
+            "FACEPIPE_THREADS": str(self._threads(params)),
             "FACEPIPE_MAX_MESSAGE_BYTES": request.attributes["MaximumMessageSize"],  # as the template sets it
             # Workers recheck the gallery's version every batch, so `enroll()` reaches warm ones at once.
             "FACEPIPE_GALLERY_REFRESH_S": "0",
@@ -289,9 +312,9 @@ class LocalStack:
                     int(template_limit) if int(template_limit) != -1 else os.cpu_count() or 1)
                 for name, (chosen, template_limit) in limits.items()}
 
-    def _torch_threads(self, params: dict[str, str]) -> int:
-        if self.config.torch_threads is not None:
-            return self.config.torch_threads
+    def _threads(self, params: dict[str, str]) -> int:
+        if self.config.threads is not None:
+            return self.config.threads
         return max(1, (os.cpu_count() or 1) // max(1, sum(self._concurrency(params).values())))
 
     def _pools(self, environment: dict[str, str], params: dict[str, str]) -> dict[str, FunctionPool]:
@@ -398,7 +421,7 @@ class LocalStack:
             "FACEPIPE_INGEST_QUEUE_URL": self.ingest_queue_url,
             "FACEPIPE_BUCKET": self.bucket,
             "FACEPIPE_GALLERY_URI": self.gallery_uri,
-            "FACEPIPE_WEIGHTS_PATH": str(Path(self.config.weights_path).resolve()),
+            **self.model_env,  # `facepipe enroll` embeds as the functions do
             "FACEPIPE_REPLY_TO_PREFIX": self.reply_to_prefix,
             "FACEPIPE_STACK_NAME": self.stack_name,  # for `facepipe device add|list|remove`
             # The edge daemon's config overrides (edge_client/config.py).
@@ -409,20 +432,28 @@ class LocalStack:
             "FACEPIPE_EDGE__RESPONSES__ENDPOINT_URL": self.endpoint_url,
         }
 
+    def engine_summary(self) -> str:
+        """What runs the networks, from which files: "onnx, models <dir>" or "torch, weights <file>"."""
+        if self.config.engine == "onnx":
+            return f"onnx, models {self.model_env['FACEPIPE_MODELS_DIR']}"
+        return f"torch, weights {self.model_env['FACEPIPE_WEIGHTS_PATH']}"
+
     def enroll(self, people: dict[str, list[Path]]) -> Any:
-        """Enroll photos into this stack's gallery with the handlers' models, run in this process; the
-        recognition workers see the new gallery from their next batch. Returns cloud.enrollment's report."""
+        """Enroll photos into this stack's gallery with the handlers' engine and model files, run in this process;
+        the recognition workers see the new gallery from their next batch. Returns cloud.enrollment's report."""
         from cloud.detection.detector import Detector
         from cloud.enrollment import enroll_photos
         from cloud.recognition.embedder import Embedder
         from cloud.settings import get_settings
 
-        settings = get_settings()
+        settings = get_settings()  # the functions' FACEPIPE_* values, which start() put in this process too
         if self._enroll_models is None:
+            models_dir = Path(settings.models_dir) if settings.models_dir else None
             self._enroll_models = (
                 Detector(min_probability=settings.min_face_probability, max_side=settings.detect_max_side,
-                         threads=settings.torch_threads),
-                Embedder(settings.weights_path, threads=settings.torch_threads))
+                         threads=settings.threads, engine=settings.engine, models_dir=models_dir),
+                Embedder(settings.weights_path, threads=settings.threads, engine=settings.engine,
+                         models_dir=settings.models_dir))
         detector, embedder = self._enroll_models
         return enroll_photos(self.gallery_uri, settings.weights_path, people, detector=detector, embedder=embedder)
 

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from cloud.local.stack import DEFAULT_WEIGHTS, LocalStack, StackConfig
+from cloud.local.stack import DEFAULT_MODELS, DEFAULT_WEIGHTS, LocalStack, StackConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -21,9 +21,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--url-port", type=int, default=0, help="Function URL port; 0 = free port")
     parser.add_argument("--auth", choices=["aws_iam", "none"], default=defaults.auth,
                         help="Function URL auth type (default %(default)s: SigV4-signed requests only)")
+    parser.add_argument("--engine", choices=["onnx", "torch"], default=defaults.engine,
+                        help="what runs the networks in both functions and in enrollment: onnx (the exported "
+                             "files, as the image ships) or torch (the reference); default %(default)s")
+    parser.add_argument("--models-dir", type=Path,
+                        default=Path(os.environ.get("FACEPIPE_MODELS_DIR") or DEFAULT_MODELS),
+                        help="the exported .onnx networks, engine onnx (`make models`; default $FACEPIPE_MODELS_DIR "
+                             "or %(default)s)")
     parser.add_argument("--weights", type=Path,
                         default=Path(os.environ.get("FACEPIPE_WEIGHTS_PATH") or DEFAULT_WEIGHTS),
-                        help="InceptionResnetV1 weights file (default $FACEPIPE_WEIGHTS_PATH or %(default)s)")
+                        help="InceptionResnetV1 weights file, engine torch (default $FACEPIPE_WEIGHTS_PATH or "
+                             "%(default)s)")
     parser.add_argument("--region", default=defaults.region)
     parser.add_argument("--prefix", default=defaults.prefix,
                         help="stack name + '-': queue and bucket names start with it (default %(default)s)")
@@ -56,8 +64,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", action="store_true",
                         help="FACEPIPE_BIND_DEVICES: URL callers must be `facepipe device add` devices, bound to "
                              "their X-Device-Id and queue (the stack's own credentials are then refused at the URL)")
-    parser.add_argument("--threads", type=int, default=defaults.torch_threads,
-                        help="torch threads per worker (default: the cores shared by the workers that may run at once)")
+    parser.add_argument("--threads", type=int, default=defaults.threads,
+                        help="the engine's intra-op threads per worker (default: the cores shared by the workers "
+                             "that may run at once)")
 
 
 def _at_least(minimum: int) -> type[int]:
@@ -85,6 +94,7 @@ def endpoint_lines(stack: LocalStack) -> list[str]:
         "notifications to detection",
         f"bucket         {stack.bucket}; gallery {stack.gallery_uri}",
         f"reply_to queue names must start with {stack.reply_to_prefix}",
+        f"engine         {stack.engine_summary()} (both functions and enrollment)",
         "functions      " + "; ".join(
             f"{name} {pool.spec.handler}: up to {pool.concurrency} workers, timeout {pool.spec.timeout_s:g} s, "
             f"{pool.spec.memory_mb} MB" for name, pool in stack.functions.items()),
@@ -98,11 +108,12 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     config = StackConfig(
         moto_port=args.moto_port, url_port=args.url_port, auth=args.auth,
-        weights_path=args.weights, region=args.region, prefix=args.prefix, batch_size=args.batch_size,
+        engine=args.engine, models_dir=args.models_dir, weights_path=args.weights, region=args.region,
+        prefix=args.prefix, batch_size=args.batch_size,
         batching_window_s=args.batching_window, max_receive_count=args.max_receive_count,
         detection_timeout_s=args.handler_timeout if args.detection_timeout is None else args.detection_timeout,
         recognition_timeout_s=args.handler_timeout if args.recognition_timeout is None else args.recognition_timeout,
-        torch_threads=args.threads, detection_concurrency=args.detection_concurrency,
+        threads=args.threads, detection_concurrency=args.detection_concurrency,
         recognition_concurrency=args.recognition_concurrency, url_queue_wait_s=args.url_queue_wait,
         prestart=not args.no_prestart, bind_devices=args.devices,
     )
@@ -115,7 +126,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         try:
             stack = LocalStack(config).start()
-        except (FileNotFoundError, ValueError) as exc:  # missing weights, a value the template does not allow
+        except (FileNotFoundError, ValueError) as exc:  # missing model files, a value the template does not allow
             print(f"facepipe local up: {exc}", file=sys.stderr)
             return 2
         try:

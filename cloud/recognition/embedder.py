@@ -75,9 +75,10 @@ class Embedder:
                  models_dir: str | Path = "") -> None:
         network: Network
         if engine == "onnx":
+            from cloud.onnx_session import models_folder
             from cloud.recognition.onnx_network import OnnxNetwork
 
-            network = OnnxNetwork(onnx_model_path(models_dir), threads or os.cpu_count() or 1)
+            network = OnnxNetwork(onnx_model_path(models_folder(models_dir)), threads or os.cpu_count() or 1)
         elif engine == "torch":
             from cloud.recognition.torch_network import TorchNetwork
 

@@ -80,7 +80,7 @@ class Container:
 @cache
 def get_container() -> Container:
     settings = get_settings()
-    embedder = get_embedder(settings.weights_path, settings.torch_threads, settings.engine, settings.models_dir)
+    embedder = get_embedder(settings.weights_path, settings.threads, settings.engine, settings.models_dir)
     return Container(settings=settings, embedder=embedder,
                      router=Router(settings.response_queue_url, settings.reply_to_prefix),
                      galleries=GalleryCache(settings.gallery_refresh_s))

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from cloud.contracts import CROP_SIZE
-from cloud.onnx_session import session
+from cloud.onnx_session import EXPORT_HINT, session
 from cloud.recognition.embedder import ONNX_FILE, WeightsInvalid, WeightsMissing
 from cloud.recognition.gallery import EMBEDDING_SIZE
 
@@ -22,7 +22,7 @@ class OnnxNetwork:
 
     def __init__(self, path: Path, threads: int) -> None:
         if not path.is_file():
-            raise WeightsMissing(f"ONNX model {path} not found: export it with `facepipe models prepare`")
+            raise WeightsMissing(f"ONNX model {path} not found: {EXPORT_HINT}")
         try:
             self._session = session(path, threads)
         except Exception as exc:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail, ...)

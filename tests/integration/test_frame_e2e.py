@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from cloud.contracts import HEADER_REPLY_TO, ResponseMessage
+from cloud.recognition.gallery import load_gallery
 from tests.conftest import Mailbox, post_frame
 from tests.photos import SHARED, packaged, requires_shared
 
@@ -38,6 +39,15 @@ def test_signed_frame_is_answered_with_the_right_name(local_stack: Any, response
     assert [face.name for face in answer.faces] == ["barack_obama"]
     assert answer.device_id == "porch-cam"
     assert answer.timings.detect_ms > 0 and answer.timings.recognise_ms > 0
+
+
+def test_the_stack_enrolls_with_the_engine_its_functions_run(local_stack: Any, responses: Mailbox) -> None:
+    # GIVEN the fixture's gallery, enrolled by the stack (LocalStack.enroll) WHEN a frame is answered
+    _, answer = send_and_receive(local_stack, responses, packaged("face_recognition/biden.jpg").read_bytes())
+    # THEN its probes and the gallery come from one computation: the default engine's exported network
+    gallery = load_gallery(local_stack.gallery_uri)
+    assert answer.model == gallery.model_tag and gallery.model_tag.startswith("inception_resnet_v1.onnx:")
+    assert [face.name for face in answer.faces] == ["joe_biden"]
 
 
 def test_answer_goes_to_the_named_reply_to_queue(local_stack: Any, reply_queue: str) -> None:

@@ -1,6 +1,7 @@
 """`facepipe local up` as a user runs it: a new process that prints its endpoints and the client
-environment, serves a frame end to end, and exits 0 on SIGTERM. Also measures each handler's cold
-start (new process to first result) and prints it; figures, not asserts."""
+environment, serves a frame end to end, and exits 0 on SIGTERM, on the default engine (onnx, whose workers never
+load torch) and on the reference engine (torch). Also measures each handler's cold start (new process to first
+result) and prints it; figures, not asserts."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 from types import SimpleNamespace
 from typing import IO
 
@@ -21,8 +23,9 @@ import boto3
 import pytest
 
 from tests.conftest import Mailbox, post_frame
-from tests.photos import REPO, packaged, weights_path
-from tests.processes import alive, worker_pids
+from tests.local_up import local_up
+from tests.photos import REPO, models_dir, packaged, weights_path
+from tests.processes import alive, mapped_libraries, worker_pids
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +52,7 @@ def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None
     # A clean environment: nothing of a stack running in this test process leaks into the child.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
     prefix = f"cli-{uuid.uuid4().hex[:6]}-"
-    command = [sys.executable, "-m", "cloud.cli", "local", "up", "--weights", str(weights_path()),
+    command = [sys.executable, "-m", "cloud.cli", "local", "up", "--models-dir", str(models_dir()),
                "--handler-timeout", "5", "--max-receive-count", "4", "--prefix", prefix]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -68,6 +71,8 @@ def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None
         for url in (exports["AWS_ENDPOINT_URL"], exports["FACEPIPE_FUNCTION_URL"]):
             assert url.startswith("http://127.0.0.1:"), url
         assert any(line.startswith("function URL") for line in seen)
+        assert f"engine         onnx, models {models_dir()} (both functions and enrollment)" in seen
+        assert exports["FACEPIPE_ENGINE"] == "onnx" and exports["FACEPIPE_MODELS_DIR"] == str(models_dir())
         # The queues are template.yaml's, named by CloudFormation in the stack named after the prefix.
         stack_line = next(line for line in seen if line.startswith("stack "))
         assert f"stack          {prefix[:-1]} " in stack_line, stack_line
@@ -104,6 +109,11 @@ def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None
         # Each function runs in worker processes of its own (at least the pre-started one each) ...
         workers = {name: worker_pids(name, parent=process.pid) for name in ("DetectionFunction", "RecognitionFunction")}
         assert all(workers.values()), workers
+        # ... that never loaded torch: the onnx engine runs on ONNX Runtime alone, as the image ships it
+        for pid in set().union(*workers.values()):
+            libraries = mapped_libraries(pid)
+            assert any(name.startswith("onnxruntime_pybind11_state") for name in libraries)
+            assert not [name for name in libraries if name.startswith("libtorch")], pid
         stopping = time.monotonic()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
@@ -126,10 +136,32 @@ def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None
 
 def test_local_up_refuses_a_value_the_template_does_not_allow_in_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
-    command = [sys.executable, "-m", "cloud.cli", "local", "up", "--weights", str(weights_path()),
+    command = [sys.executable, "-m", "cloud.cli", "local", "up", "--models-dir", str(models_dir()),
                "--recognition-timeout", "7"]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "facepipe local up: template parameter RecognitionTimeout = 7: not one of the allowed values "
         "3, 5, 10, 15, 30, 60, 90, 120, 180, 300, 600, 900"], result.stderr
+
+
+def test_local_up_on_the_torch_engine_names_an_enrolled_person(tmp_path: Path) -> None:
+    """The reference stays runnable: the whole stack on `--engine torch`, enrolled with `facepipe enroll` from the
+    printed environment, answers a frame with the right name and the torch model's tag."""
+    with local_up("--engine", "torch", "--weights", str(weights_path()), "--prefix",
+                  f"torch-{uuid.uuid4().hex[:6]}-", "--recognition-concurrency", "1") as stack:
+        assert stack.exports["FACEPIPE_ENGINE"] == "torch"
+        stack.enroll({"barack_obama": [packaged("face_recognition/obama.jpg")]}, tmp_path / "people")
+        client = SimpleNamespace(
+            function_url=stack.exports["FACEPIPE_FUNCTION_URL"], region=stack.exports["AWS_REGION"],
+            credentials=SimpleNamespace(access_key=stack.exports["AWS_ACCESS_KEY_ID"],
+                                        secret_key=stack.exports["AWS_SECRET_ACCESS_KEY"]))
+        request_id = str(uuid.uuid4())
+        reply = post_frame(client, packaged("face_recognition/obama2.jpg").read_bytes(), request_id=request_id)
+        assert reply.status_code == 202, reply.text
+        answer = Mailbox(stack.client("sqs"), stack.exports["FACEPIPE_RESPONSE_QUEUE_URL"]).wait_for(request_id)
+        assert [face["name"] for face in answer["faces"]] == ["barack_obama"]
+        assert answer["model"].startswith("inception_resnet_v1:")  # the weights' tag, not the ONNX file's
+        # the check the onnx test makes can fail: these workers did load torch
+        pids = worker_pids("RecognitionFunction", parent=stack.process.pid)
+        assert pids and all(any(name.startswith("libtorch") for name in mapped_libraries(pid)) for pid in pids)

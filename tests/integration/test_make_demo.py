@@ -16,7 +16,7 @@ import cv2
 import pytest
 
 from tests.browser import needs_chromium
-from tests.photos import PACKAGED, REPO, weights_path
+from tests.photos import PACKAGED, REPO, models_dir
 
 pytestmark = pytest.mark.slow
 
@@ -34,12 +34,13 @@ def test_make_demo_answers_every_frame_closes_every_event_and_photographs_the_st
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
     workdir = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "cloud.local.demo", "--weights", str(weights_path()), "--photos", str(PACKAGED),
+        [sys.executable, "-m", "cloud.local.demo", "--models-dir", str(models_dir()), "--photos", str(PACKAGED),
          "--workdir", str(workdir)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-4000:]
+    assert "engine onnx, models " in result.stdout  # what the functions' image runs, by default
 
     counts = summary_counts(result.stdout)
     assert counts["sent"] > 0 and counts["answered"] == counts["sent"], counts

@@ -21,7 +21,7 @@ from cloud.local.stack import LOCAL_PARAMETERS, LocalStack, StackConfig
 from cloud.local.template import as_built, load_template, local_subset, parameter_values, transform
 from tests.conftest import INGEST_VISIBILITY_S, MAX_RECEIVE_COUNT, RECOGNITION_TIMEOUT_S, RECOGNITION_WORKERS
 from tests.moto_env import REGION, moto_server
-from tests.photos import weights_path
+from tests.photos import models_dir
 
 Template = dict[str, Any]
 QUEUES = {"RequestQueue": "RequestDeadLetterQueue", "ResponseQueue": "ResponseDeadLetterQueue",
@@ -202,8 +202,8 @@ def test_local_stack_refuses_a_timeout_the_template_does_not_allow() -> None:
     # Refused before anything starts (so also while the session's stack runs in this process).
     with pytest.raises(ValueError, match="RecognitionTimeout = 4: not one of the allowed values 3, 5, 10, 15, 30, "
                                          "60, 90, 120, 180, 300, 600, 900"):
-        LocalStack(StackConfig(weights_path=weights_path(), recognition_timeout_s=4)).start()
+        LocalStack(StackConfig(models_dir=models_dir(), recognition_timeout_s=4)).start()
     with pytest.raises(ValueError, match="DetectionTimeout = 3: not one of the allowed values 5, 10, "):
-        LocalStack(StackConfig(weights_path=weights_path(), detection_timeout_s=3)).start()
+        LocalStack(StackConfig(models_dir=models_dir(), detection_timeout_s=3)).start()
     with pytest.raises(ValueError, match="stack name"):
-        LocalStack(StackConfig(weights_path=weights_path(), prefix="local_")).start()
+        LocalStack(StackConfig(models_dir=models_dir(), prefix="local_")).start()

@@ -22,9 +22,11 @@ def moto_endpoint() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings(moto_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
-    """Detection settings with a fresh request queue and bucket on the moto server."""
+def settings(moto_endpoint: str, onnx_models: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+    """Detection settings with a fresh request queue and bucket on the moto server, on the default engine (onnx)
+    with the session's exported networks."""
     point_boto3_at(moto_endpoint, monkeypatch.setenv)
+    monkeypatch.setenv("FACEPIPE_MODELS_DIR", str(onnx_models))
     suffix = uuid.uuid4().hex[:12]
     queue = aws.client("sqs").create_queue(
         QueueName=f"requests-{suffix}", Attributes={"MaximumMessageSize": str(MAX_QUEUE_MESSAGE_BYTES)}

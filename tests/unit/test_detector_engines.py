@@ -68,7 +68,7 @@ def test_models_export_records_each_file_and_keeps_what_is_up_to_date(
 
 
 def test_the_onnx_engine_without_its_files_names_the_command(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="facepipe models prepare"):
+    with pytest.raises(FileNotFoundError, match="facepipe models export"):
         Detector(engine="onnx", models_dir=tmp_path)
 
 

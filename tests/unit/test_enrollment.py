@@ -13,6 +13,7 @@ from cloud.detection.detector import Detector
 from cloud.enrollment import enroll_photos, people_from_dir
 from cloud.recognition.embedder import Embedder
 from cloud.recognition.gallery import Gallery, GalleryModelMismatch, load_gallery, save_gallery
+from cloud.settings import get_settings
 from tests.photos import SHARED, packaged, requires_shared, weights_path
 
 
@@ -82,7 +83,10 @@ def test_photos_without_a_face_are_skipped(tmp_path: Path, models: tuple[Detecto
     assert not Path(uri).exists()
 
 
-def test_commands_enroll_list_remove(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_commands_enroll_list_remove(tmp_path: Path, onnx_models: Path, capsys: pytest.CaptureFixture[str],
+                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FACEPIPE_ENGINE", raising=False)  # the default engine, as the functions run it: onnx
+    get_settings.cache_clear()
     # GIVEN a people/ folder, one sub-folder per person (links to the packaged photos)
     people = tmp_path / "people"
     for name, photo in (("barack_obama", "obama.jpg"), ("barack_obama", "obama3.jpg"), ("joe_biden", "biden.jpg")):
@@ -92,10 +96,10 @@ def test_commands_enroll_list_remove(tmp_path: Path, capsys: pytest.CaptureFixtu
     (people / "crowd" / "t1.jpg").symlink_to(packaged("insightface/t1.jpg"))
     assert list(people_from_dir(people)) == ["barack_obama", "crowd", "joe_biden"]
     uri = str(tmp_path / "gallery.npz")
-    weights = str(weights_path())
+    models_dir = str(onnx_models)
 
     # WHEN enrolling the folder, THEN the output names what was enrolled and what was skipped
-    assert facepipe(["enroll", "--dir", str(people), "--gallery", uri, "--weights", weights]) == 0
+    assert facepipe(["enroll", "--dir", str(people), "--gallery", uri, "--models-dir", models_dir]) == 0
     out = capsys.readouterr().out
     assert "enrolled barack_obama: 2 photo(s)" in out and "enrolled joe_biden: 1 photo(s)" in out
     assert "t1.jpg: 6 faces found" in out
@@ -104,6 +108,7 @@ def test_commands_enroll_list_remove(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert facepipe(["gallery", "list", "--gallery", uri]) == 0
     out = capsys.readouterr().out
     assert load_gallery(uri).model_tag in out
+    assert load_gallery(uri).model_tag.startswith("inception_resnet_v1.onnx:")  # embedded by the onnx engine
     assert "    2  barack_obama" in out and "    1  joe_biden" in out
 
     # remove drops every embedding of a name; removing an absent name fails
@@ -115,12 +120,16 @@ def test_commands_enroll_list_remove(tmp_path: Path, capsys: pytest.CaptureFixtu
     # nothing enrollable -> non-zero exit, gallery untouched
     before = Path(uri).read_bytes()
     crowd = str(people / "crowd" / "t1.jpg")
-    assert facepipe(["enroll", "--name", "crowd", crowd, "--gallery", uri, "--weights", weights]) == 1
+    assert facepipe(["enroll", "--name", "crowd", crowd, "--gallery", uri, "--models-dir", models_dir]) == 1
     assert Path(uri).read_bytes() == before
 
-    # missing weights -> a clear error naming the path, exit 2
+    # missing model files -> a clear error naming the path, exit 2 (engine onnx: the exported networks; torch:
+    # the weights)
+    missing = str(tmp_path / "absent")
+    assert facepipe(["enroll", "--name", "x", crowd, "--gallery", uri, "--models-dir", missing]) == 2
+    assert missing in capsys.readouterr().err
     missing = str(tmp_path / "absent.pt")
-    assert facepipe(["enroll", "--name", "x", crowd, "--gallery", uri, "--weights", missing]) == 2
+    assert facepipe(["enroll", "--name", "x", crowd, "--gallery", uri, "--engine", "torch", "--weights", missing]) == 2
     assert missing in capsys.readouterr().err
 
 
@@ -153,7 +162,7 @@ def test_a_removal_during_enrollment_is_not_undone(tmp_path: Path, models: tuple
 def test_a_name_that_would_break_outputs_is_refused_before_any_work(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # GIVEN a person named with a '/', and weights that do not exist (so no model could be loaded)
+    # GIVEN a person named with a '/', and model files that do not exist (so no model could be loaded)
     uri = str(tmp_path / "gallery.npz")
     people = {"ann/../bob": [packaged("face_recognition/obama.jpg")], "李": [packaged("face_recognition/biden.jpg")]}
     # WHEN enrolling, THEN the person is refused with the reason, before any model or photo is touched
@@ -161,7 +170,7 @@ def test_a_name_that_would_break_outputs_is_refused_before_any_work(
         enroll_photos(uri, tmp_path / "no-weights.pt", people)
     # and the command says so and exits 2, with no gallery written
     photo = str(packaged("face_recognition/obama.jpg"))
-    code = facepipe(["enroll", "--name", "ann,bob", photo, "--gallery", uri, "--weights", str(weights_path())])
+    code = facepipe(["enroll", "--name", "ann,bob", photo, "--gallery", uri, "--models-dir", str(tmp_path / "no")])
     assert code == 2
     assert "'ann,bob' holds ','" in capsys.readouterr().err
     assert not Path(uri).exists()

@@ -20,7 +20,7 @@ from cloud.detection.detector import Detector
 from cloud.recognition.embedder import Embedder
 from tests.dockerfile import dockerfile_env
 from tests.moto_env import REGION, moto_server, point_boto3_at
-from tests.photos import REPO, models_dir, weights_path
+from tests.photos import REPO
 from tests.sample_events import FUNCTION_URL_EVENT, SQS_BATCH_EVENT, Backend, create_backend, stock
 
 # Runs in the subprocess: the hook first, then everything a Lambda container does for one call of each.
@@ -54,7 +54,7 @@ def _probe(code: str, env: dict[str, str], *args: str) -> dict[str, object]:
 
 
 @pytest.fixture(scope="module")
-def backend() -> Iterator[tuple[Backend, dict[str, str]]]:
+def backend(onnx_models: Path) -> Iterator[tuple[Backend, dict[str, str]]]:
     """A stocked backend on a moto server, and the AWS_* variables that reach it."""
     with moto_server() as endpoint, pytest.MonkeyPatch.context() as mp:
         aws_env: dict[str, str] = {}
@@ -62,10 +62,9 @@ def backend() -> Iterator[tuple[Backend, dict[str, str]]]:
         for name, value in aws_env.items():
             mp.setenv(name, value)
         aws.client.cache_clear()
-        created = create_backend(weights_path())
-        # the gallery from the engine the image runs, so recognition accepts its model tag
-        stock(created, Detector(engine="onnx", models_dir=models_dir()),
-              Embedder(engine="onnx", models_dir=models_dir()))
+        created = create_backend(onnx_models)
+        onnx = {"engine": "onnx", "models_dir": onnx_models}  # the handlers' engine (create_backend)
+        stock(created, Detector(**onnx), Embedder(**onnx))
         yield created, aws_env
     aws.client.cache_clear()
 
@@ -74,8 +73,7 @@ def test_handlers_write_nothing_outside_tmp(backend: tuple[Backend, dict[str, st
     created, aws_env = backend
     tmp = tmp_path / "tmp"
     tmp.mkdir()
-    # FACEPIPE_MODELS_DIR: the exported networks, not the image's folder
-    env = _image_env(tmp) | aws_env | created.env | {"FACEPIPE_MODELS_DIR": str(models_dir())}
+    env = _image_env(tmp) | aws_env | created.env  # FACEPIPE_MODELS_DIR: the real networks, not the image's
 
     report = _probe(PROBE, env, str(FUNCTION_URL_EVENT), str(SQS_BATCH_EVENT))
 

@@ -73,9 +73,12 @@ def stack() -> Iterator[Stack]:
             "FACEPIPE_RESPONSE_QUEUE_URL": queues["responses"],
             "FACEPIPE_BUCKET": "facepipe",
             "FACEPIPE_GALLERY_URI": "s3://facepipe/gallery/gallery.npz",
+            # The reference engine: the chunking test counts passes with a torch hook on the model. The default
+            # engine (onnx) runs this handler in test_sample_events.py, test_lambda_filesystem.py and tests/integration.
+            "FACEPIPE_ENGINE": "torch",
             "FACEPIPE_WEIGHTS_PATH": str(weights_path()),
             "FACEPIPE_REPLY_TO_PREFIX": REPLY_PREFIX,
-            "FACEPIPE_TORCH_THREADS": "2",
+            "FACEPIPE_THREADS": "2",
             "FACEPIPE_PERSIST_RESULTS": "false",
         }
         for name, value in env.items():
@@ -96,7 +99,7 @@ def detector() -> Detector:
 def enrolled(stack: Stack, detector: Detector) -> None:
     """Barack Obama and Joe Biden enrolled into the S3 gallery with the handler's own embedder."""
     settings = recognition.get_settings()
-    embedder = recognition.get_embedder(settings.weights_path, settings.torch_threads)
+    embedder = recognition.get_embedder(settings.weights_path, settings.threads, settings.engine)
     report = enroll_photos(stack.gallery_uri, settings.weights_path,
                            {"barack_obama": [packaged("face_recognition/obama.jpg")],
                             "joe_biden": [packaged("face_recognition/biden.jpg")]},
@@ -206,7 +209,7 @@ def test_malformed_messages_fail_alone_and_good_ones_are_answered(
     by_body = {r["body"]: r["messageId"] for r in event["Records"]}
     # ... and a spy on the (real) embedder that counts forward passes
     settings = recognition.get_settings()
-    embedder = recognition.get_embedder(settings.weights_path, settings.torch_threads)
+    embedder = recognition.get_embedder(settings.weights_path, settings.threads, settings.engine)
     passes: list[int] = []
     real_embed = embedder.embed
 
@@ -327,7 +330,7 @@ def test_a_batch_of_crowded_frames_is_embedded_in_bounded_chunks_and_every_devic
         recognition.get_container.cache_clear()  # the settings anew; the model stays loaded
         recognition.get_settings.cache_clear()
         settings = recognition.get_settings()
-        embedder = recognition.get_embedder(settings.weights_path, settings.torch_threads)
+        embedder = recognition.get_embedder(settings.weights_path, settings.threads, settings.engine)
         hook = embedder._network.model.register_forward_pre_hook(lambda _, args: passes.append(len(args[0])))
         rises: list[int] = []
         embed = embedder.embed

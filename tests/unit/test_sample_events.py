@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from aws_lambda_powertools.utilities.parser.models import LambdaFunctionUrlModel, SqsModel
@@ -16,7 +17,6 @@ from cloud.contracts import ResponseMessage
 from cloud.detection.detector import Detector
 from cloud.recognition import handler as recognition
 from tests.moto_env import moto_server, point_boto3_at
-from tests.photos import weights_path
 from tests.sample_events import (
     EXPECTED_NAMES,
     FUNCTION_URL_EVENT,
@@ -51,15 +51,17 @@ def test_sqs_event_is_a_plain_lambda_event() -> None:
 
 
 @pytest.fixture(scope="module")
-def backend() -> Iterator[Backend]:
+def backend(onnx_models: Path) -> Iterator[Backend]:
     with moto_server() as endpoint, pytest.MonkeyPatch.context() as mp:
         point_boto3_at(endpoint, mp.setenv)
-        created = create_backend(weights_path())
+        created = create_backend(onnx_models)
         for name, value in created.env.items():
             mp.setenv(name, value)
         recognition.reset_caches()
         settings = recognition.get_settings()
-        stock(created, Detector(), recognition.get_embedder(settings.weights_path, settings.torch_threads))
+        embedder = recognition.get_embedder(settings.weights_path, settings.threads, settings.engine,
+                                            settings.models_dir)
+        stock(created, Detector(), embedder)
         yield created
     recognition.reset_caches()
     aws.client.cache_clear()
@@ -91,7 +93,8 @@ def test_sqs_batch_event_as_stored_is_answered(backend: Backend) -> None:
     assert [f.box for f in answer.faces] == [f.box for f in with_faces.faces]
     assert [f.probability for f in answer.faces] == [f.probability for f in with_faces.faces]
     settings = recognition.get_settings()
-    assert answer.model == recognition.get_embedder(settings.weights_path, settings.torch_threads).model_tag
+    assert answer.model == recognition.get_embedder(settings.weights_path, settings.threads, settings.engine,
+                                                    settings.models_dir).model_tag
     assert answers[without_faces.request_id].faces == []
     for request in requests:
         answered = answers[request.request_id]

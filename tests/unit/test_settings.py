@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 
 import pytest
 from pydantic import ValidationError
 
 from cloud.contracts import MAX_FACES_PER_FRAME
-from cloud.settings import Settings, default_torch_threads
+from cloud.settings import Settings, default_threads, get_settings
 
 
 @pytest.mark.parametrize("prefix", ["", "facepipe-reply-", "a" * 80])
@@ -33,20 +34,20 @@ def test_reply_to_prefix_that_no_queue_name_could_start_with_is_refused(prefix: 
     (None, 1, 1),
     (3008, None, 1),  # os.cpu_count() unknown
 ])
-def test_default_torch_threads_follow_the_lambda_vcpu_share(
+def test_default_threads_follow_the_lambda_vcpu_share(
     memory_mb: int | None, cpus: int | None, threads: int
 ) -> None:
-    assert default_torch_threads(memory_mb, cpus) == threads
+    assert default_threads(memory_mb, cpus) == threads
 
 
-def test_torch_threads_default_reads_the_function_memory_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("FACEPIPE_TORCH_THREADS", raising=False)
+def test_threads_default_reads_the_function_memory_unless_set(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("FACEPIPE_THREADS", raising=False)
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "1024")
-    assert Settings().torch_threads == 1
+    assert Settings().threads == 1
     monkeypatch.setenv("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "10240")
-    assert Settings().torch_threads == min(6, os.cpu_count() or 1)
-    monkeypatch.setenv("FACEPIPE_TORCH_THREADS", "3")
-    assert Settings().torch_threads == 3
+    assert Settings().threads == min(6, os.cpu_count() or 1)
+    monkeypatch.setenv("FACEPIPE_THREADS", "3")
+    assert Settings().threads == 3
 
 
 def test_face_limit_stays_within_the_contract() -> None:
@@ -56,3 +57,27 @@ def test_face_limit_stays_within_the_contract() -> None:
         Settings(max_faces=MAX_FACES_PER_FRAME + 1)
     with pytest.raises(ValidationError, match="embed_chunk"):
         Settings(embed_chunk=0)
+
+
+def test_the_functions_default_to_onnx_and_without_a_models_dir_name_the_export(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from cloud.detection import handler as detection
+    from cloud.recognition import handler as recognition
+
+    monkeypatch.delenv("FACEPIPE_ENGINE", raising=False)
+    monkeypatch.delenv("FACEPIPE_MODELS_DIR", raising=False)
+    get_settings.cache_clear()
+    detection.get_detector.cache_clear()
+    recognition.reset_caches()
+    reason = re.escape("engine onnx needs FACEPIPE_MODELS_DIR, the folder of the exported .onnx networks: "
+                       "`facepipe models export --models-dir DIR` (or `make models`) writes them")
+    try:
+        assert get_settings().engine == "onnx"
+        with pytest.raises(ValueError, match=f"^{reason}$"):
+            detection.get_detector()
+        with pytest.raises(ValueError, match=f"^{reason}$"):
+            recognition.get_container()
+    finally:
+        detection.get_detector.cache_clear()
+        recognition.reset_caches()

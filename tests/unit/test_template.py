@@ -896,14 +896,14 @@ def test_template_values_are_valid_settings(transformed: Template) -> None:
         raise AssertionError(f"unexpected intrinsic {value}")
 
     cases: list[dict[str, str]] = [{}]
-    cases += [{"TorchThreads": "1"}, {"TorchThreads": "6"}]
+    cases += [{"Threads": "1"}, {"Threads": "6"}]
     cases += [{"PersistResults": value} for value in params["PersistResults"]["AllowedValues"]]
     cases += [{"MatchThreshold": "0.95", "MinFaceProbability": "0.85", "ReplyToPrefix": "facepipe_answers-"}]
     for overrides in cases:
         values = {k.removeprefix("FACEPIPE_").lower(): resolve(v, overrides) for k, v in env.items()
                   if k.startswith("FACEPIPE_")}
         if not overrides:  # by default the threads follow the function's memory (cloud/settings.py)
-            assert values["torch_threads"] is None
+            assert values["threads"] is None
         settings = Settings(**{k: v for k, v in values.items() if v is not None})
         assert settings.max_message_bytes == MAX_QUEUE_MESSAGE_BYTES  # = the queues' MaximumMessageSize
         assert settings.gallery_uri.startswith("s3://facepipe-bucket/gallery/")
