@@ -22,6 +22,10 @@ PRICE_PER_GB_S = 0.0000166667
 PRICE_PER_MILLION_REQUESTS = 0.20
 LAMBDA_MAX_MEMORY_MB = 10240
 MEMORY_SIZES_MB = (1024, 1769, 2048, 3008, 3538, 5307, 7076, 10240)
+# Each engine's default MemorySize per function: onnx's are template.yaml's; torch's are the template's before the
+# ONNX engine (issue 24), when a worker held 0.83-1.1 GB (tests/unit/test_bench_aws_model.py checks onnx's).
+DEFAULT_MEMORY_MB = {"onnx": {"detection": 1769, "recognition": 1769},
+                     "torch": {"detection": 2048, "recognition": 3008}}
 ASSUMPTIONS = __doc__.split("Assumptions (printed with the table):\n", 1)[1].strip()
 
 
@@ -68,3 +72,8 @@ def predict(ms_by_threads: dict[int, float], memory_mb: int) -> Prediction:
 def model(detect_ms: dict[int, float], recognise_ms: dict[int, float]) -> dict[str, list[Prediction]]:
     return {"detection": [predict(detect_ms, m) for m in MEMORY_SIZES_MB],
             "recognition": [predict(recognise_ms, m) for m in MEMORY_SIZES_MB]}
+
+
+def cost_at(predictions: list[dict[str, float]], memory_mb: int) -> float:
+    """The modelled cost per million frames at `memory_mb`, from one function's predictions (as in the JSON)."""
+    return next(p["cost_per_million_usd"] for p in predictions if p["memory_mb"] == memory_mb)

@@ -2,7 +2,8 @@
 an AWS paper model; a table at the end, every figure in `--json`, a chart in `--chart`.
 
 Runs against local stacks it starts itself, one per concurrency level k with k environments per function at
-`--threads` torch threads, as the raw run has; or against the stack `FACEPIPE_FUNCTION_URL` and the other
+`--threads` intra-op threads, as the raw run has, on each `--engine` in turn (side by side: the same frames, cores
+and run); or against the stack `FACEPIPE_FUNCTION_URL` and the other
 variables `facepipe local up` exports point at (then cold starts are not measured and nothing is pinned: its
 workers are not ours).
 
@@ -37,7 +38,7 @@ from cloud.bench import function_cpu
 from cloud.bench.cores import CAN_PIN, available, busy_seconds, cpu_seconds, first, pin, pinned_self, set_group_nice
 from cloud.bench.drive import RunResult, drive
 from cloud.bench.frames import cycle, filmed_frames, load_frames
-from cloud.bench.report import chart, table
+from cloud.bench.report import chart, side_by_side, side_by_side_table, table
 
 if TYPE_CHECKING:  # torch and the local stack are imported only when the bench runs
     from cloud.bench.raw import RawModels, RawResult
@@ -45,8 +46,11 @@ if TYPE_CHECKING:  # torch and the local stack are imported only when the bench 
     from cloud.local.stack import LocalStack
 
 DEFAULT_WEIGHTS = Path(".cache/models/facenet-casia-webface.pt")
+DEFAULT_MODELS = Path(os.environ.get("FACEPIPE_MODELS_DIR") or ".cache/models")  # as `facepipe local up`
+ENGINES = ("onnx", "torch")
 DEFAULT_PHOTOS = Path(".cache/photos")
-_REPORT = re.compile(r"^(\w+) REPORT RequestId: (\S+)\tDuration: ([\d.]+) ms.*\tInit Duration: ([\d.]+) ms")
+_REPORT = re.compile(r"^(\w+) REPORT RequestId: (\S+)\tDuration: ([\d.]+) ms.*\tMax Memory Used: (\d+) MB"
+                     r"(?:\tInit Duration: ([\d.]+) ms)?")
 
 
 def _levels(text: str) -> list[int]:
@@ -57,6 +61,14 @@ def _levels(text: str) -> list[int]:
     if not levels or levels[0] < 1:
         raise argparse.ArgumentTypeError("concurrency levels must be at least 1")
     return levels
+
+
+def _engines(text: str) -> list[str]:
+    engines = [part.strip() for part in text.split(",") if part.strip()]
+    unknown = sorted(set(engines) - set(ENGINES))
+    if not engines or unknown or len(set(engines)) != len(engines):
+        raise argparse.ArgumentTypeError(f"one or both of {', '.join(ENGINES)}, comma-separated, each once")
+    return engines
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -80,8 +92,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="passes of the first concurrency level, each between two raw runs on its cores; the "
                              "ratio is the median pass's (default %(default)s)")
     parser.add_argument("--threads", type=int, default=1,
-                        help="torch threads per worker and in the raw run (default %(default)s)")
-    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS)
+                        help="the engine's threads per worker and in the raw run (default %(default)s)")
+    parser.add_argument("--engine", type=_engines, default=["onnx"], metavar="ENGINE[,ENGINE]",
+                        help="what runs the networks, in the stack and in raw: onnx, torch, or both side by side in "
+                             "one run, e.g. onnx,torch (default onnx)")
+    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS,
+                        help="the exported .onnx files (default: $FACEPIPE_MODELS_DIR or .cache/models; make models)")
+    parser.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS, help="the torch engine's state_dict")
     parser.add_argument("--photos", type=Path, default=DEFAULT_PHOTOS, help="packaged sample photos (make photos)")
     parser.add_argument("--timeout", type=float, default=120, help="seconds to wait for answers after a run's "
                         "last send (default %(default)s)")
@@ -93,20 +110,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 class ReportLines(logging.Handler):
-    """Once armed, the first REPORT line with an Init Duration per function: the cold start of the frame sent next.
-    Lines before are not the bench's frames' (S3's test event starts a detection worker as the stack comes up)."""
+    """Once armed, per function: the first REPORT line with an Init Duration (the cold start of the frame sent next)
+    and the largest Max Memory Used of any REPORT (a worker's resident peak, as Lambda's). Lines before are not the
+    bench's frames' (S3's test event starts a detection worker as the stack comes up)."""
 
     def __init__(self) -> None:
         super().__init__(logging.INFO)
         self.cold: dict[str, dict[str, Any]] = {}
+        self.max_memory_mb: dict[str, int] = {}
         self.armed = False
 
     def emit(self, record: logging.LogRecord) -> None:
         match = _REPORT.match(record.getMessage())
-        if self.armed and match and match[1] not in self.cold:
-            init_s, duration_s = float(match[4]) / 1000, float(match[3]) / 1000
-            self.cold[match[1]] = {"init_s": round(init_s, 2), "duration_s": round(duration_s, 3),
-                                   "first_invocation_s": round(init_s + duration_s, 2), "request_id": match[2]}
+        if not (self.armed and match):
+            return
+        function = match[1]
+        self.max_memory_mb[function] = max(self.max_memory_mb.get(function, 0), int(match[4]))
+        if match[5] and function not in self.cold:
+            init_s, duration_s = float(match[5]) / 1000, float(match[3]) / 1000
+            self.cold[function] = {"init_s": round(init_s, 2), "duration_s": round(duration_s, 3),
+                                   "first_invocation_s": round(init_s + duration_s, 2), "request_id": match[2],
+                                   "max_memory_mb": int(match[4])}
 
 
 def run(args: argparse.Namespace) -> int:
@@ -131,18 +155,25 @@ def run(args: argparse.Namespace) -> int:
         print(f"facepipe bench: {exc}{hint}", file=sys.stderr)
         return 2
     args.function_log.unlink(missing_ok=True)  # this run's only
-    try:
-        figures = bench(frames, args)
-    except (WeightsMissing, WeightsInvalid) as exc:  # raw loads the weights first, before any stack starts
-        print(f"facepipe bench: {exc}", file=sys.stderr)
-        return 2
-    print(table(figures))
+    by_engine: dict[str, dict[str, Any]] = {}
+    for engine in args.engine:
+        try:
+            by_engine[engine] = bench(frames, args, engine)
+        except (WeightsMissing, WeightsInvalid, FileNotFoundError, ValueError) as exc:
+            # raw loads the models first, before any stack starts
+            print(f"facepipe bench: {exc}", file=sys.stderr)
+            return 2
+        print(table(by_engine[engine]) + "\n")
+    figures: dict[str, Any] = by_engine[args.engine[0]]
+    if len(by_engine) > 1:
+        figures = {"engines": by_engine, "side_by_side": side_by_side(by_engine)}
+        print(side_by_side_table(figures["side_by_side"]))
     if not os.environ.get("FACEPIPE_FUNCTION_URL"):
         print(f"\nthe functions' logs and metrics: {args.function_log}", file=sys.stderr)
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     if args.chart:
-        chart(figures, args.chart)
+        chart(by_engine[args.engine[0]], args.chart)
     return 0
 
 
@@ -154,12 +185,12 @@ def _unwritable_outputs(args: argparse.Namespace) -> str:
     return ""
 
 
-def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
+def bench(frames: list[bytes], args: argparse.Namespace, engine: str = "onnx") -> dict[str, Any]:
     from cloud.bench.aws_model import model
     from cloud.bench.raw import RawModels
 
     cores = len(available())
-    models = RawModels(args.weights)
+    models = RawModels(args.weights, engine, args.models_dir)  # type: ignore[arg-type]
     # k threads on k cores, as `taskset -c 0..k-1` would: for the AWS model's thread scaling.
     raw = {k: _raw_on(models, frames, k, k) for k in range(1, cores + 1)}
     # The reference: the cores and threads of the first concurrency level's workers ("at equal cores").
@@ -178,7 +209,8 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
     env_log.setLevel(logging.INFO)
     external = bool(os.environ.get("FACEPIPE_FUNCTION_URL"))
     try:
-        runs = _external_runs(frames, args, probe) if external else _own_stack_runs(frames, args, probe, reports)
+        runs = _external_runs(frames, args, probe) if external else \
+            _own_stack_runs(frames, args, probe, reports, engine)
     finally:
         env_log.removeHandler(reports)
     first_level = str(args.concurrency[0])
@@ -200,7 +232,7 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
                    "first_frame_request_id": frame.invocation_id, "first_frame_attempts": frame.attempts}
             for name, c in reports.cold.items()}
     return {
-        "config": {"frames": len(frames), "source": _source(args),
+        "config": {"engine": engine, "frames": len(frames), "source": _source(args),
                    "faces_per_frame": chosen.faces / chosen.frames, "cores": cores, "threads": args.threads,
                    "stack": "external" if external else "started by the bench",
                    # pinned: raw on the first level's cores, each level's workers on its first `level` cores
@@ -238,6 +270,8 @@ def bench(frames: list[bytes], args: argparse.Namespace) -> dict[str, Any]:
                      "average_s": round(runs.workload.wall_s / w["answered"], 3) if w["answered"] else None},
         "cold_start_s": {name: c["first_invocation_s"] for name, c in cold.items()},
         "cold_start": cold,
+        # Each function's largest REPORT Max Memory Used over the whole run (the burst included): its workers' peak.
+        "max_memory_mb": dict(reports.max_memory_mb),
         "aws_model": {name: [asdict(p) for p in predictions] for name, predictions in model(
             {t: r.detect_ms for t, r in raw.items()}, {t: r.recognise_ms for t, r in raw.items()}).items()},
     }
@@ -296,7 +330,7 @@ def _paired(measure: Callable[[], Pass], probe: Callable[[], RawResult], repeat:
 
 
 def _own_stack_runs(frames: list[bytes], args: argparse.Namespace, probe: Callable[[], RawResult],
-                    reports: ReportLines) -> Runs:
+                    reports: ReportLines, engine: str) -> Runs:
     """A stack per concurrency level k, with k environments per function (as a reserved concurrency of k), pre-
     started, warmed, and pinned to k cores while measured: the first level's stack starts cold, so its first frame
     measures cold starts, is measured `--repeat` times between raw runs, and runs the frames once more with k cores
@@ -308,7 +342,7 @@ def _own_stack_runs(frames: list[bytes], args: argparse.Namespace, probe: Callab
     apart: dict[str, dict[str, float]] = {}
     recognition_first: list[bool] = []
     for level in args.concurrency:
-        with _stack(args, level) as stack:
+        with _stack(args, level, engine) as stack:
             target = target_from_env(stack.client_env())
             if level == args.concurrency[0]:
                 _only_new_workers(stack, args.timeout)
@@ -479,7 +513,7 @@ def _pin_pool(pool: FunctionPool, cores: set[int]) -> None:
             pin(environment.pid, cores)
 
 
-def _stack(args: argparse.Namespace, workers: int) -> AbstractContextManager[Any]:
+def _stack(args: argparse.Namespace, workers: int, engine: str) -> AbstractContextManager[Any]:
     from cloud.local.stack import LocalStack, StackConfig
     from cloud.settings import Settings
 
@@ -489,10 +523,11 @@ def _stack(args: argparse.Namespace, workers: int) -> AbstractContextManager[Any
     # The functions log and emit metrics as on AWS (CloudWatch's part goes to a file), so they cost what they cost
     # there, and the terminal keeps the progress bars and the table.
     # Each level's stack is a CloudFormation stack of its own name: moto keeps the last one's in this process.
-    return LocalStack(StackConfig(weights_path=args.weights, threads=args.threads, prestart=False,
+    return LocalStack(StackConfig(engine=engine, models_dir=args.models_dir,  # type: ignore[arg-type]
+                                  weights_path=args.weights, threads=args.threads, prestart=False,
                                   detection_concurrency=workers, recognition_concurrency=workers,
                                   function_log=args.function_log, extra_env=deployed,
-                                  prefix=f"facepipe-bench-x{workers}-"))
+                                  prefix=f"facepipe-bench-{engine}-x{workers}-"))
 
 
 def _source(args: argparse.Namespace) -> str:

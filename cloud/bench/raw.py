@@ -1,6 +1,7 @@
 """The physical limit: the handlers' own models called directly in this process on the same frames, with the
-handlers' settings (downscale before MTCNN, probability threshold, face cap, embedding chunks), at a given
-number of torch threads. Decode + MTCNN + one batched InceptionResnetV1 pass per frame; no HTTP, no queues."""
+handlers' settings (downscale before MTCNN, probability threshold, face cap, embedding chunks), on the engine the
+stack runs, at a given number of intra-op threads. Decode + MTCNN + batched InceptionResnetV1 passes per frame;
+no HTTP, no queues."""
 
 from __future__ import annotations
 
@@ -8,6 +9,11 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from cloud.detection.detector import Detector
+    from cloud.recognition.embedder import Embedder, Engine
 
 
 @dataclass(frozen=True)
@@ -26,27 +32,41 @@ class RawResult:
 
 
 class RawModels:
-    """The detector and embedder as the handlers build them (cloud.settings defaults)."""
+    """The detector and embedder as the handlers build them (cloud.settings defaults), on `engine`."""
 
-    def __init__(self, weights: Path) -> None:
-        from cloud.detection.detector import Detector
-        from cloud.recognition.embedder import Embedder
+    def __init__(self, weights: Path, engine: Engine = "onnx", models_dir: Path | None = None) -> None:
         from cloud.settings import Settings
 
-        self.settings = Settings(weights_path=str(weights))
-        self.detector = Detector(min_probability=self.settings.min_face_probability,
-                                 max_side=self.settings.detect_max_side)
-        self.embedder = Embedder(weights)
+        self.engine, self.weights, self.models_dir = engine, weights, models_dir
+        self.settings = Settings(weights_path=str(weights), engine=engine, models_dir=str(models_dir or ""))
+        self._models: dict[int, tuple[Detector, Embedder]] = {}
+        self.models(1)  # a missing or broken model file fails here, before any stack starts
+
+    def models(self, threads: int) -> tuple[Detector, Embedder]:
+        """torch sets its threads per process (one pair of models serves all); ONNX Runtime per session."""
+        from cloud.detection.detector import Detector
+        from cloud.recognition.embedder import Embedder
+
+        key = 0 if self.engine == "torch" else threads
+        if key not in self._models:
+            s = self.settings
+            self._models[key] = (
+                Detector(min_probability=s.min_face_probability, max_side=s.detect_max_side, threads=threads,
+                         engine=self.engine, models_dir=self.models_dir),
+                Embedder(self.weights, threads=threads, engine=self.engine, models_dir=self.models_dir or ""))
+        if self.engine == "torch":
+            import torch
+
+            torch.set_num_threads(threads)
+        return self._models[key]
 
     def run(self, frames: list[bytes], threads: int) -> RawResult:
-        import torch
-
-        torch.set_num_threads(threads)
-        self._frame(frames[0])  # warm: first-call allocations are not the steady state
+        detector, embedder = self.models(threads)
+        self._frame(frames[0], detector, embedder)  # warm: first-call allocations are not the steady state
         detect, recognise, faces = [], [], 0
         started, cpu_started = time.perf_counter(), time.process_time()
         for frame in frames:
-            d_ms, r_ms, n = self._frame(frame)
+            d_ms, r_ms, n = self._frame(frame, detector, embedder)
             detect.append(d_ms)
             recognise.append(r_ms)
             faces += n
@@ -54,15 +74,15 @@ class RawModels:
         return RawResult(threads, len(frames), faces, wall, statistics.mean(detect), statistics.mean(recognise),
                          cpu * 1000 / len(frames))
 
-    def _frame(self, frame: bytes) -> tuple[float, float, int]:
+    def _frame(self, frame: bytes, detector: Detector, embedder: Embedder) -> tuple[float, float, int]:
         from cloud.images import open_checked
 
         s = self.settings
         t0 = time.perf_counter()
         image = open_checked(frame, s.max_body_bytes, s.max_pixels)
-        faces = self.detector.detect_capped(image, s.max_faces).faces
+        faces = detector.detect_capped(image, s.max_faces).faces
         t1 = time.perf_counter()
         if faces:
-            self.embedder.embed([face.crop for face in faces], chunk_size=s.embed_chunk)
+            embedder.embed([face.crop for face in faces], chunk_size=s.embed_chunk)
         t2 = time.perf_counter()
         return (t1 - t0) * 1000, (t2 - t1) * 1000, len(faces)

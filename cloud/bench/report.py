@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from cloud.bench.aws_model import assumptions
+from cloud.bench.aws_model import DEFAULT_MEMORY_MB, assumptions, cost_at
 
 
 def table(figures: dict[str, Any]) -> str:
     cfg = figures["config"]
-    lines = [f"facepipe bench: {cfg['frames']} frames ({cfg['source']}), {cfg['faces_per_frame']:.1f} faces/frame, "
-             f"{cfg['cores']} cores, {cfg['threads']} torch thread(s) per worker and per core in raw", _pinning(cfg),
+    lines = [f"facepipe bench, engine {cfg['engine']}: {cfg['frames']} frames ({cfg['source']}), "
+             f"{cfg['faces_per_frame']:.1f} faces/frame, "
+             f"{cfg['cores']} cores, {cfg['threads']} thread(s) per worker and per core in raw", _pinning(cfg),
              ""]
     lines.append("| run | frames/s | vs raw | latency mean / p95 s | detect / queue wait / recognise ms | "
                  "the rest (HTTP, decode, queues) ms |")
@@ -60,6 +61,9 @@ def table(figures: dict[str, Any]) -> str:
                  f"average {w['average_s']} s (total duration / completed); latency mean {w['latency_mean_s']} s, "
                  f"p95 {w['latency_p95_s']} s, max {w['latency_max_s']} s")
     cold = figures["cold_start"]
+    if figures.get("max_memory_mb"):
+        lines.append("workers' peak resident memory (REPORT Max Memory Used, the whole run): " + "; ".join(
+            f"{name} {mb} MB" for name, mb in figures["max_memory_mb"].items()))
     if cold:
         lines.append("cold start (new worker): " + "; ".join(
             f"{name} Init Duration {c['init_s']:.1f} s, first invocation {c['first_invocation_s']:.1f} s"
@@ -74,6 +78,70 @@ def table(figures: dict[str, Any]) -> str:
                      f"{r['latency_ms']:.0f} | {r['cost_per_million_usd']:.2f} |")
     lines += ["", "Model assumptions:", assumptions(len(figures["raw"]["fps_by_cores"]))]
     return "\n".join(lines)
+
+
+def side_by_side(by_engine: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per engine, the figures issue 24 compares: cold starts, first answer, workers' peak memory, per-frame model
+    times and frames/s on the same frames and cores, and the AWS cost at that engine's default memory sizes."""
+    rows: dict[str, dict[str, Any]] = {}
+    for engine, f in by_engine.items():
+        cold = f["cold_start"]
+        first_level = next(iter(f["pipeline_fps"]))
+        memory = DEFAULT_MEMORY_MB[engine]
+        rows[engine] = {
+            "init_s": {name: c["init_s"] for name, c in cold.items()},
+            "first_frame_latency_s": next((c["first_frame_latency_s"] for c in cold.values()), None),
+            "max_memory_mb": f.get("max_memory_mb", {}),
+            "raw_detect_ms": round(f["raw"]["detect_ms"], 1), "raw_recognise_ms": round(f["raw"]["recognise_ms"], 1),
+            "raw_fps": f["raw_fps"], "pipeline_fps": f["pipeline_fps"][first_level], "pipeline_level": first_level,
+            "burst_mean_s": f["burst"]["latency_mean_s"],
+            "memory_mb": memory,
+            "cost_per_million_usd": {name: cost_at(f["aws_model"][name], mb) for name, mb in memory.items()},
+        }
+    return rows
+
+
+def side_by_side_table(rows: dict[str, dict[str, Any]]) -> str:
+    engines = list(rows)
+    lines = ["Engines side by side (the same frames, cores and run):", "",
+             "| | " + " | ".join(engines) + (" | torch / onnx |" if set(engines) == {"onnx", "torch"} else " |"),
+             "| --- |" + " --- |" * (len(engines) + (1 if set(engines) == {"onnx", "torch"} else 0))]
+
+    def row(label: str, values: list[Any]) -> None:
+        ratio = ""
+        if set(engines) == {"onnx", "torch"}:
+            by = dict(zip(engines, values, strict=True))
+            if isinstance(by["onnx"], int | float) and isinstance(by["torch"], int | float) and by["onnx"]:
+                ratio = f" {by['torch'] / by['onnx']:.2f}x |"
+            else:
+                ratio = " |"
+        lines.append(f"| {label} | " + " | ".join("-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
+                                                for v in values) + " |" + ratio)
+
+    for name in ("detection", "recognition"):
+        row(f"{name} Init Duration s", [rows[e]["init_s"].get(_function_key(rows[e]["init_s"], name)) for e in engines])
+    row("first frame from a cold stack, s", [rows[e]["first_frame_latency_s"] for e in engines])
+    for name in ("detection", "recognition"):
+        row(f"{name} workers' peak MB", [rows[e]["max_memory_mb"].get(_function_key(rows[e]["max_memory_mb"], name))
+                                         for e in engines])
+    row("raw detect ms a frame", [rows[e]["raw_detect_ms"] for e in engines])
+    row("raw recognise ms a frame", [rows[e]["raw_recognise_ms"] for e in engines])
+    row("raw frames/s", [rows[e]["raw_fps"] for e in engines])
+    row(f"pipeline frames/s (concurrency {rows[engines[0]]['pipeline_level']})",
+        [rows[e]["pipeline_fps"] for e in engines])
+    row("burst latency mean s", [rows[e]["burst_mean_s"] for e in engines])
+    for name in ("detection", "recognition"):
+        row(f"AWS {name} $/1M frames at its default memory",
+            [f"{rows[e]['cost_per_million_usd'][name]:.2f} ({rows[e]['memory_mb'][name]} MB)" for e in engines])
+    lines.append("")
+    lines.append("Default memory sizes: onnx the template's (DetectionMemorySize, RecognitionMemorySize), torch the "
+                 "template's before the ONNX engine.")
+    return "\n".join(lines)
+
+
+def _function_key(by_function: dict[str, Any], name: str) -> str:
+    """The logical id in `by_function` (DetectionFunction, ...) for "detection" or "recognition"."""
+    return next((key for key in by_function if key.lower().startswith(name)), name)
 
 
 def _cpu(per_function: dict[str, float]) -> str:
@@ -108,7 +176,7 @@ def _pinning(cfg: dict[str, Any]) -> str:
     if cfg.get("pinned"):
         order = ("recognition's workers ahead of detection's on them, one model at a time"
                  if cfg.get("recognition_first") else "the kernel's own order on them (autogroups do not decide here)")
-        return (f"Equal cores: raw pinned to {cfg['raw_cores']} core(s) at {cfg['raw_threads']} torch thread(s); the "
+        return (f"Equal cores: raw pinned to {cfg['raw_cores']} core(s) at {cfg['raw_threads']} thread(s); the "
                 f"workers of concurrency k pinned to k cores, {order}; the stack's moto, URL and trigger, and the "
                 "client, on the other cores when there are any (AWS's services and the edge).")
     return "Not pinned (an external stack, or no sched_setaffinity here): raw and pipeline may use different cores."

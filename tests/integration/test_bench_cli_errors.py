@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.photos import PACKAGED, REPO, weights_path
+from tests.photos import PACKAGED, REPO, models_dir
 from tests.processes import alive, worker_pids
 
 
@@ -41,20 +41,27 @@ def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
 ])
 def test_unusable_frames_or_options_are_one_line_and_exit_2(tmp_path: Path, args: list[str], says: str) -> None:
     (tmp_path / "notes.txt").write_text("not an image")
-    result = bench(tmp_path, *args, "--weights", str(weights_path()))
+    result = bench(tmp_path, *args, "--models-dir", str(models_dir()))
     assert result.returncode == 2 and says in result.stderr and "Traceback" not in result.stderr, result.stderr
 
 
-def test_missing_weights_are_one_line_with_how_to_build_them_and_exit_2(tmp_path: Path) -> None:
-    result = bench(tmp_path, "--weights", "missing.pt", "--photos", str(PACKAGED), "--limit", "1")
+@pytest.mark.parametrize(("args", "says"), [
+    (["--engine", "torch", "--weights", "missing.pt"], "weights file missing.pt not found: build it with "
+                                                       "`facepipe models prepare"),
+    (["--models-dir", "no-models"], "`facepipe models export --models-dir DIR` (or `make models`) writes them"),
+    (["--engine", "onnx,onnx"], "each once"),
+])
+def test_missing_models_are_one_line_with_how_to_build_them_and_exit_2(tmp_path: Path, args: list[str],
+                                                                        says: str) -> None:
+    result = bench(tmp_path, *args, "--photos", str(PACKAGED), "--limit", "1")
     assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
-    assert "weights file missing.pt not found: build it with `facepipe models prepare" in result.stderr
+    assert says in result.stderr
     assert "function URL listening" not in result.stderr  # checked before any stack started
 
 
 def test_ctrl_c_mid_run_stops_every_worker_and_exits_130_without_a_traceback(tmp_path: Path) -> None:
     bench = subprocess.Popen(
-        [sys.executable, "-m", "cloud.cli", "bench", "--limit", "3", "--repeat", "5", "--weights", str(weights_path()),
+        [sys.executable, "-m", "cloud.cli", "bench", "--limit", "3", "--repeat", "5", "--models-dir", str(models_dir()),
          "--photos", str(PACKAGED)], cwd=tmp_path, env=own_stack_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
         # As a terminal starts it: a runner that started this session in the background (no job control) passes

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from cloud.bench.cores import autogroups_decide
-from tests.photos import PACKAGED, REPO, weights_path
+from tests.photos import PACKAGED, REPO, models_dir, weights_path
 
 KEYS = {"raw_fps", "pipeline_fps", "ratio_pipeline_raw", "burst", "workload", "cold_start_s", "aws_model"}
 BURST_KEYS = {"sent", "answered", "duplicates", "rejected", "latency_mean_s", "latency_p95_s", "wall_s"}
@@ -28,7 +28,7 @@ def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
         [sys.executable, "-m", "cloud.cli", "bench", "--limit", "3", "--burst", "4", "--workload", "3",
          "--pace", "0.2", "--concurrency", "1,2", "--repeat", "2",
          # a loaded machine may 429 a burst of 4 for a while: counted and retried, not given up
-         "--attempts", "10", "--weights", str(weights_path()), "--photos", str(PACKAGED),
+         "--attempts", "10", "--models-dir", str(models_dir()), "--photos", str(PACKAGED),
          "--json", str(out), "--chart", str(png)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -90,3 +90,30 @@ def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
         assert sizes[0] == 1024 and sizes[-1] == 10240
         assert all(row["latency_ms"] > 0 and row["cost_per_million_usd"] > 0 for row in figures["aws_model"][function])
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.stat().st_size > 5000
+
+
+def test_bench_puts_both_engines_side_by_side_in_one_run(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "AWS_"))} | {"PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "cloud.cli", "bench", "--engine", "onnx,torch", "--limit", "2", "--burst", "2",
+         "--workload", "2", "--pace", "0.2", "--concurrency", "1", "--repeat", "1", "--attempts", "10",
+         "--models-dir", str(models_dir()), "--weights", str(weights_path()), "--photos", str(PACKAGED),
+         "--json", str(out)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "facepipe bench, engine onnx" in result.stdout and "facepipe bench, engine torch" in result.stdout
+    assert "Engines side by side" in result.stdout and "| torch / onnx |" in result.stdout
+
+    figures = json.loads(out.read_text())
+    engines, rows = figures["engines"], figures["side_by_side"]
+    assert set(engines) == set(rows) == {"onnx", "torch"}
+    for engine, row in rows.items():
+        assert engines[engine]["config"]["engine"] == engine and engines[engine]["raw_fps"] > 0
+        # each engine's own cold stack: both functions' Init Duration, the first frame's answer, workers' peaks
+        assert set(row["init_s"]) == set(row["max_memory_mb"]) == {"DetectionFunction", "RecognitionFunction"}
+        assert all(v > 0 for v in (*row["init_s"].values(), *row["max_memory_mb"].values()))
+        assert row["first_frame_latency_s"] > 0 and row["pipeline_fps"] > 0
+        assert set(row["cost_per_million_usd"]) == {"detection", "recognition"}
+    # The torch workers hold torch: more resident memory than the onnx ones, whatever the machine's speed.
+    assert rows["torch"]["max_memory_mb"]["RecognitionFunction"] > rows["onnx"]["max_memory_mb"]["RecognitionFunction"]

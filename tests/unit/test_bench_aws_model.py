@@ -8,6 +8,8 @@ import pytest
 
 from cloud.bench.aws_model import (
     ASSUMPTIONS,
+    DEFAULT_MEMORY_MB,
+    MEMORY_SIZES_MB,
     PRICE_PER_GB_S,
     PRICE_PER_MILLION_REQUESTS,
     assumptions,
@@ -53,8 +55,10 @@ def test_cold_starts_are_read_from_report_lines() -> None:
     log.info("%s %s", "DetectionFunction", line)  # warm: no Init Duration
     log.info("%s %s", "DetectionFunction", line + "\tInit Duration: 5400.00 ms")
     log.info("%s %s", "DetectionFunction", line + "\tInit Duration: 9000.00 ms")  # a later cold start
+    log.info("%s %s", "DetectionFunction", line.replace("1044 MB", "1100 MB"))  # a later, larger peak
     assert handler.cold == {"DetectionFunction": {"init_s": 5.4, "duration_s": 0.412, "first_invocation_s": 5.81,
-                                                  "request_id": "1f0c"}}
+                                                  "request_id": "1f0c", "max_memory_mb": 1044}}
+    assert handler.max_memory_mb == {"DetectionFunction": 1100}  # the largest of every armed REPORT
 
 
 def test_with_one_measured_core_the_assumptions_say_that_scaling_above_one_vcpu_is_assumed_perfect() -> None:
@@ -62,3 +66,12 @@ def test_with_one_measured_core_the_assumptions_say_that_scaling_above_one_vcpu_
     assert predict({1: 100.0}, 10240).latency_ms == pytest.approx(100 / 6, abs=0.1)
     assert "Only one core was measured" in assumptions(1) and assumptions(1).startswith(ASSUMPTIONS)
     assert assumptions(2) == ASSUMPTIONS  # fitted: nothing more to say
+
+
+def test_the_onnx_defaults_are_the_templates_and_every_default_is_modelled() -> None:
+    from cloud.local.template import load_template
+
+    parameters = load_template()["Parameters"]
+    assert DEFAULT_MEMORY_MB["onnx"] == {"detection": parameters["DetectionMemorySize"]["Default"],
+                                         "recognition": parameters["RecognitionMemorySize"]["Default"]}
+    assert all(mb in MEMORY_SIZES_MB for sizes in DEFAULT_MEMORY_MB.values() for mb in sizes.values())
