@@ -76,11 +76,12 @@ demo: $(INSTALLED) $(WEIGHTS) $(MODELS) $(PHOTOS) system-tools
 # then on a clip filmed from ../shared's group photos (4 faces a frame) when they are there.
 ONE_FACE = $(addprefix $(CACHE)/photos/,face_recognition/obama2.jpg face_recognition/obama3.jpg face_recognition/biden.jpg matplotlib/grace_hopper.jpg)
 SHARED_GROUPS ?= ../shared/testdata/faces/group
-bench: $(INSTALLED) $(WEIGHTS) $(PHOTOS)
+bench: $(INSTALLED) $(WEIGHTS) $(MODELS) $(PHOTOS)
 	mkdir -p $(CACHE)/bench
-	$(BIN)/facepipe bench --weights $(WEIGHTS) --photos $(CACHE)/photos --json $(CACHE)/bench/demo.json --chart $(CACHE)/bench/demo.png
-	$(BIN)/facepipe bench --weights $(WEIGHTS) --film $(ONE_FACE) --json $(CACHE)/bench/one-face.json --chart $(CACHE)/bench/one-face.png
-	if [ -d $(SHARED_GROUPS) ]; then $(BIN)/facepipe bench --weights $(WEIGHTS) --film $(SHARED_GROUPS)/*.jpg --limit 50 \
+	$(BIN)/python -m benchmarks.engines --models-dir $(MODELS_DIR) --weights $(WEIGHTS) --json $(CACHE)/bench/engines.json
+	$(BIN)/facepipe bench --engine onnx,torch --models-dir $(MODELS_DIR) --weights $(WEIGHTS) --photos $(CACHE)/photos --json $(CACHE)/bench/demo.json --chart $(CACHE)/bench/demo.png
+	$(BIN)/facepipe bench --engine onnx,torch --models-dir $(MODELS_DIR) --weights $(WEIGHTS) --film $(ONE_FACE) --json $(CACHE)/bench/one-face.json --chart $(CACHE)/bench/one-face.png
+	if [ -d $(SHARED_GROUPS) ]; then $(BIN)/facepipe bench --models-dir $(MODELS_DIR) --film $(SHARED_GROUPS)/*.jpg --limit 50 \
 	  --json $(CACHE)/bench/groups.json --chart $(CACHE)/bench/groups.png; fi
 	$(BIN)/python -m benchmarks.handlers --weights $(WEIGHTS) --photos $(CACHE)/photos
 	$(BIN)/python -m benchmarks.edge --weights $(WEIGHTS) --photos $(CACHE)/photos

@@ -104,15 +104,16 @@ def side_by_side(by_engine: dict[str, dict[str, Any]]) -> dict[str, dict[str, An
 def side_by_side_table(rows: dict[str, dict[str, Any]]) -> str:
     engines = list(rows)
     lines = ["Engines side by side (the same frames, cores and run):", "",
-             "| | " + " | ".join(engines) + (" | torch / onnx |" if set(engines) == {"onnx", "torch"} else " |"),
+             "| | " + " | ".join(engines) + (" | onnx's gain |" if set(engines) == {"onnx", "torch"} else " |"),
              "| --- |" + " --- |" * (len(engines) + (1 if set(engines) == {"onnx", "torch"} else 0))]
 
-    def row(label: str, values: list[Any]) -> None:
+    def row(label: str, values: list[Any], rate: bool = False) -> None:
+        """`values` by engine; the gain is torch / onnx for a time or a size, onnx / torch for a `rate`."""
         ratio = ""
         if set(engines) == {"onnx", "torch"}:
             by = dict(zip(engines, values, strict=True))
             if isinstance(by["onnx"], int | float) and isinstance(by["torch"], int | float) and by["onnx"]:
-                ratio = f" {by['torch'] / by['onnx']:.2f}x |"
+                ratio = f" {(by['onnx'] / by['torch']) if rate else (by['torch'] / by['onnx']):.2f}x |"
             else:
                 ratio = " |"
         lines.append(f"| {label} | " + " | ".join("-" if v is None else f"{v:g}" if isinstance(v, float) else str(v)
@@ -126,9 +127,9 @@ def side_by_side_table(rows: dict[str, dict[str, Any]]) -> str:
                                          for e in engines])
     row("raw detect ms a frame", [rows[e]["raw_detect_ms"] for e in engines])
     row("raw recognise ms a frame", [rows[e]["raw_recognise_ms"] for e in engines])
-    row("raw frames/s", [rows[e]["raw_fps"] for e in engines])
+    row("raw frames/s", [rows[e]["raw_fps"] for e in engines], rate=True)
     row(f"pipeline frames/s (concurrency {rows[engines[0]]['pipeline_level']})",
-        [rows[e]["pipeline_fps"] for e in engines])
+        [rows[e]["pipeline_fps"] for e in engines], rate=True)
     row("burst latency mean s", [rows[e]["burst_mean_s"] for e in engines])
     for name in ("detection", "recognition"):
         row(f"AWS {name} $/1M frames at its default memory",

@@ -103,7 +103,7 @@ def test_bench_puts_both_engines_side_by_side_in_one_run(tmp_path: Path) -> None
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "facepipe bench, engine onnx" in result.stdout and "facepipe bench, engine torch" in result.stdout
-    assert "Engines side by side" in result.stdout and "| torch / onnx |" in result.stdout
+    assert "Engines side by side" in result.stdout and "| onnx's gain |" in result.stdout
 
     figures = json.loads(out.read_text())
     engines, rows = figures["engines"], figures["side_by_side"]
