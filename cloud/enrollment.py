@@ -191,7 +191,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud.recognition.embedder import WeightsMissing
+    from cloud.recognition.network import WeightsMissing
     from cloud.settings import get_settings
 
     settings = get_settings()

@@ -143,7 +143,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"facepipe bench: cannot write {unwritable} (the run takes minutes: checked first)", file=sys.stderr)
         return 2
     from cloud.local.demo import FILMED
-    from cloud.recognition.embedder import WeightsInvalid, WeightsMissing
+    from cloud.recognition.network import WeightsInvalid, WeightsMissing
     from cloud.submit import SubmitError
 
     try:

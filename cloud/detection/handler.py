@@ -17,70 +17,29 @@ import math
 import os
 import time
 import uuid
-from dataclasses import dataclass, replace
-from functools import lru_cache
-from pathlib import Path
+from dataclasses import replace
 from typing import Any
 
-from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
-from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import BaseModel
 
-from cloud import aws
 from cloud.contracts import (
     HEADER_DEVICE_ID,
     HEADER_FRAME_TIMESTAMP,
     HEADER_REPLY_TO,
     HEADER_REQUEST_ID,
     JSON_DEVICE_ID,
-    DetectAccepted,
     ErrorBody,
     is_valid_device_id,
     is_valid_request_id,
     reply_to_refusal,
 )
-from cloud.detection.detector import Detector
-from cloud.detection.enqueue import Frame, MessageTooLarge, send_frame
+from cloud.detection import ingest
 from cloud.detection.json_upload import BadJson, is_json, parse_json_upload
+from cloud.detection.pipeline import Rejected, Upload, get_detector, logger, metrics, process
 from cloud.devices import device_of_arn
-from cloud.images import ImageRejected, open_checked
 from cloud.memory import keep_freed_memory
 from cloud.settings import Settings, get_settings
-
-logger = Logger(service="facepipe-detection")
-metrics = Metrics(namespace="facepipe", service="facepipe-detection")  # as the Logger
-
-
-class Rejected(Exception):
-    """A request we answer with `status` (4xx for bad input, 5xx for our own faults)."""
-
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-
-
-@dataclass(frozen=True)
-class Upload:
-    request_id: str
-    device_id: str
-    frame_timestamp: float | None
-    reply_to: str | None
-    body: bytes
-    filename: str | None = None
-
-
-@lru_cache(maxsize=1)
-def get_detector() -> Detector:
-    """The container's detector; tests call `get_detector.cache_clear()` after changing settings."""
-    settings = get_settings()
-    return Detector(
-        min_probability=settings.min_face_probability,
-        max_side=settings.detect_max_side,
-        threads=settings.threads,
-        engine=settings.engine,
-        models_dir=Path(settings.models_dir) if settings.models_dir else None,
-    )
 
 
 def request_id_of(headers: dict[str, str]) -> str | None:
@@ -189,52 +148,6 @@ def _body(event: dict[str, Any]) -> bytes:
         raise Rejected(400, "body is marked base64 but is not valid base64") from exc
 
 
-def process(upload: Upload) -> DetectAccepted:
-    """Check and decode the image, detect every face, queue the frame's message."""
-    settings = get_settings()
-    try:
-        image = open_checked(upload.body, settings.max_body_bytes, settings.max_pixels)
-    except ImageRejected as exc:
-        raise Rejected(exc.status, str(exc)) from exc
-    started, cpu_started = time.perf_counter(), time.process_time()
-    detection = get_detector().detect_capped(image, settings.max_faces)
-    faces = detection.faces
-    detect_ms = (time.perf_counter() - started) * 1000
-    detect_cpu_ms = (time.process_time() - cpu_started) * 1000
-    frame = Frame(
-        request_id=upload.request_id,
-        device_id=upload.device_id,
-        frame_timestamp=upload.frame_timestamp,
-        reply_to=upload.reply_to,
-        width=image.width,
-        height=image.height,
-        detect_ms=detect_ms,
-        detected_at=time.time(),
-        filename=upload.filename,
-        faces_dropped=detection.dropped,
-    )
-    try:
-        sent = send_frame(frame, faces, sqs=aws.client("sqs"), s3=aws.client("s3"), settings=settings)
-    except MessageTooLarge as exc:
-        raise Rejected(413, str(exc)) from exc
-    except (BotoCoreError, ClientError) as exc:
-        logger.exception("request queue or bucket unavailable")
-        raise Rejected(503, f"cannot queue the frame right now ({type(exc).__name__}); retry later") from exc
-    metrics.add_metric(name="DetectMs", unit=MetricUnit.Milliseconds, value=detect_ms)
-    metrics.add_metric(name="DetectCpuMs", unit=MetricUnit.Milliseconds, value=detect_cpu_ms)
-    metrics.add_metric(name="Faces", unit=MetricUnit.Count, value=len(faces))
-    metrics.add_metric(name="FacesDropped", unit=MetricUnit.Count, value=detection.dropped)
-    metrics.add_metric(name="CropsInS3", unit=MetricUnit.Count, value=int(sent.crops_in_s3))
-    logger.info(
-        "frame queued",
-        extra={"faces": len(faces), "faces_dropped": detection.dropped, "detect_ms": round(detect_ms, 1),
-               "message_bytes": sent.message_bytes, "crops_in_s3": sent.crops_in_s3, "width": image.width,
-               "height": image.height},
-    )
-    return DetectAccepted(request_id=upload.request_id, faces=len(faces), faces_dropped=detection.dropped,
-                          detect_ms=round(detect_ms, 3))
-
-
 def _response(status: int, body: BaseModel, request_id: str | None) -> dict[str, Any]:
     headers = {"content-type": "application/json"}
     if status == 405:
@@ -261,8 +174,6 @@ def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
     if context is not None:
         logger.append_keys(aws_request_id=getattr(context, "aws_request_id", None))
     if "Records" in event:  # the ingest queue's SQS event source mapping
-        from cloud.detection import ingest  # imports this module: import it on first use
-
         return ingest.handle_batch(event, context)
     headers = {str(k).lower(): str(v) for k, v in (event.get("headers") or {}).items()}
     json_upload = is_json(headers.get("content-type"))

@@ -41,7 +41,7 @@ from cloud.contracts import (
     reply_to_refusal,
     s3_request_id,
 )
-from cloud.detection.handler import Rejected, Upload, logger, metrics, process
+from cloud.detection.pipeline import Rejected, Upload, logger, metrics, process
 from cloud.detection.senders import check_sender, s3_principal
 from cloud.settings import Settings, get_settings
 

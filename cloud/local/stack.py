@@ -188,7 +188,7 @@ class LocalStack:
             return {"FACEPIPE_ENGINE": "torch", "FACEPIPE_WEIGHTS_PATH": str(weights)}
         from cloud.detection.mtcnn import NETWORK_FILES
         from cloud.onnx_session import EXPORT_HINT
-        from cloud.recognition.embedder import ONNX_FILE
+        from cloud.recognition.network import ONNX_FILE
 
         models = Path(self.config.models_dir).resolve()
         missing = [name for name in (*NETWORK_FILES, ONNX_FILE) if not (models / name).is_file()]

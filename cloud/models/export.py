@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from cloud.models.prepare import VERIFY_CROPS, PrepareError, face_crops, photo_files
+from cloud.models.face_photos import VERIFY_CROPS, PrepareError, face_crops, photo_files
 
 MTCNN_PARITY_PHOTO = Path("face_recognition/obama.jpg")  # under the photos folder (`make photos` fetches it)
 

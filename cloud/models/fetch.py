@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from cloud.models.prepare import is_up_to_date, sidecar_path, write_sidecar
+from cloud.models.sidecar import is_up_to_date, sidecar_path, write_sidecar
 from cloud.settings import Settings
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024  # InceptionResnetV1 with a VGGFace2 head is ~107 MB
@@ -82,7 +82,8 @@ def check_weights(path: Path) -> dict[str, object]:
     import torch
 
     from cloud.contracts import CROP_SIZE
-    from cloud.recognition.embedder import Embedder, WeightsInvalid
+    from cloud.recognition.embedder import Embedder
+    from cloud.recognition.network import WeightsInvalid
 
     try:
         embedder = Embedder(path)

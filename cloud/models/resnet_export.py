@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from cloud.models.onnx_export import export
-from cloud.models.prepare import file_sha256, is_up_to_date, sidecar_path
+from cloud.models.sidecar import file_sha256, is_up_to_date, sidecar_path
 from cloud.recognition.embedder import onnx_model_path, standardise
 from cloud.recognition.torch_network import load_model
 

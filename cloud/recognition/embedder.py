@@ -15,34 +15,16 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
 import cv2
 import numpy as np
 
 from cloud.contracts import CROP_SIZE
 from cloud.recognition.gallery import EMBEDDING_SIZE
+from cloud.recognition.network import ONNX_FILE, Network
 
 Engine = Literal["onnx", "torch"]
-ONNX_FILE = "inception_resnet_v1.onnx"
-
-
-class WeightsMissing(FileNotFoundError):
-    """The weights (or exported model) file named in config does not exist."""
-
-
-class WeightsInvalid(ValueError):
-    """The file exists but is not an InceptionResnetV1 state_dict (or its ONNX export)."""
-
-
-class Network(Protocol):
-    """InceptionResnetV1(classify=False) as one engine runs it."""
-
-    tag: str  # names the computation: the file it runs, by sha256
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        """float32 NCHW standardised crops -> float32 (n, 512) embeddings."""
-        ...
 
 
 def onnx_model_path(models_dir: str | Path) -> Path:

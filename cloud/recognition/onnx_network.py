@@ -13,8 +13,8 @@ import numpy as np
 
 from cloud.contracts import CROP_SIZE
 from cloud.onnx_session import EXPORT_HINT, session
-from cloud.recognition.embedder import ONNX_FILE, WeightsInvalid, WeightsMissing
 from cloud.recognition.gallery import EMBEDDING_SIZE
+from cloud.recognition.network import ONNX_FILE, WeightsInvalid, WeightsMissing
 
 
 class OnnxNetwork:

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-from cloud.recognition.embedder import WeightsInvalid, WeightsMissing
+from cloud.recognition.network import WeightsInvalid, WeightsMissing
 
 
 def load_model(path: Path) -> InceptionResnetV1:

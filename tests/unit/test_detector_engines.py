@@ -17,7 +17,7 @@ from PIL import Image
 from cloud.detection import handler as detection
 from cloud.detection.detector import Detector
 from cloud.models import export
-from cloud.models.prepare import file_sha256, sidecar_path
+from cloud.models.sidecar import file_sha256, sidecar_path
 from cloud.settings import get_settings
 from tests.photos import PACKAGED, REPO, packaged, weights_path
 

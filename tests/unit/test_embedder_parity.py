@@ -18,8 +18,8 @@ import torch
 
 from cloud.contracts import UNKNOWN_NAME
 from cloud.models.onnx_export import OPSET
-from cloud.models.prepare import is_up_to_date, sidecar_path
 from cloud.models.resnet_export import export_resnet
+from cloud.models.sidecar import is_up_to_date, sidecar_path
 from cloud.recognition.embedder import Embedder, onnx_model_path
 from cloud.recognition.gallery import Gallery, Match
 from tests.photos import REPO, SHARED, requires_shared, weights_path

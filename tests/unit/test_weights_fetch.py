@@ -17,6 +17,7 @@ import torch
 
 from cloud import cli
 from cloud.models import fetch, prepare
+from cloud.models.sidecar import sidecar_path
 from cloud.recognition.embedder import Embedder
 from tests.http_server import serving
 from tests.photos import packaged, weights_path
@@ -64,11 +65,11 @@ def test_fetches_the_real_weights_byte_for_byte(
     assert _fetch(weights_path().as_uri(), weights_sha256, out) == 0
     assert _sha256(out) == weights_sha256 and out.stat().st_mode & 0o777 == 0o644
     assert sorted(p.name for p in out.parent.iterdir()) == ["w.pt", "w.pt.json"]  # no temporary left behind
-    record = json.loads(prepare.sidecar_path(out).read_text())
+    record = json.loads(sidecar_path(out).read_text())
     assert record["sha256"] == weights_sha256 and record["source"] == {"url": weights_path().as_uri(),
                                                                        "sha256": weights_sha256}
     assert record["size_bytes"] == out.stat().st_size and record["ignored_keys"] == []
-    assert record["keys"] == json.loads(prepare.sidecar_path(weights_path()).read_text())["keys"]
+    assert record["keys"] == json.loads(sidecar_path(weights_path()).read_text())["keys"]
     assert record["model_tag"] == Embedder(out).model_tag == f"inception_resnet_v1:{weights_sha256[:16]}"
     assert "calibrate_threshold" in capsys.readouterr().out  # other weights need their own threshold
     # the sidecar is the one `prepare` reads: the second run finds the file up to date
@@ -97,7 +98,7 @@ def test_a_release_file_with_a_classifier_head_embeds_like_the_head_free_weights
     url, sha256 = release_file
     out = tmp_path / "w.pt"
     assert _fetch(f"{url}?token=not-for-the-sidecar", sha256, out, "--name", "release-style") == 0
-    record = json.loads(prepare.sidecar_path(out).read_text())
+    record = json.loads(sidecar_path(out).read_text())
     assert record["ignored_keys"] == ["logits.bias", "logits.weight"] and record["weights"] == "release-style"
     assert record["source"]["url"] == url  # the query (a token, say) is not baked into the image
     # the head changes nothing: the same face gives the same embedding as with the original file
