@@ -57,8 +57,12 @@ processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failu
 # --- per-container state -------------------------------------------------------------------------
 
 
-def get_embedder(weights_path: str, threads: int, engine: Engine = "torch", models_dir: str = "") -> Embedder:
-    return _embedder(weights_path, threads, engine, models_dir)  # one cache key however it is called
+def get_embedder(weights_path: str, threads: int, engine: Engine, models_dir: str = "") -> Embedder:
+    """The container's embedder, one per model file: keyed by the files `engine` reads (the weights for torch, the
+    models dir for onnx), so a setting the engine ignores never loads a second copy of the model."""
+    if engine == "torch":
+        return _embedder(weights_path, threads, engine, "")
+    return _embedder("", threads, engine, models_dir)
 
 
 @cache

@@ -503,3 +503,11 @@ def test_emf_metrics_count_faces_and_unknowns(
     # CPU time: decoding and embedding the crops and matching them, within the batch's, which also answered
     [recognise_cpu], [handler_cpu] = emf["RecogniseCpuMs"], emf["HandlerCpuMs"]
     assert 0 < recognise_cpu < handler_cpu
+
+
+def test_one_embedder_per_model_file_whatever_the_engine_ignores(stack: Stack, tmp_path: Path) -> None:
+    # A models dir set beside the torch engine (a shell with `facepipe local up`'s exports, a test session's stack)
+    # must not load a second model: the handler's container and a caller's get_embedder would not be the same one.
+    settings = recognition.get_settings()
+    torch_embedder = recognition.get_embedder(settings.weights_path, settings.threads, "torch")
+    assert recognition.get_embedder(settings.weights_path, settings.threads, "torch", str(tmp_path)) is torch_embedder
