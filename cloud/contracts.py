@@ -32,8 +32,8 @@ QUEUE_NAME_PATTERN = r"^[A-Za-z0-9_-]{1,80}$"
 MAX_FILENAME_CHARS = 255
 # Most faces one frame's message may carry (FACEPIPE_MAX_FACES, at most this, picks the deployed limit). Measured:
 # a face with its crop in S3 adds ~241 bytes to the message, so 256 KiB would hold ~1,000 of them; in the
-# recognizer a crop costs ~20 ms (2 threads, idle machine) to ~90 ms (1 thread, loaded) of InceptionResnetV1 and
-# a batch is up to 10 messages, so 10 x 64 crops take ~13-58 s: within the recognition timeout (60 s). Memory
+# recognizer a crop costs ~11-13 ms of InceptionResnetV1 on ONNX Runtime (1 thread; ~20-90 ms on torch) and a batch
+# is up to 10 messages, so 10 x 64 crops take ~7-8 s (~13-58 s on torch): within the recognition timeout (60 s). Memory
 # does not grow with it (the recognizer embeds in chunks of FACEPIPE_EMBED_CHUNK crops).
 MAX_FACES_PER_FRAME = 64
 
