@@ -67,7 +67,8 @@ class Settings(BaseSettings):
     # Most faces queued per frame (the most probable; the rest are counted as faces_dropped). 32: a frame's
     # message stays ~8 KB with crops in S3 (~241 bytes a face; inline crops, ~8.8 KB each, fit up to ~29), a
     # frame's uploads are 4 rounds of the detector's 8 upload threads, and a batch of 10 such frames is 320
-    # crops, ~4 s in the recognizer on ONNX Runtime (~11-13 ms a crop; 6-29 s on torch), well inside its 60 s timeout. Contract ceiling: 64.
+    # crops, ~4 s in the recognizer on ONNX Runtime (~11-13 ms a crop; 6-29 s on torch), well inside its 60 s
+    # timeout. Contract ceiling: 64.
     max_faces: int = Field(default=32, ge=1, le=MAX_FACES_PER_FRAME)
     # Most crops per InceptionResnetV1 forward pass. On ONNX Runtime, one thread: 10.8-10.9 ms a face at 8, 16 or 32
     # crops a pass, and ~4 MB of activations a crop (a session at 149 MB resident after loading: 214 MB after a pass
