@@ -1,4 +1,4 @@
-"""Handler benchmark: prints the figures the README quotes, measured side by side in one run.
+"""Handler benchmark: prints the figures docs/bench.md quotes, measured side by side in one run.
 
 - detection handler ms per 640x480 and 1280x720 frame (full handler: decode, MTCNN, enqueue to SQS)
 - recognition ms per face, alone and in a batch of 8 (one InceptionResnetV1 forward pass)

@@ -1,4 +1,4 @@
-"""The bench's table (plain text, also pasted into the README) and its chart (one PNG, matplotlib)."""
+"""The bench's table (plain text, also pasted into docs/bench.md) and its chart (one PNG, matplotlib)."""
 
 from __future__ import annotations
 
