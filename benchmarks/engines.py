@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -53,8 +54,7 @@ def _frames() -> dict[str, object]:
     return {"six_faces": many, "one_face": one}
 
 
-def _timed(call: object, repeat: int) -> dict[str, float]:
-    assert callable(call)
+def _timed(call: Callable[[], object], repeat: int) -> dict[str, float]:
     call()  # warm-up: first-call allocations are not the steady state
     times = []
     for _ in range(repeat):

@@ -158,16 +158,34 @@ def _publish(outputs: Outputs, events: list[Event]) -> None:
         outputs.event(event, _picture() if event.type != "update" else None)
 
 
-def test_events_state_and_discovery_reach_a_real_broker(broker: Broker) -> None:
-    device = f"porch-{time.monotonic_ns()}"
+@dataclass
+class Online:
+    """A new device's MQTT outputs, seen online by a subscriber to every topic, and its replayed events."""
+
+    device: str
+    base: str  # its topics' prefix
+    node: str  # its Home Assistant node id
+    metrics: EdgeMetrics
+    live: Subscriber
+    outputs: Outputs
+    events: list[Event]  # the two-person recording, as this device's (not yet published)
+
+
+def _online(broker: Broker, prefix: str) -> Online:
+    device = f"{prefix}-{time.monotonic_ns()}"
     base = f"facepipe/{device}"
-    node = f"facepipe_{device}"
     metrics = EdgeMetrics()
     live = Subscriber(broker.port)
     outputs = _outputs(broker.port, metrics, device)
+    wait_until(lambda: [m.payload for m in live.on(f"{base}/availability")] == [b"online"], 10, "online")
+    return Online(device, base, f"facepipe_{device}", metrics, live, outputs, replay(recorded("two"), device=device))
+
+
+def test_events_state_and_discovery_reach_a_real_broker(broker: Broker) -> None:
+    online = _online(broker, "porch")
+    device, base, node, metrics, live, outputs, events = (
+        online.device, online.base, online.node, online.metrics, online.live, online.outputs, online.events)
     try:
-        wait_until(lambda: [m.payload for m in live.on(f"{base}/availability")] == [b"online"], 10, "online")
-        events = replay(recorded("two"), device=device)
         _publish(outputs, events)
         wait_until(lambda: len(live.on(f"{base}/events")) == len(events), 10, "every event")
         # events: JSON, in order, not retained
@@ -268,15 +286,10 @@ def test_no_broker_at_start_never_stops_the_caller(tmp_path: Path) -> None:
 
 def test_names_that_slug_alike_get_distinct_topics_and_entities(broker: Broker) -> None:
     """`李` and `王` both slug to `_`: each gets its own presence topic and entity; ASCII ids stay readable."""
-    device = f"hall-{time.monotonic_ns()}"
-    base = f"facepipe/{device}"
-    node = f"facepipe_{device}"
-    metrics = EdgeMetrics()
-    live = Subscriber(broker.port)
-    outputs = _outputs(broker.port, metrics, device)
+    online = _online(broker, "hall")
+    base, node, metrics, live, outputs, events = (
+        online.base, online.node, online.metrics, online.live, online.outputs, online.events)
     try:
-        wait_until(lambda: [m.payload for m in live.on(f"{base}/availability")] == [b"online"], 10, "online")
-        events = replay(recorded("two"), device=device)
         renamed = {"barack_obama": "李", "joe_biden": "王"}
         _publish(outputs, [dataclasses.replace(e, name=renamed.get(e.name, e.name)) for e in events])
         _publish(outputs, [dataclasses.replace(e, event_id=f"{e.event_id}-ascii", name="joe_biden")
