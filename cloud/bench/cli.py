@@ -142,6 +142,7 @@ def run(args: argparse.Namespace) -> int:
     if unwritable:
         print(f"facepipe bench: cannot write {unwritable} (the run takes minutes: checked first)", file=sys.stderr)
         return 2
+    from cloud.bench.raw import RawModels
     from cloud.local.demo import FILMED
     from cloud.recognition.network import WeightsInvalid, WeightsMissing
     from cloud.submit import SubmitError
@@ -155,14 +156,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"facepipe bench: {exc}{hint}", file=sys.stderr)
         return 2
     args.function_log.unlink(missing_ok=True)  # this run's only
+    try:  # every engine's models, before any stack starts: a missing file fails now, not after a first engine's run
+        models = {engine: RawModels(args.weights, engine, args.models_dir) for engine in args.engine}
+    except (WeightsMissing, WeightsInvalid, FileNotFoundError, ValueError) as exc:
+        print(f"facepipe bench: {exc}", file=sys.stderr)
+        return 2
     by_engine: dict[str, dict[str, Any]] = {}
-    for engine in args.engine:
-        try:
-            by_engine[engine] = bench(frames, args, engine)
-        except (WeightsMissing, WeightsInvalid, FileNotFoundError, ValueError) as exc:
-            # raw loads the models first, before any stack starts
-            print(f"facepipe bench: {exc}", file=sys.stderr)
-            return 2
+    for engine, raw_models in models.items():
+        by_engine[engine] = bench(frames, args, raw_models)
         print(table(by_engine[engine]) + "\n")
     figures: dict[str, Any] = by_engine[args.engine[0]]
     if len(by_engine) > 1:
@@ -185,12 +186,12 @@ def _unwritable_outputs(args: argparse.Namespace) -> str:
     return ""
 
 
-def bench(frames: list[bytes], args: argparse.Namespace, engine: str = "onnx") -> dict[str, Any]:
+def bench(frames: list[bytes], args: argparse.Namespace, models: RawModels) -> dict[str, Any]:
+    """Every figure of one engine's run: raw on `models`, then the stacks on the same engine."""
     from cloud.bench.aws_model import model
-    from cloud.bench.raw import RawModels
 
     cores = len(available())
-    models = RawModels(args.weights, engine, args.models_dir)  # type: ignore[arg-type]
+    engine = models.engine
     # k threads on k cores, as `taskset -c 0..k-1` would: for the AWS model's thread scaling.
     raw = {k: _raw_on(models, frames, k, k) for k in range(1, cores + 1)}
     # The reference: the cores and threads of the first concurrency level's workers ("at equal cores").
