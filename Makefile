@@ -35,8 +35,8 @@ $(WEIGHTS): | $(INSTALLED) $(PHOTOS)
 weights: $(WEIGHTS)
 
 # Re-exported when the weights or the export code change; files already up to date are kept (their sidecars say so).
-$(MODELS): $(WEIGHTS) cloud/models/export.py cloud/models/onnx_export.py cloud/models/mtcnn_export.py \
-           cloud/models/resnet_export.py | $(INSTALLED) $(PHOTOS)
+$(MODELS): $(WEIGHTS) cloud/operator/models/export.py cloud/operator/models/onnx_export.py cloud/operator/models/mtcnn_export.py \
+           cloud/operator/models/resnet_export.py | $(INSTALLED) $(PHOTOS)
 	$(BIN)/facepipe models export --weights $(WEIGHTS) --models-dir $(MODELS_DIR) --photos $(CACHE)/photos
 	touch $@
 
@@ -70,7 +70,7 @@ test: $(INSTALLED) $(WEIGHTS) $(MODELS) $(PHOTOS) system-tools lint typecheck
 	FACEPIPE_TEST_WEIGHTS=$(WEIGHTS) FACEPIPE_TEST_MODELS=$(MODELS_DIR) FACEPIPE_TEST_PHOTOS=$(CACHE)/photos $(BIN)/pytest $(PYTEST_ARGS)
 
 demo: $(INSTALLED) $(WEIGHTS) $(MODELS) $(PHOTOS) system-tools
-	$(BIN)/python -m cloud.local.demo --models-dir $(MODELS_DIR) --photos $(CACHE)/photos $(if $(VIDEO),--video $(VIDEO)) $(if $(ENROLL),--enroll-dir $(ENROLL))
+	$(BIN)/python -m cloud.emulator.demo --models-dir $(MODELS_DIR) --photos $(CACHE)/photos $(if $(VIDEO),--video $(VIDEO)) $(if $(ENROLL),--enroll-dir $(ENROLL))
 
 # `facepipe bench` first: on the demo clip (2.5 faces a frame), on a clip filmed from the packaged one-face photos,
 # then on a clip filmed from ../shared's group photos (4 faces a frame) when they are there.
@@ -78,15 +78,15 @@ ONE_FACE = $(addprefix $(CACHE)/photos/,face_recognition/obama2.jpg face_recogni
 SHARED_GROUPS ?= ../shared/testdata/faces/group
 bench: $(INSTALLED) $(WEIGHTS) $(MODELS) $(PHOTOS)
 	mkdir -p $(CACHE)/bench
-	$(BIN)/python -m benchmarks.engines --models-dir $(MODELS_DIR) --weights $(WEIGHTS) --json $(CACHE)/bench/engines.json
+	$(BIN)/python -m cloud.bench.engines --models-dir $(MODELS_DIR) --weights $(WEIGHTS) --json $(CACHE)/bench/engines.json
 	$(BIN)/facepipe bench --engine onnx,torch --models-dir $(MODELS_DIR) --weights $(WEIGHTS) --photos $(CACHE)/photos --json $(CACHE)/bench/demo.json --chart $(CACHE)/bench/demo.png
 	$(BIN)/facepipe bench --engine onnx,torch --models-dir $(MODELS_DIR) --weights $(WEIGHTS) --film $(ONE_FACE) --json $(CACHE)/bench/one-face.json --chart $(CACHE)/bench/one-face.png
 	if [ -d $(SHARED_GROUPS) ]; then $(BIN)/facepipe bench --models-dir $(MODELS_DIR) --film $(SHARED_GROUPS)/*.jpg --limit 50 \
 	  --json $(CACHE)/bench/groups.json --chart $(CACHE)/bench/groups.png; fi
-	$(BIN)/python -m benchmarks.handlers --weights $(WEIGHTS) --photos $(CACHE)/photos
-	$(BIN)/python -m benchmarks.edge --weights $(WEIGHTS) --photos $(CACHE)/photos
-	$(BIN)/python -m benchmarks.runtime --weights $(WEIGHTS) --photo $(CACHE)/photos/face_recognition/obama2.jpg
-	$(BIN)/python -m benchmarks.queue_depth
+	$(BIN)/python -m cloud.bench.handlers --weights $(WEIGHTS) --photos $(CACHE)/photos
+	$(BIN)/python -m cloud.bench.edge --weights $(WEIGHTS) --photos $(CACHE)/photos
+	$(BIN)/python -m cloud.bench.runtime --weights $(WEIGHTS) --photo $(CACHE)/photos/face_recognition/obama2.jpg
+	$(BIN)/python -m cloud.bench.queue_depth
 
 clean:
 	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from cloud.contracts import UNKNOWN_NAME, RecognisedFace
+from cloud.functions.contracts import UNKNOWN_NAME, RecognisedFace
 
 JPEG_QUALITY = 85
 

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Any
 
-from cloud.contracts import RecognisedFace, ResponseMessage
+from cloud.functions.contracts import RecognisedFace, ResponseMessage
 from edge_client.annotate import annotated_jpeg
 from edge_client.correlator import CorrelatorEvents, Pending
 from edge_client.metrics import EdgeMetrics

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from cloud.contracts import DEVICE_ID_PATTERN, QUEUE_NAME_PATTERN
+from cloud.functions.contracts import DEVICE_ID_PATTERN, QUEUE_NAME_PATTERN
 from edge_client.access import TOKEN_PATTERN, TOKEN_RULE, is_loopback, split_host
 from edge_client.redact import redact_url
 from edge_client.server import parse_listen

@@ -22,7 +22,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import ValidationError
 
-from cloud.contracts import ResponseMessage
+from cloud.functions.contracts import ResponseMessage
 from edge_client.config import ResponsesConfig
 
 log = logging.getLogger(__name__)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from cloud.contracts import MAX_REQUEST_BODY_BYTES
+from cloud.functions.contracts import MAX_REQUEST_BODY_BYTES
 
 
 class EncodeError(ValueError):

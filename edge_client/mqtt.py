@@ -30,7 +30,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from cloud.contracts import UNKNOWN_NAME
+from cloud.functions.contracts import UNKNOWN_NAME
 from edge_client.config import MqttOutput as MqttConfig
 from edge_client.tracker import Event
 

@@ -27,7 +27,7 @@ from typing import Any, TextIO
 
 import requests
 
-from cloud.contracts import ResponseMessage
+from cloud.functions.contracts import ResponseMessage
 from edge_client.annotate import annotated_jpeg
 from edge_client.config import OutputsConfig
 from edge_client.metrics import EdgeMetrics

@@ -11,7 +11,7 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
-from cloud.contracts import RecognisedFace
+from cloud.functions.contracts import RecognisedFace
 from edge_client.annotate import annotated_jpeg
 from edge_client.config import EdgeConfig
 from edge_client.redact import redact_url

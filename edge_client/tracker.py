@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from cloud.contracts import UNKNOWN_NAME, RecognisedFace
+from cloud.functions.contracts import UNKNOWN_NAME, RecognisedFace
 from edge_client.config import EventsConfig
 
 EventType = Literal["start", "update", "end"]

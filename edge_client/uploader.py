@@ -21,7 +21,7 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.session import Session as BotocoreSession
 
-from cloud.contracts import (
+from cloud.functions.contracts import (
     HEADER_DEVICE_ID,
     HEADER_FRAME_TIMESTAMP,
     HEADER_REPLY_TO,

@@ -16,7 +16,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from cloud.contracts import HEADER_DEVICE_ID, HEADER_REQUEST_ID
+from cloud.functions.contracts import HEADER_DEVICE_ID, HEADER_REQUEST_ID
 from tests.photos import models_dir, packaged
 
 # What the `local_stack` fixture enrolls before any test runs (names as in the shared set).
@@ -29,7 +29,8 @@ ENROLLED = {"barack_obama": "face_recognition/obama.jpg", "joe_biden": "face_rec
 RECOGNITION_TIMEOUT_S = int(os.environ.get("FACEPIPE_TEST_RECOGNITION_TIMEOUT", "5"))
 MAX_RECEIVE_COUNT = 2  # a failing message is redelivered once, then dead-letters
 RECOGNITION_WORKERS = 2  # the template's smallest RecognitionMaxConcurrency: each worker holds its own model
-# Test-only hook (cloud/recognition/handler.py): a batch with a first delivery from this device outlives its timeout.
+# Test-only hook (cloud/functions/recognition/handler.py):
+# a batch with a first delivery from this device outlives its timeout.
 SLOW_DEVICE = "test-slow-cam"
 # The ingest queue's visibility in tests (the template's is 6x DetectionTimeout, 180 s): longer than a batch of
 # IngestBatchSize images takes on a busy machine, or they come back while being detected and dead-letter.
@@ -41,7 +42,7 @@ def local_stack() -> Iterator[Any]:
     """The whole backend, started once per test session, in this process, on 127.0.0.1, on the default engine
     (onnx: the exported networks `make models` writes, what the functions' image ships).
 
-    Yields a started `cloud.local.stack.LocalStack`. Stable API for every test that uses it:
+    Yields a started `cloud.emulator.stack.LocalStack`. Stable API for every test that uses it:
     - `function_url` (auth AWS_IAM: sign with `sign_request`/`post_frame`), `endpoint_url` (moto SQS/S3),
       `request_queue_url`, `response_queue_url`, `request_dlq_url`, `response_dlq_url`, `bucket`,
       `gallery_uri`, `region`, `credentials.access_key` / `credentials.secret_key`, `reply_to_prefix`;
@@ -52,7 +53,7 @@ def local_stack() -> Iterator[Any]:
     - `stack_name`, `parameters` (template.yaml parameters as the stack in moto's CloudFormation got them),
       `resources.queues[logical id]` (`.url`, `.arn`, `.attributes`, `.visibility_timeout`, `.max_receive_count`).
     - `functions[logical id]` ("DetectionFunction", "RecognitionFunction"): the function's pool of worker
-      processes (cloud/local/pool.py: `.environments`, `.concurrency`, `.spec`).
+      processes (cloud/emulator/pool.py: `.environments`, `.concurrency`, `.spec`).
     The gallery starts with ENROLLED (barack_obama, joe_biden from the packaged photos). RecognitionTimeout is
     RECOGNITION_TIMEOUT_S, MaxReceiveCount MAX_RECEIVE_COUNT, recognition runs at most RECOGNITION_WORKERS
     workers, and a first delivery from SLOW_DEVICE times out; read the request queue's visibility timeout
@@ -61,7 +62,7 @@ def local_stack() -> Iterator[Any]:
     the `responses` fixture (it consumes the default response queue) or their own reply_to queue
     (`reply_queue`), never both on the default queue.
     """
-    from cloud.local.stack import LocalStack, StackConfig
+    from cloud.emulator.stack import LocalStack, StackConfig
 
     stack = LocalStack(StackConfig(models_dir=models_dir(), recognition_timeout_s=RECOGNITION_TIMEOUT_S,
                                    max_receive_count=MAX_RECEIVE_COUNT, recognition_concurrency=RECOGNITION_WORKERS,

@@ -1,7 +1,7 @@
 """The course workload generator's request, written exactly to its protocol: an unsigned JSON POST of
 `{request_id, content (base64), filename}` that must be answered 200, then a long poll of the response queue one
 message at a time until the answer with that request_id, whose `result` is the answer. Used by the protocol test
-and by benchmarks/json_protocol.py."""
+and by cloud/bench/json_protocol.py."""
 
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ REPO = Path(__file__).resolve().parents[1]
 def run_dlq(stack: Any, *args: str) -> subprocess.CompletedProcess[str]:
     """`facepipe dlq ARGS` in its own process with the environment `facepipe local up` exports."""
     env = {**os.environ, **stack.client_env(), "PYTHONPATH": str(REPO)}
-    return subprocess.run([sys.executable, "-m", "cloud.cli", "dlq", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "cloud.operator.cli", "dlq", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=120)
 
 

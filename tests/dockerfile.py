@@ -6,12 +6,13 @@ import re
 import shlex
 from dataclasses import dataclass, field
 
+from cloud.functions.commands import IMAGE_COMMANDS
 from tests.photos import REPO
 
 DOCKERFILE = (REPO / "Dockerfile.lambda").read_text()
-# What the image runs: both handlers, and the CLI with the commands it documents for the image (enroll, gallery).
-RUNTIME_ROOTS = ("cloud.detection.handler", "cloud.recognition.handler", "cloud.cli", "cloud.enrollment",
-                 "cloud.gallery_cli")
+# What the image runs: both handlers, and its own command line with each command's module (enroll, gallery).
+RUNTIME_ROOTS = ("cloud.functions.detection.handler", "cloud.functions.recognition.handler",
+                 "cloud.functions.commands", *dict.fromkeys(command.module for command in IMAGE_COMMANDS))
 
 
 def _lines() -> list[tuple[str, str]]:

@@ -47,7 +47,7 @@ class LocalUp:
             (workdir / name).mkdir(parents=True, exist_ok=True)
             for photo in photos:
                 (workdir / name / f"{photo.parent.name}-{photo.name}").symlink_to(photo)
-        subprocess.run([sys.executable, "-m", "cloud.cli", "enroll", "--dir", str(workdir)], cwd=REPO,
+        subprocess.run([sys.executable, "-m", "cloud.operator.cli", "enroll", "--dir", str(workdir)], cwd=REPO,
                        env=self.env(), check=True, capture_output=True, text=True, timeout=600)
 
 
@@ -60,7 +60,7 @@ def _read_lines(stream: IO[str], lines: queue.Queue[str]) -> None:
 def local_up(*args: str, ready_timeout: float = 300) -> Iterator[LocalUp]:
     """`facepipe local up ARGS...` until the block ends; yields once it printed `ready in`."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
-    command = [sys.executable, "-m", "cloud.cli", "local", "up", "--models-dir", str(models_dir()), *args]
+    command = [sys.executable, "-m", "cloud.operator.cli", "local", "up", "--models-dir", str(models_dir()), *args]
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
     lines: queue.Queue[str] = queue.Queue()

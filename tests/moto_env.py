@@ -8,8 +8,8 @@ from typing import Any
 
 import boto3
 
-from cloud import aws
-from cloud.local.moto_server import MotoServer
+from cloud.emulator.moto_server import MotoServer
+from cloud.functions import aws
 
 REGION = "us-east-1"
 
@@ -34,7 +34,7 @@ def moto_sqs() -> Iterator[Any]:
 
 
 def point_boto3_at(endpoint: str, setenv: Callable[[str, str], None], region: str = REGION) -> None:
-    """Make cloud.aws's clients (and so the handlers) reach `endpoint`, as the local stack does."""
+    """Make cloud.functions.aws's clients (and so the handlers) reach `endpoint`, as the local stack does."""
     for name, value in {
         "AWS_ENDPOINT_URL": endpoint, "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": region, "AWS_REGION": region,

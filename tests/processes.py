@@ -1,5 +1,5 @@
 """Find the local stack's worker processes as an operator would with `ps`: by their command line
-(`python -m cloud.local.worker <LogicalId> <handler>`), read from /proc."""
+(`python -m cloud.emulator.worker <LogicalId> <handler>`), read from /proc."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ def worker_pids(logical_id: str, parent: int | None = None) -> set[int]:
             state, ppid = (entry / "stat").read_text().rsplit(")", 1)[1].split()[:2]
         except OSError:  # exited meanwhile
             continue
-        if (state != "Z" and b"cloud.local.worker" in argv and logical_id.encode() in argv
+        if (state != "Z" and b"cloud.emulator.worker" in argv and logical_id.encode() in argv
                 and parent in (None, int(ppid))):
             pids.add(int(entry.name))
     return pids

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud.recognition.gallery import Gallery, Match
-from cloud.settings import Settings
+from cloud.functions.recognition.gallery import Gallery, Match
+from cloud.functions.settings import Settings
 from tests.photos import SHARED
 
 THRESHOLD = Settings.model_fields["match_threshold"].default  # the calibrated default, not the env

@@ -11,12 +11,12 @@ from typing import Any
 
 from PIL import Image
 
-from cloud import aws
-from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES, UNKNOWN_NAME, RequestMessage
-from cloud.detection.detector import Detector
-from cloud.enrollment import enroll_photos
-from cloud.images import encode_jpeg
-from cloud.recognition.embedder import Embedder
+from cloud.functions import aws
+from cloud.functions.contracts import MAX_QUEUE_MESSAGE_BYTES, UNKNOWN_NAME, RequestMessage
+from cloud.functions.detection.detector import Detector
+from cloud.functions.enrollment import enroll_photos
+from cloud.functions.images import encode_jpeg
+from cloud.functions.recognition.embedder import Embedder
 from tests.photos import REPO, packaged
 
 FUNCTION_URL_EVENT = REPO / "events" / "function_url_frame.json"
@@ -49,7 +49,7 @@ class Backend:
 
 
 def create_backend(models_dir: Path) -> Backend:
-    """Fresh queues and a bucket on the moto server cloud.aws points at (see tests.moto_env); the handlers run
+    """Fresh queues and a bucket on the moto server cloud.functions.aws points at (see tests.moto_env); the handlers run
     the default engine, onnx, on the networks exported in `models_dir`."""
     suffix = uuid.uuid4().hex[:12]
     sqs, s3 = aws.client("sqs"), aws.client("s3")

@@ -2,7 +2,7 @@
 
 Assumptions (printed with the table):
 - Lambda gives a function CPU in proportion to its memory: 1 vCPU per 1769 MB, 6 vCPUs at 10240 MB
-  (cloud.settings; the handlers use round(memory / 1769) intra-op threads, at least 1).
+  (cloud.functions.settings; the handlers use round(memory / 1769) intra-op threads, at least 1).
 - Below one vCPU the work is CPU-bound and stretches by 1769 / memory; above it, the speed-up follows
   Amdahl's law with the serial fraction fitted to the times measured here on 1..k pinned cores, k threads.
 - A Lambda vCPU is as fast as one core of this machine; no network, queue or cold-start time is included.
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from cloud.settings import LAMBDA_MAX_VCPUS, LAMBDA_MB_PER_VCPU
+from cloud.functions.settings import LAMBDA_MAX_VCPUS, LAMBDA_MB_PER_VCPU
 
 PRICE_PER_GB_S = 0.0000166667
 PRICE_PER_MILLION_REQUESTS = 0.20

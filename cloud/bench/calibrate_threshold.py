@@ -1,6 +1,6 @@
 """Calibrate the unknown-threshold (max L2 distance for a named match) on the shared photos.
 
-Run: `.venv/bin/python -m benchmarks.calibrate_threshold [--weights W] [--photos ../shared/testdata/faces]`
+Run: `.venv/bin/python -m cloud.bench.calibrate_threshold [--weights W] [--photos ../shared/testdata/faces]`
 
 Every `identities/<name>/<n>.jpg` photo is detected (MTCNN) and embedded (the configured weights). Printed:
 - pairwise: every same-person pair and every different-person pair; per threshold the false-reject
@@ -22,10 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud.contracts import UNKNOWN_NAME
-from cloud.recognition.gallery import Gallery
+from cloud.functions.contracts import UNKNOWN_NAME
+from cloud.functions.recognition.gallery import Gallery
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_PHOTOS = REPO.parent / "shared" / "testdata" / "faces"
 DEFAULT_WEIGHTS = REPO / ".cache" / "models" / "facenet-casia-webface.pt"
 THRESHOLDS = np.round(np.arange(0.70, 1.4001, 0.01), 2)
@@ -43,8 +43,8 @@ def embed_identities(photos: Path, weights: Path) -> dict[str, list[np.ndarray]]
     """{identity: [embedding of 1.jpg, 2.jpg, ...]}; every identities/ photo holds exactly one face."""
     from PIL import Image
 
-    from cloud.detection.detector import Detector
-    from cloud.recognition.embedder import Embedder
+    from cloud.functions.detection.detector import Detector
+    from cloud.functions.recognition.embedder import Embedder
 
     detector, embedder = Detector(), Embedder(weights)
     names, crops = [], []

@@ -42,8 +42,8 @@ from cloud.bench.report import chart, side_by_side, side_by_side_table, table
 
 if TYPE_CHECKING:  # torch and the local stack are imported only when the bench runs
     from cloud.bench.raw import RawModels, RawResult
-    from cloud.local.pool import FunctionPool
-    from cloud.local.stack import LocalStack
+    from cloud.emulator.pool import FunctionPool
+    from cloud.emulator.stack import LocalStack
 
 DEFAULT_WEIGHTS = Path(".cache/models/facenet-casia-webface.pt")
 DEFAULT_MODELS = Path(os.environ.get("FACEPIPE_MODELS_DIR") or ".cache/models")  # as `facepipe local up`
@@ -143,9 +143,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"facepipe bench: cannot write {unwritable} (the run takes minutes: checked first)", file=sys.stderr)
         return 2
     from cloud.bench.raw import RawModels
-    from cloud.local.demo import FILMED
-    from cloud.recognition.network import WeightsInvalid, WeightsMissing
-    from cloud.submit import SubmitError
+    from cloud.emulator.demo import FILMED
+    from cloud.functions.recognition.network import WeightsInvalid, WeightsMissing
+    from cloud.operator.submit import SubmitError
 
     try:
         frames = load_frames(args.frames, args.every, args.limit) if args.frames else \
@@ -205,7 +205,7 @@ def bench(frames: list[bytes], args: argparse.Namespace, models: RawModels) -> d
         return _raw_on(models, frames, ref_cores, ref_threads)
 
     reports = ReportLines()
-    env_log = logging.getLogger("cloud.local.environment")
+    env_log = logging.getLogger("cloud.emulator.environment")
     env_log.addHandler(reports)
     env_log.setLevel(logging.INFO)
     external = bool(os.environ.get("FACEPIPE_FUNCTION_URL"))
@@ -336,7 +336,7 @@ def _own_stack_runs(frames: list[bytes], args: argparse.Namespace, probe: Callab
     started, warmed, and pinned to k cores while measured: the first level's stack starts cold, so its first frame
     measures cold starts, is measured `--repeat` times between raw runs, and runs the frames once more with k cores
     per function; the last one's also takes the burst and the paced client, on every core."""
-    from cloud.submit import target_from_env
+    from cloud.operator.submit import target_from_env
 
     first_passes: list[Paired] = []
     pipeline: dict[str, Pass] = {}
@@ -440,7 +440,7 @@ def _warm_up(frames: list[bytes], target: Any, level: int, args: argparse.Namesp
 
 def _external_runs(frames: list[bytes], args: argparse.Namespace, probe: Callable[[], RawResult]) -> Runs:
     """The stack the environment points at, as it is: not pinned, its concurrency its own."""
-    from cloud.submit import target_from_env
+    from cloud.operator.submit import target_from_env
 
     target = target_from_env(dict(os.environ))
 
@@ -489,7 +489,7 @@ def _sharing(stack: LocalStack, cores: set[int]) -> Iterator[bool]:
     embed on one core took 139-141 ms a one-face frame that way, 131 taking turns, a cost neither raw nor Lambda
     pays. Recognition first (detection's group at nice 19) runs one model at a time, as raw does, and hands a frame
     on before the next one takes the core, as a pipeline should."""
-    from cloud.local.stack import DETECTION
+    from cloud.emulator.stack import DETECTION
 
     _pin_workers(stack, cores)
     behind = [environment.pid for environment in stack.functions[DETECTION].environments if environment.alive]
@@ -515,8 +515,8 @@ def _pin_pool(pool: FunctionPool, cores: set[int]) -> None:
 
 
 def _stack(args: argparse.Namespace, workers: int, engine: str) -> AbstractContextManager[Any]:
-    from cloud.local.stack import LocalStack, StackConfig
-    from cloud.settings import Settings
+    from cloud.emulator.stack import LocalStack, StackConfig
+    from cloud.functions.settings import Settings
 
     # The gallery is rechecked as deployed, every gallery_refresh_s (the local stack's own 0, a HEAD per batch, is
     # for enroll() to reach warm workers at once; the bench never enrolls).

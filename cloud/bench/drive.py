@@ -5,7 +5,7 @@ paced client (one request every `pace_s`): each frame keeps its request id acros
 retried with the edge uploader's backoff (edge_client/uploader.py, its default attempts); when they are spent,
 the edge spools the frame and its drainer sends it again later, and so does this (counted as `spooled`), until
 the run's timeout. Answers come
-back on a reply_to queue of this run (cloud/submit.py's Collector), so duplicates are counted by request id.
+back on a reply_to queue of this run (cloud/operator/submit.py's Collector), so duplicates are counted by request id.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-from cloud.contracts import HEADER_DEVICE_ID, HEADER_REPLY_TO, HEADER_REQUEST_ID
-from cloud.submit import Collector, Input, Sent, Target
+from cloud.functions.contracts import HEADER_DEVICE_ID, HEADER_REPLY_TO, HEADER_REQUEST_ID
+from cloud.operator.submit import Collector, Input, Sent, Target
 
 DEVICE_ID = "bench"
 

@@ -1,7 +1,7 @@
 """Edge benchmark: the daemon's CPU per captured frame with and without motion gating, and
 end-to-end latency (capture to answer) on the local stack. Prints figures; asserts nothing.
 
-Run: `make bench` or `.venv/bin/python -m benchmarks.edge [--video CLIP]`. The default clip is the shared
+Run: `make bench` or `.venv/bin/python -m cloud.bench.edge [--video CLIP]`. The default clip is the shared
 real video when ../shared exists, else the demo clip filmed from the packaged photos.
 
 The local stack runs in this process; the daemon runs as its own process (`python -m edge_client
@@ -26,7 +26,7 @@ from typing import Any
 import cv2
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DEFAULT_VIDEO = REPO.parent / "shared" / "testdata" / "faces" / "video" / "short_hamilton_clip.mp4"
 DEFAULT_WEIGHTS = REPO / ".cache" / "models" / "facenet-casia-webface.pt"
 DEFAULT_PHOTOS = REPO / ".cache" / "photos"
@@ -47,6 +47,8 @@ SCENARIOS = [
 def still_video(photo: Path, frames: int, path: Path) -> Path:
     """One real photo written `frames` times at 29.97 fps (MJPG): a camera watching a still scene."""
     image = cv2.imread(str(photo))
+    if image is None:
+        raise SystemExit(f"cannot read {photo}")
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 29.97, (image.shape[1], image.shape[0]))
     for _ in range(frames):
         writer.write(image)
@@ -105,9 +107,9 @@ def main() -> int:
     for noisy in ("facepipe-detection", "facepipe-recognition", "cloud", "werkzeug"):
         logging.getLogger(noisy).setLevel(logging.ERROR)
 
-    from cloud.local.demo import FILMED
-    from cloud.local.demo_clip import write_pan_clip
-    from cloud.local.stack import LocalStack, StackConfig
+    from cloud.emulator.demo import FILMED
+    from cloud.emulator.demo_clip import write_pan_clip
+    from cloud.emulator.stack import LocalStack, StackConfig
 
     with tempfile.TemporaryDirectory() as tmp, \
             LocalStack(StackConfig(weights_path=args.weights, function_log=Path(tmp) / "functions.log")) as stack:

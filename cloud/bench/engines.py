@@ -9,12 +9,13 @@ Each (function, engine) runs in a fresh process, as a cold Lambda container woul
   (then one full chunk of 16, whose memory the peak includes).
   Median and fastest of `--repeat` after a warm-up.
 The engines alternate for `--rounds` rounds, so a busy machine slows both alike.
-Run: `python -m benchmarks.engines [--models-dir .cache/models] [--weights ...]` (`make models` exports the files).
+Run: `python -m cloud.bench.engines [--models-dir .cache/models] [--weights ...]` (`make models` exports the files).
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import statistics
 import subprocess
@@ -22,9 +23,16 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from PIL import Image
+
+    from cloud.functions.detection.detector import Engine
 
 ENGINES = ("torch", "onnx")
 FUNCTIONS = ("detection", "recognition")
@@ -39,7 +47,7 @@ def _status_mb(field: str) -> float:
     return int(kb) / 1024
 
 
-def _frames() -> dict[str, object]:
+def _frames() -> dict[str, Image.Image]:
     from PIL import Image
 
     from tests.photos import packaged
@@ -64,45 +72,42 @@ def _timed(call: Callable[[], object], repeat: int) -> dict[str, float]:
     return {"median_ms": statistics.median(times), "min_ms": min(times)}
 
 
-def worker(function: str, engine: str, models_dir: Path, weights: Path, crops: Path,
+def worker(function: str, engine: Engine, models_dir: Path, weights: Path, crops: Path,
            repeat: int) -> dict[str, object]:
     """Runs in its own process: everything it times is imported here."""
     started = time.perf_counter()
-    if function == "detection":
-        from cloud.detection import handler  # noqa: F401 - what the function's init imports
-        from cloud.detection.detector import Detector
-    else:
-        from cloud.recognition import handler  # noqa: F401
-        from cloud.recognition.embedder import Embedder
+    importlib.import_module(f"cloud.functions.{function}.handler")  # what the function's init imports
+    from cloud.functions.detection.detector import Detector
+    from cloud.functions.recognition.embedder import Embedder
     if engine == "torch":
         import torch  # noqa: F401 - the engine's runtime, imported by the model otherwise
     else:
         import onnxruntime  # noqa: F401
-    from cloud.memory import keep_freed_memory
+    from cloud.functions.memory import keep_freed_memory
 
     imported = time.perf_counter()
-    if function == "detection":
-        model: object = Detector(max_side=1280, threads=1, engine=engine, models_dir=models_dir)  # type: ignore[arg-type]
-    else:
-        model = Embedder(weights, threads=1, engine=engine, models_dir=models_dir)  # type: ignore[arg-type]
+    detector = Detector(max_side=1280, threads=1, engine=engine, models_dir=models_dir) \
+        if function == "detection" else None
+    embedder = Embedder(weights, threads=1, engine=engine, models_dir=models_dir) \
+        if function == "recognition" else None
     loaded = time.perf_counter()
     keep_freed_memory()  # as the handlers' init does, after the model
     rss_loaded = _status_mb("VmRSS")
     work: dict[str, object] = {}
-    if function == "detection":
+    if detector:
         for name, frame in _frames().items():
-            work[name] = {"faces": len(model.detect(frame)), **_timed(lambda f=frame: model.detect(f), repeat)}
-    else:
+            work[name] = {"faces": len(detector.detect(frame)), **_timed(partial(detector.detect, frame), repeat)}
+    elif embedder:
         batch = list(np.load(crops))[:BATCH]
-        timed = _timed(lambda: model.embed(batch), repeat)  # type: ignore[attr-defined]
+        timed = _timed(partial(embedder.embed, batch), repeat)
         work["per_face"] = {key: ms / len(batch) for key, ms in timed.items()}
-        model.embed(batch * (CHUNK // BATCH))  # type: ignore[attr-defined]  # the peak of a full chunk
+        embedder.embed(batch * (CHUNK // BATCH))  # the peak of a full chunk
     return {"import_s": imported - started, "load_s": loaded - imported, "init_s": loaded - started,
             "rss_loaded_mb": rss_loaded, "peak_rss_mb": _status_mb("VmHWM"), "work": work}
 
 
 def _run(function: str, engine: str, args: argparse.Namespace, crops: Path) -> dict[str, object]:
-    done = subprocess.run([sys.executable, "-m", "benchmarks.engines", "--worker", function, engine,
+    done = subprocess.run([sys.executable, "-m", "cloud.bench.engines", "--worker", function, engine,
                            "--models-dir", str(args.models_dir), "--weights", str(args.weights),
                            "--crops", str(crops), "--repeat", str(args.repeat)],
                           capture_output=True, text=True, check=True)
@@ -114,7 +119,7 @@ def _face_crops(models_dir: Path, out: Path) -> None:
     """BATCH real face crops (the six of t1.jpg, then the portraits'), found by the ONNX detector."""
     from PIL import Image
 
-    from cloud.detection.detector import Detector
+    from cloud.functions.detection.detector import Detector
     from tests.photos import packaged
 
     detector = Detector(engine="onnx", models_dir=models_dir)
@@ -149,7 +154,10 @@ def main() -> int:
     parser.add_argument("--crops", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
-        print(json.dumps(worker(*args.worker, args.models_dir, args.weights, args.crops, args.repeat)))
+        function, engine = args.worker
+        if engine not in ENGINES:
+            parser.error(f"no engine {engine!r}")
+        print(json.dumps(worker(function, engine, args.models_dir, args.weights, args.crops, args.repeat)))
         return 0
     results: dict[str, dict[str, list[dict[str, object]]]] = {f: {e: [] for e in ENGINES} for f in FUNCTIONS}
     with tempfile.TemporaryDirectory() as tmp:
@@ -164,7 +172,7 @@ def main() -> int:
     for function in FUNCTIONS:
         for engine in ENGINES:
             for r in results[function][engine]:
-                work = "; ".join(f"{name} {w['median_ms']:.1f} (min {w['min_ms']:.1f})"  # type: ignore[index]
+                work = "; ".join(f"{name} {w['median_ms']:.1f} (min {w['min_ms']:.1f})"
                                  for name, w in r["work"].items())  # type: ignore[attr-defined]
                 print(f"{function:<12}{engine:<7}{r['import_s']:>9.2f}{r['load_s']:>8.2f}{r['init_s']:>8.2f}"
                       f"{r['rss_loaded_mb']:>8.0f}{r['peak_rss_mb']:>9.0f}  {work}")

@@ -7,12 +7,12 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from cloud.submit import collect_inputs
+from cloud.operator.submit import collect_inputs
 
 
 def filmed_frames(photos: list[Path], every: int, limit: int) -> list[bytes]:
-    """A clip panned over `photos` as the demo films its own (cloud.local.demo.FILMED)."""
-    from cloud.local.demo_clip import write_pan_clip
+    """A clip panned over `photos` as the demo films its own (cloud.emulator.demo.FILMED)."""
+    from cloud.emulator.demo_clip import write_pan_clip
 
     with tempfile.TemporaryDirectory(prefix="facepipe-bench-") as workdir:
         clip = Path(workdir) / "filmed.avi"

@@ -22,6 +22,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import boto3
@@ -151,11 +152,11 @@ def main() -> int:
     os.environ.update(env)
 
     # Imported after the environment is set: the handlers read it once per process, as in Lambda.
-    from cloud.detection import handler as detection
-    from cloud.detection.detector import Detector
-    from cloud.enrollment import enroll_photos
-    from cloud.recognition import handler as recognition
-    from cloud.recognition.embedder import Embedder
+    from cloud.functions.detection import handler as detection
+    from cloud.functions.detection.detector import Detector
+    from cloud.functions.enrollment import enroll_photos
+    from cloud.functions.recognition import handler as recognition
+    from cloud.functions.recognition.embedder import Embedder
 
     photo = args.photos / "face_recognition" / "obama.jpg"
     enroll_photos(env["FACEPIPE_GALLERY_URI"], args.weights, {"barack_obama": [photo]})
@@ -163,15 +164,15 @@ def main() -> int:
 
     print(f"# facepipe handler benchmark ({os.cpu_count()} cores, torch threads 2, median of {args.repeat})")
     # Cold starts first, while this process has loaded no model (the two share the machine's cores).
-    cold_det, _ = cold_start_s("cloud.detection.handler", function_url_event(frames["640x480"]), env, workdir)
+    cold_det, _ = cold_start_s("cloud.functions.detection.handler", function_url_event(frames["640x480"]), env, workdir)
     sqs = boto3.client("sqs")
     queued = sqs.receive_message(QueueUrl=env["FACEPIPE_REQUEST_QUEUE_URL"], MaxNumberOfMessages=1)["Messages"][0]
-    cold_rec, _ = cold_start_s("cloud.recognition.handler", sqs_event([queued["Body"]]), env, workdir)
+    cold_rec, _ = cold_start_s("cloud.functions.recognition.handler", sqs_event([queued["Body"]]), env, workdir)
     print(f"cold start, detection handler (new process to 202):            {cold_det:6.2f} s")
     print(f"cold start, recognition handler (new process to batch result):  {cold_rec:6.2f} s")
 
     for label, body in frames.items():
-        median, best = _median_ms(lambda body=body: detection.handler(function_url_event(body), None), args.repeat)
+        median, best = _median_ms(partial(detection.handler, function_url_event(body), None), args.repeat)
         print(f"detection handler, {label:>9} frame, 1 face:   {median:7.1f} ms (min {best:.1f})")
 
     detector = Detector(threads=2)

@@ -4,7 +4,7 @@ Starts the local stack (open Function URL), enrolls every shared identity's 1.jp
 of the identities' 2.jpg, one every 1/RATE s, each as that client does it: unsigned JSON POST (200 required),
 long-poll the response queue one message at a time until the answer with its request_id, compare `result`
 with the person's name. Prints the total duration, answers right, and latency. Run:
-`python -m benchmarks.json_protocol --requests 100 --rate 1`.
+`python -m cloud.bench.json_protocol --requests 100 --rate 1`.
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """The local stack's SQS server against moto as shipped, at queue depth: queueing messages, then receiving them all.
 
-moto 5.2.5 does work per queued message on every request (cloud/local/moto_server.py): a receive checks each message
+moto 5.2.5 does work per queued message on every request (cloud/emulator/moto_server.py): a receive checks each message
 it delivers against the queue's retention period by building every queue attribute, the message counts among them;
 a send builds them too; and every count reads the clock through datetimes, four times a message. Queueing and
 receiving are quadratic in the queue's depth. Side by side in one run, the same server with moto's code and with the
-local stack's. Run: `python -m benchmarks.queue_depth`.
+local stack's. Run: `python -m cloud.bench.queue_depth`.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def queue_and_receive_ms(sqs: Any, name: str, depth: int) -> tuple[float, float]
 
 
 def main() -> None:
-    from cloud.local.moto_server import MotoServer
+    from cloud.emulator.moto_server import MotoServer
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--depths", default="10,100,500", help="queue depths, comma-separated")

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from cloud.detection.detector import Detector
-    from cloud.recognition.embedder import Embedder, Engine
+    from cloud.functions.detection.detector import Detector
+    from cloud.functions.recognition.embedder import Embedder, Engine
 
 
 @dataclass(frozen=True)
@@ -32,10 +32,10 @@ class RawResult:
 
 
 class RawModels:
-    """The detector and embedder as the handlers build them (cloud.settings defaults), on `engine`."""
+    """The detector and embedder as the handlers build them (cloud.functions.settings defaults), on `engine`."""
 
     def __init__(self, weights: Path, engine: Engine = "onnx", models_dir: Path | None = None) -> None:
-        from cloud.settings import Settings
+        from cloud.functions.settings import Settings
 
         self.engine, self.weights, self.models_dir = engine, weights, models_dir
         self.settings = Settings(weights_path=str(weights), engine=engine, models_dir=str(models_dir or ""))
@@ -44,8 +44,8 @@ class RawModels:
 
     def models(self, threads: int) -> tuple[Detector, Embedder]:
         """torch sets its threads per process (one pair of models serves all); ONNX Runtime per session."""
-        from cloud.detection.detector import Detector
-        from cloud.recognition.embedder import Embedder
+        from cloud.functions.detection.detector import Detector
+        from cloud.functions.recognition.embedder import Embedder
 
         key = 0 if self.engine == "torch" else threads
         if key not in self._models:
@@ -75,7 +75,7 @@ class RawModels:
                          cpu * 1000 / len(frames))
 
     def _frame(self, frame: bytes, detector: Detector, embedder: Embedder) -> tuple[float, float, int]:
-        from cloud.images import open_checked
+        from cloud.functions.images import open_checked
 
         s = self.settings
         t0 = time.perf_counter()

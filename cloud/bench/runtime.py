@@ -4,7 +4,7 @@ Prints, side by side, a warm invocation of the real detection handler called dir
 and the same event through the local stack's Runtime API path (pool -> Runtime API -> awslambdaric in a
 worker process -> response), for a request the handler refuses at once (pure transport overhead) and a
 real one-face frame; then each function's cold start (the worker's init: imports and model load, as
-the REPORT line's Init Duration). Run: `python -m benchmarks.runtime`.
+the REPORT line's Init Duration). Run: `python -m cloud.bench.runtime`.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import statistics
 import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from cloud.contracts import HEADER_DEVICE_ID, HEADER_REQUEST_ID
+from cloud.functions.contracts import HEADER_DEVICE_ID, HEADER_REQUEST_ID
 
 DEFAULT_WEIGHTS = Path(".cache/models/facenet-casia-webface.pt")
 DEFAULT_PHOTO = Path(".cache/photos/face_recognition/obama2.jpg")
@@ -36,7 +37,7 @@ def median_ms(call: Callable[[], Any], repeat: int) -> float:
 
 
 def frame_event(method: str, body: bytes) -> dict[str, Any]:
-    from cloud.local.function_url import build_event
+    from cloud.emulator.function_url import build_event
 
     headers = [("Content-Type", "image/jpeg"), (HEADER_REQUEST_ID, str(uuid.uuid4())),
                (HEADER_DEVICE_ID, "bench-cam")]
@@ -52,9 +53,9 @@ def main() -> int:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    from cloud.detection import handler as detection
-    from cloud.local.function_url import LambdaContext
-    from cloud.local.stack import DETECTION, LocalStack, StackConfig
+    from cloud.emulator.function_url import LambdaContext
+    from cloud.emulator.stack import DETECTION, LocalStack, StackConfig
+    from cloud.functions.detection import handler as detection
 
     quiet = {"POWERTOOLS_LOG_LEVEL": "WARNING", "POWERTOOLS_METRICS_DISABLED": "true"}  # the workers' logs
     os.environ.update(quiet)  # and the in-process handler's
@@ -66,8 +67,8 @@ def main() -> int:
         print(f"{'warm invocation, detection handler':58} {'in-process':>11} {'Runtime API':>12} {'overhead':>9}")
         for label, event in cases.items():
             context = LambdaContext(pool.spec.name, pool.spec.timeout_s, stack.region)
-            direct = median_ms(lambda event=event, context=context: detection.handler(event, context), args.repeat)
-            worker = median_ms(lambda event=event: pool.invoke(event), args.repeat)
+            direct = median_ms(partial(detection.handler, event, context), args.repeat)
+            worker = median_ms(partial(pool.invoke, event), args.repeat)
             print(f"{label:58} {direct:8.2f} ms {worker:9.2f} ms {worker - direct:6.2f} ms", flush=True)
         for name, function in stack.functions.items():
             (environment,) = function.environments

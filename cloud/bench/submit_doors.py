@@ -2,7 +2,7 @@
 
 Starts the local stack in this process (with its ingest door), enrolls every shared
 identity's 1.jpg, then submits the folder of their 2.jpg through the URL, the ingest queue and S3 in turn
-(`--rounds` times each) and prints each run's summary. Run: `python -m benchmarks.submit_doors`.
+(`--rounds` times each) and prints each run's summary. Run: `python -m cloud.bench.submit_doors`.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from cloud.local.stack import LocalStack, StackConfig
-from cloud.submit import Door, collect_inputs, submit, target_from_env
+from cloud.emulator.stack import LocalStack, StackConfig
+from cloud.operator.submit import Door, collect_inputs, submit, target_from_env
 from tests.photos import SHARED, weights_path
 
 

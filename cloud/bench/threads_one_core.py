@@ -4,9 +4,9 @@ Each thread count runs in its own process pinned to CPU 0 (`taskset -c 0`) and t
 - MTCNN (the detector, 1280 px) on a 1280x720 frame cut from a real group photo (six faces)
 - one InceptionResnetV1 forward pass over a batch of 8 real face crops
 
-Prints both side by side (median and fastest ms). cloud/settings.py picks the default thread count from the
+Prints both side by side (median and fastest ms). cloud/functions/settings.py picks the default thread count from the
 function's memory (1 below 2654 MB); this checks that one thread is not slower than two on a single core.
-Run: `python -m benchmarks.threads_one_core` (needs `taskset`, util-linux).
+Run: `python -m cloud.bench.threads_one_core` (needs `taskset`, util-linux).
 """
 
 from __future__ import annotations
@@ -38,8 +38,8 @@ def worker(threads: int, repeat: int) -> dict[str, list[float]]:
     import torch
     from PIL import Image
 
-    from cloud.detection.detector import Detector
-    from cloud.recognition.embedder import Embedder
+    from cloud.functions.detection.detector import Detector
+    from cloud.functions.recognition.embedder import Embedder
     from tests.photos import packaged, weights_path
 
     torch.set_num_threads(threads)
@@ -69,7 +69,7 @@ def main() -> None:
     results = {}
     for threads in THREADS:
         out = subprocess.run(
-            ["taskset", "-c", "0", sys.executable, "-m", "benchmarks.threads_one_core", "--worker", str(threads),
+            ["taskset", "-c", "0", sys.executable, "-m", "cloud.bench.threads_one_core", "--worker", str(threads),
              "--repeat", str(args.repeat)],
             check=True, capture_output=True, text=True,
         ).stdout

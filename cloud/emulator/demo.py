@@ -25,9 +25,9 @@ import numpy as np
 import requests
 import yaml
 
-from cloud.enrollment import people_from_dir
-from cloud.local.demo_clip import BACKDROP, write_pan_clip
-from cloud.local.stack import DEFAULT_MODELS, DEFAULT_WEIGHTS, LocalStack, StackConfig
+from cloud.emulator.demo_clip import BACKDROP, write_pan_clip
+from cloud.emulator.stack import DEFAULT_MODELS, DEFAULT_WEIGHTS, LocalStack, StackConfig
+from cloud.functions.enrollment import people_from_dir
 
 DEVICE_ID = "demo-cam"
 

@@ -1,6 +1,6 @@
 """One local Lambda execution environment: a worker process running awslambdaric against its own Runtime API.
 
-The worker is `python -m cloud.local.worker <LogicalId> <handler>` in a process group of its own (so it
+The worker is `python -m cloud.emulator.worker <LogicalId> <handler>` in a process group of its own (so it
 is killed with everything it started), with Lambda's environment variables. Like Lambda, the environment
 - runs the init phase once (the handler module's imports and model load) before its first `next`;
 - runs one invocation at a time, within the function's timeout: past it, the worker is killed
@@ -26,7 +26,7 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from cloud.local.runtime_api import Invocation, RuntimeApiServer
+from cloud.emulator.runtime_api import Invocation, RuntimeApiServer
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +39,7 @@ class FunctionSpec:
     """A function of template.yaml as the local stack runs it."""
 
     logical_id: str  # DetectionFunction, RecognitionFunction: on each worker's command line
-    handler: str  # the image's CMD / ImageConfig.Command, e.g. cloud.detection.handler.handler
+    handler: str  # the image's CMD / ImageConfig.Command, e.g. cloud.functions.detection.handler.handler
     name: str  # the function name (AWS_LAMBDA_FUNCTION_NAME)
     region: str
     timeout_s: float
@@ -119,7 +119,7 @@ class ExecutionEnvironment:
             self.api.start()
             self._spawned = time.perf_counter()
             # The logical ID names the process: `ps` and the reliability tests find a function's workers by it.
-            command = [sys.executable, "-m", "cloud.local.worker", self.spec.logical_id, self.spec.handler]
+            command = [sys.executable, "-m", "cloud.emulator.worker", self.spec.logical_id, self.spec.handler]
             with (open(self.spec.log_file, "ab") if self.spec.log_file else contextlib.nullcontext()) as log_file:
                 self.process = subprocess.Popen(command, cwd=REPO, env=worker_environment(self.spec, self.api.address),
                                                 stdin=subprocess.DEVNULL, stdout=log_file, stderr=log_file,

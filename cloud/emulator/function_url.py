@@ -4,7 +4,7 @@ It behaves like the AWS front door in the ways a client can observe: BUFFERED-mo
 limit (checked from Content-Length before the body is read), AWS_IAM auth via SigV4 (service
 `lambda`) or NONE, 2.0 events (binary bodies base64-encoded), the handler's return value mapped
 to the response, 502 when the function fails (an error, a timeout, a crashed worker) and 429
-`TooManyRequestsException` when it is throttled (cloud/local/pool.py: every allowed worker busy).
+`TooManyRequestsException` when it is throttled (cloud/emulator/pool.py: every allowed worker busy).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
 
-from cloud.contracts import HEADER_REQUEST_ID, MAX_REQUEST_BODY_BYTES
-from cloud.local import sigv4
-from cloud.local.pool import Throttled
+from cloud.emulator import sigv4
+from cloud.emulator.pool import Throttled
+from cloud.functions.contracts import HEADER_REQUEST_ID, MAX_REQUEST_BODY_BYTES
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """Who signs with an access key of the moto server this process runs, as AWS would say: an IAM user its key
 (`facepipe device add` made it over IAM's API), or an STS session (AssumeRole of the device role). moto keeps its
-state in module globals. The local Function URL verifies signatures with it (cloud/local/function_url.py), and
-moto's SQS records it as a message's SenderId, which moto itself leaves at one constant (cloud/local/moto_server.py).
+state in module globals. The local Function URL verifies signatures with it (cloud/emulator/function_url.py), and
+moto's SQS records it as a message's SenderId, which moto itself leaves at one constant (cloud/emulator/moto_server.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from moto.core.utils import utcnow
 from moto.iam.models import iam_backends
 from moto.sts.models import sts_backends
 
-from cloud.local.function_url import Caller
+from cloud.emulator.function_url import Caller
 
 
 def caller_of(access_key: str) -> Caller | None:

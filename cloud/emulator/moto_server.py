@@ -61,7 +61,7 @@ def _check_retention_in_constant_time() -> None:
     `get_queue_attributes`, which builds every attribute of the queue, the three message counts among them, each a
     pass over all its messages: receiving was quadratic in the queue's depth (why moto "slows down with thousands of
     queued messages"). The check needs one attribute, the retention period: it reads that alone. Receiving 500 queued
-    10 KB messages, 10 at a time, took 12.8 s and now 0.51 s (`python -m benchmarks.queue_depth`)."""
+    10 KB messages, 10 at a time, took 12.8 s and now 0.51 s (`python -m cloud.bench.queue_depth`)."""
 
     def is_message_valid_based_on_retention_period(self: SQSBackend, queue_name: str, message: Message) -> bool:
         # Set from the queue's attributes (Queue._set_attributes); a delivered message has its sent_timestamp.
@@ -96,7 +96,7 @@ _identify: Callable[[str], str | None] = lambda access_key: None  # noqa: E731 -
 def record_sender_ids(identify: Callable[[str], str | None]) -> None:
     """moto 5.2.5 gives every message one constant SenderId; AWS gives the sender's: an IAM user's unique id, a role
     session's ROLEID:SESSIONNAME, the account id for its root. `identify` maps a request's access key to it (None:
-    moto's constant). The ingest door binds image events to their sender by it (cloud/detection/ingest.py)."""
+    moto's constant). The ingest door binds image events to their sender by it (cloud/functions/detection/ingest.py)."""
     global _identify
     _identify = identify
     if getattr(SQSResponse.send_message, "_records_sender", False):

@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any
 
-from cloud.local.environment import ExecutionEnvironment, FunctionError, FunctionSpec
+from cloud.emulator.environment import ExecutionEnvironment, FunctionError, FunctionSpec
 
 log = logging.getLogger(__name__)
 

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from cloud.local.function_url import Handler, LambdaContext
+from cloud.emulator.function_url import Handler, LambdaContext
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ class SqsTrigger:
             raise ValueError("concurrency must be at least 1")
         self.sqs, self.handler = sqs, handler
         # ReceiveMessage and DeleteMessageBatch over HTTP unless given other ways (the local stack's:
-        # cloud/local/backend_sqs.py).
+        # cloud/emulator/backend_sqs.py).
         self.receive: Receive = receive or self._receive_over_http
         self.delete: DeleteBatch = delete or self._delete_over_http
         self.queue_url, self.queue_arn, self.region = queue_url, queue_arn, region

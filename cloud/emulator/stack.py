@@ -1,14 +1,14 @@
 """The local stack: the whole backend on 127.0.0.1, with the real handlers in Lambda-like worker processes.
 
 moto (SQS + S3 + CloudFormation) -> template.yaml's queues and bucket, created as a CloudFormation stack
-in moto (cloud/local/resources.py) -> each function of the template (DetectionFunction, RecognitionFunction)
-as a pool of worker processes running awslambdaric against a local Runtime API (cloud/local/pool.py) ->
+in moto (cloud/emulator/resources.py) -> each function of the template (DetectionFunction, RecognitionFunction)
+as a pool of worker processes running awslambdaric against a local Runtime API (cloud/emulator/pool.py) ->
 a local Function URL and an SQS trigger from the ingest queue in front of detection, and a local SQS
 trigger feeding recognition, all run with the
 parameter values the stack was created with. The handlers reach SQS and S3 exactly as on AWS: boto3
 reading AWS_ENDPOINT_URL and credentials from their environment. This process's own environment gets
 the same AWS_* and FACEPIPE_* values (for `enroll` and for tests' clients), so there is one stack per process.
-`facepipe local up` (cloud/local/up.py) is its command line.
+`facepipe local up` (cloud/emulator/up.py) is its command line.
 """
 
 from __future__ import annotations
@@ -28,8 +28,8 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
-    from cloud.local.pool import FunctionPool
-    from cloud.local.resources import Resources
+    from cloud.emulator.pool import FunctionPool
+    from cloud.emulator.resources import Resources
 
 log = logging.getLogger(__name__)
 
@@ -164,7 +164,7 @@ class LocalStack:
     def _template(self) -> tuple[dict[str, Any], dict[str, str]]:
         """The queues and bucket of template.yaml (as `sam deploy` transforms it) and every parameter value;
         also reads each function's handler (its image command) into `self.handlers`."""
-        from cloud.local.template import as_built, load_template, local_subset, parameter_values, transform
+        from cloud.emulator.template import as_built, load_template, local_subset, parameter_values, transform
 
         source = load_template()
         self.handlers = {name: source["Resources"][name]["Properties"]["ImageConfig"]["Command"][0]
@@ -186,9 +186,9 @@ class LocalStack:
                 raise FileNotFoundError(f"recognition weights {weights} missing (engine torch): run "
                                         f"`facepipe models prepare`")
             return {"FACEPIPE_ENGINE": "torch", "FACEPIPE_WEIGHTS_PATH": str(weights)}
-        from cloud.detection.mtcnn import NETWORK_FILES
-        from cloud.onnx_session import EXPORT_HINT
-        from cloud.recognition.network import ONNX_FILE
+        from cloud.functions.detection.mtcnn import NETWORK_FILES
+        from cloud.functions.onnx_session import EXPORT_HINT
+        from cloud.functions.recognition.network import ONNX_FILE
 
         models = Path(self.config.models_dir).resolve()
         missing = [name for name in (*NETWORK_FILES, ONNX_FILE) if not (models / name).is_file()]
@@ -197,13 +197,13 @@ class LocalStack:
         return {"FACEPIPE_ENGINE": "onnx", "FACEPIPE_MODELS_DIR": str(models)}
 
     def _start(self, template: dict[str, Any], parameters: dict[str, str]) -> None:
-        from cloud.devices import user_prefix
-        from cloud.local.backend_sqs import BackendDelete, BackendReceive
-        from cloud.local.function_url import FunctionUrlServer
-        from cloud.local.identities import sender_id
-        from cloud.local.moto_server import MotoServer, record_sender_ids
-        from cloud.local.resources import create_resources
-        from cloud.local.sqs_trigger import SqsTrigger
+        from cloud.emulator.backend_sqs import BackendDelete, BackendReceive
+        from cloud.emulator.function_url import FunctionUrlServer
+        from cloud.emulator.identities import sender_id
+        from cloud.emulator.moto_server import MotoServer, record_sender_ids
+        from cloud.emulator.resources import create_resources
+        from cloud.emulator.sqs_trigger import SqsTrigger
+        from cloud.operator.devices import user_prefix
 
         cfg = self.config
         t0 = time.perf_counter()
@@ -294,7 +294,7 @@ class LocalStack:
         sessions. moto enforces no policy: its permissions are the template's (tests/unit/test_template.py)."""
         import json
 
-        from cloud.devices import ROLE_PATH
+        from cloud.operator.devices import ROLE_PATH
 
         trust = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                          "Principal": {"AWS": f"arn:aws:iam::{ACCOUNT}:root"}}]}
@@ -319,8 +319,8 @@ class LocalStack:
 
     def _pools(self, environment: dict[str, str], params: dict[str, str]) -> dict[str, FunctionPool]:
         """Each function of the template as a pool of worker processes, with its parameters."""
-        from cloud.local.environment import FunctionSpec
-        from cloud.local.pool import FunctionPool
+        from cloud.emulator.environment import FunctionSpec
+        from cloud.emulator.pool import FunctionPool
 
         cfg = self.config
         concurrency_of = self._concurrency(params)
@@ -440,11 +440,12 @@ class LocalStack:
 
     def enroll(self, people: dict[str, list[Path]]) -> Any:
         """Enroll photos into this stack's gallery with the handlers' engine and model files, run in this process;
-        the recognition workers see the new gallery from their next batch. Returns cloud.enrollment's report."""
-        from cloud.detection.detector import Detector
-        from cloud.enrollment import enroll_photos
-        from cloud.recognition.embedder import Embedder
-        from cloud.settings import get_settings
+        the recognition workers see the new gallery from their next batch.
+        Returns cloud.functions.enrollment's report."""
+        from cloud.functions.detection.detector import Detector
+        from cloud.functions.enrollment import enroll_photos
+        from cloud.functions.recognition.embedder import Embedder
+        from cloud.functions.settings import get_settings
 
         settings = get_settings()  # the functions' FACEPIPE_* values, which start() put in this process too
         if self._enroll_models is None:
@@ -468,15 +469,15 @@ def moto_iam_caller(access_key: str) -> Any:
     """The IAM user or STS session an access key belongs to, read from the moto server this process runs: the keys
     `facepipe device add` created over IAM's API and the device role's sessions, so the local URL accepts their
     signatures, and a removed device's or an expired session's not. Returns a function_url.Caller or None."""
-    from cloud.local.identities import caller_of
+    from cloud.emulator.identities import caller_of
 
     return caller_of(access_key)
 
 
 def _clear_client_caches() -> None:
     """Settings and boto3 clients are cached per process; they must follow the environment."""
-    from cloud import aws
-    from cloud.settings import get_settings
+    from cloud.functions import aws
+    from cloud.functions.settings import get_settings
 
     get_settings.cache_clear()
     aws.client.cache_clear()

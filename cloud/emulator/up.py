@@ -1,4 +1,4 @@
-"""`facepipe local up`: start the local stack (cloud/local/stack.py), print its endpoints, run until a signal."""
+"""`facepipe local up`: start the local stack (cloud/emulator/stack.py), print its endpoints, run until a signal."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from types import FrameType
 
-from cloud.local.stack import DEFAULT_MODELS, DEFAULT_WEIGHTS, LocalStack, StackConfig
+from cloud.emulator.stack import DEFAULT_MODELS, DEFAULT_WEIGHTS, LocalStack, StackConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

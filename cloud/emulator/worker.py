@@ -1,4 +1,4 @@
-"""A local Lambda worker process: `python -m cloud.local.worker <LogicalId> <handler>`.
+"""A local Lambda worker process: `python -m cloud.emulator.worker <LogicalId> <handler>`.
 
 The logical ID (DetectionFunction, RecognitionFunction) is there only to name the process, so `ps`
 tells the functions' workers apart; the rest is Lambda's own runtime interface client, awslambdaric,
@@ -15,7 +15,7 @@ from awslambdaric.__main__ import main as run_runtime_client
 
 def main(argv: list[str]) -> None:
     if len(argv) != 3:
-        sys.exit("usage: python -m cloud.local.worker <LogicalId> <module.handler>")
+        sys.exit("usage: python -m cloud.emulator.worker <LogicalId> <module.handler>")
     run_runtime_client([argv[0], argv[2]])
 
 

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cloud.contracts import name_refusal
-from cloud.recognition.gallery import (
+from cloud.functions.contracts import name_refusal
+from cloud.functions.recognition.gallery import (
     Gallery,
     GalleryError,
     GalleryNotFound,
@@ -31,8 +31,8 @@ from cloud.recognition.gallery import (
 )
 
 if TYPE_CHECKING:
-    from cloud.detection.detector import Detector
-    from cloud.recognition.embedder import Embedder, Engine
+    from cloud.functions.detection.detector import Detector
+    from cloud.functions.recognition.embedder import Embedder, Engine
 
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png"}
 # Enrollment photos come from the operator's disk, not the network: allow full-size camera photos.
@@ -97,14 +97,14 @@ def enroll_photos(
     """
     from tqdm import tqdm
 
-    from cloud.detection.detector import Detector
-    from cloud.recognition.embedder import Embedder
+    from cloud.functions.detection.detector import Detector
+    from cloud.functions.recognition.embedder import Embedder
 
     refusals = [refusal for refusal in map(name_refusal, people) if refusal]
     if refusals:  # before loading a model or reading a photo
         raise InvalidName("invalid name(s), nobody enrolled: " + "; ".join(refusals))
     if engine is None or models_dir is None:
-        from cloud.settings import get_settings
+        from cloud.functions.settings import get_settings
 
         engine = engine or get_settings().engine
         models_dir = get_settings().models_dir if models_dir is None else models_dir
@@ -155,7 +155,7 @@ def _load_or_new(uri: str, model_tag: str) -> Gallery:
 
 def _single_face(detector: Detector, path: Path) -> np.ndarray | str:
     """The photo's only face crop, or why the photo is skipped."""
-    from cloud.images import ImageRejected, open_checked
+    from cloud.functions.images import ImageRejected, open_checked
 
     try:
         if path.stat().st_size > MAX_PHOTO_BYTES:  # before reading it: the limit is also a memory bound
@@ -191,8 +191,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud.recognition.network import WeightsMissing
-    from cloud.settings import get_settings
+    from cloud.functions.recognition.network import WeightsMissing
+    from cloud.functions.settings import get_settings
 
     settings = get_settings()
     gallery_uri = args.gallery or settings.gallery_uri

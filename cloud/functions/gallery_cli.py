@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cloud.recognition.gallery import GalleryError, load_gallery, update_gallery
+from cloud.functions.recognition.gallery import GalleryError, load_gallery, update_gallery
 
 
 def _add_gallery_argument(parser: argparse.ArgumentParser) -> None:
@@ -13,7 +13,7 @@ def _add_gallery_argument(parser: argparse.ArgumentParser) -> None:
 
 
 def _gallery_uri(args: argparse.Namespace) -> str:
-    from cloud.settings import get_settings
+    from cloud.functions.settings import get_settings
 
     uri = args.gallery or get_settings().gallery_uri
     if not uri:

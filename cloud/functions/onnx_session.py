@@ -1,7 +1,7 @@
 """ONNX Runtime sessions for the functions' networks, with options that fit a Lambda container.
 
 One place decides how a model file becomes a session: the thread count from the function's vCPU share
-(cloud/settings.py), one inter-op thread (a container runs one request at a time), and a memory arena
+(cloud/functions/settings.py), one inter-op thread (a container runs one request at a time), and a memory arena
 that grows only by what is asked, so resident memory stays flat across invocations of varying input sizes.
 """
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import onnxruntime as ort
 
-from cloud.memory import return_freed_memory
+from cloud.functions.memory import return_freed_memory
 
 # How a missing models dir or file is made, for the one-line errors of both functions and the local stack.
 EXPORT_HINT = "`facepipe models export --models-dir DIR` (or `make models`) writes them"

@@ -14,7 +14,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cloud.contracts import (
+from cloud.functions.contracts import (
     MAX_FACES_PER_FRAME,
     MAX_QUEUE_MESSAGE_BYTES,
     MAX_REQUEST_BODY_BYTES,
@@ -78,7 +78,7 @@ class Settings(BaseSettings):
     persist_results: bool = Field(default=False, description="also write each answer to s3://bucket/results/")
     gallery_refresh_s: float = Field(
         default=30.0, ge=0, description="how often a warm recognizer rechecks the gallery's version; 0 = every batch")
-    # Devices as identities (cloud/devices.py): a Function URL caller may send only as the device its IAM user
+    # Devices as identities (cloud/operator/devices.py): a Function URL caller may send only as the device its IAM user
     # name says, and its answers go only to that device's queue. Needs AWS_IAM auth and a reply_to prefix.
     bind_devices: bool = Field(default=False, description="bind X-Device-Id and reply_to to the caller's IAM user")
     device_user_prefix: str = Field(default="", description="IAM user names of devices: <prefix><device id>")

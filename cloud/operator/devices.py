@@ -12,8 +12,9 @@ and has the queue `<ReplyToPrefix>NAME` (TLS only; tagged with the device and it
 answers arrive.
 
 The detection function derives the device from the caller's ARN by that naming convention
-(`device_of_arn`), so binding needs no lookup table: with FACEPIPE_BIND_DEVICES on, a caller may only send
-as its own device and its answers go only to its own queue (cloud/detection/handler.py `bind_to_caller`).
+(`device_of_arn` in cloud/functions/device_identity.py), so binding needs no lookup table: with
+FACEPIPE_BIND_DEVICES on, a caller may only send
+as its own device and its answers go only to its own queue (cloud/functions/detection/handler.py `bind_to_caller`).
 """
 
 from __future__ import annotations
@@ -22,18 +23,15 @@ import argparse
 import contextlib
 import json
 import os
-import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-DEVICE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,39}")  # a valid X-Device-Id, IAM user and queue name part
+from cloud.functions.device_identity import DEVICE_NAME, DEVICE_TAG, SENDER_TAG, device_of_arn
+
 POLICY_NAME = "facepipe-device"
 READ_ACTIONS = ["sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"]
-# Tags of a device's queue: whose it is, and the SQS SenderId of that device (an IAM user's unique id AIDA..., a
-# device role session's ROLEID:NAME), which the ingest door compares with a message's sender.
-DEVICE_TAG, SENDER_TAG = "facepipe:device", "facepipe:sender"
 ROLE_PATH = "/facepipe/{stack}/device-role/"  # template.yaml's DeviceRole: found by its path, its name is generated
 MAX_USER_NAME = 64  # IAM's limit
 MAX_QUEUE_NAME = 80  # SQS's limit
@@ -49,23 +47,6 @@ def user_prefix(stack: str) -> str:
 
 def user_path(stack: str) -> str:
     return f"/facepipe/{stack}/devices/"
-
-
-def device_of_arn(arn: str, prefix: str, account: str, role_name: str = "") -> str | None:
-    """The device a caller ARN of `account` is, or None: an IAM user `arn:PARTITION:iam::ACCOUNT:user/[PATH/]PREFIXNAME`
-    (user names are unique in an account whatever their path, so the name alone decides), or, with `role_name`, a
-    session of the device role `arn:PARTITION:sts::ACCOUNT:assumed-role/ROLE/NAME` (its session name is the device)."""
-    parts = arn.split(":", 5)
-    if not prefix or len(parts) != 6 or parts[0] != "arn" or not account or parts[4] != account:
-        return None
-    if parts[2] == "iam" and parts[5].startswith("user/"):
-        user = parts[5].rsplit("/", 1)[-1]
-        name = user[len(prefix):] if user.startswith(prefix) else ""
-    elif role_name and parts[2] == "sts" and parts[5].startswith(f"assumed-role/{role_name}/"):
-        name = parts[5].removeprefix(f"assumed-role/{role_name}/")
-    else:
-        return None
-    return name if DEVICE_NAME.fullmatch(name) else None
 
 
 def session_arn(role_arn: str, name: str) -> str:
@@ -345,7 +326,7 @@ def add_remove_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _target(args: argparse.Namespace) -> tuple[Target, Any, Any]:
-    from cloud import aws
+    from cloud.functions import aws
 
     if not args.stack:
         raise DeviceError("which stack? --stack NAME or FACEPIPE_STACK_NAME")

@@ -29,8 +29,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cloud import aws
-from cloud.contracts import (
+from cloud.functions import aws
+from cloud.functions.contracts import (
     ImageEvent,
     RequestMessage,
     ResponseMessage,

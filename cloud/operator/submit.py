@@ -5,7 +5,7 @@ Doors (`--via`):
 - `queue`: an `ImageEvent` on the ingest queue, the image inline when the message fits 256 KiB, else put
   under uploads/ (metadata `image-event`, so its S3 notification is not detected a second time) and referenced;
 - `s3`: put under uploads/ (metadata `device-id`, `reply-to`); the request id is the documented uuid5
-  (cloud.contracts.s3_request_id) of bucket, key and the version PutObject reports.
+  (cloud.functions.contracts.s3_request_id) of bucket, key and the version PutObject reports.
 
 Answers are read by request id from a per-run reply_to queue (named with the stack's reply_to prefix, created
 and deleted here) or, when the stack has no prefix, from the shared response queue (other clients' answers
@@ -36,8 +36,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from cloud import aws
-from cloud.contracts import (
+from cloud.functions import aws
+from cloud.functions.contracts import (
     DEVICE_ID_METADATA,
     HEADER_DEVICE_ID,
     HEADER_REPLY_TO,
@@ -378,7 +378,7 @@ def write_rows(path: Path, rows: list[dict[str, Any]]) -> None:
 def submit(inputs: list[Input], target: Target, via: Door, *, concurrency: int = 4, timeout_s: float = 60,
            device_id: str = "submit", progress: bool | None = None, region: str | None = None) -> Report:
     """Send every input through `via`, wait for every answer (at most `timeout_s` after the last send);
-    `region` as a --region flag (default: the AWS CLI's order, cloud.aws.session)."""
+    `region` as a --region flag (default: the AWS CLI's order, cloud.functions.aws.session)."""
     from tqdm import tqdm
 
     _require(target, via)

@@ -22,7 +22,7 @@ def face_box(photo: Path) -> tuple[int, int, int, int]:
     """(x, y, w, h) of the most probable face the backend's own detector (MTCNN) finds in the photo."""
     from PIL import Image
 
-    from cloud.detection.detector import Detector
+    from cloud.functions.detection.detector import Detector
 
     faces = Detector().detect(Image.open(photo))
     if not faces:

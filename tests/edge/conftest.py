@@ -157,7 +157,7 @@ def moto_sqs() -> Iterator[Any]:
     """A boto3 SQS client on a private moto server (real SQS protocol over HTTP)."""
     import boto3
 
-    from cloud.local.moto_server import MotoServer
+    from cloud.emulator.moto_server import MotoServer
 
     server = MotoServer()
     endpoint = server.start()

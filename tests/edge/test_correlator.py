@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from cloud.contracts import RecognisedFace, ResponseMessage, Timings
+from cloud.functions.contracts import RecognisedFace, ResponseMessage, Timings
 from edge_client.config import ResponsesConfig
 from edge_client.correlator import Correlator, CorrelatorEvents, Pending, PendingRequests
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from cloud.contracts import RecognisedFace, ResponseMessage, Timings
+from cloud.functions.contracts import RecognisedFace, ResponseMessage, Timings
 from edge_client.config import deep_merge
 from edge_client.daemon import MAX_UPLOAD_THREADS, Daemon
 from tests.edge.conftest import Scripted, make_config, wait_until

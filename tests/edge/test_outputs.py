@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
-from cloud.contracts import RecognisedFace, ResponseMessage, Timings
+from cloud.functions.contracts import RecognisedFace, ResponseMessage, Timings
 from edge_client.config import OutputsConfig
 from edge_client.metrics import EdgeMetrics, total
 from edge_client.outputs import WEBHOOK_QUEUE_SIZE, Outputs, answer_line

@@ -9,8 +9,8 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 FORBIDDEN_DISTRIBUTIONS = {"torch", "torchvision", "facenet-pytorch", "facenet_pytorch"}
-FORBIDDEN_MODULES = ("torch", "torchvision", "facenet_pytorch", "cloud.detection", "cloud.recognition",
-                     "cloud.local", "cloud.settings")
+FORBIDDEN_MODULES = ("torch", "torchvision", "facenet_pytorch", "cloud.functions.detection",
+                     "cloud.functions.recognition", "cloud.emulator", "cloud.functions.settings")
 
 
 def test_pip_install_edge_extra_pulls_no_torch(tmp_path: Path) -> None:

@@ -17,8 +17,8 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from cloud.local.demo import FILMED
-from cloud.local.demo_clip import write_pan_clip
+from cloud.emulator.demo import FILMED
+from cloud.emulator.demo_clip import write_pan_clip
 from edge_client.config import parse_config
 from edge_client.daemon import Daemon
 from edge_client.status import public_config

@@ -5,7 +5,7 @@ the daemon's per-frame JSONL for the clips of tests/edge/clips.py, played at 2 f
 - two: barack_obama, then joe_biden (overlapping for a second), in their own lanes;
 - small, small_biden: a 30 -> 48 px face, motion-blurred and out of focus, walks across the shared real
   video (whose own audience faces are strangers to the gallery);
-- demo: `make demo`'s clip (cloud/local/demo_clip.py, packaged photos): obama2.jpg panned across, then a
+- demo: `make demo`'s clip (cloud/emulator/demo_clip.py, packaged photos): obama2.jpg panned across, then a
   group photo of six strangers, then obama3.jpg, each cut in where the one before left (3 frames/s, motion on).
 """
 
@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from cloud.contracts import UNKNOWN_NAME, RecognisedFace
+from cloud.functions.contracts import UNKNOWN_NAME, RecognisedFace
 from edge_client.config import EventsConfig
 from edge_client.tracker import Event, Tracker
 

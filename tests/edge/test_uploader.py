@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 from botocore.credentials import Credentials
 
-from cloud.contracts import is_valid_request_id
-from cloud.local import sigv4
+from cloud.emulator import sigv4
+from cloud.functions.contracts import is_valid_request_id
 from edge_client.config import EndpointConfig
 from edge_client.uploader import CredentialsMissing, Outcome, Signer, Uploader, backoff_delay
 from tests.edge.conftest import Scripted, free_port

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from cloud.local.backend_sqs import BackendDelete, BackendReceive
-from cloud.local.sqs_trigger import SqsTrigger, build_event
+from cloud.emulator.backend_sqs import BackendDelete, BackendReceive
+from cloud.emulator.sqs_trigger import SqsTrigger, build_event
 from tests.moto_env import moto_sqs
 
 ALL = {"AttributeNames": ["All"], "MessageAttributeNames": ["All"]}

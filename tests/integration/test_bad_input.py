@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import requests
 
-from cloud.contracts import HEADER_REQUEST_ID
+from cloud.functions.contracts import HEADER_REQUEST_ID
 from tests.bad_images import png_claiming
 from tests.conftest import Mailbox, post_frame, queue_depth
 from tests.photos import packaged

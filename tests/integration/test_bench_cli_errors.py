@@ -23,8 +23,8 @@ def own_stack_env() -> dict[str, str]:
 
 
 def bench(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cloud.cli", "bench", *args], cwd=tmp_path, env=own_stack_env(),
-                          capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, "-m", "cloud.operator.cli", "bench", *args], cwd=tmp_path,
+                          env=own_stack_env(), capture_output=True, text=True, timeout=300)
 
 
 @pytest.mark.parametrize(("args", "says"), [
@@ -61,8 +61,8 @@ def test_missing_models_are_one_line_with_how_to_build_them_and_exit_2(tmp_path:
 
 def test_ctrl_c_mid_run_stops_every_worker_and_exits_130_without_a_traceback(tmp_path: Path) -> None:
     bench = subprocess.Popen(
-        [sys.executable, "-m", "cloud.cli", "bench", "--limit", "3", "--repeat", "5", "--models-dir", str(models_dir()),
-         "--photos", str(PACKAGED)], cwd=tmp_path, env=own_stack_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        [sys.executable, "-m", "cloud.operator.cli", "bench", "--limit", "3", "--repeat", "5",
+         "--models-dir", str(models_dir()), "--photos", str(PACKAGED)], cwd=tmp_path, env=own_stack_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
         text=True,
         # As a terminal starts it: a runner that started this session in the background (no job control) passes
         # SIGINT on ignored, and Python keeps an ignored SIGINT ignored.

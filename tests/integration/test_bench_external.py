@@ -38,7 +38,7 @@ def test_bench_against_a_running_stack_starts_no_worker_inside_a_measured_run(lo
     for pool in local_stack.functions.values():
         pool.reclaim_idle()  # no warm worker left: every one the bench needs starts during the bench
     started = WorkerStarts()
-    log = logging.getLogger("cloud.local.environment")
+    log = logging.getLogger("cloud.emulator.environment")
     log.addHandler(started)
     level_before = log.level
     log.setLevel(logging.INFO)
@@ -47,7 +47,7 @@ def test_bench_against_a_running_stack_starts_no_worker_inside_a_measured_run(lo
     env |= local_stack.client_env() | {"PYTHONPATH": str(REPO)}
     try:
         result = subprocess.run(
-            [sys.executable, "-m", "cloud.cli", "bench", "--limit", "3", "--burst", "2", "--workload", "2",
+            [sys.executable, "-m", "cloud.operator.cli", "bench", "--limit", "3", "--burst", "2", "--workload", "2",
              "--pace", "0.2", "--concurrency", "1,2", "--repeat", "1", "--attempts", "10",
              "--weights", str(weights_path()), "--photos", str(PACKAGED), "--json", str(out)],
             cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)

@@ -25,7 +25,7 @@ def test_bench_smoke_writes_every_figure_and_a_png(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "AWS_"))}
     env["PYTHONPATH"] = str(REPO)
     result = subprocess.run(
-        [sys.executable, "-m", "cloud.cli", "bench", "--limit", "3", "--burst", "4", "--workload", "3",
+        [sys.executable, "-m", "cloud.operator.cli", "bench", "--limit", "3", "--burst", "4", "--workload", "3",
          "--pace", "0.2", "--concurrency", "1,2", "--repeat", "2",
          # a loaded machine may 429 a burst of 4 for a while: counted and retried, not given up
          "--attempts", "10", "--models-dir", str(models_dir()), "--photos", str(PACKAGED),
@@ -96,7 +96,7 @@ def test_bench_puts_both_engines_side_by_side_in_one_run(tmp_path: Path) -> None
     out = tmp_path / "bench.json"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("FACEPIPE_", "AWS_"))} | {"PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        [sys.executable, "-m", "cloud.cli", "bench", "--engine", "onnx,torch", "--limit", "2", "--burst", "2",
+        [sys.executable, "-m", "cloud.operator.cli", "bench", "--engine", "onnx,torch", "--limit", "2", "--burst", "2",
          "--workload", "2", "--pace", "0.2", "--concurrency", "1", "--repeat", "1", "--attempts", "10",
          "--models-dir", str(models_dir()), "--weights", str(weights_path()), "--photos", str(PACKAGED),
          "--json", str(out)],

@@ -32,7 +32,7 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from cloud.contracts import HEADER_DEVICE_ID, HEADER_REPLY_TO, HEADER_REQUEST_ID
+from cloud.functions.contracts import HEADER_DEVICE_ID, HEADER_REPLY_TO, HEADER_REQUEST_ID
 from tests.conftest import ENROLLED
 from tests.local_up import LocalUp, local_up
 from tests.photos import REPO, packaged
@@ -52,7 +52,7 @@ class Camera:
 
 
 def facepipe(stack: LocalUp, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "cloud.cli", *args], cwd=REPO, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cloud.operator.cli", *args], cwd=REPO, capture_output=True, text=True,
                           env={**stack.env(), "PYTHONPATH": str(REPO)}, timeout=120)
 
 

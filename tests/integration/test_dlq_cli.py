@@ -11,7 +11,7 @@ import sys
 import uuid
 from typing import Any
 
-from cloud.contracts import HEADER_REPLY_TO, ImageEvent
+from cloud.functions.contracts import HEADER_REPLY_TO, ImageEvent
 from tests.conftest import MAX_RECEIVE_COUNT, Mailbox, drain_queue, post_frame, queue_depth
 from tests.dlq import REPO, dead_letter_by_receiving, list_dlq, run_dlq, visible
 from tests.photos import packaged
@@ -96,7 +96,7 @@ def test_response_dlq_listed_then_redriven_to_the_response_queue(local_stack: An
 
 def test_without_a_queue_it_says_what_to_give(local_stack: Any) -> None:
     env = {k: v for k, v in local_stack.client_env().items() if k != "FACEPIPE_REQUEST_QUEUE_URL"}
-    listed = subprocess.run([sys.executable, "-m", "cloud.cli", "dlq", "list"], cwd=REPO, capture_output=True,
+    listed = subprocess.run([sys.executable, "-m", "cloud.operator.cli", "dlq", "list"], cwd=REPO, capture_output=True,
                             text=True, timeout=60, env={**env, "PATH": os.environ["PATH"], "PYTHONPATH": str(REPO)})
     assert listed.returncode == 2 and "Traceback" not in listed.stderr
     assert "export FACEPIPE_REQUEST_QUEUE_URL" in listed.stderr

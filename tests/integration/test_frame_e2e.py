@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from cloud.contracts import HEADER_REPLY_TO, ResponseMessage
-from cloud.recognition.gallery import load_gallery
+from cloud.functions.contracts import HEADER_REPLY_TO, ResponseMessage
+from cloud.functions.recognition.gallery import load_gallery
 from tests.conftest import Mailbox, post_frame
 from tests.photos import SHARED, packaged, requires_shared
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import requests
 
-from cloud.local.function_url import FunctionUrlServer
+from cloud.emulator.function_url import FunctionUrlServer
 
 Function = Callable[[dict[str, Any], Any], Any]
 
@@ -102,7 +102,7 @@ def test_aws_iam_event_names_the_signer_as_aws_does() -> None:
     from botocore.awsrequest import AWSRequest
     from botocore.credentials import Credentials
 
-    from cloud.local.function_url import Caller
+    from cloud.emulator.function_url import Caller
 
     device = Caller("AKIADEVICE0000000001", "device-secret", "arn:aws:iam::123456789012:user/p/s-device-cam", "AIDAX")
     server = FunctionUrlServer(echo, access_key="AKIAADMIN00000000001", secret_key="admin-secret",

@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud import aws
-from cloud.recognition.gallery import Gallery, load_gallery, save_gallery
+from cloud.functions import aws
+from cloud.functions.recognition.gallery import Gallery, load_gallery, save_gallery
 from tests.moto_env import REGION, moto_server, point_boto3_at
 from tests.photos import REPO
 
@@ -24,7 +24,7 @@ EDITS = 25  # per process
 WRITER = """
 import sys
 import numpy as np
-from cloud.recognition.gallery import update_gallery
+from cloud.functions.recognition.gallery import update_gallery
 uri, action, prefix, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
 retried = 0
 for k in range(count):

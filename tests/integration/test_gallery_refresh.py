@@ -9,7 +9,7 @@ import sys
 import uuid
 from typing import Any
 
-from cloud.contracts import HEADER_REPLY_TO
+from cloud.functions.contracts import HEADER_REPLY_TO
 from tests.conftest import Mailbox, post_frame
 from tests.photos import REPO, packaged
 
@@ -36,7 +36,7 @@ def test_enrollment_and_removal_reach_a_warm_recognition_worker(local_stack: Any
         assert names_for(local_stack, reply_queue, mailbox) == [PERSON]
     finally:
         # AND removed again with the CLI, as an operator would, her next frame is unknown again
-        removed = subprocess.run([sys.executable, "-m", "cloud.cli", "gallery", "remove", PERSON,
+        removed = subprocess.run([sys.executable, "-m", "cloud.operator.cli", "gallery", "remove", PERSON,
                                   "--gallery", local_stack.gallery_uri], cwd=REPO, capture_output=True, text=True,
                                  env={**os.environ, **local_stack.client_env()}, timeout=120)
         assert removed.returncode == 0, removed.stderr

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from cloud.contracts import IMAGE_EVENT_METADATA, ImageEvent, S3ImageRef, s3_request_id
+from cloud.functions.contracts import IMAGE_EVENT_METADATA, ImageEvent, S3ImageRef, s3_request_id
 from tests.bad_images import png_claiming
 from tests.conftest import INGEST_VISIBILITY_S, MAX_RECEIVE_COUNT, Mailbox
 from tests.photos import SHARED, requires_shared

@@ -16,7 +16,7 @@ from tests.local_up import LocalUp, local_up
 from tests.photos import SHARED, requires_shared
 
 pytestmark = [pytest.mark.slow, requires_shared]
-PROBES = 10  # the 100-request run at one request per second is benchmarks/json_protocol.py
+PROBES = 10  # the 100-request run at one request per second is cloud/bench/json_protocol.py
 
 
 @pytest.fixture(scope="module")

@@ -52,7 +52,7 @@ def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None
     # A clean environment: nothing of a stack running in this test process leaks into the child.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
     prefix = f"cli-{uuid.uuid4().hex[:6]}-"
-    command = [sys.executable, "-m", "cloud.cli", "local", "up", "--models-dir", str(models_dir()),
+    command = [sys.executable, "-m", "cloud.operator.cli", "local", "up", "--models-dir", str(models_dir()),
                "--handler-timeout", "5", "--max-receive-count", "4", "--prefix", prefix]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
@@ -136,7 +136,7 @@ def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None
 
 def test_local_up_refuses_a_value_the_template_does_not_allow_in_one_line() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
-    command = [sys.executable, "-m", "cloud.cli", "local", "up", "--models-dir", str(models_dir()),
+    command = [sys.executable, "-m", "cloud.operator.cli", "local", "up", "--models-dir", str(models_dir()),
                "--recognition-timeout", "7"]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2

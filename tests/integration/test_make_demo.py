@@ -1,4 +1,4 @@
-"""`make demo` as a first-time user runs it: `python -m cloud.local.demo` in a process of its own, on the packaged
+"""`make demo` as a first-time user runs it: `python -m cloud.emulator.demo` in a process of its own, on the packaged
 photos, with nothing of this session's stack in its environment. It must end with every frame it sent answered,
 every arrival closed by a departure (each with its best picture), and the status page photographed once everyone
 has left, as the README promises."""
@@ -34,7 +34,7 @@ def test_make_demo_answers_every_frame_closes_every_event_and_photographs_the_st
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
     workdir = tmp_path / "demo"
     result = subprocess.run(
-        [sys.executable, "-m", "cloud.local.demo", "--models-dir", str(models_dir()), "--photos", str(PACKAGED),
+        [sys.executable, "-m", "cloud.emulator.demo", "--models-dir", str(models_dir()), "--photos", str(PACKAGED),
          "--workdir", str(workdir)],
         cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
     )

@@ -14,7 +14,7 @@ import pytest
 from moto.core import DEFAULT_ACCOUNT_ID as ACCOUNT_ID
 from moto.sqs.models import Queue, sqs_backends
 
-from cloud.local.moto_server import MotoServer
+from cloud.emulator.moto_server import MotoServer
 from tests.moto_env import moto_sqs
 
 

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import requests
 
-from cloud.local.environment import FunctionError, FunctionSpec
-from cloud.local.function_url import FunctionUrlServer
-from cloud.local.pool import FunctionPool, Throttled
-from cloud.local.runtime_api import Invocation, RuntimeApiServer
+from cloud.emulator.environment import FunctionError, FunctionSpec
+from cloud.emulator.function_url import FunctionUrlServer
+from cloud.emulator.pool import FunctionPool, Throttled
+from cloud.emulator.runtime_api import Invocation, RuntimeApiServer
 from tests.photos import REPO
 from tests.processes import alive, worker_pids
 
@@ -127,7 +127,7 @@ def test_a_worker_sees_lambdas_context_and_environment_and_names_its_function(
 
 def test_warm_workers_are_reused_and_only_cold_starts_report_init_duration(
         pools: Callable[..., FunctionPool], caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="cloud.local.environment")
+    caplog.set_level(logging.INFO, logger="cloud.emulator.environment")
     pool = pools(spec())
     first, second, third = (pool.invoke({"n": n}) for n in range(3))
     # One execution environment: one process, one init phase, three invocations.
@@ -142,7 +142,7 @@ def test_warm_workers_are_reused_and_only_cold_starts_report_init_duration(
 
 def test_a_pre_started_worker_serves_without_a_cold_start(
         pools: Callable[..., FunctionPool], caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="cloud.local.environment")
+    caplog.set_level(logging.INFO, logger="cloud.emulator.environment")
     pool = pools(spec())
     environment = pool.prestart()
     assert environment.init_ms > 0
@@ -198,7 +198,7 @@ def test_a_throttled_invocation_waits_up_to_the_bound_for_a_free_worker(
 def test_a_timed_out_invocation_is_a_502_and_its_worker_is_replaced(
         pools: Callable[..., FunctionPool], url: Callable[[FunctionPool], str],
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="cloud.local.environment")
+    caplog.set_level(logging.INFO, logger="cloud.emulator.environment")
     pool = pools(spec(timeout_s=1))
     endpoint = url(pool)
     pid = requests.post(endpoint, json={}, timeout=30).json()["pid"]
@@ -286,7 +286,7 @@ def test_an_idle_worker_that_died_is_replaced_without_failing_an_invocation(
 
 def test_reclaimed_idle_workers_exit_busy_ones_finish_and_the_next_invocation_is_a_cold_start(
         pools: Callable[..., FunctionPool], caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="cloud.local.environment")
+    caplog.set_level(logging.INFO, logger="cloud.emulator.environment")
     pool = pools(spec(), concurrency=2)
     started = {pool.prestart().pid, pool.prestart().pid}
     served: dict[str, Any] = {}
@@ -309,7 +309,7 @@ def test_a_worker_whose_stack_process_died_exits_by_itself(tmp_path: Path) -> No
     # Runtime API, and awslambdaric exits.
     pid_file = tmp_path / "pid"
     script = ("import os, sys; from pathlib import Path; from tests.integration.test_runtime import spec; "
-              "from cloud.local.pool import FunctionPool; "
+              "from cloud.emulator.pool import FunctionPool; "
               "Path(sys.argv[1]).write_text(str(FunctionPool(spec(logical_id='OrphanFunction'), 1).prestart().pid)); "
               "os._exit(0)")
     subprocess.run([sys.executable, "-c", script, str(pid_file)], cwd=REPO, stdout=subprocess.DEVNULL,

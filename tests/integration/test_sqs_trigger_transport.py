@@ -11,8 +11,8 @@ from typing import Any
 import boto3
 import pytest
 
-from cloud.local.moto_server import MotoServer
-from cloud.local.sqs_trigger import SqsTrigger
+from cloud.emulator.moto_server import MotoServer
+from cloud.emulator.sqs_trigger import SqsTrigger
 
 REGION = "us-east-1"
 

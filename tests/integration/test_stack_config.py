@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.local.stack import LocalStack, StackConfig
+from cloud.emulator.stack import LocalStack, StackConfig
 from tests.photos import models_dir
 
 

@@ -46,7 +46,7 @@ def probes(shared_people: dict[str, Path], tmp_path_factory: pytest.TempPathFact
 
 def facepipe_submit(local_stack: Any, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**local_stack.client_env(), "PYTHONPATH": str(REPO), "PATH": "/usr/bin:/bin"}
-    return subprocess.run([sys.executable, "-m", "cloud.cli", "submit", *args], cwd=REPO, env=env,
+    return subprocess.run([sys.executable, "-m", "cloud.operator.cli", "submit", *args], cwd=REPO, env=env,
                           capture_output=True, text=True, timeout=600)
 
 

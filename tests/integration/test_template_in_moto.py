@@ -15,10 +15,10 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES
-from cloud.local.resources import Resources, create_resources
-from cloud.local.stack import LOCAL_PARAMETERS, LocalStack, StackConfig
-from cloud.local.template import as_built, load_template, local_subset, parameter_values, transform
+from cloud.emulator.resources import Resources, create_resources
+from cloud.emulator.stack import LOCAL_PARAMETERS, LocalStack, StackConfig
+from cloud.emulator.template import as_built, load_template, local_subset, parameter_values, transform
+from cloud.functions.contracts import MAX_QUEUE_MESSAGE_BYTES
 from tests.conftest import INGEST_VISIBILITY_S, MAX_RECEIVE_COUNT, RECOGNITION_TIMEOUT_S, RECOGNITION_WORKERS
 from tests.moto_env import REGION, moto_server
 from tests.photos import models_dir

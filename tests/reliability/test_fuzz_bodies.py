@@ -24,7 +24,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from cloud.contracts import HEADER_DEVICE_ID, HEADER_FRAME_TIMESTAMP, HEADER_REPLY_TO, HEADER_REQUEST_ID
+from cloud.functions.contracts import HEADER_DEVICE_ID, HEADER_FRAME_TIMESTAMP, HEADER_REPLY_TO, HEADER_REQUEST_ID
 from tests.conftest import Mailbox, post_frame, sign_request
 from tests.photos import packaged
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cloud.contracts import HEADER_REPLY_TO
+from cloud.functions.contracts import HEADER_REPLY_TO
 from tests.conftest import Mailbox, drain_queue, post_frame, queue_depth
 from tests.dlq import list_dlq, run_dlq, visible
 from tests.photos import packaged

@@ -11,7 +11,7 @@ import botocore.auth
 import pytest
 import requests
 
-from cloud.contracts import HEADER_DEVICE_ID, HEADER_REPLY_TO, HEADER_REQUEST_ID
+from cloud.functions.contracts import HEADER_DEVICE_ID, HEADER_REPLY_TO, HEADER_REQUEST_ID
 from tests.conftest import post_frame, queue_depth, sign_request
 from tests.photos import packaged
 

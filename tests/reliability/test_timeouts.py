@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from cloud.contracts import HEADER_REPLY_TO
+from cloud.functions.contracts import HEADER_REPLY_TO
 from tests.conftest import RECOGNITION_TIMEOUT_S, SLOW_DEVICE, Mailbox, post_frame
 from tests.photos import packaged
 
@@ -22,7 +22,7 @@ pytestmark = pytest.mark.slow
 
 def test_a_timed_out_batch_is_redelivered_and_answered(
         local_stack: Any, reply_queue: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="cloud.local")
+    caplog.set_level(logging.INFO, logger="cloud.emulator")
     mailbox = Mailbox(local_stack.client("sqs"), reply_queue)
     visibility = local_stack.resources.queues["RequestQueue"].visibility_timeout
     request_id = str(uuid.uuid4())

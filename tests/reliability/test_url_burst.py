@@ -14,7 +14,7 @@ from typing import Any
 import requests
 from PIL import Image
 
-from cloud.contracts import HEADER_DEVICE_ID, HEADER_REPLY_TO, HEADER_REQUEST_ID
+from cloud.functions.contracts import HEADER_DEVICE_ID, HEADER_REPLY_TO, HEADER_REQUEST_ID
 from tests.conftest import Mailbox, sign_request
 from tests.photos import packaged
 

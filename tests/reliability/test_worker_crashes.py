@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from cloud.contracts import HEADER_REPLY_TO
+from cloud.functions.contracts import HEADER_REPLY_TO
 from tests.conftest import Mailbox, post_frame
 from tests.photos import packaged
 from tests.processes import alive, worker_pids
@@ -64,7 +64,7 @@ def exit_error_logged(caplog: pytest.LogCaptureFixture, request_id: str, timeout
 
 def test_recognition_workers_killed_mid_batch_lose_no_frame(
         local_stack: Any, reply_queue: str, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, logger="cloud.local")
+    caplog.set_level(logging.INFO, logger="cloud.emulator")
     mailbox = Mailbox(local_stack.client("sqs"), reply_queue)
     reply_to = {HEADER_REPLY_TO: reply_queue.rsplit("/", 1)[1]}
     images = [packaged(photo).read_bytes() for photo in PHOTOS]
@@ -106,7 +106,7 @@ def test_recognition_workers_killed_mid_batch_lose_no_frame(
     assert set(mailbox.received) == set(sent) and len(mailbox.received) == FRAMES
     duplicates = sum(count - 1 for count in mailbox.deliveries.values())
     # AND each kill failed its batch as Lambda's Runtime.ExitError (whole batch back to the queue)
-    exit_errors = [record for record in caplog.records if record.name == "cloud.local.environment"
+    exit_errors = [record for record in caplog.records if record.name == "cloud.emulator.environment"
                    and "Runtime exited with error: signal: kill" in record.getMessage()]
     assert len(exit_errors) == KILLS
     print(f"\n[worker crashes] {FRAMES}/{FRAMES} answered after {KILLS} SIGKILLs of recognition workers mid-batch "

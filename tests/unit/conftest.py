@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloud import aws
-from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES
-from cloud.settings import Settings, get_settings
+from cloud.functions import aws
+from cloud.functions.contracts import MAX_QUEUE_MESSAGE_BYTES
+from cloud.functions.settings import Settings, get_settings
 from tests.moto_env import moto_server, point_boto3_at
 from tests.photos import PACKAGED, SHARED, packaged, weights_path
 
@@ -52,7 +52,7 @@ PARITY_PHOTOS = ["face_recognition/obama.jpg", "face_recognition/obama2.jpg", "f
 @pytest.fixture(scope="session")
 def packaged_face_crops() -> dict[str, list[np.ndarray]]:
     """Every face the project's Detector finds in each PARITY_PHOTOS photo: the crops the functions embed."""
-    from cloud.detection.detector import Detector
+    from cloud.functions.detection.detector import Detector
 
     detector = Detector()
     crops = {}
@@ -67,7 +67,7 @@ def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A models dir as `facepipe models export` writes it (pnet, rnet, onet and inception_resnet_v1.onnx, about
     5 s), exported from facenet-pytorch and the test weights for this session, parity measured on the packaged
     photos' faces."""
-    from cloud.models.export import export_networks
+    from cloud.operator.models.export import export_networks
 
     models_dir = tmp_path_factory.mktemp("models")
     export_networks(weights_path(), models_dir, PACKAGED)
@@ -77,7 +77,7 @@ def onnx_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def shared_identity_crops() -> dict[Path, np.ndarray]:
     """The one face of every ../shared identities/*/*.jpg photo, detected once per session."""
-    from cloud.detection.detector import Detector
+    from cloud.functions.detection.detector import Detector
 
     detector = Detector()
     crops = {}

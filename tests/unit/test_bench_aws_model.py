@@ -69,7 +69,7 @@ def test_with_one_measured_core_the_assumptions_say_that_scaling_above_one_vcpu_
 
 
 def test_the_onnx_defaults_are_the_templates_and_every_default_is_modelled() -> None:
-    from cloud.local.template import load_template
+    from cloud.emulator.template import load_template
 
     parameters = load_template()["Parameters"]
     assert DEFAULT_MEMORY_MB["onnx"] == {"detection": parameters["DetectionMemorySize"]["Default"],

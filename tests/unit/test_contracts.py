@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from cloud.contracts import MAX_FACES_PER_FRAME, RequestMessage, ResponseMessage, crop_key
+from cloud.functions.contracts import MAX_FACES_PER_FRAME, RequestMessage, ResponseMessage, crop_key
 
 REQUEST_ID = str(uuid.uuid4())
 DEVICE = "cam-1"

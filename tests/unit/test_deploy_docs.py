@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud.local.template import load_template
+from cloud.emulator.template import load_template
 from tests.photos import REPO
 from tests.sam_cli import Project, parse_overrides
 

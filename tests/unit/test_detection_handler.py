@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from cloud import aws
-from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES, DetectAccepted, ErrorBody, RequestMessage
-from cloud.detection import handler as detection
-from cloud.settings import Settings, get_settings
+from cloud.functions import aws
+from cloud.functions.contracts import MAX_QUEUE_MESSAGE_BYTES, DetectAccepted, ErrorBody, RequestMessage
+from cloud.functions.detection import handler as detection
+from cloud.functions.settings import Settings, get_settings
 from tests.bad_images import png_claiming
 from tests.photos import packaged
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloud.detection.detector import CROP_MARGIN, Detector, Face
+from cloud.functions.detection.detector import CROP_MARGIN, Detector, Face
 from tests.photos import SHARED, packaged, requires_shared, shared_manifest
 
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from cloud.detection import handler as detection
-from cloud.detection.detector import Detector
-from cloud.models import export
-from cloud.models.sidecar import file_sha256, sidecar_path
-from cloud.settings import get_settings
+from cloud.functions.detection import handler as detection
+from cloud.functions.detection.detector import Detector
+from cloud.functions.settings import get_settings
+from cloud.operator.models import export
+from cloud.operator.models.sidecar import file_sha256, sidecar_path
 from tests.photos import PACKAGED, REPO, packaged, weights_path
 
 NETWORKS = ("pnet.onnx", "rnet.onnx", "onet.onnx", "inception_resnet_v1.onnx")
@@ -27,8 +27,8 @@ NETWORKS = ("pnet.onnx", "rnet.onnx", "onet.onnx", "inception_resnet_v1.onnx")
 def test_the_onnx_path_never_imports_torch(onnx_models: Path) -> None:
     script = f"""
 import sys
-import cloud.detection.handler
-from cloud.detection.detector import Detector
+import cloud.functions.detection.handler
+from cloud.functions.detection.detector import Detector
 from pathlib import Path
 from PIL import Image
 detector = Detector(engine="onnx", models_dir=Path({str(onnx_models)!r}))

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from cloud import aws
-from cloud.devices import (
+from cloud.functions import aws
+from cloud.functions.settings import Settings
+from cloud.operator.devices import (
     DEVICE_TAG,
     ROLE_PATH,
     SENDER_TAG,
@@ -25,7 +26,6 @@ from cloud.devices import (
     remove_device,
     user_prefix,
 )
-from cloud.settings import Settings
 from tests.moto_env import point_boto3_at
 
 PREFIX = user_prefix("facepipe")

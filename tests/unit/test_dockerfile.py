@@ -16,14 +16,15 @@ import re
 import shlex
 import subprocess
 import sys
+import textwrap
 from importlib.metadata import requires
 from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
 
-from cloud import cli
-from cloud.models import fetch
+from cloud.operator import cli
+from cloud.operator.models import fetch
 from tests.dockerfile import (
     DOCKERFILE,
     RUNTIME_ROOTS,
@@ -36,8 +37,8 @@ from tests.dockerfile import (
 )
 from tests.photos import REPO
 
-HANDLERS = {"DetectionFunction": "cloud.detection.handler.handler",
-            "RecognitionFunction": "cloud.recognition.handler.handler"}
+HANDLERS = {"DetectionFunction": "cloud.functions.detection.handler.handler",
+            "RecognitionFunction": "cloud.functions.recognition.handler.handler"}
 SHA = "0123456789abcdef" * 4
 
 
@@ -177,7 +178,7 @@ def test_pin_base_image_sets_both_functions_build_argument(tmp_path: Path) -> No
     tool = [sys.executable, str(REPO / "tools" / "pin_base_image.py"), "--template", str(template)]
     assert subprocess.run([*tool, "public.ecr.aws/lambda/python:3.12"], capture_output=True).returncode != 0
     subprocess.run([*tool, pinned], check=True, capture_output=True)
-    from cloud.local.template import load_template
+    from cloud.emulator.template import load_template
 
     resources = load_template(template)["Resources"]
     assert {resources[name]["Metadata"]["DockerBuildArgs"]["BASE_IMAGE"] for name in HANDLERS} == {pinned}
@@ -204,8 +205,8 @@ def _run_weights_stage(tmp_path: Path, **build_args: str) -> tuple[subprocess.Co
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
-    """The command line as the image's `facepipe` parses it."""
-    return cli.build_parser(argv).parse_args(argv)
+    """The command line as the export stage's `facepipe` parses it."""
+    return cli.parser_for(argv).parse_args(argv)
 
 
 def test_weights_build_args_are_declared_empty_in_the_export_stage() -> None:
@@ -219,7 +220,7 @@ def test_without_build_args_the_default_weights_are_prepared(tmp_path: Path) -> 
     assert result.returncode == 0, result.stderr
     [call] = calls
     args = _parse(call)
-    assert call[:2] == ["models", "prepare"] and args._run.__module__ == "cloud.models.prepare"
+    assert call[:2] == ["models", "prepare"] and args._run.__module__ == "cloud.operator.models.prepare"
     # the ONNX files go where the image reads them; the .pt stays outside what the image copies
     assert str(args.models_dir) == dockerfile_env()["FACEPIPE_MODELS_DIR"]
     assert str(args.out).startswith("/tmp/") and str(args.verify_photos).startswith("/tmp/")
@@ -234,7 +235,7 @@ def test_weights_url_and_sha256_fetch_instead(tmp_path: Path) -> None:
     assert call[:2] == ["models", "fetch"] and args._run is fetch.run
     assert (args.url, args.sha256) == (url, SHA)
     # ... and the fetched weights are exported to ONNX like the default ones
-    assert export_call[:2] == ["models", "export"] and exported._run.__module__ == "cloud.models.export"
+    assert export_call[:2] == ["models", "export"] and exported._run.__module__ == "cloud.operator.models.export"
     assert exported.weights == args.out and str(args.out).startswith("/tmp/")
     assert str(exported.models_dir) == dockerfile_env()["FACEPIPE_MODELS_DIR"]
 
@@ -281,7 +282,7 @@ def test_final_stage_takes_compiled_packages_and_nothing_else() -> None:
     image, build = stages()[-1], stage("build")
     site = build.expand("${SITE}")
     assert site.endswith("/site-packages")
-    assert sorted(_copies("build")) == sorted([(site + "/", site + "/"), ("/var/lang/bin/facepipe",) * 2])
+    assert _copies("build") == [(site + "/", site + "/")]  # no console script: the image runs python -m
     # no RUN (so no pip, compilers or caches) and no file from the build context (sources, photos)
     assert image.args("RUN") == []
     assert [copy for copy in image.args("COPY") if not copy.startswith("--from=")] == []
@@ -326,7 +327,7 @@ def test_trim_step_runs_the_script_then_imports_both_handlers_and_no_offline_par
         f"'{module}'" in commands[2] for module in ("torch", "torchvision", "facenet_pytorch", "onnx"))
     # ... and the offline-only parts are absent, or the build fails
     assert commands[3].startswith("python -c") and all(
-        f"'{module}'" in commands[3] for module in ("edge_client", "cloud.local", "cloud.models"))
+        f"'{module}'" in commands[3] for module in ("edge_client", "cloud.operator", "cloud.emulator", "cloud.bench"))
 
 
 def test_trim_script_deletes_only_the_listed_files(tmp_path: Path) -> None:
@@ -380,7 +381,7 @@ def test_build_context_has_what_the_dockerfile_copies() -> None:
         for file in files:
             assert not _dockerignored(file, patterns), f"{file} is copied but excluded by .dockerignore"
     for private in (".venv/bin/python", ".cache/models/facenet-casia-webface.pt", ".git/HEAD", "tests/photos.py",
-                    "cloud/__pycache__/settings.cpython-312.pyc", "build/lib/cloud/settings.py"):
+                    "cloud/__pycache__/settings.cpython-312.pyc", "build/lib/cloud/functions/settings.py"):
         assert _dockerignored(private, patterns), private
 
 
@@ -473,7 +474,7 @@ def test_run_commands_reads_shell_syntax() -> None:
 
 # --- what the image holds: only what the functions import ----------------------------------------------
 
-NOT_IN_IMAGE = ("edge_client", "cloud.local", "cloud.models")
+IMAGE_FOLDER = "cloud/functions/"
 
 
 def _module_name(relative: str) -> str:
@@ -525,25 +526,40 @@ def _shipped_modules() -> set[str]:
     return modules
 
 
-def test_image_ships_exactly_the_modules_the_functions_import() -> None:
-    shipped, needed = _shipped_modules(), _import_closure(RUNTIME_ROOTS)
-    assert "cloud.detection.handler" in shipped and "cloud.recognition.gallery" in shipped
-    assert sorted(shipped - needed) == [], "in the image but imported by nothing it runs"
-    assert sorted(needed - shipped) == [], "imported by the functions but not in the image"
-    assert [m for m in shipped if m.startswith(NOT_IN_IMAGE)] == []
+def test_the_build_copies_one_folder_of_the_source() -> None:
+    sources = [source for copy in stage("build").args("COPY") for source in shlex.split(copy)[:-1]
+               if source.startswith(("cloud", "edge_client"))]
+    assert sources == ["cloud/__init__.py", IMAGE_FOLDER]
+
+
+def test_the_image_folder_is_exactly_what_the_image_runs_imports() -> None:
+    shipped, needed = _shipped_modules(), _import_closure((*RUNTIME_ROOTS, "cloud.functions.__main__"))
+    assert "cloud.functions.detection.handler" in shipped and "cloud.functions.recognition.gallery" in shipped
+    assert sorted(shipped - needed) == [], "in the image's folder but imported by nothing the image runs"
+    assert sorted(needed - shipped) == [], "imported by what the image runs but outside its folder"
+    folder = IMAGE_FOLDER.rstrip("/").replace("/", ".")
+    assert sorted(m for m in shipped if m != "cloud" and not m.startswith(folder)) == []
+
+
+def test_the_closure_check_sees_a_module_outside_the_folder(tmp_path: Path) -> None:
+    # an operator module imported from a function (as cloud.devices was by the detection handler before the split)
+    # lands in the closure, so the test above would fail
+    assert "cloud.operator.devices" in _import_closure(("cloud.operator.cli", "cloud.operator.devices"))
+    assert "cloud.operator.devices" not in _import_closure(RUNTIME_ROOTS)
 
 
 def test_only_the_export_stage_adds_the_weights_tools() -> None:
     # The build stage (whose site-packages the image takes) copies nothing into site-packages itself ...
     site = stage("build").expand("${SITE}")
     assert [copy for copy in stage("build").args("COPY") if site in stage("build").expand(copy)] == []
-    # ... the export stage adds cloud/models/ for `facepipe models fetch/prepare/export`, and the image takes
-    # only the ONNX files from that stage
+    # ... the export stage adds the operator's folder for `facepipe models fetch/prepare/export`, and the image
+    # takes only the ONNX files from that stage
     weights = stage("export")
     assert [weights.expand(copy) for copy in weights.args("COPY") if "cloud/" in copy] == [
-        f"cloud/models/ {site}/cloud/models/"]
-    assert [m for m in _import_closure(("cloud.models.prepare", "cloud.models.fetch"))
-            if m.startswith(("edge_client", "cloud.local"))] == []
+        f"cloud/operator/ {site}/cloud/operator/"]
+    roots = ("cloud.operator.cli", "cloud.operator.models.prepare", "cloud.operator.models.fetch",
+             "cloud.operator.models.export")
+    assert [m for m in _import_closure(roots) if not m.startswith(("cloud.operator", "cloud.functions"))] == ["cloud"]
 
 
 def test_image_installs_only_the_cloud_extra_and_it_holds_no_edge_or_local_tool() -> None:
@@ -567,13 +583,23 @@ def test_image_installs_only_the_cloud_extra_and_it_holds_no_edge_or_local_tool(
     assert names(extras["models"]) >= {"torch", "facenet-pytorch", "onnx"} and names(extras["models"]) & locked == set()
 
 
-@pytest.mark.parametrize("argv", [["models", "fetch", "--help"], ["local", "up"]])
-def test_a_command_the_image_does_not_ship_says_so(argv: list[str], monkeypatch: pytest.MonkeyPatch,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    # The image has no cloud.models or cloud.local: make them unimportable here, as they are there
-    for module in ("cloud.models", "cloud.models.fetch", "cloud.local", "cloud.local.stack"):
-        monkeypatch.setitem(sys.modules, module, None)
-    with pytest.raises(SystemExit) as exited:
-        cli.build_parser(argv)
-    assert exited.value.code == 2
-    assert f"'{' '.join(argv[:2])}' is not part of this installation" in capsys.readouterr().err
+IMAGE_COMMAND_LINE = textwrap.dedent("""
+    import json, runpy, sys
+    sys.argv = ["cloud.functions", *sys.argv[1:]]
+    try:
+        runpy.run_module("cloud.functions", run_name="__main__")
+    except SystemExit:
+        pass
+    print(json.dumps(sorted(m for m in sys.modules if m.startswith(("cloud", "edge_client")))))
+""")
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["enroll", "--help"], ["gallery", "list", "--help"]])
+def test_the_images_command_line_runs_from_its_folder_alone(argv: list[str]) -> None:
+    result = subprocess.run([sys.executable, "-c", IMAGE_COMMAND_LINE, *argv], cwd=REPO, capture_output=True,
+                            text=True, timeout=120, check=True, env={**os.environ, "PYTHONPATH": str(REPO)})
+    *printed, modules = result.stdout.strip().splitlines()
+    assert "usage: python -m cloud.functions" in "\n".join(printed)
+    assert [m for m in json.loads(modules) if m != "cloud" and not m.startswith("cloud.functions")] == []
+    if argv == ["--help"]:
+        assert "{enroll,gallery}" in result.stdout

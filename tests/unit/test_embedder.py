@@ -13,9 +13,9 @@ from facenet_pytorch import MTCNN
 from facenet_pytorch.models.utils.detect_face import extract_face
 from PIL import Image
 
-from cloud.detection.detector import CROP_MARGIN
-from cloud.recognition.embedder import Embedder
-from cloud.recognition.network import WeightsInvalid, WeightsMissing
+from cloud.functions.detection.detector import CROP_MARGIN
+from cloud.functions.recognition.embedder import Embedder
+from cloud.functions.recognition.network import WeightsInvalid, WeightsMissing
 from tests.photos import SHARED, packaged, requires_shared, weights_path
 
 PEOPLE = {"obama": "face_recognition/obama.jpg", "obama2": "face_recognition/obama2.jpg",

@@ -16,12 +16,12 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from cloud.contracts import UNKNOWN_NAME
-from cloud.models.onnx_export import OPSET
-from cloud.models.resnet_export import export_resnet
-from cloud.models.sidecar import is_up_to_date, sidecar_path
-from cloud.recognition.embedder import Embedder, onnx_model_path
-from cloud.recognition.gallery import Gallery, Match
+from cloud.functions.contracts import UNKNOWN_NAME
+from cloud.functions.recognition.embedder import Embedder, onnx_model_path
+from cloud.functions.recognition.gallery import Gallery, Match
+from cloud.operator.models.onnx_export import OPSET
+from cloud.operator.models.resnet_export import export_resnet
+from cloud.operator.models.sidecar import is_up_to_date, sidecar_path
 from tests.photos import REPO, SHARED, requires_shared, weights_path
 from tests.recognition_split import THRESHOLD, decisions, enrollment_photos, stranger_decisions
 
@@ -160,7 +160,7 @@ def test_the_onnx_engine_never_imports_torch(onnx_models: Path, tmp_path: Path,
     np.save(crop, packaged_face_crops["face_recognition/biden.jpg"][0])
     script = (
         "import sys, numpy as np\n"
-        "from cloud.recognition import handler\n"
+        "from cloud.functions.recognition import handler\n"
         "embedder = handler.get_embedder('', 1, 'onnx', sys.argv[1])\n"
         "[vector] = embedder.embed([np.load(sys.argv[2])])\n"
         "assert abs(float(np.linalg.norm(vector)) - 1) < 1e-5, vector\n"

@@ -12,12 +12,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloud import aws
-from cloud.contracts import RequestMessage
-from cloud.detection.detector import Detector, Face
-from cloud.detection.enqueue import UPLOAD_THREADS, Frame, MessageTooLarge, send_frame
-from cloud.images import decode_jpeg
-from cloud.settings import Settings, get_settings
+from cloud.functions import aws
+from cloud.functions.contracts import RequestMessage
+from cloud.functions.detection.detector import Detector, Face
+from cloud.functions.detection.enqueue import UPLOAD_THREADS, Frame, MessageTooLarge, send_frame
+from cloud.functions.images import decode_jpeg
+from cloud.functions.settings import Settings, get_settings
 from tests.photos import packaged
 
 

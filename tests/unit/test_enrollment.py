@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud.cli import main as facepipe
-from cloud.detection.detector import Detector
-from cloud.enrollment import enroll_photos, people_from_dir
-from cloud.recognition.embedder import Embedder
-from cloud.recognition.gallery import Gallery, GalleryModelMismatch, load_gallery, save_gallery
-from cloud.settings import get_settings
+from cloud.functions.detection.detector import Detector
+from cloud.functions.enrollment import enroll_photos, people_from_dir
+from cloud.functions.recognition.embedder import Embedder
+from cloud.functions.recognition.gallery import Gallery, GalleryModelMismatch, load_gallery, save_gallery
+from cloud.functions.settings import get_settings
+from cloud.operator.cli import main as facepipe
 from tests.photos import SHARED, packaged, requires_shared, weights_path
 
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cloud import aws
-from cloud.contracts import UNKNOWN_NAME, name_refusal
-from cloud.recognition.gallery import (
+from cloud.functions import aws
+from cloud.functions.contracts import UNKNOWN_NAME, name_refusal
+from cloud.functions.recognition.gallery import (
     Gallery,
     GalleryCache,
     GalleryConflict,
@@ -42,7 +42,7 @@ def unit_rows(seed: int, n: int) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def s3_bucket() -> Iterator[str]:
-    """A versioned bucket on a moto server over HTTP, reached through cloud.aws like the handlers."""
+    """A versioned bucket on a moto server over HTTP, reached through cloud.functions.aws like the handlers."""
     with moto_server() as endpoint, pytest.MonkeyPatch.context() as env:
         point_boto3_at(endpoint, env.setenv)
         s3 = aws.client("s3")

@@ -131,7 +131,7 @@ def test_what_the_image_runs_imports_without_torch() -> None:
 
 
 def test_the_import_check_fails_on_a_module_that_needs_torch() -> None:
-    result = _import_blocking(NOT_INSTALLED, ("cloud.recognition.torch_network",))
+    result = _import_blocking(NOT_INSTALLED, ("cloud.functions.recognition.torch_network",))
     assert result.returncode != 0 and "No module named 'torch' (not in the image)" in result.stderr
 
 

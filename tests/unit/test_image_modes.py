@@ -15,12 +15,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloud.detection.detector import Detector
-from cloud.enrollment import enroll_photos
-from cloud.images import BACKGROUND, ImageRejected, open_checked, to_rgb, webp_size
-from cloud.recognition.embedder import Embedder
-from cloud.recognition.gallery import Gallery, load_gallery
-from cloud.settings import Settings
+from cloud.functions.detection.detector import Detector
+from cloud.functions.enrollment import enroll_photos
+from cloud.functions.images import BACKGROUND, ImageRejected, open_checked, to_rgb, webp_size
+from cloud.functions.recognition.embedder import Embedder
+from cloud.functions.recognition.gallery import Gallery, load_gallery
+from cloud.functions.settings import Settings
 from tests.photos import packaged, weights_path
 
 PROBE = "face_recognition/obama2.jpg"  # one face; enrolled from another photo of him

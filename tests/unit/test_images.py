@@ -1,4 +1,4 @@
-"""Upload checks in cloud.images: order of the checks, status codes, decode of real photos."""
+"""Upload checks in cloud.functions.images: order of the checks, status codes, decode of real photos."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloud.images import ImageRejected, decode_jpeg, encode_jpeg, open_checked
+from cloud.functions.images import ImageRejected, decode_jpeg, encode_jpeg, open_checked
 from tests.bad_images import png_claiming
 from tests.photos import packaged
 

@@ -48,7 +48,7 @@ class _Imports(ast.NodeVisitor):
             self._add(f"{base}.{alias.name}" if f"{base}.{alias.name}" in self.modules else base)
 
     def _add(self, name: str) -> None:
-        while name and name not in self.modules:  # `cloud.aws.client` -> the module cloud.aws
+        while name and name not in self.modules:  # `cloud.functions.aws.client` -> the module cloud.functions.aws
             name = name.rpartition(".")[0]
         if name and name != self.module and not self.module.startswith(name + "."):  # a package's own parents
             self.found.add(name)
@@ -87,3 +87,45 @@ def test_a_lazy_import_back_is_a_cycle(tmp_path: Path) -> None:
     assert graph["pkg.types"] == set()  # for type checkers only
     with pytest.raises(graphlib.CycleError):
         graphlib.TopologicalSorter(graph).prepare()
+
+
+# Where code runs, and what each place may import (docs/architecture.md, "Where the code runs"): the Lambda image
+# holds cloud/functions/ alone, so nothing there may reach up into the operator's tools, the emulator, the
+# benchmarks or the edge; the edge takes only the wire formats.
+ALLOWED = {
+    "cloud.functions": ("cloud.functions",),
+    "cloud.operator": ("cloud.operator", "cloud.functions"),
+    "cloud.emulator": ("cloud.emulator", "cloud.operator", "cloud.functions"),
+    "cloud.bench": ("cloud.bench", "cloud.emulator", "cloud.operator", "cloud.functions", "edge_client"),
+    "edge_client": ("edge_client", "cloud.functions.contracts"),
+}
+
+
+def _folder(module: str) -> str | None:
+    return next((folder for folder in ALLOWED if module == folder or module.startswith(folder + ".")), None)
+
+
+def layering_violations(graph: dict[str, set[str]]) -> list[str]:
+    wrong = []
+    for module, imported in graph.items():
+        folder = _folder(module)
+        for name in imported:
+            allowed = ALLOWED[folder] if folder else ()
+            if name != "cloud" and folder and not any(name == ok or name.startswith(ok + ".") for ok in allowed):
+                wrong.append(f"{module} imports {name}")
+    return sorted(wrong)
+
+
+def test_each_folder_imports_only_what_runs_beside_it() -> None:
+    files = _module_files()
+    assert {_folder(module) for module in files} == {*ALLOWED, None}  # every folder exists; None: cloud/__init__
+    assert [module for module in files if _folder(module) is None] == ["cloud"]
+    assert layering_violations(import_graph(files)) == []
+
+
+def test_a_function_importing_an_operator_tool_is_a_violation() -> None:
+    # the shape detection had before device_identity.py: the handler took device_of_arn from the `facepipe device` tool
+    graph = {"cloud.functions.detection.handler": {"cloud.operator.devices", "cloud.functions.contracts"},
+             "edge_client.daemon": {"cloud.functions.contracts", "cloud.functions.settings"}}
+    assert layering_violations(graph) == ["cloud.functions.detection.handler imports cloud.operator.devices",
+                                          "edge_client.daemon imports cloud.functions.settings"]

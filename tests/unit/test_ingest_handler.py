@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from cloud import aws
-from cloud.contracts import IMAGE_EVENT_METADATA, ImageEvent, RequestMessage, S3ImageRef, s3_request_id
-from cloud.detection import handler as detection
-from cloud.settings import Settings, get_settings
+from cloud.functions import aws
+from cloud.functions.contracts import IMAGE_EVENT_METADATA, ImageEvent, RequestMessage, S3ImageRef, s3_request_id
+from cloud.functions.detection import handler as detection
+from cloud.functions.settings import Settings, get_settings
 from tests.bad_images import png_claiming
 from tests.photos import packaged
 

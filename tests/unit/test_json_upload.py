@@ -12,10 +12,17 @@ from typing import Any
 
 import pytest
 
-from cloud import aws
-from cloud.contracts import DetectAccepted, ErrorBody, RecognisedFace, RequestMessage, ResponseMessage, Timings
-from cloud.detection import handler as detection
-from cloud.settings import Settings
+from cloud.functions import aws
+from cloud.functions.contracts import (
+    DetectAccepted,
+    ErrorBody,
+    RecognisedFace,
+    RequestMessage,
+    ResponseMessage,
+    Timings,
+)
+from cloud.functions.detection import handler as detection
+from cloud.functions.settings import Settings
 from tests.bad_images import png_claiming
 from tests.photos import packaged
 from tests.unit.test_detection_handler import bound  # noqa: F401 - the fixture: a stack that binds devices

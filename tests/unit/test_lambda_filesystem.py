@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from cloud import aws
-from cloud.detection.detector import Detector
-from cloud.recognition.embedder import Embedder
+from cloud.functions import aws
+from cloud.functions.detection.detector import Detector
+from cloud.functions.recognition.embedder import Embedder
 from tests.dockerfile import dockerfile_env
 from tests.moto_env import REGION, moto_server, point_boto3_at
 from tests.photos import REPO
@@ -28,8 +28,8 @@ PROBE = textwrap.dedent("""
     import json, os, sys
     from tests.write_audit import install
     writes = install([os.environ["TMPDIR"]])
-    from cloud.detection import handler as detection  # in Lambda (AWS_LAMBDA_FUNCTION_NAME) ...
-    from cloud.recognition import handler as recognition  # ... import builds the models: the init phase
+    from cloud.functions.detection import handler as detection  # in Lambda (AWS_LAMBDA_FUNCTION_NAME) ...
+    from cloud.functions.recognition import handler as recognition  # ... import builds the models: the init phase
     detected = detection.handler(json.load(open(sys.argv[1])), None)
     recognised = recognition.handler(json.load(open(sys.argv[2])), None)
     print(json.dumps({"writes": writes, "detection": detected["statusCode"], "recognition": recognised}))

@@ -1,4 +1,4 @@
-"""cloud/memory.py: the malloc settings the handlers apply in their init phase are ones glibc accepts."""
+"""cloud/functions/memory.py: the malloc settings the handlers apply in their init phase are ones glibc accepts."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import platform
 
 import pytest
 
-from cloud.memory import keep_freed_memory, return_freed_memory
+from cloud.functions.memory import keep_freed_memory, return_freed_memory
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt's parameters are glibc's")

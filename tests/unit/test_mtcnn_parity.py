@@ -1,6 +1,6 @@
 """The ONNX detector against facenet-pytorch's MTCNN on real photos, at the project's settings (issue 24).
 
-Two questions, kept apart: does the numpy port of MTCNN's stages (cloud/detection/mtcnn.py) compute what
+Two questions, kept apart: does the numpy port of MTCNN's stages (cloud/functions/detection/mtcnn.py) compute what
 facenet-pytorch computes (run it with facenet-pytorch's own torch networks), and does the whole ONNX engine
 find the faces the torch engine finds (every face at IoU >= 0.9, landmarks within 1.5 px, the same crops).
 """
@@ -18,11 +18,11 @@ from facenet_pytorch.models.utils.detect_face import batched_nms_numpy, extract_
 from PIL import Image
 from torchvision.ops import nms as torchvision_nms
 
-from cloud.detection import mtcnn
-from cloud.detection.detector import CROP_MARGIN, Detector, Face
+from cloud.functions.detection import mtcnn
+from cloud.functions.detection.detector import CROP_MARGIN, Detector, Face
 from tests.photos import SHARED, packaged, requires_shared
 
-MIN_PROBABILITY = 0.9  # the project's settings (cloud/settings.py), as the functions run the Detector
+MIN_PROBABILITY = 0.9  # the project's settings (cloud/functions/settings.py), as the functions run the Detector
 MAX_SIDE = 1280
 MIN_IOU = 0.9
 MAX_LANDMARK_PX = 1.5

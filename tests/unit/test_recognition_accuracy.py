@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloud.contracts import UNKNOWN_NAME
-from cloud.detection.detector import Detector
-from cloud.enrollment import enroll_photos
-from cloud.recognition.embedder import Embedder
-from cloud.recognition.gallery import Gallery, load_gallery
+from cloud.functions.contracts import UNKNOWN_NAME
+from cloud.functions.detection.detector import Detector
+from cloud.functions.enrollment import enroll_photos
+from cloud.functions.recognition.embedder import Embedder
+from cloud.functions.recognition.gallery import Gallery, load_gallery
 from tests.photos import packaged, requires_shared, weights_path
 from tests.recognition_split import THRESHOLD, decisions, enrollment_photos, recognise, stranger_decisions
 

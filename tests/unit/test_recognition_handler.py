@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from cloud import aws
-from cloud.contracts import (
+from cloud.functions import aws
+from cloud.functions.contracts import (
     CROP_SIZE,
     MAX_QUEUE_MESSAGE_BYTES,
     UNKNOWN_NAME,
@@ -32,13 +32,13 @@ from cloud.contracts import (
     ResponseMessage,
     crop_key,
 )
-from cloud.detection.detector import Detection, Detector
-from cloud.detection.enqueue import Frame, plan, upload_crops
-from cloud.enrollment import enroll_photos
-from cloud.images import encode_jpeg
-from cloud.recognition import handler as recognition
-from cloud.recognition.gallery import GalleryModelMismatch, load_gallery, save_gallery
-from cloud.settings import Settings
+from cloud.functions.detection.detector import Detection, Detector
+from cloud.functions.detection.enqueue import Frame, plan, upload_crops
+from cloud.functions.enrollment import enroll_photos
+from cloud.functions.images import encode_jpeg
+from cloud.functions.recognition import handler as recognition
+from cloud.functions.recognition.gallery import GalleryModelMismatch, load_gallery, save_gallery
+from cloud.functions.settings import Settings
 from tests.moto_env import moto_server, point_boto3_at
 from tests.photos import packaged, weights_path
 

@@ -1,5 +1,5 @@
 """The operator commands read the region as AWS CLI v2 does (--region, AWS_REGION, AWS_DEFAULT_REGION, the
-profile's), through cloud.aws.session: with only AWS_REGION set, `facepipe device`, `dlq` and `submit
+profile's), through cloud.functions.aws.session: with only AWS_REGION set, `facepipe device`, `dlq` and `submit
 --stack` find a stack that exists in that region of a moto server (over HTTP) and sign for that region."""
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import boto3
 import pytest
 from botocore.exceptions import ClientError
 
-from cloud import aws
-from cloud.cli import main
+from cloud.functions import aws
+from cloud.operator.cli import main
 from tests.http_server import QuietHandler, serving
 
 STACK_REGION = "eu-west-1"

@@ -12,10 +12,10 @@ from pathlib import Path
 import pytest
 from aws_lambda_powertools.utilities.parser.models import LambdaFunctionUrlModel, SqsModel
 
-from cloud import aws
-from cloud.contracts import ResponseMessage
-from cloud.detection.detector import Detector
-from cloud.recognition import handler as recognition
+from cloud.functions import aws
+from cloud.functions.contracts import ResponseMessage
+from cloud.functions.detection.detector import Detector
+from cloud.functions.recognition import handler as recognition
 from tests.moto_env import moto_server, point_boto3_at
 from tests.sample_events import (
     EXPECTED_NAMES,

@@ -8,8 +8,8 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from cloud.contracts import MAX_FACES_PER_FRAME
-from cloud.settings import Settings, default_threads, get_settings
+from cloud.functions.contracts import MAX_FACES_PER_FRAME
+from cloud.functions.settings import Settings, default_threads, get_settings
 
 
 @pytest.mark.parametrize("prefix", ["", "facepipe-reply-", "a" * 80])
@@ -62,8 +62,8 @@ def test_face_limit_stays_within_the_contract() -> None:
 def test_the_functions_default_to_onnx_and_without_a_models_dir_name_the_export(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    from cloud.detection import handler as detection
-    from cloud.recognition import handler as recognition
+    from cloud.functions.detection import handler as detection
+    from cloud.functions.recognition import handler as recognition
 
     monkeypatch.delenv("FACEPIPE_ENGINE", raising=False)
     monkeypatch.delenv("FACEPIPE_MODELS_DIR", raising=False)

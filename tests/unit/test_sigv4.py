@@ -12,8 +12,8 @@ from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from cloud.contracts import HEADER_DEVICE_ID, HEADER_FRAME_TIMESTAMP, HEADER_REPLY_TO, HEADER_REQUEST_ID
-from cloud.local.sigv4 import verify
+from cloud.emulator.sigv4 import verify
+from cloud.functions.contracts import HEADER_DEVICE_ID, HEADER_FRAME_TIMESTAMP, HEADER_REPLY_TO, HEADER_REQUEST_ID
 from edge_client.config import EndpointConfig
 from edge_client.uploader import Signer, Uploader
 
@@ -153,7 +153,7 @@ def test_the_edge_uploader_signs_every_header_it_sends() -> None:
 
 
 def test_any_key_the_lookup_knows_verifies_with_its_own_secret() -> None:
-    """Devices: each access key has its own secret (cloud/local/stack.py reads them from moto's IAM)."""
+    """Devices: each access key has its own secret (cloud/emulator/stack.py reads them from moto's IAM)."""
     secrets = {"AKIADEVICEA000000001": "secret-of-a", "AKIADEVICEB000000001": "secret-of-b"}
 
     for key, secret in secrets.items():

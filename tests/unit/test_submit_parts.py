@@ -14,8 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from cloud import aws
-from cloud.submit import (
+from cloud.functions import aws
+from cloud.operator.submit import (
     Collector,
     Input,
     Report,

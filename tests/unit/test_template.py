@@ -16,17 +16,17 @@ import pytest
 from aws_lambda_powertools.utilities.parser.models import SqsModel
 from cfnlint.api import lint
 
-from cloud.contracts import MAX_QUEUE_MESSAGE_BYTES, RequestMessage
-from cloud.local.template import PLACEHOLDER_IMAGE_URI, as_built, load_template, parameter_values, transform
-from cloud.settings import Settings
+from cloud.emulator.template import PLACEHOLDER_IMAGE_URI, as_built, load_template, parameter_values, transform
+from cloud.functions.contracts import MAX_QUEUE_MESSAGE_BYTES, RequestMessage
+from cloud.functions.settings import Settings
 from edge_client.config import ResponsesConfig
 from tests.dockerfile import dockerfile_env, instructions
 from tests.photos import REPO
 
 TEMPLATE_TEXT = (REPO / "template.yaml").read_text()
 REGIONS = ["us-east-1", "eu-west-1"]
-HANDLERS = {"DetectionFunction": "cloud.detection.handler.handler",
-            "RecognitionFunction": "cloud.recognition.handler.handler"}
+HANDLERS = {"DetectionFunction": "cloud.functions.detection.handler.handler",
+            "RecognitionFunction": "cloud.functions.recognition.handler.handler"}
 PREFIXES = {"DetectionFunction": "Detection", "RecognitionFunction": "Recognition"}
 ALIAS = "live"
 NO_VALUE = {"Ref": "AWS::NoValue"}
@@ -673,7 +673,8 @@ def test_edge_device_policy_invokes_the_url_and_reads_answers_only(transformed: 
     answers = by_sid["ReadAnswers"]
     assert {"sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility"} <= set(answers["Action"])
     assert all(action.startswith("sqs:") for action in answers["Action"])
-    # the shared queue only: a device's own queue is in its user's policy (cloud/devices.py), never ReplyToPrefix*
+    # the shared queue only: a device's own queue is in its user's policy
+    # (cloud/operator/devices.py), never ReplyToPrefix*
     assert _refs(answers["Resource"]) == {"ResponseQueue"}
     senders = [s for s in statements if any("SendMessage" in action for action in _list(s["Action"]))]
     assert senders == [by_sid["SendImageEvents"]]  # image events to the ingest queue, nothing else
@@ -844,7 +845,7 @@ def test_outputs_give_the_client_and_the_operator_everything(transformed: Templa
         "Environment"]["Variables"]["FACEPIPE_GALLERY_URI"]
 
 
-# --- environment variables = cloud.settings fields ------------------------------------------------
+# --- environment variables = cloud.functions.settings fields ------------------------------------------------
 
 
 def _function_env(transformed: Template, function: str) -> dict[str, Any]:
@@ -902,7 +903,7 @@ def test_template_values_are_valid_settings(transformed: Template) -> None:
     for overrides in cases:
         values = {k.removeprefix("FACEPIPE_").lower(): resolve(v, overrides) for k, v in env.items()
                   if k.startswith("FACEPIPE_")}
-        if not overrides:  # by default the threads follow the function's memory (cloud/settings.py)
+        if not overrides:  # by default the threads follow the function's memory (cloud/functions/settings.py)
             assert values["threads"] is None
         settings = Settings(**{k: v for k, v in values.items() if v is not None})
         assert settings.max_message_bytes == MAX_QUEUE_MESSAGE_BYTES  # = the queues' MaximumMessageSize
@@ -937,7 +938,7 @@ def test_device_role_invokes_the_url_only_and_trusts_sessions_named_after_the_ce
     role, policy = resources["DeviceRole"], resources["DeviceRolePolicy"]
     output = transformed["Outputs"]["DeviceRoleArn"]
     assert role["Condition"] == policy["Condition"] == output["Condition"] == "BindsDevices"
-    assert "RoleName" not in role["Properties"]  # generated: no CAPABILITY_NAMED_IAM; cloud/devices.py finds it by path
+    assert "RoleName" not in role["Properties"]  # generated: no CAPABILITY_NAMED_IAM; devices.py finds it by path
     assert role["Properties"]["Path"] == {"Fn::Sub": "/facepipe/${AWS::StackName}/device-role/"}
     assert "Policies" not in role["Properties"] and "ManagedPolicyArns" not in role["Properties"]
     assert policy["Properties"]["Roles"] == [{"Ref": "DeviceRole"}]

@@ -14,9 +14,9 @@ import pytest
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-from cloud.models import prepare
-from cloud.models.graphdef import Graph, GraphFormatError, read_graph
-from cloud.models.sidecar import sidecar_path
+from cloud.operator.models import prepare
+from cloud.operator.models.graphdef import Graph, GraphFormatError, read_graph
+from cloud.operator.models.sidecar import sidecar_path
 from tests.photos import PACKAGED, packaged, weights_path
 
 PHOTOS = ["face_recognition/obama.jpg", "face_recognition/biden.jpg", "insightface/t1.jpg"]

@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from cloud import cli
-from cloud.models import fetch, prepare
-from cloud.models.sidecar import sidecar_path
-from cloud.recognition.embedder import Embedder
+from cloud.functions.recognition.embedder import Embedder
+from cloud.operator import cli
+from cloud.operator.models import fetch, prepare
+from cloud.operator.models.sidecar import sidecar_path
 from tests.http_server import serving
 from tests.photos import packaged, weights_path
 

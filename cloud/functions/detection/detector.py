@@ -1,7 +1,7 @@
 """Face detection: MTCNN (facenet-pytorch's networks) over every face of a frame, with aligned 160x160 crops.
 
 Two engines run the same MTCNN: "onnx" (the exported networks in ONNX Runtime, with the stages around them in
-numpy: cloud/detection/mtcnn.py; no torch) and "torch" (facenet-pytorch's own MTCNN, the reference the
+numpy: cloud/functions/detection/mtcnn.py; no torch) and "torch" (facenet-pytorch's own MTCNN, the reference the
 other is checked against; torch is imported only when it is chosen).
 
 Large frames are optionally downscaled before detection (MTCNN's cost grows with the pixel count); boxes and
@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 from PIL import Image
 
-from cloud.contracts import CROP_SIZE
-from cloud.detection import mtcnn
+from cloud.functions.contracts import CROP_SIZE
+from cloud.functions.detection import mtcnn
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -121,7 +121,11 @@ class _Mtcnn(Protocol):
 
 class _OnnxMtcnn:
     def __init__(self, models_dir: Path | None, threads: int | None) -> None:
-        from cloud.onnx_session import EXPORT_HINT, models_folder, session  # onnxruntime: only for this engine
+        from cloud.functions.onnx_session import (  # onnxruntime: only for this engine
+            EXPORT_HINT,
+            models_folder,
+            session,
+        )
 
         paths = [models_folder(models_dir) / name for name in mtcnn.NETWORK_FILES]
         missing = [str(p) for p in paths if not p.is_file()]

@@ -16,11 +16,11 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from cloud.aws import utf8_size
-from cloud.contracts import DetectedFace, RequestMessage, crop_key
-from cloud.detection.detector import Face
-from cloud.images import encode_jpeg
-from cloud.settings import Settings
+from cloud.functions.aws import utf8_size
+from cloud.functions.contracts import DetectedFace, RequestMessage, crop_key
+from cloud.functions.detection.detector import Face
+from cloud.functions.images import encode_jpeg
+from cloud.functions.settings import Settings
 
 CROP_JPEG_QUALITY = 90
 # Crop uploads at once: botocore's client keeps 10 connections (max_pool_connections), so 8 never wait for one.

@@ -1,8 +1,8 @@
 """Detection Lambda behind the Function URL (payload format 2.0): frame in, faces onto the request queue.
 
 Two doors, told apart by the event's shape: a Function URL request (a raw image answered 202, or a JSON
-upload answered 200: cloud/detection/json_upload.py) and an SQS batch from the ingest queue (image events
-and S3 notifications: cloud/detection/ingest.py).
+upload answered 200: cloud/functions/detection/json_upload.py) and an SQS batch from the ingest queue (image events
+and S3 notifications: cloud/functions/detection/ingest.py).
 
 Every bad input is a 4xx JSON `ErrorBody` and queues nothing; a 5xx means our own fault (queue or
 bucket unreachable, misconfiguration). The detector is built once per container: at import time in
@@ -23,7 +23,7 @@ from typing import Any
 from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 
-from cloud.contracts import (
+from cloud.functions.contracts import (
     HEADER_DEVICE_ID,
     HEADER_FRAME_TIMESTAMP,
     HEADER_REPLY_TO,
@@ -34,12 +34,12 @@ from cloud.contracts import (
     is_valid_request_id,
     reply_to_refusal,
 )
-from cloud.detection import ingest
-from cloud.detection.json_upload import BadJson, is_json, parse_json_upload
-from cloud.detection.pipeline import Rejected, Upload, get_detector, logger, metrics, process
-from cloud.devices import device_of_arn
-from cloud.memory import keep_freed_memory
-from cloud.settings import Settings, get_settings
+from cloud.functions.detection import ingest
+from cloud.functions.detection.json_upload import BadJson, is_json, parse_json_upload
+from cloud.functions.detection.pipeline import Rejected, Upload, get_detector, logger, metrics, process
+from cloud.functions.device_identity import device_of_arn
+from cloud.functions.memory import keep_freed_memory
+from cloud.functions.settings import Settings, get_settings
 
 
 def request_id_of(headers: dict[str, str]) -> str | None:
@@ -204,7 +204,8 @@ def _handle(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
     get_detector()  # load the model during Lambda's init phase, not in the first request
-    # Then keep freed memory for the next request (cloud/memory.py). After the load, not before: with freed memory
+    # Then keep freed memory for the next request (cloud/functions/memory.py). After the load, not before: with freed
+    # memory
     # kept, the load's own discarded copies of the weights would all stay resident at once (recognition's peak
     # 351 MB instead of 325 MB).
     keep_freed_memory()

@@ -1,7 +1,7 @@
 """The ingest queue's door into detection: an SQS batch of image events and S3 notifications.
 
 Each record's body is one of
-- an `ImageEvent` (cloud/contracts.py): the image inline (`image_b64`) or in the stack's bucket (`image_s3`);
+- an `ImageEvent` (cloud/functions/contracts.py): the image inline (`image_b64`) or in the stack's bucket (`image_s3`);
 - an S3 event notification `{"Records": [{"s3": ...}]}` for objects put under `uploads/` (the bucket's
   notification configuration); the request id is `s3_request_id(bucket, key, version-or-etag)`, the device
   id and reply_to come from the object's `x-amz-meta-device-id` / `x-amz-meta-reply-to` metadata;
@@ -28,8 +28,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from cloud import aws
-from cloud.contracts import (
+from cloud.functions import aws
+from cloud.functions.contracts import (
     DEVICE_ID_METADATA,
     IMAGE_EVENT_METADATA,
     REPLY_TO_METADATA,
@@ -41,9 +41,9 @@ from cloud.contracts import (
     reply_to_refusal,
     s3_request_id,
 )
-from cloud.detection.pipeline import Rejected, Upload, logger, metrics, process
-from cloud.detection.senders import check_sender, s3_principal
-from cloud.settings import Settings, get_settings
+from cloud.functions.detection.pipeline import Rejected, Upload, logger, metrics, process
+from cloud.functions.detection.senders import check_sender, s3_principal
+from cloud.functions.settings import Settings, get_settings
 
 processor = BatchProcessor(event_type=EventType.SQS, raise_on_entire_batch_failure=False)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from pydantic import ValidationError
 
-from cloud.contracts import JsonUpload, is_valid_request_id
+from cloud.functions.contracts import JsonUpload, is_valid_request_id
 
 
 class BadJson(ValueError):

@@ -21,7 +21,7 @@ Network = Callable[[np.ndarray], tuple[np.ndarray, ...]]
 MIN_FACE_SIZE = 20
 FACTOR = 0.709
 THRESHOLDS = (0.6, 0.7, 0.7)
-# The exported networks (cloud/models/mtcnn_export.py) in Networks' order, and their input's name.
+# The exported networks (cloud/operator/models/mtcnn_export.py) in Networks' order, and their input's name.
 NETWORK_FILES = ("pnet.onnx", "rnet.onnx", "onet.onnx")
 INPUT_NAME = "input"
 NETWORK_BATCH = 512  # facenet-pytorch's fixed_batch_process: RNet/ONet inputs in chunks of this many

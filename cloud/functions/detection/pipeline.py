@@ -14,12 +14,12 @@ from aws_lambda_powertools import Logger, Metrics
 from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
-from cloud import aws
-from cloud.contracts import DetectAccepted
-from cloud.detection.detector import Detector
-from cloud.detection.enqueue import Frame, MessageTooLarge, send_frame
-from cloud.images import ImageRejected, open_checked
-from cloud.settings import get_settings
+from cloud.functions import aws
+from cloud.functions.contracts import DetectAccepted
+from cloud.functions.detection.detector import Detector
+from cloud.functions.detection.enqueue import Frame, MessageTooLarge, send_frame
+from cloud.functions.images import ImageRejected, open_checked
+from cloud.functions.settings import get_settings
 
 logger = Logger(service="facepipe-detection")
 metrics = Metrics(namespace="facepipe", service="facepipe-detection")  # as the Logger

@@ -1,6 +1,6 @@
 """The ingest door's binding, where devices are identities (FACEPIPE_BIND_DEVICES): an image event names its own
 device id and reply queue, so an event that names a device (its id, or its queue `<ReplyToPrefix>NAME`) must come
-from that device. A device's queue says whose it is: its `facepipe:sender` tag (cloud/devices.py) holds the SQS
+from that device. A device's queue says whose it is: its `facepipe:sender` tag (cloud/operator/devices.py) holds the SQS
 SenderId of the device (an IAM user's unique id, a device role session's ROLEID:NAME), compared with the message's
 SenderId, or, for an object put under uploads/, with the principal S3's notification names. Names that are no
 device's (an admin's `facepipe submit` queue, the shared response queue) stay free.
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from cloud import aws
-from cloud.devices import DEVICE_NAME, DEVICE_TAG, SENDER_TAG
-from cloud.settings import Settings
+from cloud.functions import aws
+from cloud.functions.device_identity import DEVICE_NAME, DEVICE_TAG, SENDER_TAG
+from cloud.functions.settings import Settings
 
 
 class NotTheSender(ValueError):

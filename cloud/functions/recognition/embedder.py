@@ -1,13 +1,13 @@
 """Face embeddings with facenet-pytorch's InceptionResnetV1, run by one of two engines, from local files only.
 
-- "onnx": the network exported to `<models_dir>/inception_resnet_v1.onnx` (cloud/models/resnet_export.py), run
+- "onnx": the network exported to `<models_dir>/inception_resnet_v1.onnx` (cloud/operator/models/resnet_export.py), run
   by ONNX Runtime; torch is never imported.
 - "torch": facenet-pytorch's own forward pass on the weights file (a state_dict `facepipe models prepare`
   builds offline): the reference the export is checked against.
 
 Nothing is downloaded here and there is no fallback to random weights: a missing or broken file is an error.
 Each engine tags its embeddings with the file it computes from (`model_tag`), so a gallery enrolled by one
-computation is never matched against probes of another (cloud/recognition/gallery.py, GalleryModelMismatch).
+computation is never matched against probes of another (cloud/functions/recognition/gallery.py, GalleryModelMismatch).
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from typing import Literal
 import cv2
 import numpy as np
 
-from cloud.contracts import CROP_SIZE
-from cloud.recognition.gallery import EMBEDDING_SIZE
-from cloud.recognition.network import ONNX_FILE, Network
+from cloud.functions.contracts import CROP_SIZE
+from cloud.functions.recognition.gallery import EMBEDDING_SIZE
+from cloud.functions.recognition.network import ONNX_FILE, Network
 
 Engine = Literal["onnx", "torch"]
 
@@ -57,12 +57,12 @@ class Embedder:
                  models_dir: str | Path = "") -> None:
         network: Network
         if engine == "onnx":
-            from cloud.onnx_session import models_folder
-            from cloud.recognition.onnx_network import OnnxNetwork
+            from cloud.functions.onnx_session import models_folder
+            from cloud.functions.recognition.onnx_network import OnnxNetwork
 
             network = OnnxNetwork(onnx_model_path(models_folder(models_dir)), threads or os.cpu_count() or 1)
         elif engine == "torch":
-            from cloud.recognition.torch_network import TorchNetwork
+            from cloud.functions.recognition.torch_network import TorchNetwork
 
             network = TorchNetwork(Path(weights_path), threads)
         else:

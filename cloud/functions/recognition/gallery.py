@@ -33,8 +33,8 @@ from typing import Any
 import numpy as np
 from botocore.exceptions import ClientError
 
-from cloud import aws
-from cloud.contracts import UNKNOWN_NAME, name_refusal
+from cloud.functions import aws
+from cloud.functions.contracts import UNKNOWN_NAME, name_refusal
 
 FORMAT_VERSION = 1
 EMBEDDING_SIZE = 512
@@ -45,7 +45,7 @@ class GalleryError(Exception):
 
 
 class InvalidName(GalleryError, ValueError):
-    """A name that cannot be enrolled (cloud.contracts.name_refusal says why)."""
+    """A name that cannot be enrolled (cloud.functions.contracts.name_refusal says why)."""
 
 
 class GalleryNotFound(GalleryError, FileNotFoundError):

@@ -28,8 +28,8 @@ from aws_lambda_powertools.metrics import MetricUnit
 from aws_lambda_powertools.utilities.batch import BatchProcessor, EventType, process_partial_response
 from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 
-from cloud import aws
-from cloud.contracts import (
+from cloud.functions import aws
+from cloud.functions.contracts import (
     CROP_SIZE,
     MAX_QUEUE_MESSAGE_BYTES,
     UNKNOWN_NAME,
@@ -37,12 +37,12 @@ from cloud.contracts import (
     is_valid_device_id,
     is_valid_request_id,
 )
-from cloud.images import ImageRejected, decode_jpeg
-from cloud.memory import keep_freed_memory
-from cloud.recognition.embedder import Embedder, Engine
-from cloud.recognition.gallery import Gallery, GalleryCache, Match
-from cloud.recognition.respond import Router, build_response, persist_response, queue_wait_ms, send_response
-from cloud.settings import Settings, get_settings
+from cloud.functions.images import ImageRejected, decode_jpeg
+from cloud.functions.memory import keep_freed_memory
+from cloud.functions.recognition.embedder import Embedder, Engine
+from cloud.functions.recognition.gallery import Gallery, GalleryCache, Match
+from cloud.functions.recognition.respond import Router, build_response, persist_response, queue_wait_ms, send_response
+from cloud.functions.settings import Settings, get_settings
 
 # An inline crop is bounded by the message size; one in S3 gets the same bound (a 160x160 JPEG is ~10 KB).
 MAX_CROP_BYTES = MAX_QUEUE_MESSAGE_BYTES
@@ -280,7 +280,8 @@ def _int(value: str | None) -> int | None:
 
 if os.environ.get("AWS_LAMBDA_FUNCTION_NAME"):
     get_container()  # load the model during Lambda's init phase, not in the first batch
-    # Then keep freed memory for the next request (cloud/memory.py). After the load, not before: with freed memory
+    # Then keep freed memory for the next request (cloud/functions/memory.py). After the load, not before: with freed
+    # memory
     # kept, the load's own discarded copies of the weights would all stay resident at once (recognition's peak
     # 351 MB instead of 325 MB).
     keep_freed_memory()

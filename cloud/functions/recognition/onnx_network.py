@@ -1,4 +1,4 @@
-"""Engine "onnx": InceptionResnetV1 exported to ONNX (cloud/models/resnet_export.py), run by ONNX Runtime.
+"""Engine "onnx": InceptionResnetV1 exported to ONNX (cloud/operator/models/resnet_export.py), run by ONNX Runtime.
 
 No torch: the functions' image ships only onnxruntime. The exported graph ends with facenet-pytorch's
 F.normalize (ReduceL2, Div), so its output is already L2-normalised.
@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cloud.contracts import CROP_SIZE
-from cloud.onnx_session import EXPORT_HINT, session
-from cloud.recognition.gallery import EMBEDDING_SIZE
-from cloud.recognition.network import ONNX_FILE, WeightsInvalid, WeightsMissing
+from cloud.functions.contracts import CROP_SIZE
+from cloud.functions.onnx_session import EXPORT_HINT, session
+from cloud.functions.recognition.gallery import EMBEDDING_SIZE
+from cloud.functions.recognition.network import ONNX_FILE, WeightsInvalid, WeightsMissing
 
 
 class OnnxNetwork:

@@ -12,9 +12,9 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from cloud import aws
-from cloud.contracts import RecognisedFace, RequestMessage, ResponseMessage, Timings, reply_to_refusal
-from cloud.recognition.gallery import Match
+from cloud.functions import aws
+from cloud.functions.contracts import RecognisedFace, RequestMessage, ResponseMessage, Timings, reply_to_refusal
+from cloud.functions.recognition.gallery import Match
 
 DISTANCE_DECIMALS = 4  # batch composition moves float32 embeddings by ~1e-6: round it away
 

@@ -1,6 +1,6 @@
 """Engine "torch": facenet-pytorch's InceptionResnetV1 forward pass on the project's weights file.
 
-The reference the ONNX export is measured against, and the export's source (cloud/models/resnet_export.py).
+The reference the ONNX export is measured against, and the export's source (cloud/operator/models/resnet_export.py).
 Only this engine and the export import this module: the ONNX path never loads torch.
 """
 
@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from facenet_pytorch import InceptionResnetV1
 
-from cloud.recognition.network import WeightsInvalid, WeightsMissing
+from cloud.functions.recognition.network import WeightsInvalid, WeightsMissing
 
 
 def load_model(path: Path) -> InceptionResnetV1:

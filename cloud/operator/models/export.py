@@ -13,15 +13,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from cloud.models.face_photos import VERIFY_CROPS, PrepareError, face_crops, photo_files
+from cloud.operator.models.face_photos import VERIFY_CROPS, PrepareError, face_crops, photo_files
 
 MTCNN_PARITY_PHOTO = Path("face_recognition/obama.jpg")  # under the photos folder (`make photos` fetches it)
 
 
 def export_networks(weights: Path, models_dir: Path, photos: Path) -> dict[str, dict[str, object]]:
     """Export (or keep, when up to date) the four ONNX files into `models_dir`; returns their sidecars by name."""
-    from cloud.models.mtcnn_export import export_mtcnn
-    from cloud.models.resnet_export import export_resnet
+    from cloud.operator.models.mtcnn_export import export_mtcnn
+    from cloud.operator.models.resnet_export import export_resnet
 
     files = photo_files(photos)
     mtcnn_photo = photos / MTCNN_PARITY_PHOTO

@@ -23,8 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO
 
-from cloud.models.sidecar import is_up_to_date, sidecar_path, write_sidecar
-from cloud.settings import Settings
+from cloud.functions.settings import Settings
+from cloud.operator.models.sidecar import is_up_to_date, sidecar_path, write_sidecar
 
 DEFAULT_MAX_BYTES = 512 * 1024 * 1024  # InceptionResnetV1 with a VGGFace2 head is ~107 MB
 SCHEMES = ("https", "http", "file")  # the sha256 pin, not the transport, vouches for the bytes
@@ -81,9 +81,9 @@ def check_weights(path: Path) -> dict[str, object]:
     import numpy as np
     import torch
 
-    from cloud.contracts import CROP_SIZE
-    from cloud.recognition.embedder import Embedder
-    from cloud.recognition.network import WeightsInvalid
+    from cloud.functions.contracts import CROP_SIZE
+    from cloud.functions.recognition.embedder import Embedder
+    from cloud.functions.recognition.network import WeightsInvalid
 
     try:
         embedder = Embedder(path)
@@ -131,7 +131,7 @@ def fetch(url: str, sha256: str, out: Path, max_bytes: int = DEFAULT_MAX_BYTES, 
     print(f"wrote {out} ({size} bytes, sha256 {digest[:16]}, model {checked['model_tag']})")
     threshold = Settings.model_fields["match_threshold"].default
     print(f"note: FACEPIPE_MATCH_THRESHOLD's default ({threshold}) was calibrated for the CASIA-WebFace "
-          "weights; calibrate these with benchmarks/calibrate_threshold.py and set it")
+          "weights; calibrate these with cloud/bench/calibrate_threshold.py and set it")
     return record
 
 

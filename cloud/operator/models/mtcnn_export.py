@@ -2,7 +2,7 @@
 
 Build time only: the weights ship inside the facenet-pytorch wheel (`MTCNN()` loads them from the package,
 nothing is downloaded). Each file is checked at export against torch on inputs cut from a real photo with the
-detector's own resampling (cloud/detection/mtcnn.py): two pyramid levels for PNet, square windows over the
+detector's own resampling (cloud/functions/detection/mtcnn.py): two pyramid levels for PNet, square windows over the
 photo at 24 and 48 px for RNet and ONet.
 """
 
@@ -16,9 +16,9 @@ import torch
 from facenet_pytorch import MTCNN
 from PIL import Image
 
-from cloud.detection import mtcnn
-from cloud.models import onnx_export
-from cloud.models.sidecar import is_up_to_date
+from cloud.functions.detection import mtcnn
+from cloud.operator.models import onnx_export
+from cloud.operator.models.sidecar import is_up_to_date
 
 INPUT = mtcnn.INPUT_NAME
 DEFAULT_PHOTO = Path(".cache/photos/face_recognition/obama.jpg")  # `make photos` fetches it

@@ -19,7 +19,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from cloud.models.sidecar import file_sha256, sidecar_path, write_sidecar
+from cloud.operator.models.sidecar import file_sha256, sidecar_path, write_sidecar
 
 OPSET = 17
 

@@ -24,9 +24,9 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from cloud.models.face_photos import VERIFY_CROPS, PrepareError, face_crops, photo_files
-from cloud.models.graphdef import GraphFormatError, read_graph
-from cloud.models.sidecar import file_sha256, is_up_to_date, write_sidecar
+from cloud.operator.models.face_photos import VERIFY_CROPS, PrepareError, face_crops, photo_files
+from cloud.operator.models.graphdef import GraphFormatError, read_graph
+from cloud.operator.models.sidecar import file_sha256, is_up_to_date, write_sidecar
 
 if TYPE_CHECKING:
     import torch
@@ -190,7 +190,7 @@ def verify(weights: Path, graph: bytes, crops: list[np.ndarray]) -> float:
     """Smallest cosine between our Embedder on `weights` and cv2.dnn on the original graph, per crop."""
     import cv2
 
-    from cloud.recognition.embedder import Embedder, standardise
+    from cloud.functions.recognition.embedder import Embedder, standardise
 
     ours = Embedder(weights).embed(crops)
     net = cv2.dnn.readNetFromTensorflow(np.frombuffer(graph, dtype=np.uint8))
@@ -274,7 +274,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cloud.models.export import export_networks
+    from cloud.operator.models.export import export_networks
 
     try:
         if not args.force and is_up_to_date(args.out):

@@ -2,7 +2,7 @@
 
 Build time only (`facepipe models prepare`, the image's export stage): torch and facenet-pytorch are the
 source of truth. The file gets a dynamic batch axis (the recognizer embeds chunks of any size) and a sidecar
-(cloud/models/onnx_export.py) that also names the source weights by sha256, so a new weights file is
+(cloud/operator/models/onnx_export.py) that also names the source weights by sha256, so a new weights file is
 re-exported and an unchanged one is not.
 """
 
@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cloud.models.onnx_export import export
-from cloud.models.sidecar import file_sha256, is_up_to_date, sidecar_path
-from cloud.recognition.embedder import onnx_model_path, standardise
-from cloud.recognition.torch_network import load_model
+from cloud.functions.recognition.embedder import onnx_model_path, standardise
+from cloud.functions.recognition.torch_network import load_model
+from cloud.operator.models.onnx_export import export
+from cloud.operator.models.sidecar import file_sha256, is_up_to_date, sidecar_path
 
-INPUT_NAME = "crops"  # float32 (n, 3, 160, 160), standardised as cloud.recognition.embedder.standardise does
+INPUT_NAME = "crops"  # float32 (n, 3, 160, 160), standardised as cloud.functions.recognition.embedder.standardise does
 OUTPUT_NAME = "embeddings"  # float32 (n, 512), L2-normalised by the graph itself
 
 
