@@ -36,11 +36,14 @@ from edge_client.server import MetricsServer, StatusSource
 from edge_client.status import LiveStatus
 from edge_client.throttle import InFlight
 from edge_client.tracker import Tracker
+from tests.edge import test_mqtt
 from tests.edge.conftest import make_config, wait_until
-from tests.edge.test_mqtt import Broker, Message, Subscriber, broker, pytestmark  # noqa: F401 (fixture, skip mark)
+from tests.edge.test_mqtt import Broker, Message, Subscriber
 from tests.edge.test_tracker import recorded
 from tests.photos import REPO, packaged
 
+broker = test_mqtt.broker  # the same real broker fixture (a process of its own for this module)
+pytestmark = test_mqtt.pytestmark
 OBAMA = "barack_obama"
 GONE = "gone_one"  # barack_obama renamed: the person the forget test removes
 AWAY_S = 1.5
@@ -213,8 +216,9 @@ def test_person_entities_discovery_states_and_expiry(broker: Broker, live: Timed
                               camera.presence.people.picture)
         server = MetricsServer(camera.metrics, "127.0.0.1:0", lambda: {"ok": True}, source)
         try:
-            url = "http://127.0.0.1:%d" % server.address[1]
-            assert OBAMA in [p["name"] for p in requests.get(f"{url}/api/status", timeout=5).json()["presence"]["people"]]
+            url = f"http://127.0.0.1:{server.address[1]}"
+            listed = requests.get(f"{url}/api/status", timeout=5).json()["presence"]["people"]
+            assert OBAMA in [p["name"] for p in listed]
             served = requests.get(f"{url}/api/people/{OBAMA}.jpg", timeout=5)
             newest = live.on(f"{people}/picture")[-1].payload  # the passage's best, from its end
             assert served.headers["Content-Type"] == "image/jpeg" and served.content == newest
