@@ -27,7 +27,7 @@ RETAINED_WAIT_S = 1.0  # the broker sends retained messages right after SUBSCRIB
 
 def _camera_presence(client: mqtt.Client, config: MqttOutput, oid: str) -> list[str]:
     """Every camera's presence binary_sensor of `oid` on the broker: its config topic and its state topic."""
-    found: list[str] = []
+    found: dict[str, str] = {}  # config topic -> state topic (a broker may send a retained message twice)
     lock = threading.Lock()
 
     def on_message(_client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
@@ -38,14 +38,14 @@ def _camera_presence(client: mqtt.Client, config: MqttOutput, oid: str) -> list[
         camera = state_topic.removeprefix(f"{config.topic_prefix}/").removesuffix(f"/presence/{oid}")
         if state_topic == f"{config.topic_prefix}/{camera}/presence/{oid}" and "/" not in camera:
             with lock:
-                found.extend((message.topic, state_topic))
+                found[message.topic] = state_topic
 
     client.on_message = on_message
     client.subscribe(f"{config.discovery_prefix}/binary_sensor/+/{oid}/config", qos=1)
     time.sleep(RETAINED_WAIT_S)
     client.unsubscribe(f"{config.discovery_prefix}/binary_sensor/+/{oid}/config")
     with lock:
-        return list(found)
+        return [topic for pair in found.items() for topic in pair]
 
 
 def forget(config: MqttOutput, device_id: str, names: list[str], timeout_s: float = 10.0) -> list[str]:

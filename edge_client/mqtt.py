@@ -100,6 +100,10 @@ def person_configs(config: MqttConfig, oid: str, name: str) -> list[tuple[str, b
             (f"{prefix}/image/{node}/{oid}/config", json.dumps(picture).encode())]
 
 
+def _here_payload(names: list[str]) -> bytes:
+    return json.dumps({"names": names, "count": len(names)}).encode()
+
+
 class MqttOutput:
     def __init__(self, config: MqttConfig, device_id: str, count_error: Any, presence: Presence | None = None) -> None:
         self._config = config
@@ -126,6 +130,7 @@ class MqttOutput:
         self._client = client
         if presence is not None:
             presence.link(self)
+            self._retained[self.topic("here")] = _here_payload([])  # nobody in view yet, said on connecting
         client.connect_async(config.host or "", config.port, keepalive=30)
         client.loop_start()
 
@@ -244,7 +249,7 @@ class MqttOutput:
             self._publish(topic, b"", retain=True)
 
     def here(self, names: list[str]) -> None:
-        self._publish(self.topic("here"), json.dumps({"names": names, "count": len(names)}).encode(), retain=True)
+        self._publish(self.topic("here"), _here_payload(names), retain=True)
 
     def unknown_face(self, record: dict[str, Any], picture: bytes | None) -> None:
         if picture is not None:

@@ -163,6 +163,7 @@ def test_person_entities_discovery_states_and_expiry(broker: Broker, live: Timed
         camera.play("one")
         seen_at = time.time()
         people = f"facepipe/people/{OBAMA}"
+        assert json.loads(live.on(f"{camera.base}/here")[0].payload) == {"names": [], "count": 0}  # on connecting
         wait_until(lambda: live.payloads(f"{people}/presence") == [b"home"], 10, "home")
         # Home Assistant learns the person's device: a device_tracker, a last-seen sensor, an image
         tracker = _discovery(live, f"homeassistant/device_tracker/facepipe_people/{OBAMA}/config")
