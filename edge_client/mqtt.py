@@ -247,6 +247,8 @@ class MqttOutput:
             cleared += [self._presence_config(state.name)[0], self.topic(f"presence/{oid}")]
         for topic in [*cleared, f"{self.people_base}/{oid}/presence", f"{self.people_base}/{oid}/picture"]:
             self._publish(topic, b"", retain=True)
+        with self._lock:  # on reconnecting, the removal goes out again rather than a sighting from before it
+            self._retained[f"{self.people_base}/{oid}"] = state.payload()
 
     def here(self, names: list[str]) -> None:
         self._publish(self.topic("here"), _here_payload(names), retain=True)
