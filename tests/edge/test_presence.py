@@ -37,7 +37,7 @@ from edge_client.status import LiveStatus
 from edge_client.throttle import InFlight
 from edge_client.tracker import Tracker
 from tests.edge import test_mqtt
-from tests.edge.conftest import make_config, wait_until
+from tests.edge.conftest import TcpProxy, make_config, wait_until
 from tests.edge.test_mqtt import Broker, Message, Subscriber
 from tests.edge.test_tracker import recorded
 from tests.photos import REPO, packaged
@@ -107,11 +107,11 @@ class Camera:
         self.outputs.close()
 
 
-def _camera(broker: Broker, prefix: str, away_after_s: float = AWAY_S) -> Camera:
+def _camera(broker: Broker, prefix: str, away_after_s: float = AWAY_S, port: int | None = None) -> Camera:
     device = f"{prefix}-{time.monotonic_ns()}"
     metrics = EdgeMetrics()
     presence = Presence(PresenceConfig(away_after_s=away_after_s), device)
-    config = OutputsConfig.model_validate({"log": False, "mqtt": {"host": "127.0.0.1", "port": broker.port}})
+    config = OutputsConfig.model_validate({"log": False, "mqtt": {"host": "127.0.0.1", "port": port or broker.port}})
     outputs = Outputs(config, device, metrics, presence)
     in_flight = InFlight(1000)
     answers = AnswerHandler(in_flight, metrics, outputs, Tracker(EVENTS, device), LiveStatus(), presence)
@@ -346,6 +346,33 @@ def test_forget_removes_the_person_everywhere_and_only_a_later_sighting_brings_t
         assert mine[0] in kept and not json.loads(kept[f"facepipe/people/{GONE}"])["removed"]
     finally:
         camera.close()
+
+
+def test_a_camera_offline_during_forget_learns_it_on_reconnecting(broker: Broker, live: Timed, tmp_path: Path) -> None:
+    proxy = TcpProxy("127.0.0.1", broker.port)  # the camera's network to the broker
+    proxy.up()
+    camera = _camera(broker, "shed", away_after_s=30, port=proxy.port)
+    who, oid = "offline_forgotten", "offline_forgotten"
+    try:
+        camera.play("one", rename={OBAMA: who})
+        camera.leave()
+        wait_until(lambda: bool(live.on(f"facepipe/people/{oid}")), 10, "the sighting")
+        proxy.down()
+        wait_until(lambda: not camera.outputs._mqtt.connected, 30, "the camera offline")
+        result = subprocess.run([sys.executable, "-m", "edge_client", "forget", "--config",
+                                 str(_edge_yaml(tmp_path, broker)), who], capture_output=True, text=True,
+                                timeout=60, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        assert who in [p["name"] for p in camera.presence.status()["people"]]  # it cannot know yet
+        proxy.up()  # back: it republishes what it keeps, hears the removal, and the broker ends with the removal
+        wait_until(lambda: who not in [p["name"] for p in camera.presence.status()["people"]], 30, "forgotten")
+        time.sleep(0.5)
+        kept = retained(broker)
+        assert json.loads(kept[f"facepipe/people/{oid}"])["removed"]
+        assert not [t for t in kept if oid in t and t != f"facepipe/people/{oid}"], sorted(kept)
+    finally:
+        camera.close()
+        proxy.down()
 
 
 def test_forget_without_a_broker_configured_is_a_config_error(tmp_path: Path) -> None:
