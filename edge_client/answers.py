@@ -17,6 +17,7 @@ from edge_client.annotate import annotated_jpeg
 from edge_client.correlator import CorrelatorEvents, Pending
 from edge_client.metrics import EdgeMetrics
 from edge_client.outputs import Outputs
+from edge_client.presence import Presence
 from edge_client.status import LiveStatus
 from edge_client.throttle import InFlight
 from edge_client.tracker import Event, Tracker
@@ -26,12 +27,13 @@ log = logging.getLogger(__name__)
 
 class AnswerHandler:
     def __init__(self, in_flight: InFlight, metrics: EdgeMetrics, outputs: Outputs, tracker: Tracker,
-                 status: LiveStatus) -> None:
+                 status: LiveStatus, presence: Presence | None = None) -> None:
         self._in_flight = in_flight
         self._metrics = metrics
         self._outputs = outputs
         self._tracker = tracker
         self._status = status
+        self._presence = presence
         self._lock = threading.Lock()
 
     def correlator_events(self) -> CorrelatorEvents:
@@ -86,7 +88,8 @@ class AnswerHandler:
             frame, faces = self._best_frame(event)
             # Annotating costs a JPEG decode and encode: only when an output sends the picture now (the
             # status page annotates when it is asked).
-            wanted = frame is not None and self._outputs.needs_picture(event.type)
+            wanted = frame is not None and (self._outputs.needs_picture(event.type) or (
+                self._presence is not None and self._presence.wants_picture(event)))
             picture = annotated_jpeg(frame, faces) if wanted and frame is not None else None
             try:
                 snapshot = self._outputs.event(event, picture)
@@ -94,6 +97,11 @@ class AnswerHandler:
                 log.exception("output failed for event %s", event.event_id)
                 snapshot = None
             self._status.event(event.record(snapshot), frame, faces)
+            if self._presence is not None:
+                try:
+                    self._presence.event(event, picture)
+                except Exception:
+                    log.exception("presence failed for event %s", event.event_id)
 
     @staticmethod
     def _best_frame(event: Event) -> tuple[bytes | None, list[RecognisedFace]]:

@@ -1,4 +1,4 @@
-"""`facepipe-edge`: run the daemon, or check its configuration and dependencies.
+"""`facepipe-edge`: run the daemon, check its configuration and dependencies, or forget removed people.
 
 Exit status: 0 ok; 78 (EX_CONFIG) for a bad configuration, missing credentials or a broken AWS
 profile, so systemd's `RestartPreventExitStatus=78` stops a restart loop; 1 when `check` finds a
@@ -132,14 +132,34 @@ def _check(config: EdgeConfig) -> int:
     return EX_FAILURE if failed else 0
 
 
+def _forget(config: EdgeConfig, names: list[str]) -> int:
+    from cloud.functions.contracts import UNKNOWN_NAME
+    from edge_client.forget import forget
+
+    if not config.outputs.mqtt.host:
+        return _fail("forget: outputs.mqtt.host is not set: presence lives on the MQTT broker", EX_CONFIG)
+    if UNKNOWN_NAME in names or "" in names:
+        return _fail(f"forget: {UNKNOWN_NAME!r} and empty names are no one's", EX_CONFIG)
+    try:
+        lines = forget(config.outputs.mqtt, config.device_id, names)
+    except (OSError, TimeoutError) as exc:
+        return _fail(f"forget: broker {config.outputs.mqtt.host}:{config.outputs.mqtt.port}: {exc}", EX_FAILURE)
+    for line in lines:
+        print(line, flush=True)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="facepipe-edge", description=__doc__.splitlines()[0])
     commands = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (("run", "run the daemon"),
-                            ("check", "validate the config and try the camera, endpoint, queue and spool")):
+                            ("check", "validate the config and try the camera, endpoint, queue and spool"),
+                            ("forget", "remove people (gone from the gallery) from presence and Home Assistant")):
         sub = commands.add_parser(name, help=help_text, description=help_text)
         sub.add_argument("--config", default=DEFAULT_CONFIG,
                          help=f"YAML config (default $FACEPIPE_EDGE_CONFIG or {DEFAULT_CONFIG})")
+        if name == "forget":
+            sub.add_argument("names", nargs="+", metavar="NAME", help="a name as enrolled")
     return parser
 
 
@@ -156,6 +176,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
     if args.command == "check":
         return _check(config)
+    if args.command == "forget":
+        return _forget(config, args.names)
     return _run(config)
 
 

@@ -37,6 +37,7 @@ from edge_client.redact import redact_url
 from edge_client.server import parse_listen
 
 ENV_PREFIX = "FACEPIPE_EDGE__"
+PEOPLE_LEVEL = "people"  # <topic_prefix>/people/<name>: the state every camera on a broker shares
 EX_CONFIG = 78  # sysexits.h; systemd's RestartPreventExitStatus=78 stops a restart loop on bad config
 _CREDENTIAL_HINT = re.compile(r"secret|access_key|session_token|password|credential", re.IGNORECASE)
 # Keys of earlier releases, so an old file's error says where the setting went.
@@ -278,6 +279,13 @@ class EventsConfig(_Section):
     )
 
 
+class PresenceConfig(_Section):
+    away_after_s: float = Field(
+        default=300.0, gt=0, le=7 * 86400,
+        description="a person is home until this many seconds after their last sighting on any camera",
+    )
+
+
 class MetricsConfig(_Section):
     listen: str | None = Field(
         default="127.0.0.1:9108",
@@ -338,6 +346,7 @@ class EdgeConfig(_Section):
     spool: SpoolConfig = Field(default_factory=SpoolConfig, description="disk buffer for an unreachable endpoint")
     events: EventsConfig = Field(default_factory=EventsConfig, description="faces in answers -> tracks -> events")
     outputs: OutputsConfig = Field(default_factory=OutputsConfig, description="where events and answers go")
+    presence: PresenceConfig = Field(default_factory=PresenceConfig, description="who is home, across cameras")
     metrics: MetricsConfig = Field(default_factory=MetricsConfig, description="Prometheus endpoint")
     stop_timeout_s: float = Field(
         default=10.0, gt=0, le=600,
@@ -351,6 +360,13 @@ class EdgeConfig(_Section):
         if self.throttle.motion.enabled and keepalive is not None and keepalive >= gap:
             raise ValueError(f"throttle.motion.keepalive_s ({keepalive:g}) must be below events.max_gap_s ({gap:g}), "
                              "or a person standing still is no longer seen in time and their event ends")
+        return self
+
+    @model_validator(mode="after")
+    def _device_is_no_people_topic(self) -> EdgeConfig:
+        if self.outputs.mqtt.host and self.device_id == PEOPLE_LEVEL:
+            raise ValueError(f"device_id {PEOPLE_LEVEL!r} would share its MQTT topics with the people's "
+                             f"(<topic_prefix>/{PEOPLE_LEVEL}/<name>): choose another")
         return self
 
     def signing_region(self) -> str | None:

@@ -175,19 +175,21 @@ class Daemon:
                 f"in flight {self.in_flight.count}" + (", endpoint DOWN" if self.endpoint_down.is_set() else ""))
 
     def status(self) -> dict[str, Any]:
-        """/api/status: the same counters as /metrics, health, open tracks and the config in force."""
+        """/api/status: the same counters as /metrics, health, open tracks, presence and the config in force."""
         summary = self.metrics.summary()
         return {
             "device_id": self.config.device_id,
             "counts": {k: v for k, v in summary.items() if isinstance(v, int)},
             "latency_median_s": summary["latency_median_s"], "latency_p95_s": summary["latency_p95_s"],
             "health": self.health(), "tracks": self.parts.answers.open_tracks(),
+            "presence": self.parts.presence.status(),
             "latest_frame_at": self.parts.status.latest_frame_at(), "config": public_config(self.config),
         }
 
     def status_source(self) -> StatusSource:
         live = self.parts.status
-        return StatusSource(self.status, live.events, live.latest_frame_jpeg, live.picture)
+        return StatusSource(self.status, live.events, live.latest_frame_jpeg, live.picture,
+                            self.parts.presence.people.picture)
 
     def camera_state(self) -> str:
         if self.capture_done.is_set():

@@ -5,9 +5,16 @@ Topics under `<topic_prefix>/<device_id>/`:
 - `last_person` (retained): {"name", "event_id", "at"} of the last person seen;
 - `snapshot` (retained): the latest event's annotated best picture, JPEG bytes;
 - `presence/<name>` (retained): ON while a track of that name is open, else OFF;
-- `availability` (retained): `online`, and `offline` as the last will (and on a clean stop).
+- `availability` (retained): `online`, and `offline` as the last will (and on a clean stop);
+with presence (`presence.py`): `here` (retained): {"names", "count"} of its open tracks; `unknown_face`: an
+event when an unknown track starts, and `unknown_face/picture` (retained) its best picture.
+Under `<topic_prefix>/people/`, shared by every camera on the broker (`people.py`): `<name>` (retained) the
+person's newest state, `<name>/picture` (retained) its best picture, `<name>/presence` (retained) `home` or
+`not_home`. The daemon subscribes to `people/+` and `people/+/picture` to know the others' sightings.
 Home Assistant discovery (`<discovery_prefix>/<component>/<node>/<object>/config`, retained): a sensor
-(last person), a camera (snapshot) and, per name seen, a binary_sensor (presence).
+(last person), a camera (snapshot) and, per name seen, a binary_sensor (presence); with presence a sensor (who is
+here now), an event (unknown face) and an image (its picture) per camera, and per person a device_tracker, a
+"last seen" sensor and an image; a person removed (`people/<name>` with `removed`) loses them (empty configs).
 
 paho's network thread connects, reconnects with backoff (1 s doubling to 60 s) and sends; `publish`
 never blocks the pipeline. While the broker is away messages are dropped and counted
@@ -26,13 +33,18 @@ import ssl
 import threading
 import time
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import paho.mqtt.client as mqtt
 
 from cloud.functions.contracts import UNKNOWN_NAME
+from edge_client.config import PEOPLE_LEVEL
 from edge_client.config import MqttOutput as MqttConfig
+from edge_client.people import PersonState, parse_state
 from edge_client.tracker import Event
+
+if TYPE_CHECKING:
+    from edge_client.presence import Presence
 
 log = logging.getLogger(__name__)
 
@@ -52,29 +64,73 @@ def object_id(text: str) -> str:
     return f"{slug}_{hashlib.sha256(text.encode()).hexdigest()[:6]}"
 
 
+def new_client(config: MqttConfig, client_id: str) -> mqtt.Client:
+    """A client for the configured broker: user (password from the environment only) and TLS as configured."""
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=client_id)
+    if config.username:
+        client.username_pw_set(config.username, os.environ.get(PASSWORD_ENV))
+    if config.tls:
+        client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+    return client
+
+
+def person_configs(config: MqttConfig, oid: str, name: str) -> list[tuple[str, bytes]]:
+    """A person's Home Assistant entities, one device per person and shared by every camera (so no camera's
+    availability): a device_tracker (home / not_home), a "last seen" sensor (the camera; time and distance as
+    attributes) and an image (the best picture of the last passage)."""
+    prefix, node = config.discovery_prefix, "facepipe_people"
+    state = f"{config.topic_prefix}/{PEOPLE_LEVEL}/{oid}"
+    device = {"identifiers": [f"facepipe_person_{oid}"], "name": name, "manufacturer": "facepipe",
+              "model": "face recognition"}
+
+    def common(suffix: str, entity_id: str) -> dict[str, Any]:
+        return {"unique_id": f"facepipe_person_{oid}_{suffix}", "object_id": entity_id, "device": device}
+
+    # source_type router: a stationary tracker, so Home Assistant's person entity takes "home" from it and,
+    # once it says not_home, follows the person's GPS tracker (a camera not seeing someone is no location).
+    tracker = {**common("presence", f"facepipe_{oid}"), "name": None, "state_topic": f"{state}/presence",
+               "payload_home": "home", "payload_not_home": "not_home", "source_type": "router",
+               "json_attributes_topic": state}
+    last_seen = {**common("last_seen", f"facepipe_{oid}_last_seen"), "name": "Last seen", "icon": "mdi:cctv",
+                 "state_topic": state, "value_template": "{{ value_json.camera }}", "json_attributes_topic": state}
+    picture = {**common("picture", f"facepipe_{oid}_picture"), "name": "Picture", "image_topic": f"{state}/picture",
+               "content_type": "image/jpeg"}
+    return [(f"{prefix}/device_tracker/{node}/{oid}/config", json.dumps(tracker).encode()),
+            (f"{prefix}/sensor/{node}/{oid}_last_seen/config", json.dumps(last_seen).encode()),
+            (f"{prefix}/image/{node}/{oid}/config", json.dumps(picture).encode())]
+
+
+def _here_payload(names: list[str]) -> bytes:
+    return json.dumps({"names": names, "count": len(names)}).encode()
+
+
 class MqttOutput:
-    def __init__(self, config: MqttConfig, device_id: str, count_error: Any) -> None:
+    def __init__(self, config: MqttConfig, device_id: str, count_error: Any, presence: Presence | None = None) -> None:
         self._config = config
         self._device_id = device_id
         self._count_error = count_error
         self.base = f"{config.topic_prefix}/{device_id}"
+        self.people_base = f"{config.topic_prefix}/{PEOPLE_LEVEL}"
+        self._people = presence
+        self._presence_sent: dict[str, str] = {}  # person -> home / not_home published since connecting
+        self._people_announced: set[str] = set()  # people whose discovery configs went out since connecting
         self.node = object_id(f"facepipe_{device_id}")
         self._lock = threading.Lock()
         self._names_seen: set[str] = set()
         self._present: Counter[str] = Counter()  # name -> open tracks reported with it
         self._track_names: dict[str, str] = {}  # event_id -> name last reported
         self._retained: dict[str, bytes] = {}  # topic -> payload, published again on each (re)connect
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"facepipe-{device_id}")
-        if config.username:
-            client.username_pw_set(config.username, os.environ.get(PASSWORD_ENV))
-        if config.tls:
-            client.tls_set(cert_reqs=ssl.CERT_REQUIRED)
+        client = new_client(config, f"facepipe-{device_id}")
         client.will_set(self.topic("availability"), b"offline", qos=1, retain=True)
         client.reconnect_delay_set(min_delay=1, max_delay=60)
         client.max_queued_messages_set(MAX_QUEUED)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
         self._client = client
+        if presence is not None:
+            presence.link(self)
+            self._retained[self.topic("here")] = _here_payload([])  # nobody in view yet, said on connecting
         client.connect_async(config.host or "", config.port, keepalive=30)
         client.loop_start()
 
@@ -93,6 +149,11 @@ class MqttOutput:
             return
         log.info("mqtt: connected to %s:%d", self._config.host, self._config.port)
         client.publish(self.topic("availability"), b"online", qos=1, retain=True)
+        if self._people is not None:
+            with self._lock:
+                self._presence_sent.clear()
+                self._people_announced.clear()
+            client.subscribe([(f"{self.people_base}/+", 1), (f"{self.people_base}/+/picture", 1)])
         if self._config.discovery:
             for topic, payload in self._discovery_configs():
                 client.publish(topic, payload, qos=1, retain=True)
@@ -104,6 +165,17 @@ class MqttOutput:
     def _on_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
             log.warning("mqtt: lost the broker (%s); reconnecting with backoff", reason)
+
+    def _on_message(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+        """`people/<id>` and `people/<id>/picture` (an empty payload is a cleared topic: nothing to learn)."""
+        if self._people is None or not message.payload:
+            return
+        oid, _, leaf = message.topic.removeprefix(f"{self.people_base}/").partition("/")
+        payload = bytes(message.payload)
+        if leaf == "picture":
+            self._people.remote_picture(oid, payload)
+        elif not leaf and (state := parse_state(payload)) is not None:
+            self._people.remote(oid, state)
 
     # --- what the outputs publish -------------------------------------------------------------
 
@@ -141,8 +213,53 @@ class MqttOutput:
             self._publish(topic, payload, retain=True)
         return changes
 
-    def _publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
-        if retain:
+    # --- presence (presence.PresenceLink) -----------------------------------------------------
+
+    def person(self, oid: str, state: PersonState, picture: bytes | None) -> None:
+        if not state.removed and self._config.discovery:
+            with self._lock:
+                announce = oid not in self._people_announced
+                self._people_announced.add(oid)
+            for topic, payload in person_configs(self._config, oid, state.name) if announce else ():
+                self._publish(topic, payload, retain=True)
+        self._publish(f"{self.people_base}/{oid}", state.payload(), retain=True)
+        if picture is not None:
+            self._publish(f"{self.people_base}/{oid}/picture", picture, retain=True)
+
+    def presence(self, oid: str, home: bool) -> None:
+        value = "home" if home else "not_home"
+        with self._lock:
+            if self._presence_sent.get(oid) == value:
+                return
+            self._presence_sent[oid] = value
+        # Not published again on reconnect: each daemon says it again from the states it then holds.
+        self._publish(f"{self.people_base}/{oid}/presence", value.encode(), retain=True, again=False)
+
+    def removed(self, oid: str, state: PersonState) -> None:
+        """The person's entities go (empty configs first), then their topics, this camera's presence too."""
+        with self._lock:
+            self._presence_sent.pop(oid, None)
+            self._people_announced.discard(oid)
+            seen_here = state.name in self._names_seen
+            self._names_seen.discard(state.name)
+        cleared = [topic for topic, _ in person_configs(self._config, oid, state.name)]
+        if seen_here:
+            cleared += [self._presence_config(state.name)[0], self.topic(f"presence/{oid}")]
+        for topic in [*cleared, f"{self.people_base}/{oid}/presence", f"{self.people_base}/{oid}/picture"]:
+            self._publish(topic, b"", retain=True)
+        with self._lock:  # on reconnecting, the removal goes out again rather than a sighting from before it
+            self._retained[f"{self.people_base}/{oid}"] = state.payload()
+
+    def here(self, names: list[str]) -> None:
+        self._publish(self.topic("here"), _here_payload(names), retain=True)
+
+    def unknown_face(self, record: dict[str, Any], picture: bytes | None) -> None:
+        if picture is not None:
+            self._publish(self.topic("unknown_face/picture"), picture, retain=True)
+        self._publish(self.topic("unknown_face"), json.dumps(record).encode())
+
+    def _publish(self, topic: str, payload: bytes, retain: bool = False, again: bool = True) -> None:
+        if retain and again:
             with self._lock:
                 self._retained[topic] = payload
         if not self._client.is_connected():
@@ -170,9 +287,24 @@ class MqttOutput:
         camera = {**self._common("snapshot"), "name": "Snapshot", "topic": self.topic("snapshot")}
         configs = [(f"{prefix}/sensor/{self.node}/last_person/config", json.dumps(sensor).encode()),
                    (f"{prefix}/camera/{self.node}/snapshot/config", json.dumps(camera).encode())]
+        if self._people is not None:
+            configs += self._camera_presence_configs()
         with self._lock:
             names = sorted(self._names_seen)
         return configs + [self._presence_config(name) for name in names]
+
+    def _camera_presence_configs(self) -> list[tuple[str, bytes]]:
+        prefix = self._config.discovery_prefix
+        here = {**self._common("here"), "name": "Here now", "icon": "mdi:account-group",
+                "state_topic": self.topic("here"), "value_template": "{{ value_json.names | join(', ') }}",
+                "json_attributes_topic": self.topic("here")}
+        event = {**self._common("unknown_face"), "name": "Unknown face", "icon": "mdi:account-question",
+                 "state_topic": self.topic("unknown_face"), "event_types": ["unknown_face"]}
+        image = {**self._common("unknown_face_picture"), "name": "Unknown face picture",
+                 "image_topic": self.topic("unknown_face/picture"), "content_type": "image/jpeg"}
+        return [(f"{prefix}/sensor/{self.node}/here/config", json.dumps(here).encode()),
+                (f"{prefix}/event/{self.node}/unknown_face/config", json.dumps(event).encode()),
+                (f"{prefix}/image/{self.node}/unknown_face/config", json.dumps(image).encode())]
 
     def _presence_config(self, name: str) -> tuple[str, bytes]:
         oid = object_id(name)

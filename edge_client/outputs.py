@@ -23,7 +23,7 @@ from collections import deque
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 import requests
 
@@ -33,6 +33,9 @@ from edge_client.config import OutputsConfig
 from edge_client.metrics import EdgeMetrics
 from edge_client.redact import redact_url, scrub
 from edge_client.tracker import Event
+
+if TYPE_CHECKING:
+    from edge_client.presence import Presence
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +173,8 @@ class Outputs:
     """Fans answers (`frame`) and events (`event`) out to the configured outputs; never raises for an
     output's failure."""
 
-    def __init__(self, config: OutputsConfig, device_id: str, metrics: EdgeMetrics | None = None) -> None:
+    def __init__(self, config: OutputsConfig, device_id: str, metrics: EdgeMetrics | None = None,
+                 presence: Presence | None = None) -> None:
         self.config = config
         self.device_id = device_id
         self.metrics = metrics or EdgeMetrics()
@@ -187,7 +191,7 @@ class Outputs:
         if config.mqtt.host:
             from edge_client.mqtt import MqttOutput  # paho only when MQTT is configured
 
-            self._mqtt = MqttOutput(config.mqtt, device_id, self._error_fn("mqtt"))
+            self._mqtt = MqttOutput(config.mqtt, device_id, self._error_fn("mqtt"), presence)
 
     @property
     def webhooks_sent(self) -> int:

@@ -4,7 +4,7 @@
 - `/api/status`: counters (the ones `/metrics` has), camera and endpoint health, open tracks, the
   config in force with secrets redacted; `/api/events`: the last events, newest first;
 - `/api/frame.jpg`: the latest answered frame, annotated; `/api/events/<event_id>.jpg`: an event's
-  best picture;
+  best picture; `/api/people/<id>.jpg`: a person's (presence);
 - `/metrics`: Prometheus text; `/healthz`: the health JSON (200 when "ok" is true, else 503).
 
 Read-only, GET only. Bound to loopback by default (`metrics.listen`): the page shows who came by.
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 HealthFn = Callable[[], dict[str, Any]]
 _EVENT_PICTURE = re.compile(r"^/api/events/([0-9a-f]{1,64})\.jpg$")
+_PERSON_PICTURE = re.compile(r"^/api/people/([A-Za-z0-9_-]{1,128})\.jpg$")  # mqtt.object_id's alphabet
 
 
 @dataclass
@@ -45,6 +46,7 @@ class StatusSource:
     events: Callable[[], list[dict[str, Any]]]
     frame: Callable[[], bytes | None]  # the latest answered frame, annotated
     picture: Callable[[str], bytes | None]  # an event's best picture
+    person_picture: Callable[[str], bytes | None] = lambda _oid: None  # a person's, by object id
 
 
 def parse_listen(listen: str) -> tuple[str, int]:
@@ -107,6 +109,8 @@ class _Handler(BaseHTTPRequestHandler):
             self._jpeg(source.frame())
         elif match := _EVENT_PICTURE.match(path):
             self._jpeg(source.picture(match.group(1)))
+        elif match := _PERSON_PICTURE.match(path):
+            self._jpeg(source.person_picture(match.group(1)))
         else:
             self._send(404, "text/plain; charset=utf-8", b"not found\n")
 

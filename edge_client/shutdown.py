@@ -5,7 +5,7 @@
 3. Answers to what was sent are awaited within the same deadline; the correlator then stops (its
    thread is a daemon: a long poll under way is not sat out) and a frame still without an answer is
    counted unanswered (the next run discards its answer).
-4. Open tracks end (their `end` events go out), then the outputs flush and close.
+4. Open tracks end (their `end` events go out), presence stops ticking, then the outputs flush and close.
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ def shut_down(parts: Parts, threads: dict[str, threading.Thread]) -> None:
     parts.correlator.sweep()
     parts.correlator.abandon()
     parts.answers.expire(None)
+    parts.presence.close()
     parts.outputs.close()
     # The summary itself is the CLI's to print (once, on stdout).
     log.info("stopped; spool keeps %d frame(s)", len(parts.spool))

@@ -44,6 +44,12 @@ PAGE = """<!doctype html>
     <table class="events" id="events"><tr><td class="muted">none yet</td></tr></table>
   </section>
   <section>
+    <h2>People <small class="muted" id="away-after"></small></h2>
+    <table class="events" id="people"><tr><td class="muted">nobody seen yet</td></tr></table>
+    <p>Here now: <span id="here" class="muted">nobody</span></p>
+    <p>Last unknown face: <span id="unknown-face" class="muted">none yet</span></p>
+  </section>
+  <section>
     <h2>Config in force (secrets redacted)</h2>
     <pre id="config"></pre>
   </section>
@@ -88,10 +94,30 @@ async function refreshStatus() {
     cell(row, t.name); cell(row, "since " + clock(t.start)); cell(row, t.frames + " frame(s)", "num");
   }), "none");
   document.getElementById("config").textContent = JSON.stringify(s.config, null, 2);
+  showPresence(s.presence);
   if (s.latest_frame_at) {
     document.getElementById("frame").src = "/api/frame.jpg?at=" + s.latest_frame_at;
     document.getElementById("frame-at").textContent = "captured " + clock(s.latest_frame_at);
   }
+}
+function showPresence(p) {
+  document.getElementById("away-after").textContent = "home until " + p.away_after_s + " s after the last sighting";
+  fill(document.getElementById("people"), p.people.map(person => row => {
+    row.id = "person-" + person.id;
+    const picture = cell(row, "");
+    if (person.picture) {
+      const img = document.createElement("img");
+      img.src = "/api/people/" + encodeURIComponent(person.id) + ".jpg?at=" + person.at; img.alt = person.name;
+      picture.appendChild(img);
+    }
+    cell(row, person.name).className = "name";
+    cell(row, person.home ? "home" : "away", person.home ? "ok" : "muted").className += " presence";
+    cell(row, "last seen " + clock(person.at) + " on " + person.camera);
+    cell(row, person.best_distance === null ? "" : "d " + person.best_distance.toFixed(2), "num");
+  }), "nobody seen yet");
+  document.getElementById("here").textContent = p.here.length ? p.here.join(", ") : "nobody";
+  const u = p.unknown_face;
+  document.getElementById("unknown-face").textContent = u ? clock(u.at) + " on " + u.camera : "none yet";
 }
 async function refreshEvents() {
   const events = await json("/api/events");

@@ -14,6 +14,7 @@ from edge_client.delivery import Delivery
 from edge_client.metrics import EdgeMetrics
 from edge_client.notify import SystemdNotifier
 from edge_client.outputs import Outputs
+from edge_client.presence import Presence
 from edge_client.spool import Spool
 from edge_client.status import LiveStatus
 from edge_client.throttle import InFlight, Throttle
@@ -34,6 +35,7 @@ class Parts:
     pending: PendingRequests
     delivery: Delivery
     outputs: Outputs
+    presence: Presence
     status: LiveStatus
     answers: AnswerHandler
     correlator: Correlator
@@ -57,14 +59,16 @@ def wire(config: EdgeConfig, *, metrics: EdgeMetrics | None = None, notifier: Sy
     pending = PendingRequests()
     sqs = sqs or make_sqs_client(config.responses, region)
     # Last: the outputs start threads (webhook, MQTT), so everything that can refuse to start comes first.
-    outputs = Outputs(config.outputs, config.device_id, metrics)
+    presence = Presence(config.presence, config.device_id)
+    outputs = Outputs(config.outputs, config.device_id, metrics, presence)
     status = LiveStatus()
-    answers = AnswerHandler(in_flight, metrics, outputs, Tracker(config.events, config.device_id), status)
+    answers = AnswerHandler(in_flight, metrics, outputs, Tracker(config.events, config.device_id), status, presence)
     correlator = Correlator(config.responses, config.device_id, sqs, pending, answers.correlator_events())
+    presence.start(answers.open_tracks)
     return Parts(
         config=config, stop=stop, metrics=metrics, notifier=notifier or SystemdNotifier(),
         camera=Camera(config.camera, stop), in_flight=in_flight,
         throttle=Throttle(config.throttle, in_flight, answers.tracking),  # keep-alive: is anyone tracked?
         spool=spool, pending=pending, delivery=Delivery(config, stop, uploader, in_flight, spool, pending, metrics),
-        outputs=outputs, status=status, answers=answers, correlator=correlator,
+        outputs=outputs, presence=presence, status=status, answers=answers, correlator=correlator,
     )

@@ -99,11 +99,17 @@ def test_status_page_in_a_headless_browser(running_daemon: tuple[Daemon, str], t
     assert frame.status_code == 200 and frame.content[:2] == b"\xff\xd8"
     status = requests.get(f"{base}/api/status", timeout=5).json()
     assert SECRET not in str(status) and status["config"]["outputs"]["webhook"]["url"].startswith("http://127.0.0.1:")
+    person = next(p for p in status["presence"]["people"] if p["name"] == "barack_obama")  # presence, no MQTT
+    assert person["home"] and person["camera"] == daemon.config.device_id and person["picture"]
+    portrait = requests.get(f"{base}/api/people/{person['id']}.jpg", timeout=5)
+    assert portrait.headers["Content-Type"] == "image/jpeg" and portrait.content[:2] == b"\xff\xd8"
 
     dom = chromium(f"{base}/", "--dump-dom", profile=tmp_path / "profile")
     assert re.search(r'<td class="name">barack_obama</td>', dom), dom[-3000:]
     assert re.search(r'<img src="/api/events/[0-9a-f]+\.jpg" alt="barack_obama">', dom)
     assert SECRET not in dom and re.search(r'id="updated">updated ', dom)  # the polls succeeded
+    assert re.search(r'<tr id="person-barack_obama">.*?<img src="/api/people/barack_obama\.jpg\?at=[0-9.]+" '
+                     r'alt="barack_obama">.*?<td class="ok presence">home</td>', dom), dom[-3000:]
     shown = {name: int(value) for name, value in re.findall(r'<td class="num" id="count-(\w+)">(\d+)</td>', dom)}
     assert {"captured", "gated", "sent", "answered", "unanswered", "spooled"} <= set(shown)
     assert shown["captured"] > 0 and shown["answered"] > 0

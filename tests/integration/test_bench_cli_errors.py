@@ -62,8 +62,8 @@ def test_missing_models_are_one_line_with_how_to_build_them_and_exit_2(tmp_path:
 def test_ctrl_c_mid_run_stops_every_worker_and_exits_130_without_a_traceback(tmp_path: Path) -> None:
     bench = subprocess.Popen(
         [sys.executable, "-m", "cloud.operator.cli", "bench", "--limit", "3", "--repeat", "5",
-         "--models-dir", str(models_dir()), "--photos", str(PACKAGED)], cwd=tmp_path, env=own_stack_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True,
+         "--models-dir", str(models_dir()), "--photos", str(PACKAGED)], cwd=tmp_path, env=own_stack_env(),
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         # As a terminal starts it: a runner that started this session in the background (no job control) passes
         # SIGINT on ignored, and Python keeps an ignored SIGINT ignored.
         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
