@@ -40,6 +40,22 @@ _COMMANDS: list[tuple[tuple[str, ...], str, str, str, str]] = [
     (("device", "list"), "cloud.devices", "add_list_arguments", "run_list", "list the stack's devices"),
     (("device", "remove"), "cloud.devices", "add_remove_arguments", "run_remove",
      "delete a device's access keys, policy, IAM user and response queue"),
+    (("faces", "serve"), "cloud.faces.page", "add_arguments", "run",
+     "the faces library page on 127.0.0.1: recent faces, unknown groups, people; assign, wrong, forget"),
+    (("faces", "list"), "cloud.faces.cli", "add_list_arguments", "run_list",
+     "recent faces (newest first) with camera, time, name, distance and key; --groups: unknown faces grouped"),
+    (("faces", "assign"), "cloud.faces.cli", "add_assign_arguments", "run_assign",
+     "enroll faces as a person (new or existing): recognised from the next batch on"),
+    (("faces", "wrong"), "cloud.faces.cli", "add_wrong_arguments", "run_wrong",
+     "this is not <name>: out of their enrollment, kept as a negative their matches are checked against"),
+    (("faces", "delete"), "cloud.faces.cli", "add_delete_arguments", "run_delete", "delete face records"),
+    (("faces", "people"), "cloud.faces.cli", "add_people_arguments", "run_people",
+     "enrolled people: enrollment faces, negatives, last seen"),
+    (("faces", "rename"), "cloud.faces.cli", "add_rename_arguments", "run_rename", "rename a person"),
+    (("faces", "unenroll"), "cloud.faces.cli", "add_unenroll_arguments", "run_unenroll",
+     "remove one enrollment face of a person"),
+    (("faces", "forget"), "cloud.faces.cli", "add_forget_arguments", "run_forget",
+     "delete everything about a person (gallery, enrollment crops, faces, results), with counts"),
 ]
 
 _GROUP_HELP = {
@@ -48,6 +64,7 @@ _GROUP_HELP = {
     "models": "model weights and their ONNX exports",
     "dlq": "the request, response and ingest dead-letter queues",
     "device": "cameras as IAM identities, each with its own response queue",
+    "faces": "the faces library: review recent faces, name unknown ones, fix wrong ones, forget people",
 }
 
 
