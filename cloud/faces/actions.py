@@ -211,14 +211,16 @@ class Library:
         except GalleryError:
             pass  # nothing enrolled: the stored faces and results may still name them
         report.enrollment_crops = store.purge(self.bucket, [f"{store.ENROLLED_PREFIX}{name}/"])
-        record_keys = list(store.keys_under(self.bucket, f"{KNOWN_PREFIX}{name}/"))
-        frames = {self._frame_of(key) for key in record_keys}
+        # The frames their faces were in (device, day, request id), named or assigned later: those frames' results
+        # and overflow crops show them too.
+        frames = {self._frame_of(key) for key in store.keys_under(self.bucket, f"{KNOWN_PREFIX}{name}/")}
         report.face_records = store.purge(self.bucket, [f"{KNOWN_PREFIX}{name}/"])
-        results = store.results_naming(self.bucket, name)
-        frames |= {(body.get("device_id", ""), str(body.get("request_id", ""))) for _, body in results}
-        report.results = store.purge_keys(self.bucket, [key for key, _ in results])
-        report.overflow_crops = store.purge(
-            self.bucket, [f"crops/{device}/{request}/" for device, request in sorted(frames) if device and request])
+        naming = [key for key, _ in store.results_naming(self.bucket, name)]
+        frames |= {self._frame_of_result(key) for key in naming}
+        report.results = store.purge_keys(self.bucket, {*naming, *(
+            f"{store.RESULTS_PREFIX}{device}/{day}/{request}.json" for device, day, request in frames)})
+        report.overflow_crops = store.purge(self.bucket, [f"crops/{device}/{request}/"
+                                                          for device, _, request in sorted(frames)])
         log.info("%s %s", self.who, report.lines()[0])
         return report
 
@@ -249,6 +251,11 @@ class Library:
         return len(doomed)
 
     @staticmethod
-    def _frame_of(record_key: str) -> tuple[str, str]:
+    def _frame_of_result(result_key: str) -> tuple[str, str, str]:
+        _, device, day, request = result_key.removesuffix(".json").split("/")  # results/<device>/<day>/<id>.json
+        return device, day, request
+
+    @staticmethod
+    def _frame_of(record_key: str) -> tuple[str, str, str]:
         parts = record_key.split("/")  # faces/known/<name>/<device>/<day>/<request_id>-<i>.json
-        return parts[-3], parts[-1].removesuffix(".json").rsplit("-", 1)[0]
+        return parts[-3], parts[-2], parts[-1].removesuffix(".json").rsplit("-", 1)[0]

@@ -21,16 +21,16 @@ import getpass
 import logging
 import sys
 from collections.abc import Callable
-from datetime import UTC, datetime
 
 from botocore.exceptions import ClientError
 
 from cloud.faces.actions import Library, LibraryError
 from cloud.faces.store import NotARecord
+from cloud.faces.view import when
 from cloud.recognition.gallery import GalleryError
 
 
-def _common(parser: argparse.ArgumentParser) -> None:
+def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", help="the stack's bucket (default: $FACEPIPE_BUCKET)")
     parser.add_argument("--gallery", help="s3://bucket/key of the gallery (default: $FACEPIPE_GALLERY_URI)")
     parser.add_argument("--operator", default=getpass.getuser(),
@@ -62,15 +62,11 @@ def _guarded(verb: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Na
     return run
 
 
-def when(epoch: float) -> str:
-    return datetime.fromtimestamp(epoch, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
-
-
 # --- list -------------------------------------------------------------------------------------------------------
 
 
 def add_list_arguments(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("--days", type=int, default=7, help="faces of the last DAYS days (default %(default)s)")
     parser.add_argument("--camera", help="one camera's (device id) faces only")
     who = parser.add_mutually_exclusive_group()
@@ -101,7 +97,7 @@ def run_list(args: argparse.Namespace) -> int:
 
 
 def add_assign_arguments(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("--name", required=True, help="the person (existing or new) these faces are")
     parser.add_argument("keys", nargs="+", metavar="KEY", help="face record keys (`facepipe faces list`)")
 
@@ -114,7 +110,7 @@ def run_assign(args: argparse.Namespace) -> int:
 
 
 def add_wrong_arguments(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("key", metavar="KEY", help="a named face that is not that person")
 
 
@@ -125,7 +121,7 @@ def run_wrong(args: argparse.Namespace) -> int:
 
 
 def add_delete_arguments(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("keys", nargs="+", metavar="KEY")
 
 
@@ -136,7 +132,7 @@ def run_delete(args: argparse.Namespace) -> int:
 
 
 def add_people_arguments(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("--days", type=int, default=7, help="last seen within DAYS days (default %(default)s)")
 
 
@@ -151,7 +147,7 @@ def run_people(args: argparse.Namespace) -> int:
 
 
 def add_rename_arguments(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("old")
     parser.add_argument("new")
 
@@ -163,7 +159,7 @@ def run_rename(args: argparse.Namespace) -> int:
 
 
 def add_unenroll_arguments(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("name")
     parser.add_argument("source", help="the enrollment face's id (`facepipe faces people` on the page)")
 
@@ -175,7 +171,7 @@ def run_unenroll(args: argparse.Namespace) -> int:
 
 
 def add_forget_arguments(parser: argparse.ArgumentParser) -> None:
-    _common(parser)
+    add_common_arguments(parser)
     parser.add_argument("name")
 
 
