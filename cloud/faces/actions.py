@@ -7,6 +7,7 @@ edit never undoes an enrollment or another operator's edit. Every verb is logged
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -72,6 +73,9 @@ class Library:
     threshold: float  # the recognizer's match threshold: also what groups unknown faces
     who: str  # the operator, in every log line
     gallery_key: str = field(init=False)
+    # Records read, by key (store.list_records): a page reload reads only the faces kept since.
+    _records: dict[str, FaceRecord] = field(init=False, default_factory=dict)
+    _lock: threading.Lock = field(init=False, default_factory=threading.Lock)
 
     def __post_init__(self) -> None:
         location = parse_s3_uri(self.gallery_uri)
@@ -85,7 +89,9 @@ class Library:
     def recent(self, days: int = 7, *, device: str | None = None, name: str | None = None,
                unknown_only: bool = False) -> list[Stored]:
         since = day_of(time.time() - days * 86400)
-        return store.list_records(self.bucket, since_day=since, device=device, name=name, unknown_only=unknown_only)
+        with self._lock:  # one listing at a time fills the cache
+            return store.list_records(self.bucket, since_day=since, device=device, name=name,
+                                      unknown_only=unknown_only, cache=self._records)
 
     def unknown_groups(self, faces: Sequence[Stored]) -> list[Group]:
         return group_faces([f for f in faces if f.record.name == UNKNOWN_NAME], self.threshold)
@@ -228,6 +234,8 @@ class Library:
 
     def _refile(self, old_key: str, record: FaceRecord) -> str:
         """Write `record` at the key its name gives, then delete every version of `old_key` if that differs."""
+        with self._lock:
+            self._records.pop(record.key, None)
         store.put_json(self.bucket, record.key, record.model_dump_json())
         if record.key != old_key:
             store.purge_keys(self.bucket, [old_key])

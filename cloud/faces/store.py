@@ -70,18 +70,24 @@ def read_record(bucket: str, key: str) -> FaceRecord:
 
 
 def list_records(bucket: str, *, since_day: str = "", device: str | None = None, name: str | None = None,
-                 unknown_only: bool = False) -> list[Stored]:
+                 unknown_only: bool = False, cache: dict[str, FaceRecord] | None = None) -> list[Stored]:
     """The face records of `name` (every known one without it; unknown ones with `unknown_only`) from `since_day`
     (YYYY-MM-DD, the key's day) on, of `device` if given, newest first. The key says name, device and day, so
-    only the records kept are read (GET_THREADS at once)."""
+    only the records kept are read (GET_THREADS at once), and with a `cache` (key -> record) only those not read
+    before: a record's content is fixed by its key, except for the library's own rewrites, which drop their key
+    from the cache."""
     keys = [key for prefix in record_prefixes(name, unknown_only) for key in keys_under(bucket, prefix)
             if RECORD_KEY.fullmatch(key)]
     keys = [key for key in keys if _day_and_device(key)[0] >= since_day
             and (device is None or _day_and_device(key)[1] == device)]
-    if not keys:
-        return []
-    with ThreadPoolExecutor(max_workers=min(GET_THREADS, len(keys)), thread_name_prefix="face-get") as pool:
-        records = list(pool.map(lambda key: Stored(key, read_record(bucket, key)), keys))
+    cache = {} if cache is None else cache
+    missing = [key for key in keys if key not in cache]
+    if missing:
+        with ThreadPoolExecutor(max_workers=min(GET_THREADS, len(missing)), thread_name_prefix="face-get") as pool:
+            cache.update(zip(missing, pool.map(lambda key: read_record(bucket, key), missing), strict=True))
+    for stale in [key for key in cache if _day_and_device(key)[0] < since_day]:
+        del cache[stale]  # what the page no longer shows
+    records = [Stored(key, cache[key]) for key in keys]
     return sorted(records, key=lambda stored: (-stored.record.detected_at, stored.record.index))
 
 

@@ -15,6 +15,8 @@ from cloud.faces.clusters import Group
 from cloud.faces.store import Stored
 from cloud.recognition.face_records import KNOWN_PREFIX
 
+# At most this many rows and group cards on one page (each crop is ~10 KB inline): filter to see the rest.
+MAX_ROWS, MAX_GROUPS, CROPS_PER_GROUP = 200, 100, 6
 RETENTION_ROWS = (("faces/known/", "named faces"), ("faces/unknown/", "unknown faces"),
                   ("results/", "results"), ("crops/", "overflow crops"), ("uploads/", "uploaded photos"))
 
@@ -79,10 +81,11 @@ def page(*, faces: Sequence[Stored], groups: Sequence[Group], people: Sequence[P
         parts.append(f'<p class="msg" id="message">{esc(message)}</p>')
     parts.append(_filters(filters))
     parts.append(_retention(retention))
-    parts.append(f"<h2>Unknown faces, grouped ({len(groups)})</h2><div class='cards' id='groups'>")
-    for group in groups:
+    parts.append(f"<h2>Unknown faces, grouped ({len(groups)})</h2>{_more(len(groups), MAX_GROUPS, 'groups')}"
+                 "<div class='cards' id='groups'>")
+    for group in groups[:MAX_GROUPS]:
         newest = group.members[0].record
-        crops = "".join(_crop(s) for s in group.members[:6])
+        crops = "".join(_crop(s) for s in group.members[:CROPS_PER_GROUP])
         keys = [s.key for s in group.members]
         parts.append(
             f"<div class='card group' data-group='{esc(group.group_id)}'><div class='crops'>{crops}</div>"
@@ -95,6 +98,11 @@ def page(*, faces: Sequence[Stored], groups: Sequence[Group], people: Sequence[P
     parts.append(_people(people, csrf, back))
     parts.append("</body></html>")
     return "".join(parts)
+
+
+def _more(count: int, shown: int, what: str) -> str:
+    return f"<p><small>the newest {shown} {what} of {count} shown: narrow the filters</small></p>" \
+        if count > shown else ""
 
 
 def _filters(filters: Filters) -> str:
@@ -119,7 +127,7 @@ def _retention(retention: dict[str, int | None]) -> str:
 
 def _recent(faces: Sequence[Stored], csrf: str, back: str) -> str:
     rows = []
-    for stored in faces:
+    for stored in faces[:MAX_ROWS]:
         r = stored.record
         named = stored.key.startswith(KNOWN_PREFIX)
         distance = "-" if r.distance is None else f"{r.distance:.3f}"
@@ -132,7 +140,8 @@ def _recent(faces: Sequence[Stored], csrf: str, back: str) -> str:
         rows.append(f"<tr data-key='{esc(stored.key)}'><td>{_crop(stored)}</td><td>{esc(r.device_id)}</td>"
                     f"<td>{esc(when(r.detected_at))}</td><td{css}>{esc(r.name)}{assigned}</td>"
                     f"<td>{esc(distance)}</td><td>{actions}</td></tr>")
-    return (f"<h2>Recent faces ({len(faces)})</h2><table id='recent'><tr><th></th><th>camera</th><th>time</th>"
+    return (f"<h2>Recent faces ({len(faces)})</h2>{_more(len(faces), MAX_ROWS, 'faces')}"
+            "<table id='recent'><tr><th></th><th>camera</th><th>time</th>"
             f"<th>name</th><th>distance</th><th></th></tr>{''.join(rows)}</table>")
 
 
