@@ -137,6 +137,8 @@ class Library:
                     raise LibraryError(f"face {record.face_id} was embedded with {record.model}, the gallery "
                                        f"with {gallery.model_tag}")
                 gallery.remove_source(name, record.face_id)  # assigning twice adds it once
+                if record.name != UNKNOWN_NAME:  # reassigned: it leaves the enrollment it was assigned to before
+                    gallery.remove_source(record.name, record.face_id)
             return sum(gallery.add(name, record.embedding(), source=record.face_id) for record in records)
 
         model = records[0].model
@@ -144,6 +146,8 @@ class Library:
         moved = []
         for key, record in zip(keys, records, strict=True):
             store.put_enrolled_crop(self.bucket, name, record.face_id, record.crop_jpeg())
+            if record.name not in (UNKNOWN_NAME, name):
+                store.purge_keys(self.bucket, [store.enrolled_key(record.name, record.face_id)])
             moved.append(self._refile(key, record.model_copy(update={"name": name, "assigned_by": self.who})))
         log.info("%s assigned %d face(s) to %s: %s", self.who, len(records), name, ", ".join(keys))
         return moved

@@ -110,6 +110,8 @@ class _Handler(BaseHTTPRequestHandler):
                         message=query.get("done", ""), bucket=lib.bucket)
         except ValueError as exc:  # an invalid name filter
             return self._refuse(400, str(exc))
+        except ClientError as exc:
+            return self._refuse(502, f"S3: {exc}")
         self._send(200, html.encode())
 
     def _enrolled(self, name: str, source: str) -> None:

@@ -88,6 +88,15 @@ def test_assign_then_this_is_not_x_moves_the_face_out_of_x_and_keeps_a_negative(
     assert store.enrolled_key("ann", face_id) not in all_keys(s3)
 
 
+def test_reassigning_a_face_moves_it_out_of_the_first_persons_enrollment(lib: Library, s3: Any) -> None:
+    [as_dan] = lib.assign([kept(UNKNOWN_NAME, 9)], "dan")
+    [as_eve] = lib.assign([as_dan], "eve")
+    face_id = as_eve.rsplit("/", 1)[1].removesuffix(".json")
+    assert load_gallery(GALLERY).names == ["eve"]
+    assert store.enrolled_key("dan", face_id) not in all_keys(s3) and as_dan not in all_keys(s3)
+    assert store.enrolled_key("eve", face_id) in all_keys(s3)
+
+
 def test_rename_and_unenroll(lib: Library, s3: Any) -> None:
     [first, second] = [lib.assign([kept(UNKNOWN_NAME, seed)], "bob")[0] for seed in (2, 3)]
     assert lib.rename("bob", "robert") == 2
