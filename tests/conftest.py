@@ -67,7 +67,9 @@ def local_stack() -> Iterator[Any]:
     stack = LocalStack(StackConfig(models_dir=models_dir(), recognition_timeout_s=RECOGNITION_TIMEOUT_S,
                                    max_receive_count=MAX_RECEIVE_COUNT, recognition_concurrency=RECOGNITION_WORKERS,
                                    ingest_visibility_timeout_s=INGEST_VISIBILITY_S,
-                                   extra_env={"FACEPIPE_TEST_DELAY": f"{SLOW_DEVICE}:{RECOGNITION_TIMEOUT_S + 3}"}))
+                                   # results persisted: forgetting a person must delete those naming them
+                                   extra_env={"FACEPIPE_TEST_DELAY": f"{SLOW_DEVICE}:{RECOGNITION_TIMEOUT_S + 3}",
+                                              "FACEPIPE_PERSIST_RESULTS": "true"}))
     stack.start()
     try:
         stack.enroll({name: [packaged(photo)] for name, photo in ENROLLED.items()})

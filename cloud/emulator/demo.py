@@ -3,9 +3,10 @@
 Starts the local stack, enrolls demo people, films a clip from real sample photos (or takes --video),
 runs the edge daemon on it as a file camera in its own process (as on a Raspberry Pi) and prints the
 events as people arrive and leave (one per passage, not a line per frame). Once everyone has left it
-takes a screenshot of the daemon's status page (headless chromium, when installed) and ends after the
-clip with the daemon's summary. Under .cache/demo: events.jsonl, the events' best pictures
-(snapshots/) and status-page.png.
+takes a screenshot of the daemon's status page (headless chromium, when installed); after the clip, the daemon's
+summary, then the faces library page on the demo stack (`facepipe faces serve`), its URL printed last: served until
+Ctrl-C in a terminal. Under .cache/demo: events.jsonl, the events' best pictures (snapshots/), status-page.png and
+faces-page.png.
 """
 
 from __future__ import annotations
@@ -151,9 +152,45 @@ def run_demo(config: StackConfig, photos: Path, video: Path | None, enroll_dir: 
             if daemon.poll() is None:
                 daemon.terminate()
                 daemon.wait(timeout=30)
-    print(note, flush=True)
-    print(f"events: {workdir / 'events.jsonl'}; their best pictures: {workdir / 'snapshots'}", flush=True)
+        print(note, flush=True)
+        print(f"events: {workdir / 'events.jsonl'}; their best pictures: {workdir / 'snapshots'}", flush=True)
+        serve_faces_library(stack, workdir / "faces-page.png")
     return daemon.returncode
+
+
+def serve_faces_library(stack: LocalStack, screenshot: Path) -> None:
+    """The faces library page (`facepipe faces serve`) on the demo stack, its URL printed last: in a terminal it
+    serves until Ctrl-C (the stack lives as long); without one (CI, tests) it is photographed and the demo ends."""
+    import getpass
+    import threading
+
+    from cloud.functions.settings import get_settings
+    from cloud.operator.faces.actions import Library
+    from cloud.operator.faces.page import FacesServer
+
+    server = FacesServer(Library(stack.bucket, stack.gallery_uri, get_settings().match_threshold, getpass.getuser()))
+    thread = threading.Thread(target=server.serve_forever, name="faces-page", daemon=True)
+    thread.start()
+    try:
+        browser = shutil.which("chromium") or shutil.which("chromium-browser")
+        if browser is not None:
+            screenshot.unlink(missing_ok=True)
+            subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                            f"--user-data-dir={screenshot.parent / 'chromium-profile'}", "--window-size=1280,1100",
+                            f"--screenshot={screenshot}", server.url], capture_output=True, timeout=120)
+            if screenshot.is_file():
+                print(f"faces library screenshot: {screenshot}", flush=True)
+        print(f"faces library: {server.url} (`facepipe faces serve` on the demo stack: name the unknown faces, "
+              f"fix wrong ones, forget people)", flush=True)
+        if sys.stdin.isatty():
+            print("Ctrl-C ends the demo and its stack", flush=True)
+            while thread.is_alive():
+                thread.join(1)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def main() -> int:

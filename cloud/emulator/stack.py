@@ -43,10 +43,12 @@ PARAMETERS = {
     "batch_size": "RecognitionBatchSize",
     "batching_window_s": "RecognitionBatchingWindow",
     "max_receive_count": "MaxReceiveCount",
+    "known_faces_days": "KnownFacesRetentionDays",
+    "unknown_faces_days": "UnknownFacesRetentionDays",
 }
 # Parameters the local stack reads back from the created stack (the ones above, where the gallery lives,
 # and what the functions' workers get: memory size and concurrency limits).
-LOCAL_PARAMETERS = (*PARAMETERS.values(), "GalleryKey", "DetectionMemorySize", "RecognitionMemorySize",
+LOCAL_PARAMETERS = (*PARAMETERS.values(), "KeepFaces", "GalleryKey", "DetectionMemorySize", "RecognitionMemorySize",
                     "DetectionReservedConcurrency", "RecognitionMaxConcurrency", "IngestBatchSize",
                     "IngestMaxConcurrency")
 DETECTION, RECOGNITION = "DetectionFunction", "RecognitionFunction"  # template.yaml's logical IDs
@@ -73,6 +75,9 @@ class StackConfig:
     batch_size: int | None = None  # RecognitionBatchSize
     batching_window_s: int | None = None  # RecognitionBatchingWindow, whole seconds as on AWS
     max_receive_count: int | None = None  # MaxReceiveCount: every queue's RedrivePolicy
+    keep_faces: bool | None = None  # KeepFaces: answered faces kept under faces/ for the faces library
+    known_faces_days: int | None = None  # KnownFacesRetentionDays: the faces/known/ lifecycle rule
+    unknown_faces_days: int | None = None  # UnknownFacesRetentionDays: the faces/unknown/ lifecycle rule
     # The ingest queue's visibility, when a failed image event comes back. None = the template's (6x
     # DetectionTimeout, from its Mapping); tests shorten it.
     ingest_visibility_timeout_s: int | None = None
@@ -172,6 +177,8 @@ class LocalStack:
         subset = local_subset(transform(as_built(source), self.region), LOCAL_PARAMETERS)
         overrides = {name: str(getattr(self.config, field)) for field, name in PARAMETERS.items()
                      if getattr(self.config, field) is not None}
+        if self.config.keep_faces is not None:
+            overrides["KeepFaces"] = str(self.config.keep_faces).lower()
         visibility = self.config.ingest_visibility_timeout_s
         if visibility is not None:  # a test's shortcut past the template's 6x
             subset["Resources"]["IngestQueue"]["Properties"]["VisibilityTimeout"] = visibility
@@ -239,6 +246,7 @@ class LocalStack:
             "FACEPIPE_REPLY_TO_PREFIX": self.reply_to_prefix,
             "FACEPIPE_THREADS": str(self._threads(params)),
             "FACEPIPE_MAX_MESSAGE_BYTES": request.attributes["MaximumMessageSize"],  # as the template sets it
+            "FACEPIPE_KEEP_FACES": params["KeepFaces"],
             # Workers recheck the gallery's version every batch, so `enroll()` reaches warm ones at once.
             "FACEPIPE_GALLERY_REFRESH_S": "0",
             "FACEPIPE_BIND_DEVICES": str(cfg.bind_devices).lower(),

@@ -48,6 +48,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     template.add_argument("--detection-timeout", type=int, help="DetectionTimeout, s")
     template.add_argument("--max-receive-count", type=int,
                           help="MaxReceiveCount: receives before a message moves to its DLQ")
+    template.add_argument("--keep-faces", choices=["true", "false"],
+                          help="KeepFaces: keep every answered face under faces/ for `facepipe faces`")
+    template.add_argument("--known-faces-days", type=int,
+                          help="KnownFacesRetentionDays: days a named face is kept (faces/known/)")
+    template.add_argument("--unknown-faces-days", type=int,
+                          help="UnknownFacesRetentionDays: days a face that matched no one is kept (faces/unknown/)")
     workers = parser.add_argument_group("worker processes (one per concurrent invocation, as Lambda's "
                                         "execution environments)")
     workers.add_argument("--detection-concurrency", type=_at_least(0),
@@ -111,6 +117,8 @@ def run(args: argparse.Namespace) -> int:
         engine=args.engine, models_dir=args.models_dir, weights_path=args.weights, region=args.region,
         prefix=args.prefix, batch_size=args.batch_size,
         batching_window_s=args.batching_window, max_receive_count=args.max_receive_count,
+        keep_faces=None if args.keep_faces is None else args.keep_faces == "true",
+        known_faces_days=args.known_faces_days, unknown_faces_days=args.unknown_faces_days,
         detection_timeout_s=args.handler_timeout if args.detection_timeout is None else args.detection_timeout,
         recognition_timeout_s=args.handler_timeout if args.recognition_timeout is None else args.recognition_timeout,
         threads=args.threads, detection_concurrency=args.detection_concurrency,

@@ -76,6 +76,8 @@ class Settings(BaseSettings):
     # the handler's imports) at no cost in speed; a whole batch in one pass (up to 10 x 64 crops) would need ~2.5 GB.
     embed_chunk: int = Field(default=16, ge=1, le=256)
     persist_results: bool = Field(default=False, description="also write each answer to s3://bucket/results/")
+    keep_faces: bool = Field(default=False, description="also write each answered face (crop, name, embedding) to "
+                                                        "s3://bucket/faces/ for the faces library")
     gallery_refresh_s: float = Field(
         default=30.0, ge=0, description="how often a warm recognizer rechecks the gallery's version; 0 = every batch")
     # Devices as identities (cloud/operator/devices.py): a Function URL caller may send only as the device its IAM user

@@ -39,6 +39,24 @@ _COMMANDS: list[Command] = [
             "list the stack's devices"),
     Command(("device", "remove"), "cloud.operator.devices", "add_remove_arguments", "run_remove",
             "delete a device's access keys, policy, IAM user and response queue"),
+    Command(("faces", "serve"), "cloud.operator.faces.page", "add_arguments", "run",
+            "the faces library page on 127.0.0.1: recent faces, unknown groups, people; assign, wrong, forget"),
+    Command(("faces", "list"), "cloud.operator.faces.cli", "add_list_arguments", "run_list",
+            "recent faces (newest first) with camera, time, name, distance and key; --groups: unknown faces grouped"),
+    Command(("faces", "assign"), "cloud.operator.faces.cli", "add_assign_arguments", "run_assign",
+            "enroll faces as a person (new or existing): recognised from the next batch on"),
+    Command(("faces", "wrong"), "cloud.operator.faces.cli", "add_wrong_arguments", "run_wrong",
+            "this is not <name>: out of their enrollment, kept as a negative their matches are checked against"),
+    Command(("faces", "delete"), "cloud.operator.faces.cli", "add_delete_arguments", "run_delete",
+            "delete face records"),
+    Command(("faces", "people"), "cloud.operator.faces.cli", "add_people_arguments", "run_people",
+            "enrolled people: enrollment faces, negatives, last seen"),
+    Command(("faces", "rename"), "cloud.operator.faces.cli", "add_rename_arguments", "run_rename",
+            "rename a person"),
+    Command(("faces", "unenroll"), "cloud.operator.faces.cli", "add_unenroll_arguments", "run_unenroll",
+            "remove one enrollment face of a person"),
+    Command(("faces", "forget"), "cloud.operator.faces.cli", "add_forget_arguments", "run_forget",
+            "delete everything about a person (gallery, enrollment crops, faces, results), with counts"),
 ]
 
 _GROUPS = {
@@ -47,6 +65,7 @@ _GROUPS = {
     "models": "model weights and their ONNX exports",
     "dlq": "the request, response and ingest dead-letter queues",
     "device": "cameras as IAM identities, each with its own response queue",
+    "faces": "the faces library: review recent faces, name unknown ones, fix wrong ones, forget people",
 }
 
 

@@ -53,7 +53,8 @@ def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "FACEPIPE_"))}
     prefix = f"cli-{uuid.uuid4().hex[:6]}-"
     command = [sys.executable, "-m", "cloud.operator.cli", "local", "up", "--models-dir", str(models_dir()),
-               "--handler-timeout", "5", "--max-receive-count", "4", "--prefix", prefix]
+               "--handler-timeout", "5", "--max-receive-count", "4", "--prefix", prefix,
+               "--known-faces-days", "9", "--unknown-faces-days", "2"]
     started = time.monotonic()
     process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                text=True)
@@ -76,7 +77,8 @@ def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None
         # The queues are template.yaml's, named by CloudFormation in the stack named after the prefix.
         stack_line = next(line for line in seen if line.startswith("stack "))
         assert f"stack          {prefix[:-1]} " in stack_line, stack_line
-        for option in ("DetectionTimeout 5", "RecognitionTimeout 5", "MaxReceiveCount 4"):
+        for option in ("DetectionTimeout 5", "RecognitionTimeout 5", "MaxReceiveCount 4", "KnownFacesRetentionDays 9",
+                       "UnknownFacesRetentionDays 2", "KeepFaces true"):
             assert option in stack_line, stack_line
         assert any(line.startswith("request queue") and "visibility 30 s" in line for line in seen)  # Mapping: 6x5
         queue_name = exports["FACEPIPE_RESPONSE_QUEUE_URL"].rsplit("/", 1)[1]
@@ -91,6 +93,13 @@ def test_local_up_prints_endpoints_serves_a_frame_and_stops_on_sigterm() -> None
         sqs = boto3.session.Session().client(
             "sqs", endpoint_url=exports["AWS_ENDPOINT_URL"], region_name=exports["AWS_REGION"],
             aws_access_key_id=exports["AWS_ACCESS_KEY_ID"], aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"])
+        # The faces library's retention options are the bucket's lifecycle rules, as the template makes them.
+        s3 = boto3.session.Session().client(
+            "s3", endpoint_url=exports["AWS_ENDPOINT_URL"], region_name=exports["AWS_REGION"],
+            aws_access_key_id=exports["AWS_ACCESS_KEY_ID"], aws_secret_access_key=exports["AWS_SECRET_ACCESS_KEY"])
+        rules = {rule.get("Prefix", rule.get("Filter", {}).get("Prefix")): rule for rule in
+                 s3.get_bucket_lifecycle_configuration(Bucket=exports["FACEPIPE_BUCKET"])["Rules"]}
+        assert (rules["faces/known/"]["Expiration"]["Days"], rules["faces/unknown/"]["Expiration"]["Days"]) == (9, 2)
         request_id = str(uuid.uuid4())
         posted = time.monotonic()
         reply = post_frame(stack, packaged("face_recognition/obama2.jpg").read_bytes(), request_id=request_id)

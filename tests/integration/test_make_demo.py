@@ -54,6 +54,11 @@ def test_make_demo_answers_every_frame_closes_every_event_and_photographs_the_st
     for end in ends.values():
         assert end["best_snapshot"] and Path(end["best_snapshot"]).is_file(), end
 
+    # it ends by printing the faces library's URL, the page photographed (no terminal here, so it does not wait)
+    assert re.search(r"faces library: http://127\.0\.0\.1:\d+/ ", result.stdout.splitlines()[-1]), output[-2000:]
+    faces_page = cv2.imread(str(workdir / "faces-page.png"))
+    assert faces_page is not None and float(faces_page.std()) > 10
+
     match = re.search(r"^status page screenshot: (.+)$", result.stdout, re.MULTILINE)
     assert match, output[-4000:]
     image = cv2.imread(match.group(1))

@@ -19,6 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -37,6 +38,7 @@ from cloud.functions.detection.enqueue import Frame, plan, upload_crops
 from cloud.functions.enrollment import enroll_photos
 from cloud.functions.images import encode_jpeg
 from cloud.functions.recognition import handler as recognition
+from cloud.functions.recognition.face_records import FaceRecord
 from cloud.functions.recognition.gallery import GalleryModelMismatch, load_gallery, save_gallery
 from cloud.functions.settings import Settings
 from tests.moto_env import moto_server, point_boto3_at
@@ -464,6 +466,32 @@ def test_answers_are_persisted_to_s3_when_enabled(
     stored = stack.s3.get_object(Bucket=stack.bucket, Key=key)
     assert stored["ContentType"] == "application/json"
     assert ResponseMessage.model_validate_json(stored["Body"].read()) == answer
+
+
+def test_every_answered_face_is_kept_for_the_library_when_enabled(
+    stack: Stack, enrolled: None, crops: dict[str, bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("FACEPIPE_KEEP_FACES", "true")
+    recognition.get_settings.cache_clear()
+    # GIVEN a frame with Obama (enrolled) and Grace Hopper (not)
+    frame = request([crops["obama2"], crops["hopper"]])
+    recognition.handler(deliver(stack, [frame.model_dump_json()]), None)
+    [answer] = drain(stack, stack.response_queue, 1)
+    day = datetime.fromtimestamp(frame.detected_at, UTC).strftime("%Y-%m-%d")
+    # THEN each face has its record: Obama's under his name, the stranger's under unknown/
+    keys = {"barack_obama": f"faces/known/barack_obama/cam1/{day}/{frame.request_id}-0.json",
+            UNKNOWN_NAME: f"faces/unknown/cam1/{day}/{frame.request_id}-1.json"}
+    embedder = recognition.get_container().embedder
+    for index, (name, key) in enumerate(keys.items()):
+        record = FaceRecord.model_validate_json(stack.s3.get_object(Bucket=stack.bucket, Key=key)["Body"].read())
+        face = answer.faces[index]
+        assert (record.name, record.distance, record.box, record.device_id) == (name, face.distance, face.box, "cam1")
+        assert record.model == answer.model and record.detected_at == frame.detected_at
+        crop = Image.open(io.BytesIO(record.crop_jpeg()))
+        assert crop.size == (160, 160)
+        # the embedding kept is the recognizer's: the crop kept embeds to it again (JPEG re-encoding moves it a bit)
+        again = embedder.embed([np.asarray(crop.convert("RGB"))])[0]
+        assert record.embedding().shape == (512,) and float(np.linalg.norm(again - record.embedding())) < 0.1
 
 
 def test_gallery_from_other_weights_stops_the_batch(

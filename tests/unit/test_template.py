@@ -539,6 +539,32 @@ def test_bucket_private_versioned_encrypted_with_expiry(transformed: Template) -
     assert "ExpirationInDays" not in rules["gallery/"]  # the gallery itself never expires
 
 
+def test_kept_faces_expire_by_their_own_rules_known_and_unknown_apart(transformed: Template) -> None:
+    rules = {rule.get("Prefix"): rule for rule in
+             transformed["Resources"]["Bucket"]["Properties"]["LifecycleConfiguration"]["Rules"]}
+    assert rules["faces/known/"]["ExpirationInDays"] == {"Ref": "KnownFacesRetentionDays"}
+    assert rules["faces/unknown/"]["ExpirationInDays"] == {"Ref": "UnknownFacesRetentionDays"}
+    assert rules["faces/known/"]["NoncurrentVersionExpiration"] == {"NoncurrentDays": 1}
+    parameters = transformed["Parameters"]
+    # people who never enrolled are kept for less time than people who did
+    assert parameters["UnknownFacesRetentionDays"]["Default"] < parameters["KnownFacesRetentionDays"]["Default"]
+    assert _function_env(transformed, "RecognitionFunction")["FACEPIPE_KEEP_FACES"] == {"Ref": "KeepFaces"}
+
+
+def test_only_recognition_may_write_faces_and_only_by_put(transformed: Template) -> None:
+    def puts(function: str) -> set[str]:
+        role = transformed["Resources"][_role_id(transformed, function)]["Properties"]
+        return {json.dumps(resource, sort_keys=True) for s in _statements(role["Policies"])
+                if "s3:PutObject" in _list(s["Action"]) for resource in _list(s["Resource"])}
+
+    faces = json.dumps({"Fn::Sub": "${Bucket.Arn}/faces/*"}, sort_keys=True)
+    assert faces in puts("RecognitionFunction") and faces not in puts("DetectionFunction")
+    role = transformed["Resources"][_role_id(transformed, "RecognitionFunction")]["Properties"]
+    on_faces = [s for s in _statements(role["Policies"]) if faces in {json.dumps(r, sort_keys=True)
+                                                                        for r in _list(s["Resource"])}]
+    assert [_list(s["Action"]) for s in on_faces] == [["s3:PutObject"]]
+
+
 def test_log_groups_with_retention(transformed: Template) -> None:
     groups = _of_type(transformed, "AWS::Logs::LogGroup")
     assert all(g["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups.values())

@@ -5,6 +5,10 @@ Storage format (format version 1): a NumPy `.npz` archive, read without pickle, 
 - `model_tag`: str, the embedder's tag (model and weights checksum) the embeddings were made with
 - `names`: str array (n,), one name per embedding; a name may have several embeddings
 - `embeddings`: float32 (n, 512), L2-normalised
+- optional, read as empty when absent (galleries saved before the faces library): `sources` str (n,), where each
+  embedding came from (a faces-library face id, or '' for a photo enrolled by `facepipe enroll`);
+  `negative_names` str (m,) and `negative_embeddings` float32 (m, 512): faces an operator marked "this is not
+  <name>" (cloud/operator/faces/). A reader that ignores them still matches as before.
 
 Location by URI: `s3://bucket/key` (a versioned object: every save is a new S3 version and the
 VersionId is returned) or a local file path.
@@ -83,11 +87,21 @@ class Gallery:
     # What a conditional save compares with the stored gallery: the S3 ETag or the file content's
     # SHA-256 as read (or last saved); None = not stored yet. Not stored.
     revision: str | None = None
+    sources: list[str] = field(default_factory=list)  # per embedding; filled with '' when not given
+    # "This is not <name>": a match to <name> closer to one of its negatives than to its own embeddings is not <name>.
+    negative_names: list[str] = field(default_factory=list)
+    negative_embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, EMBEDDING_SIZE), np.float32))
 
     def __post_init__(self) -> None:
         self.embeddings = np.asarray(self.embeddings, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
         if len(self.names) != len(self.embeddings):
             raise GalleryError(f"{len(self.names)} names for {len(self.embeddings)} embeddings")
+        self.sources = list(self.sources) or [""] * len(self.names)
+        if len(self.sources) != len(self.names):
+            raise GalleryError(f"{len(self.sources)} sources for {len(self.names)} embeddings")
+        self.negative_embeddings = np.asarray(self.negative_embeddings, np.float32).reshape(-1, EMBEDDING_SIZE)
+        if len(self.negative_names) != len(self.negative_embeddings):
+            raise GalleryError(f"{len(self.negative_names)} names for {len(self.negative_embeddings)} negatives")
 
     def __len__(self) -> int:
         return len(self.names)
@@ -96,23 +110,58 @@ class Gallery:
         if self.model_tag != embedder_tag:
             raise GalleryModelMismatch(self.model_tag, embedder_tag, uri)
 
-    def add(self, name: str, embeddings: np.ndarray) -> int:
-        """Append embeddings (n, 512) for `name`; returns how many were added."""
+    def add(self, name: str, embeddings: np.ndarray, source: str = "") -> int:
+        """Append embeddings (n, 512) for `name`, each recorded as coming from `source`; returns how many."""
         refusal = name_refusal(name)
         if refusal:
             raise InvalidName(f"invalid name: {refusal}")
         rows = np.asarray(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
         self.embeddings = np.concatenate([self.embeddings, rows])
         self.names.extend([name] * len(rows))
+        self.sources.extend([source] * len(rows))
         return len(rows)
 
-    def remove(self, name: str) -> int:
-        """Drop every embedding of `name`; returns how many were removed (0 when unknown)."""
-        keep = [i for i, n in enumerate(self.names) if n != name]
+    def _keep(self, keep: list[int]) -> int:
         removed = len(self.names) - len(keep)
         self.names = [self.names[i] for i in keep]
+        self.sources = [self.sources[i] for i in keep]
         self.embeddings = self.embeddings[keep]
         return removed
+
+    def remove(self, name: str) -> int:
+        """Drop every embedding of `name`; returns how many were removed (0 when unknown). Its negatives stay:
+        `forget` drops those too."""
+        return self._keep([i for i, n in enumerate(self.names) if n != name])
+
+    def remove_source(self, name: str, source: str) -> int:
+        """Drop `name`'s embeddings that came from `source` (one enrollment face); returns how many."""
+        return self._keep([i for i, (n, s) in enumerate(zip(self.names, self.sources, strict=True))
+                           if not (n == name and s == source)])
+
+    def add_negative(self, name: str, embedding: np.ndarray) -> int:
+        """Keep `embedding` as a face that is not `name`; returns 1."""
+        row = np.asarray(embedding, dtype=np.float32).reshape(1, EMBEDDING_SIZE)
+        self.negative_embeddings = np.concatenate([self.negative_embeddings, row])
+        self.negative_names.append(name)
+        return 1
+
+    def forget(self, name: str) -> int:
+        """Drop `name`'s embeddings and negatives; returns how many rows went."""
+        keep = [i for i, n in enumerate(self.negative_names) if n != name]
+        negatives = len(self.negative_names) - len(keep)
+        self.negative_names = [self.negative_names[i] for i in keep]
+        self.negative_embeddings = self.negative_embeddings[keep]
+        return self.remove(name) + negatives
+
+    def rename(self, old: str, new: str) -> int:
+        """Give `old`'s embeddings and negatives the name `new`; returns how many rows changed."""
+        refusal = name_refusal(new)
+        if refusal:
+            raise InvalidName(f"invalid name: {refusal}")
+        changed = self.names.count(old) + self.negative_names.count(old)
+        self.names = [new if n == old else n for n in self.names]
+        self.negative_names = [new if n == old else n for n in self.negative_names]
+        return changed
 
     def counts(self) -> dict[str, int]:
         """Embeddings per name, names sorted."""
@@ -133,6 +182,8 @@ class Gallery:
             (queries**2).sum(1)[:, None] + (self.embeddings**2).sum(1)[None, :] - 2 * queries @ self.embeddings.T
         )
         distances = np.sqrt(np.clip(squared, 0, None))
+        if self.negative_names:
+            return self._match_with_negatives(queries, distances, threshold)
         nearest = distances.argmin(1)
         result: list[Match] = []
         for row, index in enumerate(nearest):
@@ -140,6 +191,28 @@ class Gallery:
             name = self.names[index]
             known = distance <= threshold and name_refusal(name) is None
             result.append((name if known else UNKNOWN_NAME, distance))
+        return result
+
+    def _match_with_negatives(self, queries: np.ndarray, distances: np.ndarray, threshold: float) -> list[Match]:
+        """Per query, the nearest name whose own nearest embedding is nearer than that name's nearest negative; the
+        distance answered is to the nearest embedding overall, as without negatives."""
+        names = sorted(set(self.names))
+        own = np.stack([distances[:, [i for i, n in enumerate(self.names) if n == name]].min(1) for name in names], 1)
+        squared = ((queries**2).sum(1)[:, None] + (self.negative_embeddings**2).sum(1)[None, :]
+                   - 2 * queries @ self.negative_embeddings.T)
+        negatives = np.sqrt(np.clip(squared, 0, None))
+        vetoed = np.full(own.shape, np.inf, np.float32)
+        for column, name in enumerate(names):
+            rows = [i for i, n in enumerate(self.negative_names) if n == name]
+            if rows:
+                vetoed[:, column] = negatives[:, rows].min(1)
+        usable = np.where((own < vetoed) & (own <= threshold), own, np.inf)
+        result: list[Match] = []
+        for row in range(len(queries)):
+            column = int(usable[row].argmin())
+            nearest = float(distances[row].min())
+            known = np.isfinite(usable[row, column]) and name_refusal(names[column]) is None
+            result.append((names[column], float(own[row, column])) if known else (UNKNOWN_NAME, nearest))
         return result
 
 
@@ -164,6 +237,9 @@ def to_bytes(gallery: Gallery) -> bytes:
         model_tag=np.array(gallery.model_tag),
         names=np.array(gallery.names, dtype=str),
         embeddings=gallery.embeddings,
+        sources=np.array(gallery.sources, dtype=str),
+        negative_names=np.array(gallery.negative_names, dtype=str),
+        negative_embeddings=gallery.negative_embeddings,
     )
     return buffer.getvalue()
 
@@ -180,6 +256,10 @@ def from_bytes(data: bytes, uri: str = "", version: str | None = None, revision:
                 embeddings=archive["embeddings"],
                 version=version,
                 revision=revision,
+                sources=[str(n) for n in archive["sources"]] if "sources" in archive else [],
+                negative_names=[str(n) for n in archive["negative_names"]] if "negative_names" in archive else [],
+                negative_embeddings=archive["negative_embeddings"] if "negative_embeddings" in archive else
+                np.zeros((0, EMBEDDING_SIZE), np.float32),
             )
     except (ValueError, KeyError, OSError) as exc:  # not an npz, or fields missing
         raise GalleryError(f"gallery {uri} is unreadable: {exc}") from exc

@@ -40,7 +40,8 @@ from cloud.functions.contracts import (
 from cloud.functions.images import ImageRejected, decode_jpeg
 from cloud.functions.memory import keep_freed_memory
 from cloud.functions.recognition.embedder import Embedder, Engine
-from cloud.functions.recognition.gallery import Gallery, GalleryCache, Match
+from cloud.functions.recognition.face_records import keep_faces, records_of
+from cloud.functions.recognition.gallery import EMBEDDING_SIZE, Gallery, GalleryCache, Match
 from cloud.functions.recognition.respond import Router, build_response, persist_response, queue_wait_ms, send_response
 from cloud.functions.settings import Settings, get_settings
 
@@ -109,6 +110,7 @@ class Outcome:
     queue_url: str = ""
     crops: list[np.ndarray] = field(default_factory=list)
     matches: list[Match] = field(default_factory=list)
+    embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, EMBEDDING_SIZE), np.float32))
 
 
 class BadRequest(ValueError):
@@ -181,6 +183,7 @@ def embed_and_match(outcomes: list[Outcome], embedder: Embedder, gallery: Galler
     start = 0
     for outcome in good:
         outcome.matches = matches[start : start + len(outcome.crops)]
+        outcome.embeddings = embeddings[start : start + len(outcome.crops)]
         start += len(outcome.crops)
 
 
@@ -210,6 +213,8 @@ class Batch:
                                       queue_wait_ms=wait, recognise_ms=self.recognise_ms)
             if self.settings.persist_results:
                 persist_response(self.settings.bucket, request, response)
+            if self.settings.keep_faces:  # before the answer: a face answered is a face the library lists
+                keep_faces(self.settings.bucket, records_of(request, response, outcome.crops, outcome.embeddings))
             send_response(outcome.queue_url, response)
             unknowns = sum(face.name == UNKNOWN_NAME for face in response.faces)
             metrics.add_metric(name="QueueWaitMs", unit=MetricUnit.Milliseconds, value=wait)

@@ -1,0 +1,182 @@
+"""The faces library's S3 objects: the face records the recognizer keeps
+(cloud/functions/recognition/face_records.py), the enrollment crops beside the gallery, the persisted results;
+listing them, and deleting every version of them.
+
+The bucket is versioned (every gallery save is a version), so deleting a key only adds a delete marker: forgetting
+must delete each version (and marker) by its VersionId, or the old bytes stay readable.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from cloud.functions import aws
+from cloud.functions.contracts import name_refusal
+from cloud.functions.recognition.face_records import KNOWN_PREFIX, UNKNOWN_PREFIX, FaceRecord
+
+GET_THREADS = 16  # record reads at once: each GET is a round trip, the listing's cost (docs/bench.md)
+DELETE_BATCH = 1000  # DeleteObjects' limit
+ENROLLED_PREFIX = "gallery/enrolled/"  # gallery/ has no expiry: enrollment crops live as long as their embeddings
+RESULTS_PREFIX = "results/"
+_SEGMENT = r"[^/\x00-\x1f]+"
+RECORD_KEY = re.compile(rf"faces/(known/{_SEGMENT}|unknown)/{_SEGMENT}/\d{{4}}-\d\d-\d\d/{_SEGMENT}\.json")
+
+
+class NotARecord(ValueError):
+    """A key that is not a face record's (the page and the CLI take keys from their user)."""
+
+
+def check_record_key(key: str) -> str:
+    if not RECORD_KEY.fullmatch(key) or ".." in key:
+        raise NotARecord(f"{key[:200]!r} is not a face record key (faces/known|unknown/.../<day>/<face>.json)")
+    return key
+
+
+@dataclass(frozen=True)
+class Stored:
+    key: str
+    record: FaceRecord
+
+
+def keys_under(bucket: str, prefix: str) -> Iterator[str]:
+    pages = aws.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+    for page in pages:
+        for item in page.get("Contents", []):
+            yield str(item["Key"])
+
+
+def record_prefixes(name: str | None = None, unknown_only: bool = False) -> list[str]:
+    if unknown_only:
+        return [UNKNOWN_PREFIX]
+    if name is not None:
+        if name_refusal(name):
+            raise ValueError(f"invalid name: {name_refusal(name)}")
+        return [f"{KNOWN_PREFIX}{name}/"]
+    return [KNOWN_PREFIX, UNKNOWN_PREFIX]
+
+
+def _day_and_device(key: str) -> tuple[str, str]:
+    parts = key.split("/")
+    return parts[-2], parts[-3]
+
+
+def read_record(bucket: str, key: str) -> FaceRecord:
+    body = aws.client("s3").get_object(Bucket=bucket, Key=check_record_key(key))["Body"].read()
+    return FaceRecord.model_validate_json(body)
+
+
+def list_records(bucket: str, *, since_day: str = "", device: str | None = None, name: str | None = None,
+                 unknown_only: bool = False, cache: dict[str, FaceRecord] | None = None) -> list[Stored]:
+    """The face records of `name` (every known one without it; unknown ones with `unknown_only`) from `since_day`
+    (YYYY-MM-DD, the key's day) on, of `device` if given, newest first. The key says name, device and day, so
+    only the records kept are read (GET_THREADS at once), and with a `cache` (key -> record) only those not read
+    before: a record's content is fixed by its key, except for the library's own rewrites, which drop their key
+    from the cache."""
+    keys = [key for prefix in record_prefixes(name, unknown_only) for key in keys_under(bucket, prefix)
+            if RECORD_KEY.fullmatch(key)]
+    keys = [key for key in keys if _day_and_device(key)[0] >= since_day
+            and (device is None or _day_and_device(key)[1] == device)]
+    cache = {} if cache is None else cache
+    missing = [key for key in keys if key not in cache]
+    if missing:
+        with ThreadPoolExecutor(max_workers=min(GET_THREADS, len(missing)), thread_name_prefix="face-get") as pool:
+            cache.update(zip(missing, pool.map(lambda key: read_record(bucket, key), missing), strict=True))
+    for stale in [key for key in cache if _day_and_device(key)[0] < since_day]:
+        del cache[stale]  # what the page no longer shows
+    records = [Stored(key, cache[key]) for key in keys]
+    return sorted(records, key=lambda stored: (-stored.record.detected_at, stored.record.index))
+
+
+def put_json(bucket: str, key: str, body: str) -> None:
+    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="application/json")
+
+
+def enrolled_key(name: str, source: str) -> str:
+    return f"{ENROLLED_PREFIX}{name}/{source}.jpg"
+
+
+def put_enrolled_crop(bucket: str, name: str, source: str, jpeg: bytes) -> str:
+    key = enrolled_key(name, source)
+    aws.client("s3").put_object(Bucket=bucket, Key=key, Body=jpeg, ContentType="image/jpeg")
+    return key
+
+
+def get_bytes(bucket: str, key: str) -> bytes:
+    return bytes(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
+
+
+# --- deleting every version --------------------------------------------------------------------------------------
+
+
+def versions_under(bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
+    """(key, version id) of every version and delete marker under `prefix`."""
+    pages = aws.client("s3").get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
+    for page in pages:
+        for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
+            yield str(item["Key"]), str(item["VersionId"])
+
+
+def purge(bucket: str, prefixes: Iterable[str], exact: bool = False) -> int:
+    """Delete every version of every key under `prefixes` (with `exact`, of those keys only); returns how many
+    distinct keys had a version."""
+    doomed = [(key, version) for prefix in prefixes for key, version in versions_under(bucket, prefix)
+              if not exact or key == prefix]
+    s3 = aws.client("s3")
+    for start in range(0, len(doomed), DELETE_BATCH):
+        chunk = doomed[start:start + DELETE_BATCH]
+        reply = s3.delete_objects(Bucket=bucket, Delete={"Quiet": True, "Objects": [
+            {"Key": key, "VersionId": version} for key, version in chunk]})
+        if reply.get("Errors"):
+            first = reply["Errors"][0]
+            raise RuntimeError(f"S3 refused to delete {first.get('Key')}: {first.get('Code')} {first.get('Message')}")
+    return len({key for key, _ in doomed})
+
+
+def purge_keys(bucket: str, keys: Iterable[str]) -> int:
+    return purge(bucket, sorted(set(keys)), exact=True)
+
+
+# --- results -----------------------------------------------------------------------------------------------------
+
+
+def results_naming(bucket: str, name: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every persisted result (results/<device>/<day>/<request_id>.json) with a face answered `name`: each is read
+    (GET_THREADS at once), since a result's key does not say who is in it."""
+    keys = list(keys_under(bucket, RESULTS_PREFIX))
+    if not keys:
+        return []
+
+    def read(key: str) -> tuple[str, dict[str, Any]]:
+        try:
+            return key, json.loads(get_bytes(bucket, key))
+        except ValueError:
+            return key, {}
+
+    with ThreadPoolExecutor(max_workers=min(GET_THREADS, len(keys)), thread_name_prefix="result-get") as pool:
+        results = list(pool.map(read, keys))
+    return [(key, body) for key, body in results
+            if any(isinstance(face, dict) and face.get("name") == name for face in body.get("faces", []))]
+
+
+# --- what the bucket keeps, for how long ------------------------------------------------------------------------
+
+
+def retention_days(bucket: str) -> dict[str, int | None]:
+    """Days before expiry per prefix, as the bucket's lifecycle rules say (None: never expires)."""
+    s3 = aws.client("s3")
+    try:
+        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
+    except s3.exceptions.ClientError:
+        return {}
+    found: dict[str, int | None] = {}
+    for rule in rules:
+        prefix = rule.get("Prefix", rule.get("Filter", {}).get("Prefix"))
+        if prefix and rule.get("Status") == "Enabled":
+            found[prefix] = rule.get("Expiration", {}).get("Days")
+    return found
+

@@ -1,0 +1,175 @@
+"""The faces library over a real S3 (moto's server over HTTP), without the functions: the page's guards (loopback
+only, Host, CSRF, Origin, escaping) and the verbs' bookkeeping (assign, "this is not X", unenroll, rename, forget
+with every version gone). Embeddings here are random unit vectors: what is tested is where things are stored."""
+
+from __future__ import annotations
+
+import base64
+import re
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import requests
+
+from cloud.functions import aws
+from cloud.functions.contracts import UNKNOWN_NAME
+from cloud.functions.images import encode_jpeg
+from cloud.functions.recognition.face_records import FaceRecord, put_record
+from cloud.functions.recognition.gallery import Gallery, load_gallery, save_gallery
+from cloud.operator.faces import store
+from cloud.operator.faces.actions import Library
+from cloud.operator.faces.page import FacesServer
+from tests.moto_env import moto_server, point_boto3_at
+
+BUCKET, TAG = "faces-unit", "inception_resnet_v1:test"
+GALLERY = f"s3://{BUCKET}/gallery/gallery.npz"
+
+
+@pytest.fixture(scope="module")
+def s3() -> Iterator[Any]:
+    with moto_server() as endpoint, pytest.MonkeyPatch.context() as mp:
+        point_boto3_at(endpoint, mp.setenv)
+        aws.client.cache_clear()
+        client = aws.client("s3")
+        client.create_bucket(Bucket=BUCKET)
+        client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        yield client
+    aws.client.cache_clear()
+
+
+@pytest.fixture
+def lib(s3: Any) -> Library:
+    for key, version in list(store.versions_under(BUCKET, "")):
+        s3.delete_object(Bucket=BUCKET, Key=key, VersionId=version)
+    save_gallery(Gallery(TAG), GALLERY)
+    return Library(BUCKET, GALLERY, 1.02, "unit-operator")
+
+
+def unit(seed: int) -> np.ndarray:
+    row = np.random.default_rng(seed).standard_normal(512).astype(np.float32)
+    return row / np.linalg.norm(row)
+
+
+def kept(name: str, seed: int, device: str = "cam1", **fields: Any) -> str:
+    crop = np.full((160, 160, 3), seed * 10 % 255, np.uint8)
+    record = FaceRecord(request_id=str(uuid.uuid4()), device_id=device, index=0, detected_at=time.time(), name=name,
+                        distance=0.5, box=[1, 2, 3, 4], probability=0.99, model=TAG,
+                        embedding_b64=base64.b64encode(unit(seed).tobytes()).decode(),
+                        crop_jpeg_b64=base64.b64encode(encode_jpeg(crop)).decode(), **fields)
+    return put_record(BUCKET, record)
+
+
+def all_keys(s3: Any) -> set[str]:
+    return {key for key, _ in store.versions_under(BUCKET, "")}
+
+
+# --- the verbs ------------------------------------------------------------------------------------------------
+
+
+def test_assign_then_this_is_not_x_moves_the_face_out_of_x_and_keeps_a_negative(lib: Library, s3: Any) -> None:
+    key = kept(UNKNOWN_NAME, 1)
+    [named] = lib.assign([key], "ann")
+    gallery = load_gallery(GALLERY)
+    face_id = named.rsplit("/", 1)[1].removesuffix(".json")
+    assert (gallery.names, gallery.sources) == (["ann"], [face_id])
+    assert named.startswith("faces/known/ann/cam1/") and key not in all_keys(s3)  # every version of the old key went
+    assert store.enrolled_key("ann", face_id) in all_keys(s3)
+    # "this is not ann": out of her enrollment, kept as her negative, filed as unknown again
+    back = lib.wrong(named)
+    gallery = load_gallery(GALLERY)
+    assert (gallery.names, gallery.negative_names) == ([], ["ann"])
+    np.testing.assert_allclose(gallery.negative_embeddings[0], unit(1))
+    assert back.startswith("faces/unknown/cam1/") and store.read_record(BUCKET, back).assigned_by == "unit-operator"
+    assert store.enrolled_key("ann", face_id) not in all_keys(s3)
+
+
+def test_reassigning_a_face_moves_it_out_of_the_first_persons_enrollment(lib: Library, s3: Any) -> None:
+    [as_dan] = lib.assign([kept(UNKNOWN_NAME, 9)], "dan")
+    [as_eve] = lib.assign([as_dan], "eve")
+    face_id = as_eve.rsplit("/", 1)[1].removesuffix(".json")
+    assert load_gallery(GALLERY).names == ["eve"]
+    assert store.enrolled_key("dan", face_id) not in all_keys(s3) and as_dan not in all_keys(s3)
+    assert store.enrolled_key("eve", face_id) in all_keys(s3)
+
+
+def test_rename_and_unenroll(lib: Library, s3: Any) -> None:
+    [first, second] = [lib.assign([kept(UNKNOWN_NAME, seed)], "bob")[0] for seed in (2, 3)]
+    assert lib.rename("bob", "robert") == 2
+    assert {s.key.split("/")[2] for s in lib.recent(1)} == {"robert"}
+    source = first.rsplit("/", 1)[1].removesuffix(".json")
+    assert lib.remove_enrollment("robert", source) == 1
+    [person] = lib.people()
+    assert (person.name, person.embeddings) == ("robert", 1)
+    assert not [k for k in all_keys(s3) if "/bob/" in k]
+
+
+def test_forget_deletes_every_version_and_counts_it(lib: Library, s3: Any) -> None:
+    [named] = lib.assign([kept(UNKNOWN_NAME, 4)], "cleo")
+    kept("cleo", 5)  # recognised as her later
+    request = named.rsplit("/", 1)[1].removesuffix(".json").rsplit("-", 1)[0]
+    day = named.split("/")[4]
+    store.put_json(BUCKET, f"results/cam1/{day}/{request}.json", '{"faces": [{"name": "unknown"}]}')
+    other = str(uuid.uuid4())
+    store.put_json(BUCKET, f"results/cam2/{day}/{other}.json", '{"faces": [{"name": "cleo"}]}')
+    s3.put_object(Bucket=BUCKET, Key=f"crops/cam1/{request}/0.jpg", Body=b"x")
+    kept(UNKNOWN_NAME, 6)  # someone else
+    report = lib.forget("cleo")
+    assert (report.embeddings, report.face_records, report.enrollment_crops, report.results,
+            report.overflow_crops, report.gallery_versions) == (1, 2, 1, 2, 1, 1)
+    left = all_keys(s3)
+    assert not [k for k in left if "cleo" in k or request in k or other in k], left
+    assert len([k for k in left if k.startswith("faces/unknown/")]) == 1
+
+
+# --- the page's guards ----------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def page(lib: Library) -> Iterator[FacesServer]:
+    server = FacesServer(lib)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+def test_the_page_binds_loopback_only(lib: Library) -> None:
+    with pytest.raises(ValueError, match="loopback"):
+        FacesServer(lib, "0.0.0.0")
+
+
+def test_the_page_answers_its_own_host_only(page: FacesServer) -> None:
+    assert requests.get(page.url, timeout=10).status_code == 200
+    assert requests.get(page.url, headers={"Host": "evil.example"}, timeout=10).status_code == 421
+
+
+def test_every_post_needs_the_csrf_token_and_this_origin(page: FacesServer, lib: Library) -> None:
+    key = kept(UNKNOWN_NAME, 7)
+    form = {"verb": "delete", "key": key, "back": "/?"}
+    assert requests.post(page.url + "action", data=form, timeout=10).status_code == 403
+    assert requests.post(page.url + "action", data={**form, "csrf": "guess"}, timeout=10).status_code == 403
+    token = re.search(r'name="csrf" value="([^"]+)"', requests.get(page.url, timeout=10).text)
+    assert token is not None
+    foreign = requests.post(page.url + "action", data={**form, "csrf": token.group(1)},
+                            headers={"Origin": "http://evil.example"}, timeout=10, allow_redirects=False)
+    assert foreign.status_code == 403
+    assert [s.key for s in lib.recent(1)] == [key]  # nothing was deleted by the refused posts
+    done = requests.post(page.url + "action", data={**form, "csrf": token.group(1)},
+                         headers={"Origin": page.url.rstrip("/")}, timeout=10, allow_redirects=False)
+    assert done.status_code == 303 and "deleted+1" in done.headers["Location"]
+    assert lib.recent(1) == []
+
+
+def test_what_s3_holds_is_rendered_escaped(page: FacesServer) -> None:
+    kept("o'brien", 8, assigned_by="<script>alert(1)</script>")
+    html = requests.get(page.url, timeout=10).text
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "o&#x27;brien" in html and "o'brien" not in html
+    shown = requests.get(page.url + "?done=" + requests.utils.quote("<img src=x onerror=alert(1)>"), timeout=10).text
+    assert "<img src=x" not in shown
