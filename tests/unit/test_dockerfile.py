@@ -481,11 +481,11 @@ def _module_name(relative: str) -> str:
     return relative.removesuffix(".py").removesuffix("/__init__").replace("/", ".")
 
 
-def _first_party_imports(module: str) -> set[str]:
+def _first_party_imports(module: str, root: Path = REPO) -> set[str]:
     """Every facepipe module `module` imports anywhere in its source (top level, functions, TYPE_CHECKING)."""
-    path = REPO / (module.replace(".", "/") + ".py")
+    path = root / (module.replace(".", "/") + ".py")
     if not path.exists():
-        path = REPO / module.replace(".", "/") / "__init__.py"
+        path = root / module.replace(".", "/") / "__init__.py"
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         names: list[str] = []
@@ -495,21 +495,26 @@ def _first_party_imports(module: str) -> set[str]:
             names = [node.module] + [f"{node.module}.{alias.name}" for alias in node.names]
         for name in names:
             if name.split(".")[0] in ("cloud", "edge_client") and (
-                    (REPO / (name.replace(".", "/") + ".py")).exists() or (REPO / name.replace(".", "/")).is_dir()):
+                    (root / (name.replace(".", "/") + ".py")).exists() or (root / name.replace(".", "/")).is_dir()):
                 parts = name.split(".")
                 found.update(".".join(parts[: i + 1]) for i in range(len(parts)))  # with its packages
     return found
 
 
-def _import_closure(roots: tuple[str, ...]) -> set[str]:
+def _import_closure(roots: tuple[str, ...], root: Path = REPO) -> set[str]:
     seen: set[str] = set()
     todo = list(roots)
     while todo:
         module = todo.pop()
         if module not in seen:
             seen.add(module)
-            todo += _first_party_imports(module)
+            todo += _first_party_imports(module, root)
     return seen
+
+
+def _folder_mismatch(shipped: set[str], needed: set[str]) -> tuple[list[str], list[str]]:
+    """(in the image's folder but imported by nothing the image runs, imported by what it runs but outside it)."""
+    return sorted(shipped - needed), sorted(needed - shipped)
 
 
 def _shipped_modules() -> set[str]:
@@ -535,17 +540,29 @@ def test_the_build_copies_one_folder_of_the_source() -> None:
 def test_the_image_folder_is_exactly_what_the_image_runs_imports() -> None:
     shipped, needed = _shipped_modules(), _import_closure((*RUNTIME_ROOTS, "cloud.functions.__main__"))
     assert "cloud.functions.detection.handler" in shipped and "cloud.functions.recognition.gallery" in shipped
-    assert sorted(shipped - needed) == [], "in the image's folder but imported by nothing the image runs"
-    assert sorted(needed - shipped) == [], "imported by what the image runs but outside its folder"
+    unused, outside = _folder_mismatch(shipped, needed)
+    assert unused == [], "in the image's folder but imported by nothing the image runs"
+    assert outside == [], "imported by what the image runs but outside its folder"
     folder = IMAGE_FOLDER.rstrip("/").replace("/", ".")
     assert sorted(m for m in shipped if m != "cloud" and not m.startswith(folder)) == []
 
 
-def test_the_closure_check_sees_a_module_outside_the_folder(tmp_path: Path) -> None:
-    # an operator module imported from a function (as cloud.devices was by the detection handler before the split)
-    # lands in the closure, so the test above would fail
-    assert "cloud.operator.devices" in _import_closure(("cloud.operator.cli", "cloud.operator.devices"))
-    assert "cloud.operator.devices" not in _import_closure(RUNTIME_ROOTS)
+def test_the_closure_check_sees_a_module_outside_the_folder_and_one_nothing_imports(tmp_path: Path) -> None:
+    # GIVEN a tree where a function imports an operator tool lazily (as the detection handler took device_of_arn
+    # from the `facepipe device` module before device_identity.py), and the folder holds a module nothing imports
+    sources = {"cloud/__init__.py": "", "cloud/functions/__init__.py": "", "cloud/operator/__init__.py": "",
+               "cloud/functions/handler.py": "from cloud.functions import contracts\n\n\ndef handler():\n"
+                                             "    from cloud.operator.devices import device_of_arn\n",
+               "cloud/functions/contracts.py": "", "cloud/functions/unused.py": "",
+               "cloud/operator/devices.py": "def device_of_arn(): ...\n"}
+    for relative, text in sources.items():
+        (tmp_path / relative).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / relative).write_text(text)
+    shipped = {_module_name(f) for f in sources if f.startswith(("cloud/__init__", IMAGE_FOLDER))}
+    # THEN the check names both
+    needed = _import_closure(("cloud.functions.handler",), tmp_path)
+    assert _folder_mismatch(shipped, needed) == (["cloud.functions.unused"],
+                                                 ["cloud.operator", "cloud.operator.devices"])
 
 
 def test_only_the_export_stage_adds_the_weights_tools() -> None:
