@@ -26,10 +26,22 @@ MAX_PICTURE_BYTES = 2 * 1024 * 1024
 JPEG_START = b"\xff\xd8"
 
 
+def presence_refusal(name: str) -> str | None:
+    """Why presence cannot carry `name`, or None when it can. Looser than enrollment's `name_refusal`: a
+    gallery name from before names were checked is still someone's presence (and can still be forgotten)."""
+    if not 1 <= len(name) <= NAME_MAX_CHARS:
+        return f"{name!r} is not 1-{NAME_MAX_CHARS} characters long"
+    if name == UNKNOWN_NAME:
+        return f"{name!r} is no one's name"
+    if any(unicodedata.category(c)[0] == "C" for c in name):
+        return f"{name!r} holds control characters"
+    return None
+
+
 class PersonState(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)  # ignore: a newer daemon may add fields
 
-    name: str = Field(min_length=1, max_length=NAME_MAX_CHARS)
+    name: str
     camera: str = Field(pattern=DEVICE_ID_PATTERN, description="the device that saw them (or removed them)")
     at: float = Field(ge=0, allow_inf_nan=False, description="the sighting (or removal), epoch seconds")
     best_distance: float | None = Field(default=None, ge=0, allow_inf_nan=False)
@@ -38,9 +50,10 @@ class PersonState(BaseModel):
 
     @field_validator("name")
     @classmethod
-    def _printable(cls, value: str) -> str:
-        if value == UNKNOWN_NAME or any(unicodedata.category(c)[0] == "C" for c in value):
-            raise ValueError("must be a person's name without control characters")
+    def _carried(cls, value: str) -> str:
+        refusal = presence_refusal(value)
+        if refusal is not None:
+            raise ValueError(refusal)
         return value
 
     @computed_field  # type: ignore[prop-decorator]

@@ -375,6 +375,18 @@ def test_a_camera_offline_during_forget_learns_it_on_reconnecting(broker: Broker
         proxy.down()
 
 
+def test_forget_checks_every_name_before_publishing_anything(broker: Broker, live: Timed, tmp_path: Path) -> None:
+    # the second name holds an escape character: refused, and the first one is not half-removed either
+    result = subprocess.run([sys.executable, "-m", "edge_client", "forget", "--config",
+                             str(_edge_yaml(tmp_path, broker)), "kept_one", "bad\x1b[2Jname"],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 78, result.stderr
+    assert "Traceback" not in result.stderr and "control characters" in result.stderr
+    assert "\x1b" not in result.stderr  # the name is shown escaped
+    time.sleep(0.5)
+    assert not [m.topic for m in live.messages if "kept_one" in m.topic or "bad" in m.topic]
+
+
 def test_forget_without_a_broker_configured_is_a_config_error(tmp_path: Path) -> None:
     config = {"device_id": "desk", "camera": {"source": 0},
               "endpoint": {"url": "http://127.0.0.1:9/", "auth": "none", "region": "us-east-1"},
