@@ -23,7 +23,7 @@ from pydantic import ValidationError
 from cloud.functions.contracts import UNKNOWN_NAME
 from edge_client.config import PresenceConfig
 from edge_client.mqtt import object_id
-from edge_client.people import Full, People, PersonState, Stale
+from edge_client.people import MAX_PEOPLE, Full, People, PersonState, Stale
 from edge_client.tracker import Event
 
 log = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class Presence:
         except Stale:  # another camera saw them later (or they were removed since)
             return
         except Full:
-            log.warning("presence: already %d people; %r not kept", len(self.people.states()), state.name)
+            log.warning("presence: already %d people; %r not kept", MAX_PEOPLE, state.name)
             return
         if picture is not None:
             self.people.set_picture(oid, picture)

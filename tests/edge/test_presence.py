@@ -30,7 +30,7 @@ from edge_client.correlator import Pending
 from edge_client.metrics import EdgeMetrics, total
 from edge_client.mqtt import object_id
 from edge_client.outputs import Outputs
-from edge_client.people import Full, People, PersonState, Stale
+from edge_client.people import MAX_PEOPLE, Full, People, PersonState, Stale
 from edge_client.presence import Presence
 from edge_client.server import MetricsServer, StatusSource
 from edge_client.status import LiveStatus
@@ -479,6 +479,26 @@ def test_the_cache_is_bounded() -> None:
         people.merge(f"p{index}", PersonState(name=f"p{index}", camera="x", at=1.0))
     with pytest.raises(Full):
         people.merge("one-more", PersonState(name="one more", camera="x", at=1.0))
+
+
+def test_removals_are_bounded_apart_from_the_people_they_leave_room_for() -> None:
+    people = People()
+    for index in range(MAX_PEOPLE):  # a thousand forgets over the years (or a flood of removals on the broker)
+        people.merge(f"r{index}", PersonState(name=f"r{index}", camera="x", at=1.0, removed=True))
+    people.merge("new", PersonState(name="new", camera="x", at=2.0))  # someone enrolled since still counts
+    assert [p["name"] for p in people.listing(2.0, 300)] == ["new"]
+    people.merge("r-last", PersonState(name="r last", camera="x", at=3.0, removed=True))
+    states = people.states()
+    assert sum(s.removed for s in states.values()) == MAX_PEOPLE  # the longest-held removal made room
+    assert "r0" not in states and "r1" in states and "r-last" in states
+    for index in range(MAX_PEOPLE - 1):
+        people.merge(f"p{index}", PersonState(name=f"p{index}", camera="x", at=1.0))
+    with pytest.raises(Full):  # the people themselves are still bounded
+        people.merge("one-more", PersonState(name="one more", camera="x", at=1.0))
+    people.merge("new", PersonState(name="new", camera="x", at=4.0, removed=True))  # a person becomes a removal
+    assert "r1" not in people.states()  # (it made room for that one)
+    people.merge("r500", PersonState(name="r500", camera="x", at=5.0))  # a removal a person again: room for it
+    assert people.get("new").removed and not people.get("r500").removed
 
 
 def test_a_device_named_like_the_people_topic_is_refused_with_mqtt(tmp_path: Path) -> None:
