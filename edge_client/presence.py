@@ -29,6 +29,9 @@ from edge_client.tracker import Event
 log = logging.getLogger(__name__)
 
 REFRESH_MAX_S = 60.0
+# A state further ahead of this clock is refused: it would win every merge (pinning the person home and
+# beating `facepipe-edge forget`'s removal at now). Clocks agree within this with NTP.
+MAX_AHEAD_S = 60.0
 OpenTracks = Callable[[], list[dict[str, Any]]]  # AnswerHandler.open_tracks: event_id, last_seen, ...
 
 
@@ -45,6 +48,15 @@ class PresenceLink(Protocol):
 def sighting_time(event: Event) -> float:
     """The newest sighting an event tells of: its end, else its best picture's (at least its start)."""
     return event.end if event.end is not None else max(event.start, event.best.at)
+
+
+def _ahead(state: PersonState) -> bool:
+    ahead_s = state.at - time.time()
+    if ahead_s <= MAX_AHEAD_S:
+        return False
+    log.warning("presence: a state of %r from %s is %.0f s ahead of this clock: ignored (do the clocks agree?)",
+                state.name, state.camera, ahead_s)
+    return True
 
 
 class Presence:
@@ -125,6 +137,8 @@ class Presence:
             log.warning("presence: %r is no name presence can carry", event.name)
             return
         oid = object_id(state.name)
+        if _ahead(state):
+            return
         try:
             self.people.merge(oid, state)
         except Stale:  # another camera saw them later (or they were removed since)
@@ -142,8 +156,8 @@ class Presence:
 
     def remote(self, oid: str, state: PersonState) -> None:
         """A state on `people/<oid>` (every daemon's, this one's echo included)."""
-        if object_id(state.name) != oid:
-            return  # a state under another person's topic
+        if object_id(state.name) != oid or _ahead(state):
+            return  # a state under another person's topic, or from the future
         try:
             self.people.merge(oid, state)
         except Stale as stale:

@@ -375,6 +375,33 @@ def test_a_camera_offline_during_forget_learns_it_on_reconnecting(broker: Broker
         proxy.down()
 
 
+def test_a_sighting_from_the_future_does_not_outlive_forget(broker: Broker, live: Timed, tmp_path: Path) -> None:
+    camera = _camera(broker, "loft", away_after_s=30)
+    who = "future_pinned"
+    people = f"facepipe/people/{who}"
+    try:
+        camera.see(who, time.time())
+        wait_until(lambda: bool(live.on(people)), 10, "the sighting")
+        rogue = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-future")
+        rogue.connect("127.0.0.1", broker.port)
+        rogue.loop_start()
+        pinned = PersonState(name=who, camera="attic", at=time.time() + 3600)  # a clock an hour fast, or a forgery
+        rogue.publish(people, pinned.payload(), qos=1, retain=True).wait_for_publish(5)
+        rogue.disconnect()
+        rogue.loop_stop()
+        wait_until(lambda: json.loads(live.on(people)[-1].payload)["camera"] == "attic", 10, "the future state")
+        result = subprocess.run([sys.executable, "-m", "edge_client", "forget", "--config",
+                                 str(_edge_yaml(tmp_path, broker)), who], capture_output=True, text=True,
+                                timeout=60, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: who not in [p["name"] for p in camera.presence.status()["people"]], 10, "forgotten")
+        time.sleep(0.5)  # time for a "repair" with the future sighting, were it held
+        assert json.loads(retained(broker)[people])["removed"]
+        assert camera.presence.people.get(who).removed
+    finally:
+        camera.close()
+
+
 def test_forget_checks_every_name_before_publishing_anything(broker: Broker, live: Timed, tmp_path: Path) -> None:
     # the second name holds an escape character: refused, and the first one is not half-removed either
     result = subprocess.run([sys.executable, "-m", "edge_client", "forget", "--config",
@@ -435,24 +462,32 @@ def test_names_and_payloads_from_the_broker_are_checked(broker: Broker, live: Ti
         hostile = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-hostile")
         hostile.connect("127.0.0.1", broker.port)
         hostile.loop_start()
-        later = time.time() + 3600
+        now, future = time.time(), time.time() + 3600
         for topic, payload in [
             ("facepipe/people/mallory", b"not json"),
-            ("facepipe/people/alice", PersonState(name="bob", camera="x", at=later).payload()),  # another's topic
-            ("facepipe/people/carol", json.dumps({"name": "carol\x1b[2J", "camera": "x", "at": later}).encode()),
-            ("facepipe/people/dave", json.dumps({"name": "dave", "camera": "a/b", "at": later}).encode()),
+            ("facepipe/people/alice", PersonState(name="bob", camera="x", at=now).payload()),  # another's topic
+            ("facepipe/people/carol", json.dumps({"name": "carol\x1b[2J", "camera": "x", "at": now}).encode()),
+            ("facepipe/people/dave", json.dumps({"name": "dave", "camera": "a/b", "at": now}).encode()),
             ("facepipe/people/erin", json.dumps({"name": "erin", "camera": "x", "at": "NaN"}).encode()),
+            # an hour ahead: it would win every merge, pin them home and outlive `facepipe-edge forget`
+            (f"facepipe/people/{oid}", PersonState(name="李", camera="x", at=future).payload()),
+            ("facepipe/people/grace", PersonState(name="grace", camera="x", at=future).payload()),
             (f"facepipe/people/{oid}/picture", b"<script>alert(1)</script>"),  # no JPEG
         ]:
             hostile.publish(topic, payload, qos=1, retain=False).wait_for_publish(5)
-        hostile.publish("facepipe/people/frank", PersonState(name="frank", camera="x", at=later).payload(),
-                        qos=1).wait_for_publish(5)  # a well-formed one, as a marker that the rest arrived first
+        hostile.publish("facepipe/people/frank", PersonState(name="frank", camera="x", at=now + 5).payload(),
+                        qos=1).wait_for_publish(5)  # well-formed, a clock a little ahead: a marker that the rest came
         hostile.disconnect()
         hostile.loop_stop()
         wait_until(lambda: "frank" in [p["name"] for p in camera.presence.status()["people"]], 10, "the marker")
         names = {p["name"] for p in camera.presence.status()["people"]}
-        assert {"李", "frank"} <= names and not names & {"mallory", "alice", "bob", "carol", "dave", "erin"}
+        assert {"李", "frank"} <= names and not names & {"mallory", "alice", "bob", "carol", "dave", "erin", "grace"}
+        assert camera.presence.people.get(oid).camera == camera.device  # still this camera's sighting
         assert camera.presence.people.picture(oid) == live.on(f"facepipe/people/{oid}/picture")[0].payload
+        # nor does an answer of a frame captured (so its timestamp says) an hour from now
+        camera.see("time_traveller", future)
+        time.sleep(0.5)
+        assert camera.presence.people.get("time_traveller") is None and not live.on("facepipe/people/time_traveller")
     finally:
         camera.close()
 
