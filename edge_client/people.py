@@ -94,13 +94,14 @@ class People:
         self._removed: dict[str, PersonState] = {}  # in the order taken (the first is the longest held)
         self._pictures: dict[str, bytes] = {}
 
-    def merge(self, oid: str, state: PersonState) -> PersonState | None:
+    def merge(self, oid: str, state: PersonState, passage_start: float | None = None) -> PersonState | None:
         """Take `state` when it is newer than the one held; returns the one held before it (None when it was
-        the first). Raises `Stale` with the held state when that one is newer: the sender needs it; `Full`
-        when a new sighting finds MAX_PEOPLE people held."""
+        the first). Raises `Stale` with the held state when that one is newer (the sender needs it), or is a
+        removal made since `passage_start` (a track open since before it is still the removed person's);
+        `Full` when a new sighting finds MAX_PEOPLE people held."""
         with self._lock:
             held = self._held(oid)
-            if held is not None and held.key() >= state.key():
+            if held is not None and (held.key() >= state.key() or _removed_since(held, passage_start)):
                 raise Stale(held)
             if state.removed:
                 self._seen.pop(oid, None)
@@ -119,6 +120,11 @@ class People:
     def get(self, oid: str) -> PersonState | None:
         with self._lock:
             return self._held(oid)
+
+    def removed_since(self, oid: str, at: float) -> bool:
+        """Whether the person was removed at `at` or later."""
+        with self._lock:
+            return _removed_since(self._held(oid), at)
 
     def _held(self, oid: str) -> PersonState | None:
         seen = self._seen.get(oid)
@@ -150,6 +156,10 @@ class People:
         return [{"id": oid, "name": s.name, "home": s.home(now, away_after_s), "camera": s.camera,
                  "at": round(s.at, 3), "best_distance": s.best_distance, "event_id": s.event_id, "picture": picture}
                 for oid, s, picture in items]
+
+
+def _removed_since(held: PersonState | None, at: float | None) -> bool:
+    return held is not None and held.removed and at is not None and held.at >= at
 
 
 class Stale(Exception):

@@ -126,8 +126,13 @@ class Presence:
         if event.name != UNKNOWN_NAME:
             self._sighting(event, sighting_time(event), picture)
 
+    def forgotten(self, name: str, since: float) -> bool:
+        """Whether `name` was removed at `since` (a track's start) or later: the tracker keeps a track's name
+        (and the person's frames, unknown since, keep the track going), but the passage is theirs no more."""
+        return self.people.removed_since(object_id(name), since)
+
     def _here(self) -> list[str]:
-        return sorted(event.name for event, _ in self._open.values())
+        return sorted(event.name for event, _ in self._open.values() if not self.forgotten(event.name, event.start))
 
     def _sighting(self, event: Event, at: float, picture: bytes | None) -> None:
         try:
@@ -140,8 +145,8 @@ class Presence:
         if _ahead(state):
             return
         try:
-            self.people.merge(oid, state)
-        except Stale:  # another camera saw them later (or they were removed since)
+            self.people.merge(oid, state, passage_start=event.start)
+        except Stale:  # another camera saw them later, or they were removed since (this passage began)
             return
         except Full:
             log.warning("presence: already %d people; %r not kept", MAX_PEOPLE, state.name)
@@ -170,6 +175,11 @@ class Presence:
             return
         if state.removed:
             self._link.removed(oid, state)
+            with self._lock:
+                in_view = any(object_id(event.name) == oid for event, _ in self._open.values())
+                here = self._here()
+            if in_view:
+                self._link.here(here)
         else:
             self._link.presence(oid, state.home(time.time(), self.away_after_s))
 

@@ -348,6 +348,52 @@ def test_forget_removes_the_person_everywhere_and_only_a_later_sighting_brings_t
         camera.close()
 
 
+def _removed(camera: Camera, who: str) -> bool:
+    held = camera.presence.people.get(who)
+    return held is not None and held.removed
+
+
+def test_forgetting_someone_in_view_holds_while_their_track_goes_on(
+        broker: Broker, live: Timed, tmp_path: Path) -> None:
+    camera = _camera(broker, "study", away_after_s=1.5)  # a sighting refreshed every 0.5 s while in view
+    who = "in_view_forgotten"
+    people, mine = f"facepipe/people/{who}", f"{camera.base}/presence/{who}"
+    try:
+        for _ in range(4):
+            camera.see(who, time.time())
+            time.sleep(0.3)
+        wait_until(lambda: bool(live.on(mine)) and bool(live.on(people)), 10, "the sighting")
+        forget = subprocess.Popen([sys.executable, "-m", "edge_client", "forget", "--config",
+                                   str(_edge_yaml(tmp_path, broker)), who], cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30
+        while forget.poll() is None or not _removed(camera, who):
+            assert time.time() < deadline, "the removal did not reach the camera"
+            camera.see("unknown", time.time())  # they stay in view; the gallery no longer knows them
+            time.sleep(0.3)
+        _, errors = forget.communicate(timeout=10)
+        assert forget.returncode == 0, errors
+        removed_at = camera.presence.people.get(who).at
+        for _ in range(10):  # 3 s more in view, six refresh periods: the same track, still named as it was
+            camera.see("unknown", time.time())
+            time.sleep(0.3)
+        assert [t["name"] for t in camera.answers.open_tracks()] == [who]
+        assert camera.presence.status()["here"] == [] and json.loads(live.on(f"{camera.base}/here")[-1].payload) == {
+            "names": [], "count": 0}
+        camera.leave()  # and their track ends
+        time.sleep(0.5)
+        assert camera.presence.people.get(who).removed and who not in [
+            p["name"] for p in camera.presence.status()["people"]]
+        kept = retained(broker)
+        assert json.loads(kept[people])["removed"] and json.loads(kept[people])["at"] == removed_at
+        assert not [t for t in kept if who in t and t != people], sorted(kept)
+        after = [m for t, m in live.arrived if who in m.topic and t > removed_at]  # only clears and the removal
+        assert after and all(m.payload == b"" or (m.topic == people and json.loads(m.payload)["removed"])
+                             for m in after), [(m.topic, m.payload[:80]) for m in after if m.payload]
+    finally:
+        camera.close()
+
+
 def test_a_camera_offline_during_forget_learns_it_on_reconnecting(broker: Broker, live: Timed, tmp_path: Path) -> None:
     proxy = TcpProxy("127.0.0.1", broker.port)  # the camera's network to the broker
     proxy.up()
