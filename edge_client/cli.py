@@ -133,15 +133,14 @@ def _check(config: EdgeConfig) -> int:
 
 
 def _forget(config: EdgeConfig, names: list[str]) -> int:
-    from cloud.functions.contracts import UNKNOWN_NAME
     from edge_client.forget import forget
 
     if not config.outputs.mqtt.host:
         return _fail("forget: outputs.mqtt.host is not set: presence lives on the MQTT broker", EX_CONFIG)
-    if UNKNOWN_NAME in names or "" in names:
-        return _fail(f"forget: {UNKNOWN_NAME!r} and empty names are no one's", EX_CONFIG)
     try:
         lines = forget(config.outputs.mqtt, config.device_id, names)
+    except ValueError as exc:  # a name refused: nothing was sent
+        return _fail(f"forget: {exc}", EX_CONFIG)
     except (OSError, TimeoutError) as exc:
         return _fail(f"forget: broker {config.outputs.mqtt.host}:{config.outputs.mqtt.port}: {exc}", EX_FAILURE)
     for line in lines:

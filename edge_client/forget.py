@@ -20,7 +20,7 @@ import paho.mqtt.client as mqtt
 
 from edge_client.config import PEOPLE_LEVEL, MqttOutput
 from edge_client.mqtt import new_client, object_id, person_configs
-from edge_client.people import PersonState
+from edge_client.people import PersonState, presence_refusal
 
 RETAINED_WAIT_S = 1.0  # the broker sends retained messages right after SUBSCRIBE; this is ample on a LAN
 
@@ -49,8 +49,12 @@ def _camera_presence(client: mqtt.Client, config: MqttOutput, oid: str) -> list[
 
 
 def forget(config: MqttOutput, device_id: str, names: list[str], timeout_s: float = 10.0) -> list[str]:
-    """Remove `names` from the broker; returns one line per name. OSError when the broker is unreachable,
-    TimeoutError when it did not take every message within `timeout_s`."""
+    """Remove `names` from the broker; returns one line per name. ValueError (before anything is sent) when a
+    name is none presence carries, OSError when the broker is unreachable, TimeoutError when it did not take
+    every message within `timeout_s`."""
+    refusals = [refusal for name in names if (refusal := presence_refusal(name)) is not None]
+    if refusals:
+        raise ValueError("; ".join(refusals))
     client = new_client(config, f"facepipe-forget-{uuid.uuid4().hex[:8]}")
     client.connect(config.host or "", config.port, keepalive=30)
     client.loop_start()

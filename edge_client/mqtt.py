@@ -193,7 +193,8 @@ class MqttOutput:
             self._publish(self.topic(f"presence/{object_id(name)}"), state.encode(), retain=True)
 
     def _presence(self, event: Event) -> list[tuple[str, str]]:
-        """The presence states this event touches: [(name, 'ON' | 'OFF')] (repeating a state is harmless)."""
+        """The presence states this event touches: [(name, 'ON' | 'OFF')] (repeating a state is harmless).
+        A name removed since the track began is left out: its entity and topic were cleared for good."""
         new_name = None
         with self._lock:
             before = self._track_names.pop(event.event_id, None)
@@ -202,10 +203,11 @@ class MqttOutput:
             if event.type != "end" and event.name != UNKNOWN_NAME:
                 self._track_names[event.event_id] = event.name
                 self._present[event.name] += 1
-                if event.name not in self._names_seen:
-                    self._names_seen.add(event.name)
-                    new_name = event.name
-            touched = sorted(name for name in {before, event.name} if name and name != UNKNOWN_NAME)
+            touched = sorted(name for name in {before, event.name} if name and name != UNKNOWN_NAME
+                             and not (self._people is not None and self._people.forgotten(name, event.start)))
+            if event.type != "end" and event.name in touched and event.name not in self._names_seen:
+                self._names_seen.add(event.name)
+                new_name = event.name
             changes = [(name, "ON" if self._present[name] > 0 else "OFF") for name in touched]
             self._present = +self._present  # drop names no open track has
         if new_name is not None and self._config.discovery:  # Home Assistant learns the entity first

@@ -23,12 +23,15 @@ from pydantic import ValidationError
 from cloud.functions.contracts import UNKNOWN_NAME
 from edge_client.config import PresenceConfig
 from edge_client.mqtt import object_id
-from edge_client.people import Full, People, PersonState, Stale
+from edge_client.people import MAX_PEOPLE, Full, People, PersonState, Stale
 from edge_client.tracker import Event
 
 log = logging.getLogger(__name__)
 
 REFRESH_MAX_S = 60.0
+# A state further ahead of this clock is refused: it would win every merge (pinning the person home and
+# beating `facepipe-edge forget`'s removal at now). Clocks agree within this with NTP.
+MAX_AHEAD_S = 60.0
 OpenTracks = Callable[[], list[dict[str, Any]]]  # AnswerHandler.open_tracks: event_id, last_seen, ...
 
 
@@ -45,6 +48,15 @@ class PresenceLink(Protocol):
 def sighting_time(event: Event) -> float:
     """The newest sighting an event tells of: its end, else its best picture's (at least its start)."""
     return event.end if event.end is not None else max(event.start, event.best.at)
+
+
+def _ahead(state: PersonState) -> bool:
+    ahead_s = state.at - time.time()
+    if ahead_s <= MAX_AHEAD_S:
+        return False
+    log.warning("presence: a state of %r from %s is %.0f s ahead of this clock: ignored (do the clocks agree?)",
+                state.name, state.camera, ahead_s)
+    return True
 
 
 class Presence:
@@ -114,8 +126,13 @@ class Presence:
         if event.name != UNKNOWN_NAME:
             self._sighting(event, sighting_time(event), picture)
 
+    def forgotten(self, name: str, since: float) -> bool:
+        """Whether `name` was removed at `since` (a track's start) or later: the tracker keeps a track's name
+        (and the person's frames, unknown since, keep the track going), but the passage is theirs no more."""
+        return self.people.removed_since(object_id(name), since)
+
     def _here(self) -> list[str]:
-        return sorted(event.name for event, _ in self._open.values())
+        return sorted(event.name for event, _ in self._open.values() if not self.forgotten(event.name, event.start))
 
     def _sighting(self, event: Event, at: float, picture: bytes | None) -> None:
         try:
@@ -125,12 +142,14 @@ class Presence:
             log.warning("presence: %r is no name presence can carry", event.name)
             return
         oid = object_id(state.name)
+        if _ahead(state):
+            return
         try:
-            self.people.merge(oid, state)
-        except Stale:  # another camera saw them later (or they were removed since)
+            self.people.merge(oid, state, passage_start=event.start)
+        except Stale:  # another camera saw them later, or they were removed since (this passage began)
             return
         except Full:
-            log.warning("presence: already %d people; %r not kept", len(self.people.states()), state.name)
+            log.warning("presence: already %d people; %r not kept", MAX_PEOPLE, state.name)
             return
         if picture is not None:
             self.people.set_picture(oid, picture)
@@ -142,8 +161,8 @@ class Presence:
 
     def remote(self, oid: str, state: PersonState) -> None:
         """A state on `people/<oid>` (every daemon's, this one's echo included)."""
-        if object_id(state.name) != oid:
-            return  # a state under another person's topic
+        if object_id(state.name) != oid or _ahead(state):
+            return  # a state under another person's topic, or from the future
         try:
             self.people.merge(oid, state)
         except Stale as stale:
@@ -156,6 +175,11 @@ class Presence:
             return
         if state.removed:
             self._link.removed(oid, state)
+            with self._lock:
+                in_view = any(object_id(event.name) == oid for event, _ in self._open.values())
+                here = self._here()
+            if in_view:
+                self._link.here(here)
         else:
             self._link.presence(oid, state.home(time.time(), self.away_after_s))
 

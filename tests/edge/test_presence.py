@@ -30,7 +30,7 @@ from edge_client.correlator import Pending
 from edge_client.metrics import EdgeMetrics, total
 from edge_client.mqtt import object_id
 from edge_client.outputs import Outputs
-from edge_client.people import Full, People, PersonState, Stale
+from edge_client.people import MAX_PEOPLE, Full, People, PersonState, Stale
 from edge_client.presence import Presence
 from edge_client.server import MetricsServer, StatusSource
 from edge_client.status import LiveStatus
@@ -348,6 +348,52 @@ def test_forget_removes_the_person_everywhere_and_only_a_later_sighting_brings_t
         camera.close()
 
 
+def _removed(camera: Camera, who: str) -> bool:
+    held = camera.presence.people.get(who)
+    return held is not None and held.removed
+
+
+def test_forgetting_someone_in_view_holds_while_their_track_goes_on(
+        broker: Broker, live: Timed, tmp_path: Path) -> None:
+    camera = _camera(broker, "study", away_after_s=1.5)  # a sighting refreshed every 0.5 s while in view
+    who = "in_view_forgotten"
+    people, mine = f"facepipe/people/{who}", f"{camera.base}/presence/{who}"
+    try:
+        for _ in range(4):
+            camera.see(who, time.time())
+            time.sleep(0.3)
+        wait_until(lambda: bool(live.on(mine)) and bool(live.on(people)), 10, "the sighting")
+        forget = subprocess.Popen([sys.executable, "-m", "edge_client", "forget", "--config",
+                                   str(_edge_yaml(tmp_path, broker)), who], cwd=REPO, stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 30
+        while forget.poll() is None or not _removed(camera, who):
+            assert time.time() < deadline, "the removal did not reach the camera"
+            camera.see("unknown", time.time())  # they stay in view; the gallery no longer knows them
+            time.sleep(0.3)
+        _, errors = forget.communicate(timeout=10)
+        assert forget.returncode == 0, errors
+        removed_at = camera.presence.people.get(who).at
+        for _ in range(10):  # 3 s more in view, six refresh periods: the same track, still named as it was
+            camera.see("unknown", time.time())
+            time.sleep(0.3)
+        assert [t["name"] for t in camera.answers.open_tracks()] == [who]
+        assert camera.presence.status()["here"] == [] and json.loads(live.on(f"{camera.base}/here")[-1].payload) == {
+            "names": [], "count": 0}
+        camera.leave()  # and their track ends
+        time.sleep(0.5)
+        assert camera.presence.people.get(who).removed and who not in [
+            p["name"] for p in camera.presence.status()["people"]]
+        kept = retained(broker)
+        assert json.loads(kept[people])["removed"] and json.loads(kept[people])["at"] == removed_at
+        assert not [t for t in kept if who in t and t != people], sorted(kept)
+        after = [m for t, m in live.arrived if who in m.topic and t > removed_at]  # only clears and the removal
+        assert after and all(m.payload == b"" or (m.topic == people and json.loads(m.payload)["removed"])
+                             for m in after), [(m.topic, m.payload[:80]) for m in after if m.payload]
+    finally:
+        camera.close()
+
+
 def test_a_camera_offline_during_forget_learns_it_on_reconnecting(broker: Broker, live: Timed, tmp_path: Path) -> None:
     proxy = TcpProxy("127.0.0.1", broker.port)  # the camera's network to the broker
     proxy.up()
@@ -373,6 +419,45 @@ def test_a_camera_offline_during_forget_learns_it_on_reconnecting(broker: Broker
     finally:
         camera.close()
         proxy.down()
+
+
+def test_a_sighting_from_the_future_does_not_outlive_forget(broker: Broker, live: Timed, tmp_path: Path) -> None:
+    camera = _camera(broker, "loft", away_after_s=30)
+    who = "future_pinned"
+    people = f"facepipe/people/{who}"
+    try:
+        camera.see(who, time.time())
+        wait_until(lambda: bool(live.on(people)), 10, "the sighting")
+        rogue = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-future")
+        rogue.connect("127.0.0.1", broker.port)
+        rogue.loop_start()
+        pinned = PersonState(name=who, camera="attic", at=time.time() + 3600)  # a clock an hour fast, or a forgery
+        rogue.publish(people, pinned.payload(), qos=1, retain=True).wait_for_publish(5)
+        rogue.disconnect()
+        rogue.loop_stop()
+        wait_until(lambda: json.loads(live.on(people)[-1].payload)["camera"] == "attic", 10, "the future state")
+        result = subprocess.run([sys.executable, "-m", "edge_client", "forget", "--config",
+                                 str(_edge_yaml(tmp_path, broker)), who], capture_output=True, text=True,
+                                timeout=60, cwd=REPO)
+        assert result.returncode == 0, result.stderr
+        wait_until(lambda: who not in [p["name"] for p in camera.presence.status()["people"]], 10, "forgotten")
+        time.sleep(0.5)  # time for a "repair" with the future sighting, were it held
+        assert json.loads(retained(broker)[people])["removed"]
+        assert camera.presence.people.get(who).removed
+    finally:
+        camera.close()
+
+
+def test_forget_checks_every_name_before_publishing_anything(broker: Broker, live: Timed, tmp_path: Path) -> None:
+    # the second name holds an escape character: refused, and the first one is not half-removed either
+    result = subprocess.run([sys.executable, "-m", "edge_client", "forget", "--config",
+                             str(_edge_yaml(tmp_path, broker)), "kept_one", "bad\x1b[2Jname"],
+                            capture_output=True, text=True, timeout=60, cwd=REPO)
+    assert result.returncode == 78, result.stderr
+    assert "Traceback" not in result.stderr and "control characters" in result.stderr
+    assert "\x1b" not in result.stderr  # the name is shown escaped
+    time.sleep(0.5)
+    assert not [m.topic for m in live.messages if "kept_one" in m.topic or "bad" in m.topic]
 
 
 def test_forget_without_a_broker_configured_is_a_config_error(tmp_path: Path) -> None:
@@ -423,24 +508,32 @@ def test_names_and_payloads_from_the_broker_are_checked(broker: Broker, live: Ti
         hostile = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="test-hostile")
         hostile.connect("127.0.0.1", broker.port)
         hostile.loop_start()
-        later = time.time() + 3600
+        now, future = time.time(), time.time() + 3600
         for topic, payload in [
             ("facepipe/people/mallory", b"not json"),
-            ("facepipe/people/alice", PersonState(name="bob", camera="x", at=later).payload()),  # another's topic
-            ("facepipe/people/carol", json.dumps({"name": "carol\x1b[2J", "camera": "x", "at": later}).encode()),
-            ("facepipe/people/dave", json.dumps({"name": "dave", "camera": "a/b", "at": later}).encode()),
+            ("facepipe/people/alice", PersonState(name="bob", camera="x", at=now).payload()),  # another's topic
+            ("facepipe/people/carol", json.dumps({"name": "carol\x1b[2J", "camera": "x", "at": now}).encode()),
+            ("facepipe/people/dave", json.dumps({"name": "dave", "camera": "a/b", "at": now}).encode()),
             ("facepipe/people/erin", json.dumps({"name": "erin", "camera": "x", "at": "NaN"}).encode()),
+            # an hour ahead: it would win every merge, pin them home and outlive `facepipe-edge forget`
+            (f"facepipe/people/{oid}", PersonState(name="李", camera="x", at=future).payload()),
+            ("facepipe/people/grace", PersonState(name="grace", camera="x", at=future).payload()),
             (f"facepipe/people/{oid}/picture", b"<script>alert(1)</script>"),  # no JPEG
         ]:
             hostile.publish(topic, payload, qos=1, retain=False).wait_for_publish(5)
-        hostile.publish("facepipe/people/frank", PersonState(name="frank", camera="x", at=later).payload(),
-                        qos=1).wait_for_publish(5)  # a well-formed one, as a marker that the rest arrived first
+        hostile.publish("facepipe/people/frank", PersonState(name="frank", camera="x", at=now + 5).payload(),
+                        qos=1).wait_for_publish(5)  # well-formed, a clock a little ahead: a marker that the rest came
         hostile.disconnect()
         hostile.loop_stop()
         wait_until(lambda: "frank" in [p["name"] for p in camera.presence.status()["people"]], 10, "the marker")
         names = {p["name"] for p in camera.presence.status()["people"]}
-        assert {"李", "frank"} <= names and not names & {"mallory", "alice", "bob", "carol", "dave", "erin"}
+        assert {"李", "frank"} <= names and not names & {"mallory", "alice", "bob", "carol", "dave", "erin", "grace"}
+        assert camera.presence.people.get(oid).camera == camera.device  # still this camera's sighting
         assert camera.presence.people.picture(oid) == live.on(f"facepipe/people/{oid}/picture")[0].payload
+        # nor does an answer of a frame captured (so its timestamp says) an hour from now
+        camera.see("time_traveller", future)
+        time.sleep(0.5)
+        assert camera.presence.people.get("time_traveller") is None and not live.on("facepipe/people/time_traveller")
     finally:
         camera.close()
 
@@ -467,6 +560,26 @@ def test_the_cache_is_bounded() -> None:
         people.merge(f"p{index}", PersonState(name=f"p{index}", camera="x", at=1.0))
     with pytest.raises(Full):
         people.merge("one-more", PersonState(name="one more", camera="x", at=1.0))
+
+
+def test_removals_are_bounded_apart_from_the_people_they_leave_room_for() -> None:
+    people = People()
+    for index in range(MAX_PEOPLE):  # a thousand forgets over the years (or a flood of removals on the broker)
+        people.merge(f"r{index}", PersonState(name=f"r{index}", camera="x", at=1.0, removed=True))
+    people.merge("new", PersonState(name="new", camera="x", at=2.0))  # someone enrolled since still counts
+    assert [p["name"] for p in people.listing(2.0, 300)] == ["new"]
+    people.merge("r-last", PersonState(name="r last", camera="x", at=3.0, removed=True))
+    states = people.states()
+    assert sum(s.removed for s in states.values()) == MAX_PEOPLE  # the longest-held removal made room
+    assert "r0" not in states and "r1" in states and "r-last" in states
+    for index in range(MAX_PEOPLE - 1):
+        people.merge(f"p{index}", PersonState(name=f"p{index}", camera="x", at=1.0))
+    with pytest.raises(Full):  # the people themselves are still bounded
+        people.merge("one-more", PersonState(name="one more", camera="x", at=1.0))
+    people.merge("new", PersonState(name="new", camera="x", at=4.0, removed=True))  # a person becomes a removal
+    assert "r1" not in people.states()  # (it made room for that one)
+    people.merge("r500", PersonState(name="r500", camera="x", at=5.0))  # a removal a person again: room for it
+    assert people.get("new").removed and not people.get("r500").removed
 
 
 def test_a_device_named_like_the_people_topic_is_refused_with_mqtt(tmp_path: Path) -> None:
