@@ -20,7 +20,7 @@ from cloud.functions import aws
 from cloud.functions.contracts import UNKNOWN_NAME
 from cloud.functions.images import encode_jpeg
 from cloud.functions.recognition.face_records import FaceRecord, put_record
-from cloud.functions.recognition.gallery import Gallery, load_gallery, save_gallery
+from cloud.functions.recognition.gallery import Gallery, from_bytes, load_gallery, save_gallery, update_gallery
 from cloud.operator.faces import store
 from cloud.operator.faces.actions import Library
 from cloud.operator.faces.page import FacesServer
@@ -124,6 +124,27 @@ def test_forget_deletes_every_version_and_counts_it(lib: Library, s3: Any) -> No
     left = all_keys(s3)
     assert not [k for k in left if "cleo" in k or request in k or other in k], left
     assert len([k for k in left if k.startswith("faces/unknown/")]) == 1
+
+
+def test_forget_after_gallery_remove_still_deletes_the_earlier_versions(lib: Library, s3: Any) -> None:
+    lib.assign([kept(UNKNOWN_NAME, 10)], "gus")
+    # GIVEN the person already removed from the current gallery (`facepipe gallery remove`, as operations.md says)
+    assert update_gallery(GALLERY, lambda gallery: gallery.remove("gus")).changed == 1
+    # WHEN they are forgotten
+    report = lib.forget("gus")
+    # THEN the earlier version that still held their embedding is gone too
+    assert (report.embeddings, report.gallery_versions) == (0, 1)
+    held = [version for key, version in store.versions_under(BUCKET, "gallery/gallery.npz")
+            if "gus" in _version_names(s3, key, version)]
+    assert held == []
+
+
+def _version_names(s3: Any, key: str, version: str) -> list[str]:
+    try:
+        body = s3.get_object(Bucket=BUCKET, Key=key, VersionId=version)["Body"].read()
+    except s3.exceptions.ClientError:  # a delete marker
+        return []
+    return from_bytes(body).names
 
 
 # --- the page's guards ----------------------------------------------------------------------------------------

@@ -21,7 +21,9 @@ from cloud.functions.recognition.face_records import KNOWN_PREFIX, FaceRecord, d
 from cloud.functions.recognition.gallery import (
     Gallery,
     GalleryError,
+    GalleryNotFound,
     InvalidName,
+    current_version,
     from_bytes,
     load_gallery,
     parse_s3_uri,
@@ -214,12 +216,13 @@ class Library:
             return gallery.forget(name)
 
         try:
-            update = update_gallery(self.gallery_uri, drop)
-            if update.changed:
+            if update_gallery(self.gallery_uri, drop).changed:
                 report.embeddings, report.negatives = counted["embeddings"], counted["negatives"]
-                report.gallery_versions = self._purge_gallery_history(name, update.gallery.version)
-        except GalleryError:
-            pass  # nothing enrolled: the stored faces and results may still name them
+        except GalleryNotFound:
+            pass  # nothing enrolled: earlier versions, the stored faces and results may still name them
+        # Always: after `gallery remove` or `enroll --replace` the current gallery no longer holds them, earlier
+        # versions still do.
+        report.gallery_versions = self._purge_gallery_history(name, current_version(self.gallery_uri))
         report.enrollment_crops = store.purge(self.bucket, [f"{store.ENROLLED_PREFIX}{name}/"])
         # The frames their faces were in (device, day, request id), named or assigned later: those frames' results
         # and overflow crops show them too.
