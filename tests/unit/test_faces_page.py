@@ -147,6 +147,21 @@ def _version_names(s3: Any, key: str, version: str) -> list[str]:
     return from_bytes(body).names
 
 
+def test_a_key_with_dots_or_an_unreadable_record_does_not_break_the_library(
+        lib: Library, s3: Any, caplog: pytest.LogCaptureFixture) -> None:
+    dotted = [kept("A..B", 11), kept(UNKNOWN_NAME, 12, device="cam..1")]  # names and device ids both admit '..'
+    day = dotted[0].split("/")[4]
+    junk = [f"faces/unknown/cam1/{day}/{uuid.uuid4()}-0.json", f"faces/known/ann/cam1/{day}/{uuid.uuid4()}-0.json"]
+    store.put_json(BUCKET, junk[0], "not json")
+    store.put_json(BUCKET, junk[1], '{"schema_version": 1}')  # JSON, but not a face record
+    # THEN the readable records are listed, the others skipped with a log line naming them
+    assert sorted(s.key for s in lib.recent(1)) == sorted(dotted)
+    assert all(key in caplog.text for key in junk)
+    # AND a dotted key is a key like any other for the verbs
+    [moved] = lib.assign([dotted[1]], "A..B")
+    assert moved.startswith("faces/known/A..B/cam..1/")
+
+
 # --- the page's guards ----------------------------------------------------------------------------------------
 
 
@@ -185,6 +200,13 @@ def test_every_post_needs_the_csrf_token_and_this_origin(page: FacesServer, lib:
                          headers={"Origin": page.url.rstrip("/")}, timeout=10, allow_redirects=False)
     assert done.status_code == 303 and "deleted+1" in done.headers["Location"]
     assert lib.recent(1) == []
+
+
+def test_the_page_shows_the_library_beside_an_unreadable_record(page: FacesServer) -> None:
+    key = kept("A..B", 13)
+    store.put_json(BUCKET, key.replace("/A..B/", "/zed/"), "not json")
+    shown = requests.get(page.url, timeout=10)
+    assert shown.status_code == 200 and f"data-key='{key}'" in shown.text
 
 
 def test_what_s3_holds_is_rendered_escaped(page: FacesServer) -> None:

@@ -9,21 +9,27 @@ must delete each version (and marker) by its VersionId, or the old bytes stay re
 from __future__ import annotations
 
 import json
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from cloud.functions import aws
 from cloud.functions.contracts import name_refusal
 from cloud.functions.recognition.face_records import KNOWN_PREFIX, UNKNOWN_PREFIX, FaceRecord
 
+log = logging.getLogger("facepipe.faces")
 GET_THREADS = 16  # record reads at once: each GET is a round trip, the listing's cost (docs/bench.md)
 DELETE_BATCH = 1000  # DeleteObjects' limit
 ENROLLED_PREFIX = "gallery/enrolled/"  # gallery/ has no expiry: enrollment crops live as long as their embeddings
 RESULTS_PREFIX = "results/"
-_SEGMENT = r"[^/\x00-\x1f]+"
+# A key has no path meaning in S3, and names and device ids may hold '..'; the pattern pins the segments (no '/', no
+# control character, none that is just '.' or '..').
+_SEGMENT = r"(?!\.\.?/)[^/\x00-\x1f]+"
 RECORD_KEY = re.compile(rf"faces/(known/{_SEGMENT}|unknown)/{_SEGMENT}/\d{{4}}-\d\d-\d\d/{_SEGMENT}\.json")
 
 
@@ -32,7 +38,7 @@ class NotARecord(ValueError):
 
 
 def check_record_key(key: str) -> str:
-    if not RECORD_KEY.fullmatch(key) or ".." in key:
+    if not RECORD_KEY.fullmatch(key):
         raise NotARecord(f"{key[:200]!r} is not a face record key (faces/known|unknown/.../<day>/<face>.json)")
     return key
 
@@ -70,6 +76,15 @@ def read_record(bucket: str, key: str) -> FaceRecord:
     return FaceRecord.model_validate_json(body)
 
 
+def _read_or_none(bucket: str, key: str) -> FaceRecord | None:
+    """The record, or None (logged) when it cannot be read: one bad object must not hide the others."""
+    try:
+        return read_record(bucket, key)
+    except (ValueError, ClientError) as exc:  # not a record (pydantic's ValidationError is a ValueError), or gone
+        log.warning("skipped %s: %s", key, str(exc).splitlines()[0])
+        return None
+
+
 def list_records(bucket: str, *, since_day: str = "", device: str | None = None, name: str | None = None,
                  unknown_only: bool = False, cache: dict[str, FaceRecord] | None = None) -> list[Stored]:
     """The face records of `name` (every known one without it; unknown ones with `unknown_only`) from `since_day`
@@ -85,10 +100,11 @@ def list_records(bucket: str, *, since_day: str = "", device: str | None = None,
     missing = [key for key in keys if key not in cache]
     if missing:
         with ThreadPoolExecutor(max_workers=min(GET_THREADS, len(missing)), thread_name_prefix="face-get") as pool:
-            cache.update(zip(missing, pool.map(lambda key: read_record(bucket, key), missing), strict=True))
+            read = zip(missing, pool.map(lambda key: _read_or_none(bucket, key), missing), strict=True)
+            cache.update((key, record) for key, record in read if record is not None)
     for stale in [key for key in cache if _day_and_device(key)[0] < since_day]:
         del cache[stale]  # what the page no longer shows
-    records = [Stored(key, cache[key]) for key in keys]
+    records = [Stored(key, cache[key]) for key in keys if key in cache]
     return sorted(records, key=lambda stored: (-stored.record.detected_at, stored.record.index))
 
 
@@ -154,7 +170,8 @@ def results_naming(bucket: str, name: str) -> list[tuple[str, dict[str, Any]]]:
     def read(key: str) -> tuple[str, dict[str, Any]]:
         try:
             return key, json.loads(get_bytes(bucket, key))
-        except ValueError:
+        except (ValueError, ClientError) as exc:  # not JSON, or deleted since the listing
+            log.warning("skipped %s: %s", key, str(exc).splitlines()[0])
             return key, {}
 
     with ThreadPoolExecutor(max_workers=min(GET_THREADS, len(keys)), thread_name_prefix="result-get") as pool:
