@@ -108,6 +108,16 @@ def test_rename_and_unenroll(lib: Library, s3: Any) -> None:
     assert not [k for k in all_keys(s3) if "/bob/" in k]
 
 
+def test_unenroll_refuses_an_empty_or_malformed_source(lib: Library) -> None:
+    update_gallery(GALLERY, lambda gallery: gallery.add("hal", unit(14)) + gallery.add("hal", unit(15)))  # enroll
+    for source in ("", "../x", "not-a-face-id"):
+        with pytest.raises(ValueError, match="enrollment face"):
+            lib.remove_enrollment("hal", source)
+    with pytest.raises(ValueError, match="invalid name"):
+        lib.remove_enrollment("hal/x", f"{uuid.uuid4()}-0")
+    assert load_gallery(GALLERY).names == ["hal", "hal"]  # both photo embeddings kept
+
+
 def test_forget_deletes_every_version_and_counts_it(lib: Library, s3: Any) -> None:
     [named] = lib.assign([kept(UNKNOWN_NAME, 4)], "cleo")
     kept("cleo", 5)  # recognised as her later

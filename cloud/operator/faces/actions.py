@@ -195,7 +195,12 @@ class Library:
         return renamed
 
     def remove_enrollment(self, name: str, source: str) -> int:
-        """Remove one enrollment face of `name` (its embedding and crop); returns the embeddings removed."""
+        """Remove one enrollment face of `name` (its embedding and crop); returns the embeddings removed. Only a
+        library face id: '' (photos enrolled with `facepipe enroll`) would match every photo of `name`."""
+        refusal = name_refusal(name)
+        if refusal:
+            raise InvalidName(f"invalid name: {refusal}")
+        store.check_source(source)
         removed = update_gallery(self.gallery_uri, lambda gallery: gallery.remove_source(name, source)).changed
         store.purge_keys(self.bucket, [store.enrolled_key(name, source)])
         log.info("%s removed enrollment %s of %s (%d embedding(s))", self.who, source, name, removed)

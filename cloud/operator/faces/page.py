@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import hmac
 import logging
-import re
 import secrets
 import sys
 import threading
@@ -37,7 +36,6 @@ from edge_client.access import Access, is_loopback
 
 log = logging.getLogger("facepipe.faces")
 MAX_FORM_BYTES = 256 * 1024  # a group of a few hundred keys
-_SOURCE = re.compile(r"[0-9a-f-]{36}-[0-9]{1,4}")  # a library face id: <request_id>-<index>
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -115,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, html.encode())
 
     def _enrolled(self, name: str, source: str) -> None:
-        if name_refusal(name) or not _SOURCE.fullmatch(source):
+        if name_refusal(name) or not store.SOURCE.fullmatch(source):
             return self._refuse(400, "not an enrollment crop")
         try:
             jpeg = store.get_bytes(self.server.lib.bucket, store.enrolled_key(name, source))

@@ -30,6 +30,7 @@ RESULTS_PREFIX = "results/"
 # A key has no path meaning in S3, and names and device ids may hold '..'; the pattern pins the segments (no '/', no
 # control character, none that is just '.' or '..').
 _SEGMENT = r"(?!\.\.?/)[^/\x00-\x1f]+"
+SOURCE = re.compile(r"[0-9a-f-]{36}-[0-9]{1,4}")  # an enrollment face from the library: its face id, <request_id>-<i>
 RECORD_KEY = re.compile(rf"faces/(known/{_SEGMENT}|unknown)/{_SEGMENT}/\d{{4}}-\d\d-\d\d/{_SEGMENT}\.json")
 
 
@@ -41,6 +42,13 @@ def check_record_key(key: str) -> str:
     if not RECORD_KEY.fullmatch(key):
         raise NotARecord(f"{key[:200]!r} is not a face record key (faces/known|unknown/.../<day>/<face>.json)")
     return key
+
+
+def check_source(source: str) -> str:
+    if not SOURCE.fullmatch(source):
+        raise ValueError(f"{source[:80]!r} is not a library enrollment face id (<request_id>-<i>, as `facepipe faces "
+                         "people` prints them); photos enrolled with `facepipe enroll` go with `gallery remove`")
+    return source
 
 
 @dataclass(frozen=True)
