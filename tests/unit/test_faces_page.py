@@ -4,6 +4,7 @@ with every version gone). Embeddings here are random unit vectors: what is teste
 
 from __future__ import annotations
 
+import argparse
 import base64
 import re
 import threading
@@ -16,15 +17,18 @@ import numpy as np
 import pytest
 import requests
 
-from cloud.functions import aws
+from cloud.functions import aws, gallery_cli
 from cloud.functions.contracts import UNKNOWN_NAME
 from cloud.functions.images import encode_jpeg
+from cloud.functions.object_versions import versions_under
+from cloud.functions.recognition.enrolled_crops import enrolled_key
 from cloud.functions.recognition.face_records import FaceRecord, put_record
 from cloud.functions.recognition.gallery import Gallery, from_bytes, load_gallery, save_gallery, update_gallery
 from cloud.operator.faces import store
 from cloud.operator.faces.actions import Library
 from cloud.operator.faces.page import FacesServer
 from tests.moto_env import moto_server, point_boto3_at
+from tests.photos import packaged, weights_path
 
 BUCKET, TAG = "faces-unit", "inception_resnet_v1:test"
 GALLERY = f"s3://{BUCKET}/gallery/gallery.npz"
@@ -44,7 +48,7 @@ def s3() -> Iterator[Any]:
 
 @pytest.fixture
 def lib(s3: Any) -> Library:
-    for key, version in list(store.versions_under(BUCKET, "")):
+    for key, version in list(versions_under(BUCKET, "")):
         s3.delete_object(Bucket=BUCKET, Key=key, VersionId=version)
     save_gallery(Gallery(TAG), GALLERY)
     return Library(BUCKET, GALLERY, 1.02, "unit-operator")
@@ -65,7 +69,7 @@ def kept(name: str, seed: int, device: str = "cam1", **fields: Any) -> str:
 
 
 def all_keys(s3: Any) -> set[str]:
-    return {key for key, _ in store.versions_under(BUCKET, "")}
+    return {key for key, _ in versions_under(BUCKET, "")}
 
 
 # --- the verbs ------------------------------------------------------------------------------------------------
@@ -78,14 +82,14 @@ def test_assign_then_this_is_not_x_moves_the_face_out_of_x_and_keeps_a_negative(
     face_id = named.rsplit("/", 1)[1].removesuffix(".json")
     assert (gallery.names, gallery.sources) == (["ann"], [face_id])
     assert named.startswith("faces/known/ann/cam1/") and key not in all_keys(s3)  # every version of the old key went
-    assert store.enrolled_key("ann", face_id) in all_keys(s3)
+    assert enrolled_key("ann", face_id) in all_keys(s3)
     # "this is not ann": out of her enrollment, kept as her negative, filed as unknown again
     back = lib.wrong(named)
     gallery = load_gallery(GALLERY)
     assert (gallery.names, gallery.negative_names) == ([], ["ann"])
     np.testing.assert_allclose(gallery.negative_embeddings[0], unit(1))
     assert back.startswith("faces/unknown/cam1/") and store.read_record(BUCKET, back).assigned_by == "unit-operator"
-    assert store.enrolled_key("ann", face_id) not in all_keys(s3)
+    assert enrolled_key("ann", face_id) not in all_keys(s3)
 
 
 def test_reassigning_a_face_moves_it_out_of_the_first_persons_enrollment(lib: Library, s3: Any) -> None:
@@ -93,8 +97,8 @@ def test_reassigning_a_face_moves_it_out_of_the_first_persons_enrollment(lib: Li
     [as_eve] = lib.assign([as_dan], "eve")
     face_id = as_eve.rsplit("/", 1)[1].removesuffix(".json")
     assert load_gallery(GALLERY).names == ["eve"]
-    assert store.enrolled_key("dan", face_id) not in all_keys(s3) and as_dan not in all_keys(s3)
-    assert store.enrolled_key("eve", face_id) in all_keys(s3)
+    assert enrolled_key("dan", face_id) not in all_keys(s3) and as_dan not in all_keys(s3)
+    assert enrolled_key("eve", face_id) in all_keys(s3)
 
 
 def test_rename_and_unenroll(lib: Library, s3: Any) -> None:
@@ -144,7 +148,7 @@ def test_forget_after_gallery_remove_still_deletes_the_earlier_versions(lib: Lib
     report = lib.forget("gus")
     # THEN the earlier version that still held their embedding is gone too
     assert (report.embeddings, report.gallery_versions) == (0, 1)
-    held = [version for key, version in store.versions_under(BUCKET, "gallery/gallery.npz")
+    held = [version for key, version in versions_under(BUCKET, "gallery/gallery.npz")
             if "gus" in _version_names(s3, key, version)]
     assert held == []
 
@@ -170,6 +174,29 @@ def test_a_key_with_dots_or_an_unreadable_record_does_not_break_the_library(
     # AND a dotted key is a key like any other for the verbs
     [moved] = lib.assign([dotted[1]], "A..B")
     assert moved.startswith("faces/known/A..B/cam..1/")
+
+
+def test_gallery_remove_and_enroll_replace_delete_the_persons_enrollment_crops(lib: Library, s3: Any) -> None:
+    from cloud.functions.detection.detector import Detector
+    from cloud.functions.enrollment import enroll_photos
+    from cloud.functions.recognition.embedder import Embedder
+
+    [named] = lib.assign([kept(UNKNOWN_NAME, 16)], "ivy")
+    crop = enrolled_key("ivy", named.rsplit("/", 1)[1].removesuffix(".json"))
+    assert crop in all_keys(s3)
+    # WHEN the person is removed outside the library, THEN their crops go with their embeddings
+    assert gallery_cli.run_remove(argparse.Namespace(name="ivy", gallery=GALLERY)) == 0
+    assert crop not in all_keys(s3)
+    # AND the same with `facepipe enroll --replace` (a gallery of the real model, a crop the library kept)
+    embedder = Embedder(weights_path())
+    save_gallery(Gallery(embedder.model_tag), GALLERY)
+    update_gallery(GALLERY, lambda gallery: gallery.add("ivy", unit(17), source=f"{uuid.uuid4()}-0"))
+    [source] = load_gallery(GALLERY).sources
+    store.put_enrolled_crop(BUCKET, "ivy", source, b"jpeg")
+    report = enroll_photos(GALLERY, weights_path(), {"ivy": [packaged("face_recognition/obama.jpg")]}, replace=True,
+                           detector=Detector(), embedder=embedder)
+    assert (report.photos, report.crops_deleted, load_gallery(GALLERY).sources) == (1, 1, [""])
+    assert not [key for key in all_keys(s3) if key.startswith("gallery/enrolled/")]
 
 
 # --- the page's guards ----------------------------------------------------------------------------------------

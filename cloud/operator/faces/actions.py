@@ -17,6 +17,8 @@ from botocore.exceptions import ClientError
 
 from cloud.functions import aws
 from cloud.functions.contracts import UNKNOWN_NAME, name_refusal
+from cloud.functions.object_versions import purge, purge_keys, versions_under
+from cloud.functions.recognition.enrolled_crops import enrolled_key, person_prefix, purge_person
 from cloud.functions.recognition.face_records import KNOWN_PREFIX, FaceRecord, day_of
 from cloud.functions.recognition.gallery import (
     Gallery,
@@ -149,7 +151,7 @@ class Library:
         for key, record in zip(keys, records, strict=True):
             store.put_enrolled_crop(self.bucket, name, record.face_id, record.crop_jpeg())
             if record.name not in (UNKNOWN_NAME, name):
-                store.purge_keys(self.bucket, [store.enrolled_key(record.name, record.face_id)])
+                purge_keys(self.bucket, [enrolled_key(record.name, record.face_id)])
             moved.append(self._refile(key, record.model_copy(update={"name": name, "assigned_by": self.who})))
         log.info("%s assigned %d face(s) to %s: %s", self.who, len(records), name, ", ".join(keys))
         return moved
@@ -167,14 +169,14 @@ class Library:
                 wrong_name, record.embedding())
 
         update_gallery(self.gallery_uri, veto)
-        store.purge_keys(self.bucket, [store.enrolled_key(wrong_name, record.face_id)])
+        purge_keys(self.bucket, [enrolled_key(wrong_name, record.face_id)])
         new_key = self._refile(key, record.model_copy(update={"name": UNKNOWN_NAME, "assigned_by": self.who}))
         log.info("%s marked %s as not %s", self.who, key, wrong_name)
         return new_key
 
     def delete(self, keys: Sequence[str]) -> int:
         """Delete face records (every version); returns how many."""
-        deleted = store.purge_keys(self.bucket, [store.check_record_key(key) for key in keys])
+        deleted = purge_keys(self.bucket, [store.check_record_key(key) for key in keys])
         log.info("%s deleted %d face record(s): %s", self.who, deleted, ", ".join(keys))
         return deleted
 
@@ -185,10 +187,10 @@ class Library:
         renamed = update_gallery(self.gallery_uri, lambda gallery: gallery.rename(old, new)).changed
         if not renamed:
             raise LibraryError(f"{old!r} is not enrolled")
-        for key in list(store.keys_under(self.bucket, f"{store.ENROLLED_PREFIX}{old}/")):
+        for key in list(store.keys_under(self.bucket, person_prefix(old))):
             source = key.rsplit("/", 1)[-1].removesuffix(".jpg")
             store.put_enrolled_crop(self.bucket, new, source, store.get_bytes(self.bucket, key))
-            store.purge_keys(self.bucket, [key])
+            purge_keys(self.bucket, [key])
         for stored in store.list_records(self.bucket, name=old):
             self._refile(stored.key, stored.record.model_copy(update={"name": new}))
         log.info("%s renamed %s to %s (%d gallery row(s))", self.who, old, new, renamed)
@@ -202,7 +204,7 @@ class Library:
             raise InvalidName(f"invalid name: {refusal}")
         store.check_source(source)
         removed = update_gallery(self.gallery_uri, lambda gallery: gallery.remove_source(name, source)).changed
-        store.purge_keys(self.bucket, [store.enrolled_key(name, source)])
+        purge_keys(self.bucket, [enrolled_key(name, source)])
         log.info("%s removed enrollment %s of %s (%d embedding(s))", self.who, source, name, removed)
         return removed
 
@@ -228,16 +230,16 @@ class Library:
         # Always: after `gallery remove` or `enroll --replace` the current gallery no longer holds them, earlier
         # versions still do.
         report.gallery_versions = self._purge_gallery_history(name, current_version(self.gallery_uri))
-        report.enrollment_crops = store.purge(self.bucket, [f"{store.ENROLLED_PREFIX}{name}/"])
+        report.enrollment_crops = purge_person(self.gallery_uri, name)
         # The frames their faces were in (device, day, request id), named or assigned later: those frames' results
         # and overflow crops show them too.
         frames = {self._frame_of(key) for key in store.keys_under(self.bucket, f"{KNOWN_PREFIX}{name}/")}
-        report.face_records = store.purge(self.bucket, [f"{KNOWN_PREFIX}{name}/"])
+        report.face_records = purge(self.bucket, [f"{KNOWN_PREFIX}{name}/"])
         naming = [key for key, _ in store.results_naming(self.bucket, name)]
         frames |= {self._frame_of_result(key) for key in naming}
-        report.results = store.purge_keys(self.bucket, {*naming, *(
+        report.results = purge_keys(self.bucket, {*naming, *(
             f"{store.RESULTS_PREFIX}{device}/{day}/{request}.json" for device, day, request in frames)})
-        report.overflow_crops = store.purge(self.bucket, [f"crops/{device}/{request}/"
+        report.overflow_crops = purge(self.bucket, [f"crops/{device}/{request}/"
                                                           for device, _, request in sorted(frames)])
         log.info("%s %s", self.who, report.lines()[0])
         return report
@@ -250,14 +252,14 @@ class Library:
             self._records.pop(record.key, None)
         store.put_json(self.bucket, record.key, record.model_dump_json())
         if record.key != old_key:
-            store.purge_keys(self.bucket, [old_key])
+            purge_keys(self.bucket, [old_key])
         return record.key
 
     def _purge_gallery_history(self, name: str, current: str | None) -> int:
         """Delete the gallery's earlier versions that still hold `name` (the bucket keeps them 90 days)."""
         s3 = aws.client("s3")
         doomed = []
-        for key, version in store.versions_under(self.bucket, self.gallery_key):
+        for key, version in versions_under(self.bucket, self.gallery_key):
             if key != self.gallery_key or version == current:
                 continue
             try:

@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlencode, urlsplit
 from botocore.exceptions import ClientError
 
 from cloud.functions.contracts import name_refusal
+from cloud.functions.recognition.enrolled_crops import enrolled_key
 from cloud.functions.recognition.gallery import GalleryError
 from cloud.operator.faces import store
 from cloud.operator.faces.actions import Library, LibraryError
@@ -116,7 +117,7 @@ class _Handler(BaseHTTPRequestHandler):
         if name_refusal(name) or not store.SOURCE.fullmatch(source):
             return self._refuse(400, "not an enrollment crop")
         try:
-            jpeg = store.get_bytes(self.server.lib.bucket, store.enrolled_key(name, source))
+            jpeg = store.get_bytes(self.server.lib.bucket, enrolled_key(name, source))
         except ClientError:
             return self._refuse(404, "no such enrollment crop")
         self._send(200, jpeg, "image/jpeg")

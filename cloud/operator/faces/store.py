@@ -1,9 +1,7 @@
 """The faces library's S3 objects: the face records the recognizer keeps
-(cloud/functions/recognition/face_records.py), the enrollment crops beside the gallery, the persisted results;
-listing them, and deleting every version of them.
-
-The bucket is versioned (every gallery save is a version), so deleting a key only adds a delete marker: forgetting
-must delete each version (and marker) by its VersionId, or the old bytes stay readable.
+(cloud/functions/recognition/face_records.py), the enrollment crops beside the gallery
+(cloud/functions/recognition/enrolled_crops.py), the persisted results; listing and reading them (deleting every
+version of them: cloud/functions/object_versions.py).
 """
 
 from __future__ import annotations
@@ -11,7 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +18,11 @@ from botocore.exceptions import ClientError
 
 from cloud.functions import aws
 from cloud.functions.contracts import name_refusal
+from cloud.functions.recognition.enrolled_crops import enrolled_key
 from cloud.functions.recognition.face_records import KNOWN_PREFIX, UNKNOWN_PREFIX, FaceRecord
 
 log = logging.getLogger("facepipe.faces")
 GET_THREADS = 16  # record reads at once: each GET is a round trip, the listing's cost (docs/bench.md)
-DELETE_BATCH = 1000  # DeleteObjects' limit
-ENROLLED_PREFIX = "gallery/enrolled/"  # gallery/ has no expiry: enrollment crops live as long as their embeddings
 RESULTS_PREFIX = "results/"
 # A key has no path meaning in S3, and names and device ids may hold '..'; the pattern pins the segments (no '/', no
 # control character, none that is just '.' or '..').
@@ -120,10 +117,6 @@ def put_json(bucket: str, key: str, body: str) -> None:
     aws.client("s3").put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="application/json")
 
 
-def enrolled_key(name: str, source: str) -> str:
-    return f"{ENROLLED_PREFIX}{name}/{source}.jpg"
-
-
 def put_enrolled_crop(bucket: str, name: str, source: str, jpeg: bytes) -> str:
     key = enrolled_key(name, source)
     aws.client("s3").put_object(Bucket=bucket, Key=key, Body=jpeg, ContentType="image/jpeg")
@@ -132,37 +125,6 @@ def put_enrolled_crop(bucket: str, name: str, source: str, jpeg: bytes) -> str:
 
 def get_bytes(bucket: str, key: str) -> bytes:
     return bytes(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-# --- deleting every version --------------------------------------------------------------------------------------
-
-
-def versions_under(bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
-    """(key, version id) of every version and delete marker under `prefix`."""
-    pages = aws.client("s3").get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
-    for page in pages:
-        for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-            yield str(item["Key"]), str(item["VersionId"])
-
-
-def purge(bucket: str, prefixes: Iterable[str], exact: bool = False) -> int:
-    """Delete every version of every key under `prefixes` (with `exact`, of those keys only); returns how many
-    distinct keys had a version."""
-    doomed = [(key, version) for prefix in prefixes for key, version in versions_under(bucket, prefix)
-              if not exact or key == prefix]
-    s3 = aws.client("s3")
-    for start in range(0, len(doomed), DELETE_BATCH):
-        chunk = doomed[start:start + DELETE_BATCH]
-        reply = s3.delete_objects(Bucket=bucket, Delete={"Quiet": True, "Objects": [
-            {"Key": key, "VersionId": version} for key, version in chunk]})
-        if reply.get("Errors"):
-            first = reply["Errors"][0]
-            raise RuntimeError(f"S3 refused to delete {first.get('Key')}: {first.get('Code')} {first.get('Message')}")
-    return len({key for key, _ in doomed})
-
-
-def purge_keys(bucket: str, keys: Iterable[str]) -> int:
-    return purge(bucket, sorted(set(keys)), exact=True)
 
 
 # --- results -----------------------------------------------------------------------------------------------------
