@@ -22,8 +22,9 @@ from cloud.functions.contracts import UNKNOWN_NAME
 from cloud.functions.images import encode_jpeg
 from cloud.functions.object_versions import versions_under
 from cloud.functions.recognition.enrolled_crops import enrolled_key
-from cloud.functions.recognition.face_records import FaceRecord, put_record
+from cloud.functions.recognition.face_records import FaceRecord, parse_record_key, put_record, record_key
 from cloud.functions.recognition.gallery import Gallery, from_bytes, load_gallery, save_gallery, update_gallery
+from cloud.functions.recognition.respond import parse_result_key, result_key_of
 from cloud.operator.faces import store
 from cloud.operator.faces.actions import Library
 from cloud.operator.faces.page import FacesServer
@@ -70,6 +71,15 @@ def kept(name: str, seed: int, device: str = "cam1", **fields: Any) -> str:
 
 def all_keys(s3: Any) -> set[str]:
     return {key for key, _ in versions_under(BUCKET, "")}
+
+
+def test_each_key_parser_inverts_its_builder() -> None:
+    face_id = f"{uuid.uuid4()}-12"
+    for name in ("Anne-Marie", UNKNOWN_NAME):
+        parsed = parse_record_key(record_key(name, "cam..1", "2026-01-02", face_id))
+        assert (parsed.name, parsed.device_id, parsed.day, parsed.face_id) == (name, "cam..1", "2026-01-02", face_id)
+        assert parsed.request_id == face_id.rsplit("-", 1)[0]
+    assert parse_result_key(result_key_of("cam-2", "2026-01-02", "r-1")) == ("cam-2", "2026-01-02", "r-1")
 
 
 # --- the verbs ------------------------------------------------------------------------------------------------

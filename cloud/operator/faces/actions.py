@@ -16,10 +16,10 @@ from dataclasses import dataclass, field
 from botocore.exceptions import ClientError
 
 from cloud.functions import aws
-from cloud.functions.contracts import UNKNOWN_NAME, name_refusal
+from cloud.functions.contracts import UNKNOWN_NAME, crops_prefix, name_refusal
 from cloud.functions.object_versions import purge, purge_keys, versions_under
 from cloud.functions.recognition.enrolled_crops import enrolled_key, person_prefix, purge_person
-from cloud.functions.recognition.face_records import KNOWN_PREFIX, FaceRecord, day_of
+from cloud.functions.recognition.face_records import KNOWN_PREFIX, FaceRecord, day_of, parse_record_key
 from cloud.functions.recognition.gallery import (
     Gallery,
     GalleryError,
@@ -31,6 +31,7 @@ from cloud.functions.recognition.gallery import (
     parse_s3_uri,
     update_gallery,
 )
+from cloud.functions.recognition.respond import parse_result_key, result_key_of
 from cloud.operator.faces import store
 from cloud.operator.faces.clusters import Group, group_faces
 from cloud.operator.faces.store import Stored
@@ -233,14 +234,14 @@ class Library:
         report.enrollment_crops = purge_person(self.gallery_uri, name)
         # The frames their faces were in (device, day, request id), named or assigned later: those frames' results
         # and overflow crops show them too.
-        frames = {self._frame_of(key) for key in store.keys_under(self.bucket, f"{KNOWN_PREFIX}{name}/")}
+        frames = {(parsed.device_id, parsed.day, parsed.request_id) for parsed in
+                  map(parse_record_key, store.keys_under(self.bucket, f"{KNOWN_PREFIX}{name}/"))}
         report.face_records = purge(self.bucket, [f"{KNOWN_PREFIX}{name}/"])
         naming = [key for key, _ in store.results_naming(self.bucket, name)]
-        frames |= {self._frame_of_result(key) for key in naming}
-        report.results = purge_keys(self.bucket, {*naming, *(
-            f"{store.RESULTS_PREFIX}{device}/{day}/{request}.json" for device, day, request in frames)})
-        report.overflow_crops = purge(self.bucket, [f"crops/{device}/{request}/"
-                                                          for device, _, request in sorted(frames)])
+        frames |= {parse_result_key(key) for key in naming}
+        report.results = purge_keys(self.bucket, {*naming, *(result_key_of(*frame) for frame in frames)})
+        report.overflow_crops = purge(self.bucket, [crops_prefix(device, request)
+                                                    for device, _, request in sorted(frames)])
         log.info("%s %s", self.who, report.lines()[0])
         return report
 
@@ -271,13 +272,3 @@ class Library:
         for version in doomed:
             s3.delete_object(Bucket=self.bucket, Key=self.gallery_key, VersionId=version)
         return len(doomed)
-
-    @staticmethod
-    def _frame_of_result(result_key: str) -> tuple[str, str, str]:
-        _, device, day, request = result_key.removesuffix(".json").split("/")  # results/<device>/<day>/<id>.json
-        return device, day, request
-
-    @staticmethod
-    def _frame_of(record_key: str) -> tuple[str, str, str]:
-        parts = record_key.split("/")  # faces/known/<name>/<device>/<day>/<request_id>-<i>.json
-        return parts[-3], parts[-2], parts[-1].removesuffix(".json").rsplit("-", 1)[0]

@@ -19,11 +19,11 @@ from botocore.exceptions import ClientError
 from cloud.functions import aws
 from cloud.functions.contracts import name_refusal
 from cloud.functions.recognition.enrolled_crops import enrolled_key
-from cloud.functions.recognition.face_records import KNOWN_PREFIX, UNKNOWN_PREFIX, FaceRecord
+from cloud.functions.recognition.face_records import KNOWN_PREFIX, UNKNOWN_PREFIX, FaceRecord, parse_record_key
+from cloud.functions.recognition.respond import RESULTS_PREFIX
 
 log = logging.getLogger("facepipe.faces")
 GET_THREADS = 16  # record reads at once: each GET is a round trip, the listing's cost (docs/bench.md)
-RESULTS_PREFIX = "results/"
 # A key has no path meaning in S3, and names and device ids may hold '..'; the pattern pins the segments (no '/', no
 # control character, none that is just '.' or '..').
 _SEGMENT = r"(?!\.\.?/)[^/\x00-\x1f]+"
@@ -71,11 +71,6 @@ def record_prefixes(name: str | None = None, unknown_only: bool = False) -> list
     return [KNOWN_PREFIX, UNKNOWN_PREFIX]
 
 
-def _day_and_device(key: str) -> tuple[str, str]:
-    parts = key.split("/")
-    return parts[-2], parts[-3]
-
-
 def read_record(bucket: str, key: str) -> FaceRecord:
     body = aws.client("s3").get_object(Bucket=bucket, Key=check_record_key(key))["Body"].read()
     return FaceRecord.model_validate_json(body)
@@ -99,15 +94,15 @@ def list_records(bucket: str, *, since_day: str = "", device: str | None = None,
     from the cache."""
     keys = [key for prefix in record_prefixes(name, unknown_only) for key in keys_under(bucket, prefix)
             if RECORD_KEY.fullmatch(key)]
-    keys = [key for key in keys if _day_and_device(key)[0] >= since_day
-            and (device is None or _day_and_device(key)[1] == device)]
+    keys = [key for key in keys if parse_record_key(key).day >= since_day
+            and (device is None or parse_record_key(key).device_id == device)]
     cache = {} if cache is None else cache
     missing = [key for key in keys if key not in cache]
     if missing:
         with ThreadPoolExecutor(max_workers=min(GET_THREADS, len(missing)), thread_name_prefix="face-get") as pool:
             read = zip(missing, pool.map(lambda key: _read_or_none(bucket, key), missing), strict=True)
             cache.update((key, record) for key, record in read if record is not None)
-    for stale in [key for key in cache if _day_and_device(key)[0] < since_day]:
+    for stale in [key for key in cache if parse_record_key(key).day < since_day]:
         del cache[stale]  # what the page no longer shows
     records = [Stored(key, cache[key]) for key in keys if key in cache]
     return sorted(records, key=lambda stored: (-stored.record.detected_at, stored.record.index))
