@@ -28,11 +28,14 @@ from cloud.functions.recognition.respond import parse_result_key, result_key_of
 from cloud.operator.faces import store
 from cloud.operator.faces.actions import Library
 from cloud.operator.faces.page import FacesServer
+from cloud.operator.faces.view import Filters
+from cloud.operator.faces.view import page as page_html
 from tests.moto_env import moto_server, point_boto3_at
 from tests.photos import packaged, weights_path
 
 BUCKET, TAG = "faces-unit", "inception_resnet_v1:test"
 GALLERY = f"s3://{BUCKET}/gallery/gallery.npz"
+RETENTION = {"faces/known/": 30, "faces/unknown/": 7, "results/": 30}
 
 
 @pytest.fixture(scope="module")
@@ -43,6 +46,9 @@ def s3() -> Iterator[Any]:
         client = aws.client("s3")
         client.create_bucket(Bucket=BUCKET)
         client.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        client.put_bucket_lifecycle_configuration(Bucket=BUCKET, LifecycleConfiguration={"Rules": [
+            {"ID": prefix, "Filter": {"Prefix": prefix}, "Status": "Enabled", "Expiration": {"Days": days}}
+            for prefix, days in RETENTION.items()]})
         yield client
     aws.client.cache_clear()
 
@@ -60,9 +66,10 @@ def unit(seed: int) -> np.ndarray:
     return row / np.linalg.norm(row)
 
 
-def kept(name: str, seed: int, device: str = "cam1", **fields: Any) -> str:
+def kept(name: str, seed: int, device: str = "cam1", age_days: float = 0, **fields: Any) -> str:
     crop = np.full((160, 160, 3), seed * 10 % 255, np.uint8)
-    record = FaceRecord(request_id=str(uuid.uuid4()), device_id=device, index=0, detected_at=time.time(), name=name,
+    record = FaceRecord(request_id=str(uuid.uuid4()), device_id=device, index=0,
+                        detected_at=time.time() - age_days * 86400, name=name,
                         distance=0.5, box=[1, 2, 3, 4], probability=0.99, model=TAG,
                         embedding_b64=base64.b64encode(unit(seed).tobytes()).decode(),
                         crop_jpeg_b64=base64.b64encode(encode_jpeg(crop)).decode(), **fields)
@@ -130,6 +137,29 @@ def test_unenroll_refuses_an_empty_or_malformed_source(lib: Library) -> None:
     with pytest.raises(ValueError, match="invalid name"):
         lib.remove_enrollment("hal/x", f"{uuid.uuid4()}-0")
     assert load_gallery(GALLERY).names == ["hal", "hal"]  # both photo embeddings kept
+
+
+def test_refiling_never_restarts_a_faces_retention(lib: Library, s3: Any) -> None:
+    assert lib.retention() == RETENTION  # read from the bucket's lifecycle rules
+    # GIVEN a face of jo's seen today, one 31 days ago (kept past 30 days only because earlier renames rewrote it)
+    fresh, old = kept("jo", 18), kept("jo", 19, age_days=31)
+    named = kept("jo", 20, age_days=8)
+    update_gallery(GALLERY, lambda gallery: gallery.add("jo", unit(18)))
+    # WHEN jo is renamed, THEN today's face is refiled, the one past the retention is deleted rather than rewritten
+    lib.rename("jo", "joanna")
+    left = all_keys(s3)
+    assert fresh.replace("/jo/", "/joanna/") in left and named.replace("/jo/", "/joanna/") in left
+    assert not [key for key in left if parse_record_key(old).face_id in key]
+    # AND "not joanna" on an 8-day-old face: past the unknown faces' 7 days, so deleted rather than filed unknown
+    assert lib.wrong(named.replace("/jo/", "/joanna/")) is None
+    assert not [key for key in all_keys(s3) if parse_record_key(named).face_id in key]
+    assert load_gallery(GALLERY).negative_names == ["joanna"]  # the negative is kept all the same
+
+
+def test_the_page_says_unknown_when_the_lifecycle_rules_cannot_be_read() -> None:
+    html = page_html(faces=[], groups=[], people=[], retention=None, filters=Filters(), csrf="t", message="",
+                     bucket="b")
+    assert "unknown (the bucket&#x27;s lifecycle rules could not be read)" in html and "no expiry rule" not in html
 
 
 def test_forget_deletes_every_version_and_counts_it(lib: Library, s3: Any) -> None:

@@ -19,7 +19,13 @@ from cloud.functions import aws
 from cloud.functions.contracts import UNKNOWN_NAME, crops_prefix, name_refusal
 from cloud.functions.object_versions import purge, purge_keys, versions_under
 from cloud.functions.recognition.enrolled_crops import enrolled_key, person_prefix, purge_person
-from cloud.functions.recognition.face_records import KNOWN_PREFIX, FaceRecord, day_of, parse_record_key
+from cloud.functions.recognition.face_records import (
+    KNOWN_PREFIX,
+    UNKNOWN_PREFIX,
+    FaceRecord,
+    day_of,
+    parse_record_key,
+)
 from cloud.functions.recognition.gallery import (
     Gallery,
     GalleryError,
@@ -34,7 +40,7 @@ from cloud.functions.recognition.gallery import (
 from cloud.functions.recognition.respond import parse_result_key, result_key_of
 from cloud.operator.faces import store
 from cloud.operator.faces.clusters import Group, group_faces
-from cloud.operator.faces.store import Stored
+from cloud.operator.faces.store import Retention, Stored
 
 log = logging.getLogger("facepipe.faces")
 
@@ -120,15 +126,16 @@ class Library:
             people.append(Person(name, count, negatives[name], sources, last.get(name)))
         return people
 
-    def retention(self) -> dict[str, int | None]:
+    def retention(self) -> Retention | None:
         return store.retention_days(self.bucket)
 
     # --- verbs --------------------------------------------------------------------------------------------------
 
     def assign(self, keys: Sequence[str], name: str) -> list[str]:
         """Enroll each face as `name` (the recognizer's own embedding of that crop; its crop kept as an enrollment
-        crop) and file its record under `name`; returns the records' new keys. From the next batch on the
-        recognizer matches them (it rechecks the gallery's version)."""
+        crop) and file its record under `name`; returns the records' new keys (a record older than the named faces'
+        retention is deleted instead: `_refile`). From the next batch on the recognizer matches them (it rechecks
+        the gallery's version)."""
         refusal = name_refusal(name)
         if refusal:
             raise InvalidName(f"invalid name: {refusal}")
@@ -148,18 +155,20 @@ class Library:
 
         model = records[0].model
         update_gallery(self.gallery_uri, enroll, new=lambda: Gallery(model))
-        moved = []
+        retention, moved = self.retention(), []
         for key, record in zip(keys, records, strict=True):
             store.put_enrolled_crop(self.bucket, name, record.face_id, record.crop_jpeg())
             if record.name not in (UNKNOWN_NAME, name):
                 purge_keys(self.bucket, [enrolled_key(record.name, record.face_id)])
-            moved.append(self._refile(key, record.model_copy(update={"name": name, "assigned_by": self.who})))
+            new_key = self._refile(key, record.model_copy(update={"name": name, "assigned_by": self.who}), retention)
+            moved.extend([new_key] if new_key else [])
         log.info("%s assigned %d face(s) to %s: %s", self.who, len(records), name, ", ".join(keys))
         return moved
 
-    def wrong(self, key: str) -> str:
+    def wrong(self, key: str) -> str | None:
         """"This is not X": the face leaves X's enrollment if it came from there, its embedding becomes a negative
-        of X (X's matches are checked against it) and its record is filed as unknown; returns its new key."""
+        of X (X's matches are checked against it) and its record is filed as unknown; returns its new key (None:
+        older than the unknown faces' retention, deleted)."""
         record = store.read_record(self.bucket, store.check_record_key(key))
         if record.name == UNKNOWN_NAME:
             raise LibraryError(f"face {record.face_id} is not named: nothing to mark wrong")
@@ -171,7 +180,8 @@ class Library:
 
         update_gallery(self.gallery_uri, veto)
         purge_keys(self.bucket, [enrolled_key(wrong_name, record.face_id)])
-        new_key = self._refile(key, record.model_copy(update={"name": UNKNOWN_NAME, "assigned_by": self.who}))
+        new_key = self._refile(key, record.model_copy(update={"name": UNKNOWN_NAME, "assigned_by": self.who}),
+                               self.retention())
         log.info("%s marked %s as not %s", self.who, key, wrong_name)
         return new_key
 
@@ -192,8 +202,9 @@ class Library:
             source = key.rsplit("/", 1)[-1].removesuffix(".jpg")
             store.put_enrolled_crop(self.bucket, new, source, store.get_bytes(self.bucket, key))
             purge_keys(self.bucket, [key])
+        retention = self.retention()
         for stored in store.list_records(self.bucket, name=old):
-            self._refile(stored.key, stored.record.model_copy(update={"name": new}))
+            self._refile(stored.key, stored.record.model_copy(update={"name": new}), retention)
         log.info("%s renamed %s to %s (%d gallery row(s))", self.who, old, new, renamed)
         return renamed
 
@@ -247,10 +258,16 @@ class Library:
 
     # --- helpers ------------------------------------------------------------------------------------------------
 
-    def _refile(self, old_key: str, record: FaceRecord) -> str:
-        """Write `record` at the key its name gives, then delete every version of `old_key` if that differs."""
+    def _refile(self, old_key: str, record: FaceRecord, retention: Retention | None) -> str | None:
+        """Write `record` at the key its name gives, then delete every version of `old_key` if that differs; returns
+        the new key. A record older than its new prefix's retention is deleted instead (None): a write starts S3's
+        days again, so rewriting it would keep it past the retention."""
         with self._lock:
             self._records.pop(record.key, None)
+        prefix = KNOWN_PREFIX if record.name != UNKNOWN_NAME else UNKNOWN_PREFIX
+        if store.outlived(record.day, prefix, retention):
+            purge_keys(self.bucket, [old_key])
+            return None
         store.put_json(self.bucket, record.key, record.model_dump_json())
         if record.key != old_key:
             purge_keys(self.bucket, [old_key])

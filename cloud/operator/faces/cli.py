@@ -105,7 +105,7 @@ def add_assign_arguments(parser: argparse.ArgumentParser) -> None:
 @_guarded
 def run_assign(args: argparse.Namespace) -> int:
     moved = library(args).assign(args.keys, args.name)
-    print(f"assigned {len(moved)} face(s) to {args.name}")
+    print(f"assigned {len(args.keys)} face(s) to {args.name}" + outlived_note(len(args.keys) - len(moved)))
     return 0
 
 
@@ -116,8 +116,14 @@ def add_wrong_arguments(parser: argparse.ArgumentParser) -> None:
 
 @_guarded
 def run_wrong(args: argparse.Namespace) -> int:
-    print(f"kept as a negative example; the face is now {library(args).wrong(args.key)}")
+    new_key = library(args).wrong(args.key)
+    print(f"kept as a negative example; the face is now {new_key}" if new_key else
+          "kept as a negative example" + outlived_note(1))
     return 0
+
+
+def outlived_note(deleted: int) -> str:
+    return f" ({deleted} record(s) older than the retention deleted, not refiled)" if deleted else ""
 
 
 def add_delete_arguments(parser: argparse.ArgumentParser) -> None:

@@ -30,7 +30,7 @@ from cloud.functions.recognition.enrolled_crops import enrolled_key
 from cloud.functions.recognition.gallery import GalleryError
 from cloud.operator.faces import store
 from cloud.operator.faces.actions import Library, LibraryError
-from cloud.operator.faces.cli import add_common_arguments, library
+from cloud.operator.faces.cli import outlived_note, add_common_arguments, library
 from cloud.operator.faces.store import NotARecord
 from cloud.operator.faces.view import Filters, page
 from edge_client.access import Access, is_loopback
@@ -151,10 +151,12 @@ class _Handler(BaseHTTPRequestHandler):
 def _act(lib: Library, verb: str, keys: list[str], field: Callable[[str], str]) -> str:
     """One verb; returns what was done, for the page."""
     if verb == "assign":
-        return f"assigned {len(lib.assign(keys, field('name')))} face(s) to {field('name')}"
+        moved = lib.assign(keys, field("name"))
+        return f"assigned {len(keys)} face(s) to {field('name')}" + outlived_note(len(keys) - len(moved))
     if verb == "wrong":
         [key] = keys
-        lib.wrong(key)
+        if lib.wrong(key) is None:
+            return "kept as a negative example" + outlived_note(1)
         return "kept as a negative example; the face is now unknown"
     if verb == "delete":
         return f"deleted {lib.delete(keys)} face record(s)"

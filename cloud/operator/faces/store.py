@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ from botocore.exceptions import ClientError
 from cloud.functions import aws
 from cloud.functions.contracts import name_refusal
 from cloud.functions.recognition.enrolled_crops import enrolled_key
-from cloud.functions.recognition.face_records import KNOWN_PREFIX, UNKNOWN_PREFIX, FaceRecord, parse_record_key
+from cloud.functions.recognition.face_records import KNOWN_PREFIX, UNKNOWN_PREFIX, FaceRecord, day_of, parse_record_key
 from cloud.functions.recognition.respond import RESULTS_PREFIX
 
 log = logging.getLogger("facepipe.faces")
@@ -148,17 +149,30 @@ def results_naming(bucket: str, name: str) -> list[tuple[str, dict[str, Any]]]:
 # --- what the bucket keeps, for how long ------------------------------------------------------------------------
 
 
-def retention_days(bucket: str) -> dict[str, int | None]:
-    """Days before expiry per prefix, as the bucket's lifecycle rules say (None: never expires)."""
+Retention = dict[str, int | None]  # prefix -> days before expiry (None: never expires)
+
+
+def retention_days(bucket: str) -> Retention | None:
+    """Days before expiry per prefix, as the bucket's lifecycle rules say; {} when it has none, None when they
+    cannot be read (e.g. AccessDenied): unknown."""
     s3 = aws.client("s3")
     try:
         rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    except s3.exceptions.ClientError:
-        return {}
-    found: dict[str, int | None] = {}
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+            return {}
+        log.warning("cannot read the lifecycle rules of %s: %s", bucket, exc)
+        return None
+    found: Retention = {}
     for rule in rules:
         prefix = rule.get("Prefix", rule.get("Filter", {}).get("Prefix"))
         if prefix and rule.get("Status") == "Enabled":
             found[prefix] = rule.get("Expiration", {}).get("Days")
     return found
 
+
+def outlived(key_day: str, prefix: str, retention: Retention | None) -> bool:
+    """Whether an object detected on `key_day` is older than `prefix`'s expiry. S3 counts a rule's days from each
+    write, so rewriting such an object would start its days again: the library deletes it instead."""
+    days = (retention or {}).get(prefix)
+    return days is not None and key_day < day_of(time.time() - days * 86400)
