@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import base64
+import json
 import re
 import threading
 import time
@@ -160,6 +161,17 @@ def test_the_page_says_unknown_when_the_lifecycle_rules_cannot_be_read() -> None
     html = page_html(faces=[], groups=[], people=[], retention=None, filters=Filters(), csrf="t", message="",
                      bucket="b")
     assert "unknown (the bucket&#x27;s lifecycle rules could not be read)" in html and "no expiry rule" not in html
+
+
+def test_rename_renames_the_results_too_so_forget_finds_them(lib: Library, s3: Any) -> None:
+    update_gallery(GALLERY, lambda gallery: gallery.add("kay", unit(21)))
+    day = time.strftime("%Y-%m-%d", time.gmtime())
+    result = result_key_of("cam3", day, str(uuid.uuid4()))
+    store.put_json(BUCKET, result, '{"faces": [{"name": "kay", "distance": 0.5}, {"name": "unknown"}]}')
+    lib.rename("kay", "kaye")
+    assert [face["name"] for face in json.loads(store.get_bytes(BUCKET, result))["faces"]] == ["kaye", UNKNOWN_NAME]
+    # WHEN the renamed person is forgotten (no face record of that frame left), THEN the result goes too
+    assert lib.forget("kaye").results == 1 and result not in all_keys(s3)
 
 
 def test_forget_deletes_every_version_and_counts_it(lib: Library, s3: Any) -> None:

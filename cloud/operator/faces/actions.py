@@ -6,6 +6,7 @@ edit never undoes an enrollment or another operator's edit. Every verb is logged
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -37,7 +38,7 @@ from cloud.functions.recognition.gallery import (
     parse_s3_uri,
     update_gallery,
 )
-from cloud.functions.recognition.respond import parse_result_key, result_key_of
+from cloud.functions.recognition.respond import RESULTS_PREFIX, parse_result_key, result_key_of
 from cloud.operator.faces import store
 from cloud.operator.faces.clusters import Group, group_faces
 from cloud.operator.faces.store import Retention, Stored
@@ -192,7 +193,8 @@ class Library:
         return deleted
 
     def rename(self, old: str, new: str) -> int:
-        """Rename a person in the gallery, their enrollment crops and face records; returns the gallery rows."""
+        """Rename a person in the gallery, their enrollment crops, face records and persisted results; returns the
+        gallery rows."""
         if new == old:
             return 0
         renamed = update_gallery(self.gallery_uri, lambda gallery: gallery.rename(old, new)).changed
@@ -205,7 +207,17 @@ class Library:
         retention = self.retention()
         for stored in store.list_records(self.bucket, name=old):
             self._refile(stored.key, stored.record.model_copy(update={"name": new}), retention)
-        log.info("%s renamed %s to %s (%d gallery row(s))", self.who, old, new, renamed)
+        results = 0
+        for key, body in store.results_naming(self.bucket, old):  # so that `forget NEW` finds them
+            if store.outlived(parse_result_key(key)[1], RESULTS_PREFIX, retention):
+                purge_keys(self.bucket, [key])
+                continue
+            for face in body["faces"]:
+                if isinstance(face, dict) and face.get("name") == old:
+                    face["name"] = new
+            store.put_json(self.bucket, key, json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+            results += 1
+        log.info("%s renamed %s to %s (%d gallery row(s), %d result(s))", self.who, old, new, renamed, results)
         return renamed
 
     def remove_enrollment(self, name: str, source: str) -> int:

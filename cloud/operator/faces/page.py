@@ -30,7 +30,7 @@ from cloud.functions.recognition.enrolled_crops import enrolled_key
 from cloud.functions.recognition.gallery import GalleryError
 from cloud.operator.faces import store
 from cloud.operator.faces.actions import Library, LibraryError
-from cloud.operator.faces.cli import outlived_note, add_common_arguments, library
+from cloud.operator.faces.cli import add_common_arguments, library, outlived_note
 from cloud.operator.faces.store import NotARecord
 from cloud.operator.faces.view import Filters, page
 from edge_client.access import Access, is_loopback
