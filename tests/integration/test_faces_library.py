@@ -112,7 +112,9 @@ def test_cli_names_an_unknown_group_then_forgets_the_person(local_stack: Any, re
     # WHEN they are forgotten
     frames = {a["request_id"] for a in [*seen, named]}
     assert everything_about(local_stack, person, frames)  # there was something to forget
-    forgot = facepipe(local_stack, "forget", person).stdout
+    done = facepipe(local_stack, "forget", person, "--settle", "1")  # the local stack's workers recheck every batch
+    forgot = done.stdout
+    assert "waiting 1 s for warm recognizers" in done.stderr
     assert f"forgot {person}: 2 gallery embedding(s)," in forgot and "3 face record(s)" in forgot, forgot
     # the results of the three frames they were in: two answered unknown, then one named
     assert "2 enrollment crop(s)" in forgot and "3 result(s)" in forgot, forgot

@@ -192,6 +192,24 @@ def test_forget_deletes_every_version_and_counts_it(lib: Library, s3: Any) -> No
     assert len([k for k in left if k.startswith("faces/unknown/")]) == 1
 
 
+def test_forget_deletes_again_what_warm_recognizers_kept_meanwhile(lib: Library, s3: Any) -> None:
+    lib.assign([kept(UNKNOWN_NAME, 22)], "lea")
+    lib.settle_s = 0.3
+    late: list[str] = []
+
+    def a_warm_recognizer_still_names_her(line: str) -> None:
+        # a recognizer that loaded the gallery before the forget: it names her and keeps the face and the answer
+        late.append(kept("lea", 23))
+        request = parse_record_key(late[0]).request_id
+        late.append(result_key_of("cam1", parse_record_key(late[0]).day, request))
+        store.put_json(BUCKET, late[1], '{"faces": [{"name": "lea"}]}')
+        assert "waiting" in line
+
+    report = lib.forget("lea", progress=a_warm_recognizer_still_names_her)
+    assert late and not [key for key in all_keys(s3) if key in late]
+    assert (report.face_records, report.results) == (2, 1)
+
+
 def test_forget_after_gallery_remove_still_deletes_the_earlier_versions(lib: Library, s3: Any) -> None:
     lib.assign([kept(UNKNOWN_NAME, 10)], "gus")
     # GIVEN the person already removed from the current gallery (`facepipe gallery remove`, as operations.md says)

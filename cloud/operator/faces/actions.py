@@ -11,7 +11,7 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
@@ -84,6 +84,7 @@ class Library:
     gallery_uri: str
     threshold: float  # the recognizer's match threshold: also what groups unknown faces
     who: str  # the operator, in every log line
+    settle_s: float = 0.0  # forget's second pass after this long (cli.py: the recognizers' gallery_refresh_s and more)
     gallery_key: str = field(init=False)
     # Records read, by key (store.list_records): a page reload reads only the faces kept since.
     _records: dict[str, FaceRecord] = field(init=False, default_factory=dict)
@@ -232,9 +233,11 @@ class Library:
         log.info("%s removed enrollment %s of %s (%d embedding(s))", self.who, source, name, removed)
         return removed
 
-    def forget(self, name: str) -> Forgotten:
+    def forget(self, name: str, progress: Callable[[str], None] = log.info) -> Forgotten:
         """Everything about `name`: gallery embeddings and negatives (and the earlier gallery versions holding them),
-        enrollment crops, face records, the results naming them and the overflow crops of those frames."""
+        enrollment crops, face records, the results naming them and the overflow crops of those frames. Then, after
+        `settle_s`, the face records and results again: warm recognizers keep the gallery they loaded until their
+        next check (gallery_refresh_s) and go on naming the person meanwhile."""
         refusal = name_refusal(name)
         if refusal:
             raise InvalidName(f"invalid name: {refusal}")
@@ -255,18 +258,26 @@ class Library:
         # versions still do.
         report.gallery_versions = self._purge_gallery_history(name, current_version(self.gallery_uri))
         report.enrollment_crops = purge_person(self.gallery_uri, name)
-        # The frames their faces were in (device, day, request id), named or assigned later: those frames' results
-        # and overflow crops show them too.
-        frames = {(parsed.device_id, parsed.day, parsed.request_id) for parsed in
-                  map(parse_record_key, store.keys_under(self.bucket, f"{KNOWN_PREFIX}{name}/"))}
-        report.face_records = purge(self.bucket, [f"{KNOWN_PREFIX}{name}/"])
-        naming = [key for key, _ in store.results_naming(self.bucket, name)]
-        frames |= {parse_result_key(key) for key in naming}
-        report.results = purge_keys(self.bucket, {*naming, *(result_key_of(*frame) for frame in frames)})
-        report.overflow_crops = purge(self.bucket, [crops_prefix(device, request)
-                                                    for device, _, request in sorted(frames)])
+        self._purge_sightings(name, report)
+        if self.settle_s > 0:
+            progress(f"forget {name}: waiting {self.settle_s:.0f} s for warm recognizers to reload the gallery, "
+                     "then deleting what they kept meanwhile")
+            time.sleep(self.settle_s)
+            self._purge_sightings(name, report)
         log.info("%s %s", self.who, report.lines()[0])
         return report
+
+    def _purge_sightings(self, name: str, report: Forgotten) -> None:
+        """The face records filed under `name`, the results naming them and the results and overflow crops of the
+        frames their faces were in (named or assigned later: those show them too); adds to `report`'s counts."""
+        frames = {(parsed.device_id, parsed.day, parsed.request_id) for parsed in
+                  map(parse_record_key, store.keys_under(self.bucket, f"{KNOWN_PREFIX}{name}/"))}
+        report.face_records += purge(self.bucket, [f"{KNOWN_PREFIX}{name}/"])
+        naming = [key for key, _ in store.results_naming(self.bucket, name)]
+        frames |= {parse_result_key(key) for key in naming}
+        report.results += purge_keys(self.bucket, {*naming, *(result_key_of(*frame) for frame in frames)})
+        report.overflow_crops += purge(self.bucket, [crops_prefix(device, request)
+                                                     for device, _, request in sorted(frames)])
 
     # --- helpers ------------------------------------------------------------------------------------------------
 

@@ -30,7 +30,7 @@ from cloud.functions.recognition.enrolled_crops import enrolled_key
 from cloud.functions.recognition.gallery import GalleryError
 from cloud.operator.faces import store
 from cloud.operator.faces.actions import Library, LibraryError
-from cloud.operator.faces.cli import add_common_arguments, library, outlived_note
+from cloud.operator.faces.cli import add_common_arguments, add_settle_argument, library, outlived_note
 from cloud.operator.faces.store import NotARecord
 from cloud.operator.faces.view import Filters, page
 from edge_client.access import Access, is_loopback
@@ -174,6 +174,7 @@ def _act(lib: Library, verb: str, keys: list[str], field: Callable[[str], str]) 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
+    add_settle_argument(parser)
     parser.add_argument("--listen", default="127.0.0.1:8765",
                         help="host:port, a loopback address (default %(default)s; port 0 = a free one)")
 
