@@ -7,7 +7,10 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
 import re
+import subprocess
+import sys
 import threading
 import time
 import uuid
@@ -28,11 +31,11 @@ from cloud.functions.recognition.gallery import Gallery, from_bytes, load_galler
 from cloud.functions.recognition.respond import parse_result_key, result_key_of
 from cloud.operator.faces import store
 from cloud.operator.faces.actions import Library
-from cloud.operator.faces.page import FacesServer
+from cloud.operator.faces.page import FacesServer, page_url
 from cloud.operator.faces.view import Filters
 from cloud.operator.faces.view import page as page_html
 from tests.moto_env import moto_server, point_boto3_at
-from tests.photos import packaged, weights_path
+from tests.photos import REPO, packaged, weights_path
 
 BUCKET, TAG = "faces-unit", "inception_resnet_v1:test"
 GALLERY = f"s3://{BUCKET}/gallery/gallery.npz"
@@ -323,3 +326,71 @@ def test_what_s3_holds_is_rendered_escaped(page: FacesServer) -> None:
     assert "o&#x27;brien" in html and "o'brien" not in html
     shown = requests.get(page.url + "?done=" + requests.utils.quote("<img src=x onerror=alert(1)>"), timeout=10).text
     assert "<img src=x" not in shown
+
+
+def test_back_cannot_inject_a_header_or_leave_the_page(page: FacesServer) -> None:
+    kept(UNKNOWN_NAME, 25)  # a face, so the page has a form (and the CSRF token)
+    token = re.search(r'name="csrf" value="([^"]+)"', requests.get(page.url, timeout=10).text)
+    assert token is not None
+    for back in ("/?days=1\r\nSet-Cookie: evil=1", "//evil.example/?x", "/?days=1"):
+        done = requests.post(page.url + "action", data={"verb": "nothing", "csrf": token.group(1), "back": back},
+                             timeout=10, allow_redirects=False)
+        assert done.status_code == 303 and "evil" not in done.headers.get("Set-Cookie", "")
+        assert done.headers["Location"].startswith("/?days=1&" if back == "/?days=1" else "/?&")
+
+
+def test_the_url_of_a_page_on_ipv6_loopback_has_brackets() -> None:
+    assert (page_url("::1", 8765), page_url("127.0.0.1", 8765)) == ("http://[::1]:8765/", "http://127.0.0.1:8765/")
+
+
+@pytest.fixture
+def locked_page(lib: Library) -> Iterator[FacesServer]:
+    server = FacesServer(lib, token=TOKEN)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server
+    server.shutdown()
+    server.server_close()
+
+
+TOKEN = "faces-page-token-0123456789"
+
+
+def test_with_a_token_nothing_is_shown_or_done_without_it(locked_page: FacesServer, lib: Library) -> None:
+    key = kept(UNKNOWN_NAME, 24)
+    # another local user's process: no page, so no CSRF token; no crop; no action
+    bare = requests.get(locked_page.url, timeout=10)
+    assert bare.status_code == 401 and "csrf" not in bare.text
+    assert requests.get(locked_page.url + "?token=guess-guess-guess-guess", timeout=10).status_code == 401
+    assert requests.get(locked_page.url + "enrolled.jpg?name=a&source=b", timeout=10).status_code == 401
+    refused = requests.post(locked_page.url + "action", data={"verb": "delete", "key": key}, timeout=10)
+    assert refused.status_code == 401 and [s.key for s in lib.recent(1)] == [key]
+    # the operator opens the URL `serve` printed: a cookie, the token out of the address bar, then the page
+    browser = requests.Session()
+    login = browser.get(locked_page.login_url, timeout=10, allow_redirects=False)
+    assert login.status_code == 303 and login.headers["Location"] == "/" and "HttpOnly" in login.headers["Set-Cookie"]
+    shown = browser.get(locked_page.login_url, timeout=10)
+    assert shown.status_code == 200 and shown.url == locked_page.url
+    csrf = re.search(r'name="csrf" value="([^"]+)"', shown.text)
+    assert csrf is not None
+    done = browser.post(locked_page.url + "action", data={"verb": "delete", "key": key, "csrf": csrf.group(1),
+                                                          "back": "/?"}, timeout=10, allow_redirects=False)
+    assert done.status_code == 303 and lib.recent(1) == []
+    bearer = requests.get(locked_page.url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=10)
+    assert bearer.status_code == 200
+
+
+def test_serve_makes_a_token_by_default_and_prints_the_url_with_it(s3: Any, lib: Library) -> None:
+    serve = subprocess.Popen([sys.executable, "-m", "cloud.operator.cli", "faces", "serve", "--listen", "127.0.0.1:0",
+                              "--bucket", BUCKET, "--gallery", GALLERY], stdout=subprocess.PIPE, text=True,
+                             cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert serve.stdout is not None
+        line = serve.stdout.readline()
+        url = re.search(r"(http://127\.0\.0\.1:\d+/)\?token=([\w-]+)", line)
+        assert url is not None, line
+        assert requests.get(url.group(1), timeout=10).status_code == 401
+        assert requests.get(url.group(0), timeout=10).status_code == 200
+    finally:
+        serve.terminate()
+        serve.wait(timeout=10)
+
