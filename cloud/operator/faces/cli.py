@@ -4,7 +4,7 @@
     facepipe faces assign --name NAME KEY...       enroll faces (a group's keys) as NAME
     facepipe faces wrong KEY                       "this is not <its name>"
     facepipe faces delete KEY...                   delete face records
-    facepipe faces people                          enrolled people, counts, last seen
+    facepipe faces people                          enrolled people, their enrollment faces, last seen
     facepipe faces rename OLD NEW
     facepipe faces unenroll NAME SOURCE            remove one enrollment face
     facepipe faces forget [--settle S] NAME        everything about NAME, with counts (again after S seconds)
@@ -161,6 +161,8 @@ def run_people(args: argparse.Namespace) -> int:
         seen = "not seen" if person.last_seen is None else \
             f"last seen {when(person.last_seen.detected_at)} on {person.last_seen.device_id}"
         print(f"{person.name}: {person.embeddings} enrollment face(s), {person.negatives} negative(s), {seen}")
+        for source in person.sources:  # what `faces unenroll NAME SOURCE` takes
+            print(f"  enrollment face {source}" if source else "  a photo enrolled with `facepipe enroll`")
     return 0
 
 
@@ -179,7 +181,7 @@ def run_rename(args: argparse.Namespace) -> int:
 def add_unenroll_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("name")
-    parser.add_argument("source", help="the enrollment face's id (`facepipe faces people` on the page)")
+    parser.add_argument("source", help="the enrollment face's id, as `facepipe faces people` prints it")
 
 
 @_guarded
