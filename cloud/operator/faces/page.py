@@ -112,8 +112,8 @@ class _Handler(BaseHTTPRequestHandler):
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         access = self.server.access
-        if url.path == "/" and "token" in query and access.host_allowed(self.headers.get("Host")):
-            if access.token is None or not access.token_matches(query["token"]):
+        if url.path == "/" and "token" in query and access.token and access.host_allowed(self.headers.get("Host")):
+            if not access.token_matches(query["token"]):
                 return self._refuse(401, "wrong token")
             # a cookie for the page's own requests, and the token out of the address bar
             return self._send(303, b"", headers={"Location": "/", "Set-Cookie": access.set_cookie()})
