@@ -75,7 +75,11 @@ def crop_key(device_id: str, request_id: str, index: int) -> str:
     """Where face `index` of a request's crops lives in the bucket when they do not fit the message. The client
     chooses its request id, so the device (bound to the caller where devices are identities) scopes it: a device
     reusing another's request id cannot overwrite that device's crops."""
-    return f"crops/{device_id}/{request_id}/{index}.jpg"
+    return f"{crops_prefix(device_id, request_id)}{index}.jpg"
+
+
+def crops_prefix(device_id: str, request_id: str) -> str:
+    return f"crops/{device_id}/{request_id}/"
 
 
 # --- HTTP: Function URL responses -------------------------------------------------------------

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cloud.functions.contracts import name_refusal
+from cloud.functions.recognition.enrolled_crops import purge_person
 from cloud.functions.recognition.gallery import (
     Gallery,
     GalleryError,
@@ -55,6 +56,7 @@ class EnrollReport:
     skipped: list[Skipped] = field(default_factory=list)
     version: str | None = None  # the saved gallery's version (S3 VersionId); None if nothing was saved
     attempts: int = 0  # saves tried: more than 1 when another edit landed while this one was merged
+    crops_deleted: int = 0  # with `replace`: the faces library's enrollment crops of the embeddings dropped
 
     @property
     def photos(self) -> int:
@@ -140,6 +142,8 @@ def enroll_photos(
         return changed
 
     update = update_gallery(gallery_uri, merge, new=lambda: Gallery(model_tag))
+    if replace:  # the faces library's crops of the embeddings just dropped
+        report.crops_deleted = sum(purge_person(gallery_uri, name) for name in set(names))
     for name in names:
         report.enrolled[name] = report.enrolled.get(name, 0) + 1
     report.version, report.attempts = update.gallery.version, update.attempts
@@ -237,6 +241,8 @@ def summary_lines(report: EnrollReport) -> Iterator[str]:
     if report.photos:
         yield (f"saved {report.photos} embedding(s) of {len(report.enrolled)} person(s) to {report.gallery_uri} "
                f"(version {report.version}, model {report.model_tag})")
+        if report.crops_deleted:
+            yield f"deleted {report.crops_deleted} enrollment crop(s) of the replaced embeddings"
     else:
         yield f"nothing enrolled; {report.gallery_uri} unchanged"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cloud.functions.recognition.enrolled_crops import purge_person
 from cloud.functions.recognition.gallery import GalleryError, load_gallery, update_gallery
 
 
@@ -53,8 +54,11 @@ def run_remove(args: argparse.Namespace) -> int:
     except GalleryError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    crops = purge_person(uri, args.name)  # the faces library's crops of those embeddings (even if none are left)
     if not update.changed:
-        print(f"error: {args.name!r} is not in {uri}", file=sys.stderr)
+        print(f"error: {args.name!r} is not in {uri}" + (f" ({crops} leftover enrollment crop(s) deleted)"
+                                                         if crops else ""), file=sys.stderr)
         return 1
-    print(f"removed {args.name}: {update.changed} embedding(s); {uri} is now version {update.gallery.version}")
+    print(f"removed {args.name}: {update.changed} embedding(s), {crops} enrollment crop(s); {uri} is now version "
+          f"{update.gallery.version}")
     return 0

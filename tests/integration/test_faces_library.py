@@ -109,10 +109,14 @@ def test_cli_names_an_unknown_group_then_forgets_the_person(local_stack: Any, re
     assert [f["name"] for f in named["faces"]] == [person]
     people = facepipe(local_stack, "people", "--days", "1").stdout
     assert f"{person}: 2 enrollment face(s), 0 negative(s), last seen" in people
+    sources = {f"  enrollment face {key.rsplit('/', 1)[1].removesuffix('.json')}" for key in keys}
+    assert sources <= set(people.splitlines()), people  # what `faces unenroll` takes
     # WHEN they are forgotten
     frames = {a["request_id"] for a in [*seen, named]}
     assert everything_about(local_stack, person, frames)  # there was something to forget
-    forgot = facepipe(local_stack, "forget", person).stdout
+    done = facepipe(local_stack, "forget", person, "--settle", "1")  # the local stack's workers recheck every batch
+    forgot = done.stdout
+    assert "waiting 1 s for warm recognizers" in done.stderr
     assert f"forgot {person}: 2 gallery embedding(s)," in forgot and "3 face record(s)" in forgot, forgot
     # the results of the three frames they were in: two answered unknown, then one named
     assert "2 enrollment crop(s)" in forgot and "3 result(s)" in forgot, forgot
@@ -142,14 +146,7 @@ def test_this_is_not_x_from_the_cli_keeps_a_negative(local_stack: Any, reply_que
     finally:  # the session's other tests expect Obama recognised: drop the negative again
         from cloud.functions.recognition.gallery import update_gallery
 
-        def drop_negatives(gallery: Any) -> int:
-            keep = [i for i, n in enumerate(gallery.negative_names) if n != "barack_obama"]
-            dropped = len(gallery.negative_names) - len(keep)
-            gallery.negative_names = [gallery.negative_names[i] for i in keep]
-            gallery.negative_embeddings = gallery.negative_embeddings[keep]
-            return dropped
-
-        update_gallery(local_stack.gallery_uri, drop_negatives)
+        update_gallery(local_stack.gallery_uri, lambda gallery: gallery.remove_negatives("barack_obama"))
 
 
 # --- the page in a real browser ------------------------------------------------------------------------------

@@ -68,5 +68,7 @@ def test_negatives_and_sources_survive_a_save_and_forget_drops_both(embeddings: 
     stored = from_bytes(to_bytes(gallery))
     assert (stored.sources, stored.negative_names) == (["face-1"], ["barack_obama"])
     np.testing.assert_array_equal(stored.negative_embeddings, gallery.negative_embeddings)
+    assert stored.remove_negatives("barack_obama") == 1 and stored.names == ["barack_obama"]
+    stored.add_negative("barack_obama", embeddings["joe_biden/1"])
     assert stored.forget("barack_obama") == 2
     assert (stored.names, stored.negative_names, len(stored.negative_embeddings)) == ([], [], 0)

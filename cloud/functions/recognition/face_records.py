@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
 
@@ -73,6 +74,26 @@ def record_key(name: str, device_id: str, day: str, face_id: str) -> str:
     if name == UNKNOWN_NAME:
         return f"{UNKNOWN_PREFIX}{device_id}/{day}/{face_id}.json"
     return f"{KNOWN_PREFIX}{name}/{device_id}/{day}/{face_id}.json"
+
+
+@dataclass(frozen=True)
+class RecordKey:
+    """What a record's key says (record_key's inverse)."""
+
+    name: str
+    device_id: str
+    day: str
+    face_id: str  # <request_id>-<index>
+
+    @property
+    def request_id(self) -> str:
+        return self.face_id.rsplit("-", 1)[0]
+
+
+def parse_record_key(key: str) -> RecordKey:
+    *head, device_id, day, leaf = key.split("/")
+    name = head[2] if len(head) == 3 else UNKNOWN_NAME  # faces/known/<name>/... or faces/unknown/...
+    return RecordKey(name, device_id, day, leaf.removesuffix(".json"))
 
 
 def records_of(request: RequestMessage, response: ResponseMessage, crops: list[np.ndarray],

@@ -145,13 +145,17 @@ class Gallery:
         self.negative_names.append(name)
         return 1
 
-    def forget(self, name: str) -> int:
-        """Drop `name`'s embeddings and negatives; returns how many rows went."""
+    def remove_negatives(self, name: str) -> int:
+        """Drop the faces marked "this is not `name`"; returns how many."""
         keep = [i for i, n in enumerate(self.negative_names) if n != name]
-        negatives = len(self.negative_names) - len(keep)
+        removed = len(self.negative_names) - len(keep)
         self.negative_names = [self.negative_names[i] for i in keep]
         self.negative_embeddings = self.negative_embeddings[keep]
-        return self.remove(name) + negatives
+        return removed
+
+    def forget(self, name: str) -> int:
+        """Drop `name`'s embeddings and negatives; returns how many rows went."""
+        return self.remove(name) + self.remove_negatives(name)
 
     def rename(self, old: str, new: str) -> int:
         """Give `old`'s embeddings and negatives the name `new`; returns how many rows changed."""
@@ -194,8 +198,9 @@ class Gallery:
         return result
 
     def _match_with_negatives(self, queries: np.ndarray, distances: np.ndarray, threshold: float) -> list[Match]:
-        """Per query, the nearest name whose own nearest embedding is nearer than that name's nearest negative; the
-        distance answered is to the nearest embedding overall, as without negatives."""
+        """Per query, the nearest name whose own nearest embedding is nearer than that name's nearest negative and
+        within `threshold`, with the distance to that name's nearest embedding; when no name passes, unknown with
+        the distance to the nearest embedding overall (as without negatives)."""
         names = sorted(set(self.names))
         own = np.stack([distances[:, [i for i, n in enumerate(self.names) if n == name]].min(1) for name in names], 1)
         squared = ((queries**2).sum(1)[:, None] + (self.negative_embeddings**2).sum(1)[None, :]

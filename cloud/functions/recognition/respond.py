@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from datetime import UTC, datetime
 
 from cloud.functions import aws
 from cloud.functions.contracts import RecognisedFace, RequestMessage, ResponseMessage, Timings, reply_to_refusal
+from cloud.functions.recognition.face_records import day_of
 from cloud.functions.recognition.gallery import Match
 
 DISTANCE_DECIMALS = 4  # batch composition moves float32 embeddings by ~1e-6: round it away
@@ -102,11 +102,23 @@ def send_response(queue_url: str, response: ResponseMessage) -> str:
     return str(reply["MessageId"])
 
 
+RESULTS_PREFIX = "results/"
+
+
 def result_key(request: RequestMessage) -> str:
     """results/<device>/<YYYY-MM-DD>/<request_id>.json; the date is the detection date (UTC), so a
     redelivery on another day still overwrites the same object."""
-    day = datetime.fromtimestamp(request.detected_at, UTC).strftime("%Y-%m-%d")
-    return f"results/{request.device_id}/{day}/{request.request_id}.json"
+    return result_key_of(request.device_id, day_of(request.detected_at), request.request_id)
+
+
+def result_key_of(device_id: str, day: str, request_id: str) -> str:
+    return f"{RESULTS_PREFIX}{device_id}/{day}/{request_id}.json"
+
+
+def parse_result_key(key: str) -> tuple[str, str, str]:
+    """(device, day, request id): result_key_of's inverse."""
+    _, device_id, day, leaf = key.split("/")
+    return device_id, day, leaf.removesuffix(".json")
 
 
 def persist_response(bucket: str, request: RequestMessage, response: ResponseMessage) -> str:

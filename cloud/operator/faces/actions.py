@@ -6,30 +6,42 @@ edit never undoes an enrollment or another operator's edit. Every verb is logged
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from botocore.exceptions import ClientError
 
 from cloud.functions import aws
-from cloud.functions.contracts import UNKNOWN_NAME, name_refusal
-from cloud.functions.recognition.face_records import KNOWN_PREFIX, FaceRecord, day_of
+from cloud.functions.contracts import UNKNOWN_NAME, crops_prefix, name_refusal
+from cloud.functions.object_versions import purge, purge_keys, versions_under
+from cloud.functions.recognition.enrolled_crops import enrolled_key, person_prefix, purge_person
+from cloud.functions.recognition.face_records import (
+    KNOWN_PREFIX,
+    UNKNOWN_PREFIX,
+    FaceRecord,
+    day_of,
+    parse_record_key,
+)
 from cloud.functions.recognition.gallery import (
     Gallery,
     GalleryError,
+    GalleryNotFound,
     InvalidName,
+    current_version,
     from_bytes,
     load_gallery,
     parse_s3_uri,
     update_gallery,
 )
+from cloud.functions.recognition.respond import RESULTS_PREFIX, parse_result_key, result_key_of
 from cloud.operator.faces import store
 from cloud.operator.faces.clusters import Group, group_faces
-from cloud.operator.faces.store import Stored
+from cloud.operator.faces.store import Retention, Stored
 
 log = logging.getLogger("facepipe.faces")
 
@@ -72,6 +84,7 @@ class Library:
     gallery_uri: str
     threshold: float  # the recognizer's match threshold: also what groups unknown faces
     who: str  # the operator, in every log line
+    settle_s: float = 0.0  # forget's second pass after this long (cli.py: the recognizers' gallery_refresh_s and more)
     gallery_key: str = field(init=False)
     # Records read, by key (store.list_records): a page reload reads only the faces kept since.
     _records: dict[str, FaceRecord] = field(init=False, default_factory=dict)
@@ -115,15 +128,16 @@ class Library:
             people.append(Person(name, count, negatives[name], sources, last.get(name)))
         return people
 
-    def retention(self) -> dict[str, int | None]:
+    def retention(self) -> Retention | None:
         return store.retention_days(self.bucket)
 
     # --- verbs --------------------------------------------------------------------------------------------------
 
     def assign(self, keys: Sequence[str], name: str) -> list[str]:
         """Enroll each face as `name` (the recognizer's own embedding of that crop; its crop kept as an enrollment
-        crop) and file its record under `name`; returns the records' new keys. From the next batch on the
-        recognizer matches them (it rechecks the gallery's version)."""
+        crop) and file its record under `name`; returns the records' new keys (a record older than the named faces'
+        retention is deleted instead: `_refile`). From the next batch on the recognizer matches them (it rechecks
+        the gallery's version)."""
         refusal = name_refusal(name)
         if refusal:
             raise InvalidName(f"invalid name: {refusal}")
@@ -143,18 +157,20 @@ class Library:
 
         model = records[0].model
         update_gallery(self.gallery_uri, enroll, new=lambda: Gallery(model))
-        moved = []
+        retention, moved = self.retention(), []
         for key, record in zip(keys, records, strict=True):
             store.put_enrolled_crop(self.bucket, name, record.face_id, record.crop_jpeg())
             if record.name not in (UNKNOWN_NAME, name):
-                store.purge_keys(self.bucket, [store.enrolled_key(record.name, record.face_id)])
-            moved.append(self._refile(key, record.model_copy(update={"name": name, "assigned_by": self.who})))
+                purge_keys(self.bucket, [enrolled_key(record.name, record.face_id)])
+            new_key = self._refile(key, record.model_copy(update={"name": name, "assigned_by": self.who}), retention)
+            moved.extend([new_key] if new_key else [])
         log.info("%s assigned %d face(s) to %s: %s", self.who, len(records), name, ", ".join(keys))
         return moved
 
-    def wrong(self, key: str) -> str:
+    def wrong(self, key: str) -> str | None:
         """"This is not X": the face leaves X's enrollment if it came from there, its embedding becomes a negative
-        of X (X's matches are checked against it) and its record is filed as unknown; returns its new key."""
+        of X (X's matches are checked against it) and its record is filed as unknown; returns its new key (None:
+        older than the unknown faces' retention, deleted)."""
         record = store.read_record(self.bucket, store.check_record_key(key))
         if record.name == UNKNOWN_NAME:
             raise LibraryError(f"face {record.face_id} is not named: nothing to mark wrong")
@@ -165,43 +181,63 @@ class Library:
                 wrong_name, record.embedding())
 
         update_gallery(self.gallery_uri, veto)
-        store.purge_keys(self.bucket, [store.enrolled_key(wrong_name, record.face_id)])
-        new_key = self._refile(key, record.model_copy(update={"name": UNKNOWN_NAME, "assigned_by": self.who}))
+        purge_keys(self.bucket, [enrolled_key(wrong_name, record.face_id)])
+        new_key = self._refile(key, record.model_copy(update={"name": UNKNOWN_NAME, "assigned_by": self.who}),
+                               self.retention())
         log.info("%s marked %s as not %s", self.who, key, wrong_name)
         return new_key
 
     def delete(self, keys: Sequence[str]) -> int:
         """Delete face records (every version); returns how many."""
-        deleted = store.purge_keys(self.bucket, [store.check_record_key(key) for key in keys])
+        deleted = purge_keys(self.bucket, [store.check_record_key(key) for key in keys])
         log.info("%s deleted %d face record(s): %s", self.who, deleted, ", ".join(keys))
         return deleted
 
     def rename(self, old: str, new: str) -> int:
-        """Rename a person in the gallery, their enrollment crops and face records; returns the gallery rows."""
+        """Rename a person in the gallery, their enrollment crops, face records and persisted results; returns the
+        gallery rows."""
         if new == old:
             return 0
         renamed = update_gallery(self.gallery_uri, lambda gallery: gallery.rename(old, new)).changed
         if not renamed:
             raise LibraryError(f"{old!r} is not enrolled")
-        for key in list(store.keys_under(self.bucket, f"{store.ENROLLED_PREFIX}{old}/")):
+        for key in list(store.keys_under(self.bucket, person_prefix(old))):
             source = key.rsplit("/", 1)[-1].removesuffix(".jpg")
             store.put_enrolled_crop(self.bucket, new, source, store.get_bytes(self.bucket, key))
-            store.purge_keys(self.bucket, [key])
+            purge_keys(self.bucket, [key])
+        retention = self.retention()
         for stored in store.list_records(self.bucket, name=old):
-            self._refile(stored.key, stored.record.model_copy(update={"name": new}))
-        log.info("%s renamed %s to %s (%d gallery row(s))", self.who, old, new, renamed)
+            self._refile(stored.key, stored.record.model_copy(update={"name": new}), retention)
+        results = 0
+        for key, body in store.results_naming(self.bucket, old):  # so that `forget NEW` finds them
+            if store.outlived(parse_result_key(key)[1], RESULTS_PREFIX, retention):
+                purge_keys(self.bucket, [key])
+                continue
+            for face in body["faces"]:
+                if isinstance(face, dict) and face.get("name") == old:
+                    face["name"] = new
+            store.put_json(self.bucket, key, json.dumps(body, separators=(",", ":"), ensure_ascii=False))
+            results += 1
+        log.info("%s renamed %s to %s (%d gallery row(s), %d result(s))", self.who, old, new, renamed, results)
         return renamed
 
     def remove_enrollment(self, name: str, source: str) -> int:
-        """Remove one enrollment face of `name` (its embedding and crop); returns the embeddings removed."""
+        """Remove one enrollment face of `name` (its embedding and crop); returns the embeddings removed. Only a
+        library face id: '' (photos enrolled with `facepipe enroll`) would match every photo of `name`."""
+        refusal = name_refusal(name)
+        if refusal:
+            raise InvalidName(f"invalid name: {refusal}")
+        store.check_source(source)
         removed = update_gallery(self.gallery_uri, lambda gallery: gallery.remove_source(name, source)).changed
-        store.purge_keys(self.bucket, [store.enrolled_key(name, source)])
+        purge_keys(self.bucket, [enrolled_key(name, source)])
         log.info("%s removed enrollment %s of %s (%d embedding(s))", self.who, source, name, removed)
         return removed
 
-    def forget(self, name: str) -> Forgotten:
+    def forget(self, name: str, progress: Callable[[str], None] = log.info) -> Forgotten:
         """Everything about `name`: gallery embeddings and negatives (and the earlier gallery versions holding them),
-        enrollment crops, face records, the results naming them and the overflow crops of those frames."""
+        enrollment crops, face records, the results naming them and the overflow crops of those frames. Then, after
+        `settle_s`, the face records and results again: warm recognizers keep the gallery they loaded until their
+        next check (gallery_refresh_s) and go on naming the person meanwhile."""
         refusal = name_refusal(name)
         if refusal:
             raise InvalidName(f"invalid name: {refusal}")
@@ -214,42 +250,57 @@ class Library:
             return gallery.forget(name)
 
         try:
-            update = update_gallery(self.gallery_uri, drop)
-            if update.changed:
+            if update_gallery(self.gallery_uri, drop).changed:
                 report.embeddings, report.negatives = counted["embeddings"], counted["negatives"]
-                report.gallery_versions = self._purge_gallery_history(name, update.gallery.version)
-        except GalleryError:
-            pass  # nothing enrolled: the stored faces and results may still name them
-        report.enrollment_crops = store.purge(self.bucket, [f"{store.ENROLLED_PREFIX}{name}/"])
-        # The frames their faces were in (device, day, request id), named or assigned later: those frames' results
-        # and overflow crops show them too.
-        frames = {self._frame_of(key) for key in store.keys_under(self.bucket, f"{KNOWN_PREFIX}{name}/")}
-        report.face_records = store.purge(self.bucket, [f"{KNOWN_PREFIX}{name}/"])
-        naming = [key for key, _ in store.results_naming(self.bucket, name)]
-        frames |= {self._frame_of_result(key) for key in naming}
-        report.results = store.purge_keys(self.bucket, {*naming, *(
-            f"{store.RESULTS_PREFIX}{device}/{day}/{request}.json" for device, day, request in frames)})
-        report.overflow_crops = store.purge(self.bucket, [f"crops/{device}/{request}/"
-                                                          for device, _, request in sorted(frames)])
+        except GalleryNotFound:
+            pass  # nothing enrolled: earlier versions, the stored faces and results may still name them
+        # Always: after `gallery remove` or `enroll --replace` the current gallery no longer holds them, earlier
+        # versions still do.
+        report.gallery_versions = self._purge_gallery_history(name, current_version(self.gallery_uri))
+        report.enrollment_crops = purge_person(self.gallery_uri, name)
+        self._purge_sightings(name, report)
+        if self.settle_s > 0:
+            progress(f"forget {name}: waiting {self.settle_s:.0f} s for warm recognizers to reload the gallery, "
+                     "then deleting what they kept meanwhile")
+            time.sleep(self.settle_s)
+            self._purge_sightings(name, report)
         log.info("%s %s", self.who, report.lines()[0])
         return report
 
+    def _purge_sightings(self, name: str, report: Forgotten) -> None:
+        """The face records filed under `name`, the results naming them and the results and overflow crops of the
+        frames their faces were in (named or assigned later: those show them too); adds to `report`'s counts."""
+        frames = {(parsed.device_id, parsed.day, parsed.request_id) for parsed in
+                  map(parse_record_key, store.keys_under(self.bucket, f"{KNOWN_PREFIX}{name}/"))}
+        report.face_records += purge(self.bucket, [f"{KNOWN_PREFIX}{name}/"])
+        naming = [key for key, _ in store.results_naming(self.bucket, name)]
+        frames |= {parse_result_key(key) for key in naming}
+        report.results += purge_keys(self.bucket, {*naming, *(result_key_of(*frame) for frame in frames)})
+        report.overflow_crops += purge(self.bucket, [crops_prefix(device, request)
+                                                     for device, _, request in sorted(frames)])
+
     # --- helpers ------------------------------------------------------------------------------------------------
 
-    def _refile(self, old_key: str, record: FaceRecord) -> str:
-        """Write `record` at the key its name gives, then delete every version of `old_key` if that differs."""
+    def _refile(self, old_key: str, record: FaceRecord, retention: Retention | None) -> str | None:
+        """Write `record` at the key its name gives, then delete every version of `old_key` if that differs; returns
+        the new key. A record older than its new prefix's retention is deleted instead (None): a write starts S3's
+        days again, so rewriting it would keep it past the retention."""
         with self._lock:
             self._records.pop(record.key, None)
+        prefix = KNOWN_PREFIX if record.name != UNKNOWN_NAME else UNKNOWN_PREFIX
+        if store.outlived(record.day, prefix, retention):
+            purge_keys(self.bucket, [old_key])
+            return None
         store.put_json(self.bucket, record.key, record.model_dump_json())
         if record.key != old_key:
-            store.purge_keys(self.bucket, [old_key])
+            purge_keys(self.bucket, [old_key])
         return record.key
 
     def _purge_gallery_history(self, name: str, current: str | None) -> int:
         """Delete the gallery's earlier versions that still hold `name` (the bucket keeps them 90 days)."""
         s3 = aws.client("s3")
         doomed = []
-        for key, version in store.versions_under(self.bucket, self.gallery_key):
+        for key, version in versions_under(self.bucket, self.gallery_key):
             if key != self.gallery_key or version == current:
                 continue
             try:
@@ -261,13 +312,3 @@ class Library:
         for version in doomed:
             s3.delete_object(Bucket=self.bucket, Key=self.gallery_key, VersionId=version)
         return len(doomed)
-
-    @staticmethod
-    def _frame_of_result(result_key: str) -> tuple[str, str, str]:
-        _, device, day, request = result_key.removesuffix(".json").split("/")  # results/<device>/<day>/<id>.json
-        return device, day, request
-
-    @staticmethod
-    def _frame_of(record_key: str) -> tuple[str, str, str]:
-        parts = record_key.split("/")  # faces/known/<name>/<device>/<day>/<request_id>-<i>.json
-        return parts[-3], parts[-2], parts[-1].removesuffix(".json").rsplit("-", 1)[0]

@@ -4,10 +4,10 @@
     facepipe faces assign --name NAME KEY...       enroll faces (a group's keys) as NAME
     facepipe faces wrong KEY                       "this is not <its name>"
     facepipe faces delete KEY...                   delete face records
-    facepipe faces people                          enrolled people, counts, last seen
+    facepipe faces people                          enrolled people, their enrollment faces, last seen
     facepipe faces rename OLD NEW
     facepipe faces unenroll NAME SOURCE            remove one enrollment face
-    facepipe faces forget NAME                     everything about NAME, with counts
+    facepipe faces forget [--settle S] NAME        everything about NAME, with counts (again after S seconds)
     facepipe faces serve [--listen 127.0.0.1:8765] the page (page.py)
 
 KEY is a face record's S3 key, as `list` prints it. Bucket and gallery default to the functions' settings
@@ -29,12 +29,24 @@ from cloud.operator.faces.actions import Library, LibraryError
 from cloud.operator.faces.store import NotARecord
 from cloud.operator.faces.view import when
 
+SETTLE_BATCH_S = 10.0  # forget's second pass: after the gallery refresh, a batch that started before it
+
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--bucket", help="the stack's bucket (default: $FACEPIPE_BUCKET)")
     parser.add_argument("--gallery", help="s3://bucket/key of the gallery (default: $FACEPIPE_GALLERY_URI)")
     parser.add_argument("--operator", default=getpass.getuser(),
                         help="who is acting, in the log of every action (default: your login, %(default)s)")
+
+
+def add_settle_argument(parser: argparse.ArgumentParser) -> None:
+    from cloud.functions.settings import get_settings
+
+    default = get_settings().gallery_refresh_s + SETTLE_BATCH_S
+    parser.add_argument("--settle", type=float, default=default, metavar="SECONDS",
+                        help="forget deletes the person's new faces and results again after this long: warm "
+                             "recognizers name them until they recheck the gallery (default: FACEPIPE_GALLERY_"
+                             f"REFRESH_S + {SETTLE_BATCH_S:.0f} s for a batch in flight, %(default)s)")
 
 
 def library(args: argparse.Namespace) -> Library:
@@ -44,7 +56,7 @@ def library(args: argparse.Namespace) -> Library:
     bucket, gallery = args.bucket or settings.bucket, args.gallery or settings.gallery_uri
     if not bucket or not gallery:
         raise LibraryError("give --bucket and --gallery (or set FACEPIPE_BUCKET and FACEPIPE_GALLERY_URI)")
-    return Library(bucket, gallery, settings.match_threshold, args.operator)
+    return Library(bucket, gallery, settings.match_threshold, args.operator, getattr(args, "settle", 0.0))
 
 
 def _guarded(verb: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
@@ -105,7 +117,7 @@ def add_assign_arguments(parser: argparse.ArgumentParser) -> None:
 @_guarded
 def run_assign(args: argparse.Namespace) -> int:
     moved = library(args).assign(args.keys, args.name)
-    print(f"assigned {len(moved)} face(s) to {args.name}")
+    print(f"assigned {len(args.keys)} face(s) to {args.name}" + outlived_note(len(args.keys) - len(moved)))
     return 0
 
 
@@ -116,8 +128,14 @@ def add_wrong_arguments(parser: argparse.ArgumentParser) -> None:
 
 @_guarded
 def run_wrong(args: argparse.Namespace) -> int:
-    print(f"kept as a negative example; the face is now {library(args).wrong(args.key)}")
+    new_key = library(args).wrong(args.key)
+    print(f"kept as a negative example; the face is now {new_key}" if new_key else
+          "kept as a negative example" + outlived_note(1))
     return 0
+
+
+def outlived_note(deleted: int) -> str:
+    return f" ({deleted} record(s) older than the retention deleted, not refiled)" if deleted else ""
 
 
 def add_delete_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +161,8 @@ def run_people(args: argparse.Namespace) -> int:
         seen = "not seen" if person.last_seen is None else \
             f"last seen {when(person.last_seen.detected_at)} on {person.last_seen.device_id}"
         print(f"{person.name}: {person.embeddings} enrollment face(s), {person.negatives} negative(s), {seen}")
+        for source in person.sources:  # what `faces unenroll NAME SOURCE` takes
+            print(f"  enrollment face {source}" if source else "  a photo enrolled with `facepipe enroll`")
     return 0
 
 
@@ -161,7 +181,7 @@ def run_rename(args: argparse.Namespace) -> int:
 def add_unenroll_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("name")
-    parser.add_argument("source", help="the enrollment face's id (`facepipe faces people` on the page)")
+    parser.add_argument("source", help="the enrollment face's id, as `facepipe faces people` prints it")
 
 
 @_guarded
@@ -172,11 +192,12 @@ def run_unenroll(args: argparse.Namespace) -> int:
 
 def add_forget_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
+    add_settle_argument(parser)
     parser.add_argument("name")
 
 
 @_guarded
 def run_forget(args: argparse.Namespace) -> int:
-    for line in library(args).forget(args.name).lines():
+    for line in library(args).forget(args.name, progress=lambda line: print(line, file=sys.stderr, flush=True)).lines():
         print(line)
     return 0

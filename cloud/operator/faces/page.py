@@ -6,7 +6,9 @@
   303 back to the page with what was done.
 
 Bound to loopback only (the page shows faces and edits the gallery; from elsewhere, forward the port over SSH).
-Every request's `Host` must be this server's (edge_client/access.py, against DNS rebinding: 421 otherwise);
+Every request's `Host` must be this server's (edge_client/access.py, against DNS rebinding: 421 otherwise) and,
+since every local user reaches loopback, carry its token (`serve` makes a random one per start and prints the URL
+with it; `/?token=` trades it for an HttpOnly cookie): 401 otherwise;
 every POST must carry this server's CSRF token (a random one per start, in every form) and, when the browser
 sends one, this server's `Origin`: 403 otherwise.
 """
@@ -16,28 +18,32 @@ from __future__ import annotations
 import argparse
 import hmac
 import logging
+import os
 import re
 import secrets
 import sys
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 from botocore.exceptions import ClientError
 
 from cloud.functions.contracts import name_refusal
+from cloud.functions.recognition.enrolled_crops import enrolled_key
 from cloud.functions.recognition.gallery import GalleryError
 from cloud.operator.faces import store
 from cloud.operator.faces.actions import Library, LibraryError
-from cloud.operator.faces.cli import add_common_arguments, library
+from cloud.operator.faces.cli import add_common_arguments, add_settle_argument, library, outlived_note
 from cloud.operator.faces.store import NotARecord
 from cloud.operator.faces.view import Filters, page
-from edge_client.access import Access, is_loopback
+from edge_client.access import TOKEN_PATTERN, TOKEN_RULE, Access, is_loopback
 
 log = logging.getLogger("facepipe.faces")
+TOKEN_ENV = "FACEPIPE_FACES_TOKEN"
+_BACK = re.compile(r"/\?[A-Za-z0-9%&=+._~-]*")
 MAX_FORM_BYTES = 256 * 1024  # a group of a few hundred keys
-_SOURCE = re.compile(r"[0-9a-f-]{36}-[0-9]{1,4}")  # a library face id: <request_id>-<index>
 SECURITY_HEADERS = {
     "Content-Security-Policy": "default-src 'none'; img-src 'self' data:; style-src 'unsafe-inline'; "
                                "form-action 'self'; frame-ancestors 'none'; base-uri 'none'",
@@ -50,19 +56,27 @@ SECURITY_HEADERS = {
 class FacesServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, lib: Library, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, lib: Library, host: str = "127.0.0.1", port: int = 0, token: str | None = None) -> None:
         if not is_loopback(host):
             raise ValueError(f"the faces page binds loopback addresses only, not {host}: forward its port over SSH")
         self.lib = lib
         self.csrf = secrets.token_urlsafe(32)
         super().__init__((host, port), _Handler)
-        self.access = Access(host, self.server_address[1])
+        self.access = Access(host, self.server_address[1], token=token)
         self.lock = threading.Lock()  # one verb at a time from this page (the gallery's own writes are conditional)
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
-        return f"http://{host!s}:{port}/"
+        return page_url(str(self.server_address[0]), self.server_address[1])
+
+    @property
+    def login_url(self) -> str:
+        """The URL to open once: with the token, which the page trades for a cookie."""
+        return self.url if self.access.token is None else f"{self.url}?{urlencode({'token': self.access.token})}"
+
+
+def page_url(host: str, port: int) -> str:
+    return f"http://{f'[{host}]' if ':' in host else host}:{port}/"  # an IPv6 address in brackets
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -83,11 +97,28 @@ class _Handler(BaseHTTPRequestHandler):
     def _refuse(self, status: int, why: str) -> None:
         self._send(status, why.encode(), "text/plain; charset=utf-8")
 
+    def _admitted(self) -> bool:
+        """Host check, then the token (when the server has one): a bearer header or the cookie; else refused."""
+        access = self.server.access
+        if not access.host_allowed(self.headers.get("Host")):
+            self._refuse(421, "this server answers to its own address only")
+            return False
+        if not access.authorized(self.headers):
+            self._refuse(401, "a token is required: open the URL `facepipe faces serve` printed (/?token=...)")
+            return False
+        return True
+
     def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-        if not self.server.access.host_allowed(self.headers.get("Host")):
-            return self._refuse(421, "this server answers to its own address only")
         url = urlsplit(self.path)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        access = self.server.access
+        if url.path == "/" and "token" in query and access.token and access.host_allowed(self.headers.get("Host")):
+            if not access.token_matches(query["token"]):
+                return self._refuse(401, "wrong token")
+            # a cookie for the page's own requests, and the token out of the address bar
+            return self._send(303, b"", headers={"Location": "/", "Set-Cookie": access.set_cookie()})
+        if not self._admitted():
+            return None
         if url.path == "/":
             return self._page(query)
         if url.path == "/enrolled.jpg":
@@ -115,18 +146,18 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(200, html.encode())
 
     def _enrolled(self, name: str, source: str) -> None:
-        if name_refusal(name) or not _SOURCE.fullmatch(source):
+        if name_refusal(name) or not store.SOURCE.fullmatch(source):
             return self._refuse(400, "not an enrollment crop")
         try:
-            jpeg = store.get_bytes(self.server.lib.bucket, store.enrolled_key(name, source))
+            jpeg = store.get_bytes(self.server.lib.bucket, enrolled_key(name, source))
         except ClientError:
             return self._refuse(404, "no such enrollment crop")
         self._send(200, jpeg, "image/jpeg")
 
     def do_POST(self) -> None:  # noqa: N802
         server = self.server
-        if not server.access.host_allowed(self.headers.get("Host")):
-            return self._refuse(421, "this server answers to its own address only")
+        if not self._admitted():
+            return None
         origin = self.headers.get("Origin")
         if origin is not None and origin.rstrip("/") != server.url.rstrip("/") \
                 and origin.rstrip("/") != f"http://{self.headers.get('Host')}":
@@ -144,18 +175,20 @@ class _Handler(BaseHTTPRequestHandler):
                 done = _act(server.lib, field("verb"), form.get("key", []), field)
         except (LibraryError, GalleryError, NotARecord, ValueError, ClientError) as exc:
             done = f"not done: {exc}"
-        back = field("back")
-        back = back if back.startswith("/?") else "/?"
+        back = field("back")  # into a header: only this page with a query urlencode makes (no CR/LF, no other site)
+        back = back if _BACK.fullmatch(back) else "/?"
         self._send(303, b"", headers={"Location": back + "&" + urlencode({"done": done})})
 
 
 def _act(lib: Library, verb: str, keys: list[str], field: Callable[[str], str]) -> str:
     """One verb; returns what was done, for the page."""
     if verb == "assign":
-        return f"assigned {len(lib.assign(keys, field('name')))} face(s) to {field('name')}"
+        moved = lib.assign(keys, field("name"))
+        return f"assigned {len(keys)} face(s) to {field('name')}" + outlived_note(len(keys) - len(moved))
     if verb == "wrong":
         [key] = keys
-        lib.wrong(key)
+        if lib.wrong(key) is None:
+            return "kept as a negative example" + outlived_note(1)
         return "kept as a negative example; the face is now unknown"
     if verb == "delete":
         return f"deleted {lib.delete(keys)} face record(s)"
@@ -173,19 +206,37 @@ def _act(lib: Library, verb: str, keys: list[str], field: Callable[[str], str]) 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
+    add_settle_argument(parser)
     parser.add_argument("--listen", default="127.0.0.1:8765",
                         help="host:port, a loopback address (default %(default)s; port 0 = a free one)")
+    token = parser.add_mutually_exclusive_group()
+    token.add_argument("--token-file", type=Path,
+                       help="the page's token, from this file (default: $FACEPIPE_FACES_TOKEN, else a random one per "
+                            f"start, in the URL printed): {TOKEN_RULE}")
+    token.add_argument("--no-token", action="store_true",
+                       help="no token: any local user's process can then use the page (a single-user host only)")
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    """Other users of this host reach loopback too: the page needs a token unless told otherwise."""
+    if args.no_token:
+        return None
+    token = args.token_file.read_text().strip() if args.token_file else os.environ.get(TOKEN_ENV)
+    token = token or secrets.token_urlsafe(32)
+    if not TOKEN_PATTERN.fullmatch(token):
+        raise ValueError(f"the page's token must be {TOKEN_RULE}")
+    return token
 
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     host, _, port = args.listen.rpartition(":")
     try:
-        server = FacesServer(library(args), host.strip("[]") or "127.0.0.1", int(port))
+        server = FacesServer(library(args), host.strip("[]") or "127.0.0.1", int(port), _token(args))
     except (LibraryError, ValueError, OSError) as exc:
         print(f"facepipe faces serve: {exc}", file=sys.stderr)
         return 2
-    print(f"faces library on {server.url} (Ctrl-C stops)", flush=True)
+    print(f"faces library on {server.login_url} (Ctrl-C stops)", flush=True)
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -1,29 +1,34 @@
 """The faces library's S3 objects: the face records the recognizer keeps
-(cloud/functions/recognition/face_records.py), the enrollment crops beside the gallery, the persisted results;
-listing them, and deleting every version of them.
-
-The bucket is versioned (every gallery save is a version), so deleting a key only adds a delete marker: forgetting
-must delete each version (and marker) by its VersionId, or the old bytes stay readable.
+(cloud/functions/recognition/face_records.py), the enrollment crops beside the gallery
+(cloud/functions/recognition/enrolled_crops.py), the persisted results; listing and reading them (deleting every
+version of them: cloud/functions/object_versions.py).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from botocore.exceptions import ClientError
+
 from cloud.functions import aws
 from cloud.functions.contracts import name_refusal
-from cloud.functions.recognition.face_records import KNOWN_PREFIX, UNKNOWN_PREFIX, FaceRecord
+from cloud.functions.recognition.enrolled_crops import enrolled_key
+from cloud.functions.recognition.face_records import KNOWN_PREFIX, UNKNOWN_PREFIX, FaceRecord, day_of, parse_record_key
+from cloud.functions.recognition.respond import RESULTS_PREFIX
 
+log = logging.getLogger("facepipe.faces")
 GET_THREADS = 16  # record reads at once: each GET is a round trip, the listing's cost (docs/bench.md)
-DELETE_BATCH = 1000  # DeleteObjects' limit
-ENROLLED_PREFIX = "gallery/enrolled/"  # gallery/ has no expiry: enrollment crops live as long as their embeddings
-RESULTS_PREFIX = "results/"
-_SEGMENT = r"[^/\x00-\x1f]+"
+# A key has no path meaning in S3, and names and device ids may hold '..'; the pattern pins the segments (no '/', no
+# control character, none that is just '.' or '..').
+_SEGMENT = r"(?!\.\.?/)[^/\x00-\x1f]+"
+SOURCE = re.compile(r"[0-9a-f-]{36}-[0-9]{1,4}")  # an enrollment face from the library: its face id, <request_id>-<i>
 RECORD_KEY = re.compile(rf"faces/(known/{_SEGMENT}|unknown)/{_SEGMENT}/\d{{4}}-\d\d-\d\d/{_SEGMENT}\.json")
 
 
@@ -32,9 +37,16 @@ class NotARecord(ValueError):
 
 
 def check_record_key(key: str) -> str:
-    if not RECORD_KEY.fullmatch(key) or ".." in key:
+    if not RECORD_KEY.fullmatch(key):
         raise NotARecord(f"{key[:200]!r} is not a face record key (faces/known|unknown/.../<day>/<face>.json)")
     return key
+
+
+def check_source(source: str) -> str:
+    if not SOURCE.fullmatch(source):
+        raise ValueError(f"{source[:80]!r} is not a library enrollment face id (<request_id>-<i>, as `facepipe faces "
+                         "people` prints them); photos enrolled with `facepipe enroll` go with `gallery remove`")
+    return source
 
 
 @dataclass(frozen=True)
@@ -60,14 +72,18 @@ def record_prefixes(name: str | None = None, unknown_only: bool = False) -> list
     return [KNOWN_PREFIX, UNKNOWN_PREFIX]
 
 
-def _day_and_device(key: str) -> tuple[str, str]:
-    parts = key.split("/")
-    return parts[-2], parts[-3]
-
-
 def read_record(bucket: str, key: str) -> FaceRecord:
     body = aws.client("s3").get_object(Bucket=bucket, Key=check_record_key(key))["Body"].read()
     return FaceRecord.model_validate_json(body)
+
+
+def _read_or_none(bucket: str, key: str) -> FaceRecord | None:
+    """The record, or None (logged) when it cannot be read: one bad object must not hide the others."""
+    try:
+        return read_record(bucket, key)
+    except (ValueError, ClientError) as exc:  # not a record (pydantic's ValidationError is a ValueError), or gone
+        log.warning("skipped %s: %s", key, str(exc).splitlines()[0])
+        return None
 
 
 def list_records(bucket: str, *, since_day: str = "", device: str | None = None, name: str | None = None,
@@ -79,25 +95,22 @@ def list_records(bucket: str, *, since_day: str = "", device: str | None = None,
     from the cache."""
     keys = [key for prefix in record_prefixes(name, unknown_only) for key in keys_under(bucket, prefix)
             if RECORD_KEY.fullmatch(key)]
-    keys = [key for key in keys if _day_and_device(key)[0] >= since_day
-            and (device is None or _day_and_device(key)[1] == device)]
+    keys = [key for key in keys if parse_record_key(key).day >= since_day
+            and (device is None or parse_record_key(key).device_id == device)]
     cache = {} if cache is None else cache
     missing = [key for key in keys if key not in cache]
     if missing:
         with ThreadPoolExecutor(max_workers=min(GET_THREADS, len(missing)), thread_name_prefix="face-get") as pool:
-            cache.update(zip(missing, pool.map(lambda key: read_record(bucket, key), missing), strict=True))
-    for stale in [key for key in cache if _day_and_device(key)[0] < since_day]:
+            read = zip(missing, pool.map(lambda key: _read_or_none(bucket, key), missing), strict=True)
+            cache.update((key, record) for key, record in read if record is not None)
+    for stale in [key for key in cache if parse_record_key(key).day < since_day]:
         del cache[stale]  # what the page no longer shows
-    records = [Stored(key, cache[key]) for key in keys]
+    records = [Stored(key, cache[key]) for key in keys if key in cache]
     return sorted(records, key=lambda stored: (-stored.record.detected_at, stored.record.index))
 
 
 def put_json(bucket: str, key: str, body: str) -> None:
     aws.client("s3").put_object(Bucket=bucket, Key=key, Body=body.encode(), ContentType="application/json")
-
-
-def enrolled_key(name: str, source: str) -> str:
-    return f"{ENROLLED_PREFIX}{name}/{source}.jpg"
 
 
 def put_enrolled_crop(bucket: str, name: str, source: str, jpeg: bytes) -> str:
@@ -108,37 +121,6 @@ def put_enrolled_crop(bucket: str, name: str, source: str, jpeg: bytes) -> str:
 
 def get_bytes(bucket: str, key: str) -> bytes:
     return bytes(aws.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read())
-
-
-# --- deleting every version --------------------------------------------------------------------------------------
-
-
-def versions_under(bucket: str, prefix: str) -> Iterator[tuple[str, str]]:
-    """(key, version id) of every version and delete marker under `prefix`."""
-    pages = aws.client("s3").get_paginator("list_object_versions").paginate(Bucket=bucket, Prefix=prefix)
-    for page in pages:
-        for item in [*page.get("Versions", []), *page.get("DeleteMarkers", [])]:
-            yield str(item["Key"]), str(item["VersionId"])
-
-
-def purge(bucket: str, prefixes: Iterable[str], exact: bool = False) -> int:
-    """Delete every version of every key under `prefixes` (with `exact`, of those keys only); returns how many
-    distinct keys had a version."""
-    doomed = [(key, version) for prefix in prefixes for key, version in versions_under(bucket, prefix)
-              if not exact or key == prefix]
-    s3 = aws.client("s3")
-    for start in range(0, len(doomed), DELETE_BATCH):
-        chunk = doomed[start:start + DELETE_BATCH]
-        reply = s3.delete_objects(Bucket=bucket, Delete={"Quiet": True, "Objects": [
-            {"Key": key, "VersionId": version} for key, version in chunk]})
-        if reply.get("Errors"):
-            first = reply["Errors"][0]
-            raise RuntimeError(f"S3 refused to delete {first.get('Key')}: {first.get('Code')} {first.get('Message')}")
-    return len({key for key, _ in doomed})
-
-
-def purge_keys(bucket: str, keys: Iterable[str]) -> int:
-    return purge(bucket, sorted(set(keys)), exact=True)
 
 
 # --- results -----------------------------------------------------------------------------------------------------
@@ -154,7 +136,8 @@ def results_naming(bucket: str, name: str) -> list[tuple[str, dict[str, Any]]]:
     def read(key: str) -> tuple[str, dict[str, Any]]:
         try:
             return key, json.loads(get_bytes(bucket, key))
-        except ValueError:
+        except (ValueError, ClientError) as exc:  # not JSON, or deleted since the listing
+            log.warning("skipped %s: %s", key, str(exc).splitlines()[0])
             return key, {}
 
     with ThreadPoolExecutor(max_workers=min(GET_THREADS, len(keys)), thread_name_prefix="result-get") as pool:
@@ -166,17 +149,30 @@ def results_naming(bucket: str, name: str) -> list[tuple[str, dict[str, Any]]]:
 # --- what the bucket keeps, for how long ------------------------------------------------------------------------
 
 
-def retention_days(bucket: str) -> dict[str, int | None]:
-    """Days before expiry per prefix, as the bucket's lifecycle rules say (None: never expires)."""
+Retention = dict[str, int | None]  # prefix -> days before expiry (None: never expires)
+
+
+def retention_days(bucket: str) -> Retention | None:
+    """Days before expiry per prefix, as the bucket's lifecycle rules say; {} when it has none, None when they
+    cannot be read (e.g. AccessDenied): unknown."""
     s3 = aws.client("s3")
     try:
         rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    except s3.exceptions.ClientError:
-        return {}
-    found: dict[str, int | None] = {}
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code") == "NoSuchLifecycleConfiguration":
+            return {}
+        log.warning("cannot read the lifecycle rules of %s: %s", bucket, exc)
+        return None
+    found: Retention = {}
     for rule in rules:
         prefix = rule.get("Prefix", rule.get("Filter", {}).get("Prefix"))
         if prefix and rule.get("Status") == "Enabled":
             found[prefix] = rule.get("Expiration", {}).get("Days")
     return found
 
+
+def outlived(key_day: str, prefix: str, retention: Retention | None) -> bool:
+    """Whether an object detected on `key_day` is older than `prefix`'s expiry. S3 counts a rule's days from each
+    write, so rewriting such an object would start its days again: the library deletes it instead."""
+    days = (retention or {}).get(prefix)
+    return days is not None and key_day < day_of(time.time() - days * 86400)

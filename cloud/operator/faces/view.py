@@ -13,7 +13,7 @@ from urllib.parse import urlencode
 from cloud.functions.recognition.face_records import KNOWN_PREFIX
 from cloud.operator.faces.actions import Person
 from cloud.operator.faces.clusters import Group
-from cloud.operator.faces.store import Stored
+from cloud.operator.faces.store import Retention, Stored
 
 # At most this many rows and group cards on one page (each crop is ~10 KB inline): filter to see the rest.
 MAX_ROWS, MAX_GROUPS, CROPS_PER_GROUP = 200, 100, 6
@@ -73,7 +73,7 @@ def when(epoch: float) -> str:
 
 
 def page(*, faces: Sequence[Stored], groups: Sequence[Group], people: Sequence[Person],
-         retention: dict[str, int | None], filters: Filters, csrf: str, message: str, bucket: str) -> str:
+         retention: Retention | None, filters: Filters, csrf: str, message: str, bucket: str) -> str:
     back = "/?" + filters.query()
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>facepipe faces</title>"
              f"<style>{STYLE}</style></head><body><h1>facepipe faces library <small>{esc(bucket)}</small></h1>"]
@@ -115,10 +115,16 @@ def _filters(filters: Filters) -> str:
             "<button type='submit'>show</button></form>")
 
 
-def _retention(retention: dict[str, int | None]) -> str:
+def _kept(retention: Retention | None, prefix: str) -> str:
+    if retention is None:
+        return "unknown (the bucket's lifecycle rules could not be read)"
+    days = retention.get(prefix)
+    return f"{days} day(s)" if days else "no expiry rule"
+
+
+def _retention(retention: Retention | None) -> str:
     rows = "".join(
-        f"<tr><td>{esc(label)}</td><td><code>{esc(prefix)}</code></td><td>"
-        f"{esc(str(retention[prefix]) + ' day(s)') if retention.get(prefix) else 'no expiry rule'}</td></tr>"
+        f"<tr><td>{esc(label)}</td><td><code>{esc(prefix)}</code></td><td>{esc(_kept(retention, prefix))}</td></tr>"
         for prefix, label in RETENTION_ROWS)
     rows += "<tr><td>gallery, enrollment crops</td><td><code>gallery/</code></td><td>until forgotten</td></tr>"
     return (f"<h2>What is kept, for how long</h2><table id='retention'><tr><th>what</th><th>where</th>"
