@@ -100,9 +100,19 @@ class ErrorBody(_Strict):
 # --- Request queue: detection -> recognition --------------------------------------------------
 
 
+class FaceQuality(_Strict):
+    """How much a face can be trusted, measured in detection (cloud/detection/quality.py). Added in schema 1 as an
+    optional field: older messages carry none."""
+
+    width_px: float = Field(ge=0, description="the face box's width in the original frame, pixels")
+    sharpness: float = Field(ge=0, description="variance of the Laplacian of the aligned grey crop (blur lowers it)")
+    probability: float = Field(ge=0, le=1, description="the detector's face probability")
+
+
 class DetectedFace(_Strict):
     box: Box
     probability: float = Field(ge=0, le=1)
+    quality: FaceQuality | None = None
     landmarks: list[Point] = Field(min_length=5, max_length=5, description="eyes, nose, mouth corners")
     # Exactly one of the two: the aligned CROP_SIZE x CROP_SIZE crop inline (JPEG, base64) or a pointer to it in S3
     # when the frame's message would exceed MAX_QUEUE_MESSAGE_BYTES.
@@ -139,6 +149,14 @@ class RequestMessage(_Strict):
 # --- Response queue: recognition -> edge ------------------------------------------------------
 
 
+MAX_CANDIDATES = 3
+
+
+class Candidate(_Strict):
+    name: str
+    distance: float = Field(ge=0, description="L2 distance to this name's nearest enrolled embedding")
+
+
 class RecognisedFace(_Strict):
     box: Box
     name: str = Field(description="enrolled name, or 'unknown'")
@@ -146,6 +164,11 @@ class RecognisedFace(_Strict):
         description="L2 distance to the nearest enrolled embedding; None if the gallery is empty"
     )
     probability: float = Field(ge=0, le=1)
+    # Evidence, added in schema 1 as optional fields (older answers carry none; clients reading name, distance and
+    # result are unaffected): the nearest distinct names whatever the threshold, nearest first, and the detection's
+    # quality record.
+    candidates: list[Candidate] = Field(default_factory=list, max_length=MAX_CANDIDATES)
+    quality: FaceQuality | None = None
 
 
 class Timings(_Strict):

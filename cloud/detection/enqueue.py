@@ -62,6 +62,7 @@ def build_message(frame: Frame, faces: Sequence[Face], crops: Sequence[bytes], i
             box=[round(v, 2) for v in face.box],
             probability=round(min(max(face.probability, 0.0), 1.0), 6),
             landmarks=[[round(x, 2), round(y, 2)] for x, y in face.landmarks],
+            quality=face.quality,
             crop_s3_key=crop_key(frame.device_id, frame.request_id, i) if in_s3 else None,
             crop_jpeg_b64=None if in_s3 else base64.b64encode(jpeg).decode("ascii"),
         )

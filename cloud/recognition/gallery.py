@@ -125,14 +125,9 @@ class Gallery:
         """Nearest enrolled embedding per query row by L2 distance; beyond `threshold` the name is
         UNKNOWN_NAME (with the distance), and an empty gallery gives (UNKNOWN_NAME, None). A stored name
         that name_refusal refuses (a gallery written before names were checked) also answers UNKNOWN_NAME."""
-        queries = np.asarray(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
+        distances = self._distances(embeddings)
         if not len(self.names):
-            return [(UNKNOWN_NAME, None)] * len(queries)
-        # |a-b|^2 = |a|^2 + |b|^2 - 2ab: one matrix product instead of an (m, n, 512) difference.
-        squared = (
-            (queries**2).sum(1)[:, None] + (self.embeddings**2).sum(1)[None, :] - 2 * queries @ self.embeddings.T
-        )
-        distances = np.sqrt(np.clip(squared, 0, None))
+            return [(UNKNOWN_NAME, None)] * len(distances)
         nearest = distances.argmin(1)
         result: list[Match] = []
         for row, index in enumerate(nearest):
@@ -141,6 +136,30 @@ class Gallery:
             known = distance <= threshold and name_refusal(name) is None
             result.append((name if known else UNKNOWN_NAME, distance))
         return result
+
+    def candidates(self, embeddings: np.ndarray, count: int) -> list[list[tuple[str, float]]]:
+        """Per query row, the `count` nearest distinct names (a name's distance: its nearest embedding), nearest
+        first, whatever the threshold; names name_refusal refuses are left out."""
+        distances = self._distances(embeddings)
+        names = sorted({n for n in self.names if name_refusal(n) is None})
+        if not names:
+            return [[] for _ in range(len(distances))]
+        column = {name: i for i, name in enumerate(names)}
+        per_name = np.full((len(distances), len(names)), np.inf, dtype=np.float32)
+        for index, name in enumerate(self.names):
+            if name in column:
+                np.minimum(per_name[:, column[name]], distances[:, index], out=per_name[:, column[name]])
+        order = np.argsort(per_name, axis=1, kind="stable")[:, :count]
+        return [[(names[i], float(per_name[row, i])) for i in ranked] for row, ranked in enumerate(order)]
+
+    def _distances(self, embeddings: np.ndarray) -> np.ndarray:
+        """(m, n) L2 distances from each query row to each enrolled embedding."""
+        queries = np.asarray(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
+        # |a-b|^2 = |a|^2 + |b|^2 - 2ab: one matrix product instead of an (m, n, 512) difference.
+        squared = (
+            (queries**2).sum(1)[:, None] + (self.embeddings**2).sum(1)[None, :] - 2 * queries @ self.embeddings.T
+        )
+        return np.sqrt(np.clip(squared, 0, None))
 
 
 # --- storage -----------------------------------------------------------------------------------

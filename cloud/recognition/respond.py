@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from cloud import aws
-from cloud.contracts import RecognisedFace, RequestMessage, ResponseMessage, Timings, reply_to_refusal
+from cloud.contracts import Candidate, RecognisedFace, RequestMessage, ResponseMessage, Timings, reply_to_refusal
 from cloud.recognition.gallery import Match
 
 DISTANCE_DECIMALS = 4  # batch composition moves float32 embeddings by ~1e-6: round it away
@@ -45,17 +45,24 @@ def build_response(
     model_tag: str,
     queue_wait_ms: float,
     recognise_ms: float,
+    candidates: Sequence[Sequence[tuple[str, float]]] | None = None,
 ) -> ResponseMessage:
+    """The answer; `candidates` (per face, Gallery.candidates) and each face's quality record are its evidence."""
     if len(matches) != len(request.faces):
         raise ValueError(f"{len(matches)} matches for {len(request.faces)} faces")
+    nearest = candidates if candidates is not None else [()] * len(matches)
+    if len(nearest) != len(request.faces):
+        raise ValueError(f"candidates for {len(nearest)} of {len(request.faces)} faces")
     faces = [
         RecognisedFace(
             box=face.box,
             name=name,
             distance=None if distance is None else round(distance, DISTANCE_DECIMALS),
             probability=face.probability,
+            candidates=[Candidate(name=n, distance=round(d, DISTANCE_DECIMALS)) for n, d in ranked],
+            quality=face.quality,
         )
-        for face, (name, distance) in zip(request.faces, matches, strict=True)
+        for face, (name, distance), ranked in zip(request.faces, matches, nearest, strict=True)
     ]
     return ResponseMessage(
         request_id=request.request_id,

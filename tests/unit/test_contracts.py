@@ -58,3 +58,55 @@ def test_face_lists_are_bounded() -> None:
     assert ResponseMessage.model_validate(answer).faces_dropped == 0
     with pytest.raises(ValidationError, match="faces"):
         ResponseMessage.model_validate(answer | {"faces": answer["faces"] * (MAX_FACES_PER_FRAME + 1)})
+
+
+# --- evidence per face: optional fields of schema 1 ----------------------------------------------------------
+
+OLD_ANSWER = {"schema_version": 1, "request_id": REQUEST_ID, "device_id": DEVICE, "frame_timestamp": 1.0,
+              "faces": [{"box": [60.0, 2.0, 90.0, 40.0], "name": "alice", "distance": 0.61, "probability": 0.99},
+                        {"box": [1.0, 2.0, 30.0, 40.0], "name": "unknown", "distance": 1.31, "probability": 0.97}],
+              "timings": {"detect_ms": 1.0, "queue_wait_ms": 2.0, "recognise_ms": 3.0}, "model": "m"}
+QUALITY = {"width_px": 29.0, "sharpness": 41.5, "probability": 0.97}
+CANDIDATES = [{"name": "bob", "distance": 1.05}, {"name": "alice", "distance": 1.2}]
+
+
+def test_an_answer_without_evidence_still_parses() -> None:
+    answer = ResponseMessage.model_validate_json(json.dumps(OLD_ANSWER))
+    assert [(f.candidates, f.quality) for f in answer.faces] == [([], None), ([], None)]
+    assert answer.result == "unknown,alice"
+
+
+def test_evidence_round_trips_and_leaves_what_a_course_client_reads_unchanged() -> None:
+    with_evidence = json.loads(json.dumps(OLD_ANSWER))
+    with_evidence["faces"][1] |= {"candidates": CANDIDATES, "quality": QUALITY}
+    answer = ResponseMessage.model_validate(with_evidence)
+    again = ResponseMessage.model_validate_json(answer.model_dump_json())
+    assert again == answer
+    assert again.faces[1].quality is not None and again.faces[1].quality.model_dump() == QUALITY
+    assert [c.model_dump() for c in again.faces[1].candidates] == CANDIDATES
+    # tests/course_client.py reads request_id and result; each face's name, distance and box are as before
+    old = ResponseMessage.model_validate(OLD_ANSWER)
+    sent = json.loads(answer.model_dump_json())
+    assert (sent["request_id"], sent["result"]) == (old.request_id, old.result)
+    assert [(f["name"], f["distance"], f["box"]) for f in sent["faces"]] == [
+        (f.name, f.distance, f.box) for f in old.faces]
+
+
+def test_a_request_carries_the_quality_record_and_older_requests_have_none() -> None:
+    face = _face() | {"quality": QUALITY}
+    message = RequestMessage.model_validate_json(_request([face, _face()]))
+    assert [f.quality.model_dump() if f.quality else None for f in message.faces] == [QUALITY, None]
+
+
+@pytest.mark.parametrize("bad", [
+    {"candidates": CANDIDATES * 2},  # at most MAX_CANDIDATES
+    {"candidates": [{"name": "bob", "distance": -0.1}]},
+    {"quality": QUALITY | {"probability": 1.5}},
+    {"quality": QUALITY | {"sharpness": -1.0}},
+    {"quality": QUALITY | {"extra": 1}},
+])
+def test_evidence_outside_its_bounds_is_refused(bad: dict[str, Any]) -> None:
+    answer = json.loads(json.dumps(OLD_ANSWER))
+    answer["faces"][0] |= bad
+    with pytest.raises(ValidationError):
+        ResponseMessage.model_validate(answer)

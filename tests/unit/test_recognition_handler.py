@@ -28,6 +28,7 @@ from cloud.contracts import (
     MAX_QUEUE_MESSAGE_BYTES,
     UNKNOWN_NAME,
     DetectedFace,
+    FaceQuality,
     RequestMessage,
     ResponseMessage,
     crop_key,
@@ -241,6 +242,25 @@ def test_every_record_bad_is_reported_not_raised(stack: Stack, enrolled: None) -
     result = recognition.handler(event, None)
     assert failures(result) == {r["messageId"] for r in event["Records"]}
     drain(stack, stack.response_queue, 0)
+
+
+def test_each_face_carries_its_candidates_and_the_detection_quality(
+    stack: Stack, enrolled: None, crops: dict[str, bytes]
+) -> None:
+    measured = FaceQuality(width_px=48.5, sharpness=12.3, probability=0.99)
+    sent = request([crops["obama2"], crops["hopper"]])
+    with_quality = sent.model_copy(update={"faces": [sent.faces[0].model_copy(update={"quality": measured}),
+                                                     sent.faces[1]]})  # the second as an older detector sends it
+    recognition.handler(deliver(stack, [with_quality.model_dump_json()]), None)
+    [answer] = drain(stack, stack.response_queue, 1)
+    obama, hopper = answer.faces
+    assert (obama.quality, hopper.quality) == (measured, None)
+    # both enrolled people, nearest first, whatever the threshold; the nearest is the face's own match
+    assert [c.name for c in obama.candidates] == ["barack_obama", "joe_biden"]
+    assert obama.candidates[0].distance == obama.distance and obama.candidates[1].distance > THRESHOLD
+    assert hopper.name == UNKNOWN_NAME and {c.name for c in hopper.candidates} == {"barack_obama", "joe_biden"}
+    assert hopper.candidates[0].distance == hopper.distance
+    assert answer.result == "barack_obama,unknown"
 
 
 def test_frame_without_faces_is_answered_with_an_empty_list(stack: Stack, enrolled: None) -> None:
