@@ -87,6 +87,7 @@ bench: $(INSTALLED) $(WEIGHTS) $(MODELS) $(PHOTOS)
 	$(BIN)/python -m benchmarks.edge --weights $(WEIGHTS) --photos $(CACHE)/photos
 	$(BIN)/python -m benchmarks.runtime --weights $(WEIGHTS) --photo $(CACHE)/photos/face_recognition/obama2.jpg
 	$(BIN)/python -m benchmarks.queue_depth
+	if [ -d $(SHARED_GROUPS) ]; then $(BIN)/python -m benchmarks.track_decision --models-dir $(MODELS_DIR); fi
 
 clean:
 	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache
