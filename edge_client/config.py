@@ -282,7 +282,7 @@ class EventsConfig(_Section):
         description="evidence: support per candidate over all sightings, weighted by quality; votes: the majority of "
                     "named sightings under max_distance (the decision before evidence)",
     )
-    min_faces: int = Field(default=3, ge=1, description="a track is named only once this many sightings voted")
+    min_faces: int = Field(default=1, ge=1, description="a track is named only once this many sightings voted")
     min_face_px: float = Field(default=0.0, ge=0, description="narrower faces stay in the track but do not vote")
     min_sharpness: float = Field(
         default=3.0, ge=0, description="faces less sharp (Laplacian variance of the crop) stay in the track, no vote"
