@@ -277,6 +277,37 @@ class EventsConfig(_Section):
     min_iou: float = Field(
         default=0.1, ge=0, le=1, description="box overlap (IoU) that links a face to a track (or a near centre)"
     )
+    # The track decision (edge_client/evidence.py); defaults calibrated in docs/edge.md "Naming a track".
+    decision: Literal["evidence", "votes"] = Field(
+        default="evidence",
+        description="evidence: support per candidate over all sightings, weighted by quality; votes: the majority of "
+                    "named sightings under max_distance (the decision before evidence)",
+    )
+    min_faces: int = Field(default=1, ge=1, description="a track is named only once this many sightings voted")
+    min_face_px: float = Field(default=0.0, ge=0, description="narrower faces stay in the track but do not vote")
+    min_sharpness: float = Field(
+        default=3.0, ge=0, description="faces less sharp (Laplacian variance of the crop) stay in the track, no vote"
+    )
+    full_weight_px: float = Field(default=40.0, gt=0, description="a face this wide (or wider) votes with full size")
+    full_weight_sharpness: float = Field(
+        default=8.0, gt=0, description="a face this sharp (or sharper) votes with full sharpness"
+    )
+    full_support_distance: float = Field(
+        default=1.05, gt=0, description="a candidate this near (or nearer) gets a sighting's whole weight"
+    )
+    no_support_distance: float = Field(
+        default=1.3, gt=0, description="a candidate this far (or farther) gets nothing from the sighting"
+    )
+    min_support: float = Field(
+        default=0.65, ge=0, le=1, description="the winner's support (share of the voting weight) that names a track"
+    )
+    min_margin: float = Field(default=0.1, ge=0, le=1, description="support by which the winner beats the runner-up")
+
+    @model_validator(mode="after")
+    def _support_ramp(self) -> EventsConfig:
+        if self.no_support_distance <= self.full_support_distance:
+            raise ValueError("events.no_support_distance must be above events.full_support_distance")
+        return self
 
 
 class PresenceConfig(_Section):

@@ -3,10 +3,12 @@
 A face is linked to an open track when it was seen within `max_gap_s` of the track's last sighting
 and near it: its box overlaps the last one, or its centre is near where the track was heading (the last
 position moved on at the speed of its last two sightings: within a face width, plus two per second of gap). A track's
-name comes from all its sightings: the name with the most (non-unknown) votes, ties to the lower mean
-distance, wins if its mean distance is under `max_distance`; until one does the track is 'unknown'.
-Single frames of a small, blurred face are often 'unknown' while some frames of the passage are
-named: the track then is named.
+name comes from all its sightings (`events.decision`): "evidence" (the default) weighs every candidate of every
+sighting by its quality, unknown sightings counting against every name (edge_client/evidence.py); "votes" takes
+the name with the most (non-unknown) votes, ties to the lower mean distance, if its mean distance is under
+`max_distance`. Until a name wins the track is 'unknown'. Single frames of a small, blurred face are often
+'unknown' while some frames of the passage are named, or name the person as their nearest candidate: the track
+then is named.
 
 Events: `start` when a track is first named (or has stayed unknown for `unknown_after_s`), `update`
 when its name changes after that (unknown -> a name; a vote overturned), `end` when no sighting came
@@ -27,6 +29,7 @@ from typing import Any, Literal
 
 from cloud.functions.contracts import UNKNOWN_NAME, RecognisedFace
 from edge_client.config import EventsConfig
+from edge_client.evidence import Evidence
 
 EventType = Literal["start", "update", "end"]
 
@@ -79,10 +82,11 @@ class Track:
     frames: int = 0
     votes: Counter[str] = field(default_factory=Counter)  # non-unknown names -> sightings
     distance_sums: dict[str, float] = field(default_factory=dict)
-    min_distance: dict[str, float] = field(default_factory=dict)  # per name, 'unknown' included
+    min_distance: dict[str, float] = field(default_factory=dict)  # per name or candidate, 'unknown' included
+    evidence: Evidence = field(default_factory=Evidence)
     reported: str | None = None  # the name last reported in an event; None before `start`
 
-    def add(self, sighting: Sighting) -> None:
+    def add(self, sighting: Sighting, config: EventsConfig) -> None:
         face = sighting.face
         self.frames += 1
         if sighting.at >= self.last_at:  # answers may arrive out of order: the box follows the newest frame
@@ -96,15 +100,20 @@ class Track:
             self.best = sighting
         if face.distance is not None:
             self.min_distance[face.name] = min(self.min_distance.get(face.name, math.inf), face.distance)
+        for candidate in face.candidates:
+            self.min_distance[candidate.name] = min(self.min_distance.get(candidate.name, math.inf), candidate.distance)
+        self.evidence.add(face, config)
         if face.name != UNKNOWN_NAME:
             self.votes[face.name] += 1
             self.distance_sums[face.name] = self.distance_sums.get(face.name, 0.0) + (face.distance or 0.0)
 
-    def name(self, max_distance: float) -> str:
+    def name(self, config: EventsConfig) -> str:
+        if config.decision == "evidence":
+            return self.evidence.name(config)
         if not self.votes:
             return UNKNOWN_NAME
         winner = min(self.votes, key=lambda n: (-self.votes[n], self.distance_sums[n] / self.votes[n], n))
-        return winner if self.distance_sums[winner] / self.votes[winner] < max_distance else UNKNOWN_NAME
+        return winner if self.distance_sums[winner] / self.votes[winner] < config.max_distance else UNKNOWN_NAME
 
     def best_distance(self, name: str) -> float | None:
         if name == UNKNOWN_NAME:
@@ -185,7 +194,7 @@ class Tracker:
             if track is None:
                 track = Track(self._new_id(), at, at, _box(face), sighting)
                 self._open.append(track)
-            track.add(sighting)
+            track.add(sighting, self._config)
             events += self._report(track)
         return events
 
@@ -207,7 +216,7 @@ class Tracker:
         return events
 
     def _report(self, track: Track, ending: bool = False) -> list[Event]:
-        name = track.name(self._config.max_distance)
+        name = track.name(self._config)
         if name == UNKNOWN_NAME and track.reported not in (None, UNKNOWN_NAME):
             name = track.reported  # a named track is never downgraded; only another name can win
         events: list[Event] = []

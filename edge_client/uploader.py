@@ -22,6 +22,8 @@ from botocore.credentials import Credentials
 from botocore.session import Session as BotocoreSession
 
 from cloud.functions.contracts import (
+    EVIDENCE_SCHEMA,
+    HEADER_ANSWER_SCHEMA,
     HEADER_DEVICE_ID,
     HEADER_FRAME_TIMESTAMP,
     HEADER_REPLY_TO,
@@ -123,6 +125,8 @@ class Uploader:
             HEADER_REQUEST_ID: request_id,
             HEADER_DEVICE_ID: self._device_id,
             HEADER_FRAME_TIMESTAMP: f"{captured_at:.6f}",
+            # the track decision weighs each face's evidence; a cloud older than it ignores the header
+            HEADER_ANSWER_SCHEMA: str(EVIDENCE_SCHEMA),
         }
         if self._reply_to:
             headers[HEADER_REPLY_TO] = self._reply_to

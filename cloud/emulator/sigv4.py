@@ -24,14 +24,21 @@ from botocore.auth import SIGV4_TIMESTAMP, SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
-from cloud.functions.contracts import HEADER_DEVICE_ID, HEADER_FRAME_TIMESTAMP, HEADER_REPLY_TO, HEADER_REQUEST_ID
+from cloud.functions.contracts import (
+    HEADER_ANSWER_SCHEMA,
+    HEADER_DEVICE_ID,
+    HEADER_FRAME_TIMESTAMP,
+    HEADER_REPLY_TO,
+    HEADER_REQUEST_ID,
+)
 
 SERVICE = "lambda"
 ALGORITHM = "AWS4-HMAC-SHA256"
 MAX_SKEW_SECONDS = 300  # AWS rejects requests whose x-amz-date is more than 5 minutes off
 # Headers the detection handler reads: unsigned, they could be added after signing.
 MUST_SIGN_WHEN_PRESENT = tuple(
-    name.lower() for name in (HEADER_REQUEST_ID, HEADER_DEVICE_ID, HEADER_FRAME_TIMESTAMP, HEADER_REPLY_TO)
+    name.lower()
+    for name in (HEADER_REQUEST_ID, HEADER_DEVICE_ID, HEADER_FRAME_TIMESTAMP, HEADER_REPLY_TO, HEADER_ANSWER_SCHEMA)
 )
 
 _AUTH_RE = re.compile(

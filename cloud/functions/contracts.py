@@ -4,6 +4,10 @@ recognition -> response queue.
 Imports nothing heavier than pydantic, so the edge daemon (no torch) shares these definitions
 with the Lambda functions. Every queue message carries `schema_version`; a consumer rejects a
 version it does not know instead of guessing.
+
+Answers go to clients that upgrade on their own schedule, so they change in two ways only: a new
+schema_version, sent only to a client that asks for it (X-Answer-Schema), and fields added within a
+version, which readers of answers ignore when they do not know them.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ HEADER_REQUEST_ID = "X-Request-Id"
 HEADER_DEVICE_ID = "X-Device-Id"
 HEADER_FRAME_TIMESTAMP = "X-Frame-Timestamp"  # seconds since the epoch, float, capture time
 HEADER_REPLY_TO = "X-Reply-To"  # optional response queue *name*, must match the configured prefix
+HEADER_ANSWER_SCHEMA = "X-Answer-Schema"  # optional: the answer schema_version the client reads (ANSWER_SCHEMAS)
 
 # Limits shared by both sides.
 MAX_REQUEST_BODY_BYTES = 6 * 1024 * 1024  # Function URL BUFFERED mode: 6 MB request payload
@@ -36,6 +41,9 @@ MAX_FILENAME_CHARS = 255
 # is up to 10 messages, so 10 x 64 crops take ~7-8 s (~13-58 s on torch): within the recognition timeout (60 s). Memory
 # does not grow with it (the recognizer embeds in chunks of FACEPIPE_EMBED_CHUNK crops).
 MAX_FACES_PER_FRAME = 64
+AnswerSchema = Literal[1, 2]
+ANSWER_SCHEMAS: tuple[AnswerSchema, ...] = (1, 2)
+EVIDENCE_SCHEMA = 2  # schema 1 plus each face's candidates and quality; sent only to a client that asks for it
 
 Box = Annotated[list[float], Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in pixels")]
 Point = Annotated[list[float], Field(min_length=2, max_length=2)]
@@ -43,6 +51,12 @@ Point = Annotated[list[float], Field(min_length=2, max_length=2)]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Answer(BaseModel):
+    """What a client reads: a field it does not know (added later within its version) is ignored, not refused."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
 
 
 def is_valid_request_id(value: str) -> bool:
@@ -104,9 +118,19 @@ class ErrorBody(_Strict):
 # --- Request queue: detection -> recognition --------------------------------------------------
 
 
+class FaceQuality(_Answer):
+    """How much a face can be trusted, measured in detection (cloud/functions/detection/quality.py): optional in
+    a request (older detectors sent none), and part of each face in an answer of EVIDENCE_SCHEMA."""
+
+    width_px: float = Field(ge=0, description="the face box's width in the original frame, pixels")
+    sharpness: float = Field(ge=0, description="variance of the Laplacian of the aligned grey crop (blur lowers it)")
+    probability: float = Field(ge=0, le=1, description="the detector's face probability")
+
+
 class DetectedFace(_Strict):
     box: Box
     probability: float = Field(ge=0, le=1)
+    quality: FaceQuality | None = None
     landmarks: list[Point] = Field(min_length=5, max_length=5, description="eyes, nose, mouth corners")
     # Exactly one of the two: the aligned CROP_SIZE x CROP_SIZE crop inline (JPEG, base64) or a pointer to it in S3
     # when the frame's message would exceed MAX_QUEUE_MESSAGE_BYTES.
@@ -127,6 +151,7 @@ class RequestMessage(_Strict):
     faces: list[DetectedFace] = Field(max_length=MAX_FACES_PER_FRAME)
     faces_dropped: int = Field(default=0, ge=0, description="faces beyond the detector's limit, not in `faces`")
     filename: str | None = Field(default=None, max_length=MAX_FILENAME_CHARS, description="a JSON upload's filename")
+    answer_schema: AnswerSchema = Field(default=1, description="the schema_version of the answer the client reads")
 
     @model_validator(mode="after")
     def _crops_are_this_requests(self) -> Self:
@@ -143,23 +168,35 @@ class RequestMessage(_Strict):
 # --- Response queue: recognition -> edge ------------------------------------------------------
 
 
-class RecognisedFace(_Strict):
+MAX_CANDIDATES = 3
+
+
+class Candidate(_Answer):
+    name: str
+    distance: float = Field(ge=0, description="L2 distance to this name's nearest enrolled embedding")
+
+
+class RecognisedFace(_Answer):
     box: Box
     name: str = Field(description="enrolled name, or 'unknown'")
     distance: float | None = Field(
         description="L2 distance to the nearest enrolled embedding; None if the gallery is empty"
     )
     probability: float = Field(ge=0, le=1)
+    # The evidence (EVIDENCE_SCHEMA; empty in a schema 1 answer): the nearest distinct names whatever the threshold,
+    # nearest first, and the detection's quality record.
+    candidates: list[Candidate] = Field(default_factory=list, max_length=MAX_CANDIDATES)
+    quality: FaceQuality | None = None
 
 
-class Timings(_Strict):
+class Timings(_Answer):
     detect_ms: float = Field(ge=0)
     queue_wait_ms: float = Field(ge=0)
     recognise_ms: float = Field(ge=0)
 
 
-class ResponseMessage(_Strict):
-    schema_version: Literal[1] = SCHEMA_VERSION
+class ResponseMessage(_Answer):
+    schema_version: AnswerSchema = SCHEMA_VERSION
     request_id: str
     device_id: str
     frame_timestamp: float | None = None
@@ -188,6 +225,14 @@ class ResponseMessage(_Strict):
         if self.result != result_of(self.faces):
             raise ValueError(f"result {self.result!r} does not match the faces ({result_of(self.faces)!r})")
         return self
+
+
+def answer_json(answer: ResponseMessage) -> str:
+    """The answer as sent: a schema 1 answer carries exactly schema 1's fields, so a reader that refuses unknown
+    fields (this project's edge before EVIDENCE_SCHEMA) still reads it."""
+    if answer.schema_version >= EVIDENCE_SCHEMA:
+        return answer.model_dump_json()
+    return answer.model_dump_json(exclude={"faces": {"__all__": {"candidates", "quality"}}})
 
 
 def result_of(faces: list[RecognisedFace]) -> str:

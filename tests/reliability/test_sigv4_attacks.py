@@ -11,7 +11,7 @@ import botocore.auth
 import pytest
 import requests
 
-from cloud.functions.contracts import HEADER_DEVICE_ID, HEADER_REPLY_TO, HEADER_REQUEST_ID
+from cloud.functions.contracts import HEADER_ANSWER_SCHEMA, HEADER_DEVICE_ID, HEADER_REPLY_TO, HEADER_REQUEST_ID
 from tests.conftest import post_frame, queue_depth, sign_request
 from tests.photos import packaged
 
@@ -106,13 +106,14 @@ def test_a_header_the_handler_uses_added_after_signing_is_refused(local_stack: A
     assert reply.status_code == 403, reply.text
 
 
-def test_a_reply_to_added_after_signing_is_refused_and_nothing_is_queued(local_stack: Any) -> None:
-    # GIVEN a correctly signed frame to which someone on the way adds an unsigned X-Reply-To
+@pytest.mark.parametrize("header", [HEADER_REPLY_TO, HEADER_ANSWER_SCHEMA])
+def test_a_reply_to_added_after_signing_is_refused_and_nothing_is_queued(local_stack: Any, header: str) -> None:
+    # GIVEN a correctly signed frame to which someone on the way adds an unsigned X-Reply-To (or X-Answer-Schema)
     sqs, photo = local_stack.client("sqs"), packaged(PHOTO).read_bytes()
     signed = sign_request(local_stack, "POST", local_stack.function_url, photo, _headers())
-    signed[HEADER_REPLY_TO] = f"{local_stack.reply_to_prefix}attacker"
+    signed[header] = f"{local_stack.reply_to_prefix}attacker" if header == HEADER_REPLY_TO else "1"
     with local_stack.trigger.paused():
         before = queue_depth(sqs, local_stack.request_queue_url)
         reply = requests.post(local_stack.function_url, data=photo, headers=signed, timeout=30)
-        assert_forbidden(reply, "not covered by the signature (SignedHeaders): x-reply-to")
+        assert_forbidden(reply, f"not covered by the signature (SignedHeaders): {header.lower()}")
         assert queue_depth(sqs, local_stack.request_queue_url) == before

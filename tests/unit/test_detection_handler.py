@@ -98,6 +98,19 @@ def test_reply_to_the_recognizer_would_refuse_is_a_400_not_a_202(
     assert _received(settings) == []
 
 
+@pytest.mark.parametrize(("header", "schema"), [(None, 1), ("1", 1), ("2", 2)])
+def test_the_request_carries_the_answer_schema_the_client_asked_for(
+    settings: Settings, header: str | None, schema: int
+) -> None:
+    """X-Answer-Schema 2 asks for each face's evidence; without it the answer is schema 1, as before the header."""
+    response = detection.handler(_with_body(_obama(), **({"X-Answer-Schema": header} if header else {})), None)
+    assert response["statusCode"] == 202
+    [message] = _received(settings)
+    assert message.answer_schema == schema
+    [face] = message.faces
+    assert face.quality is not None and face.quality.probability == face.probability  # measured whatever is asked
+
+
 def _obama() -> bytes:
     return packaged("face_recognition/obama.jpg").read_bytes()
 
@@ -123,6 +136,7 @@ BAD_INPUTS: dict[str, tuple[Callable[[], Event], int]] = {
     "bad frame timestamp": (lambda: _with_body(_obama(), **{"x-frame-timestamp": "yesterday"}), 400),
     "infinite frame timestamp": (lambda: _with_body(_obama(), **{"x-frame-timestamp": "inf"}), 400),
     "bad reply-to": (lambda: _with_body(_obama(), **{"x-reply-to": "https://sqs.example/queue"}), 400),
+    "answer schema 3": (lambda: _with_body(_obama(), **{"x-answer-schema": "3"}), 400),
     "empty body": (lambda: _with_body(b""), 400),
     "truncated JPEG": (lambda: _with_body(_obama()[:20_000]), 400),
     "text body": (lambda: _mutated(_plain_text), 415),

@@ -76,6 +76,29 @@ def test_people_who_are_not_enrolled_come_back_unknown(
     assert not named, f"strangers given a name at threshold {THRESHOLD}: {named}"
 
 
+@requires_shared
+def test_top_candidates_are_the_nearest_distinct_names_whatever_the_threshold(
+    shared_gallery: Gallery, shared_probes: dict[Path, np.ndarray]
+) -> None:
+    probes = {path: e for path, e in shared_probes.items() if path.name == "2.jpg"}
+    embeddings = np.stack(list(probes.values()))
+    ranked = shared_gallery.candidates(embeddings, 3)
+    matches = shared_gallery.match(embeddings, THRESHOLD)
+    for path, candidates, (name, distance) in zip(probes, ranked, matches, strict=True):
+        names = [n for n, _ in candidates]
+        distances = [d for _, d in candidates]
+        assert len(set(names)) == 3 and distances == sorted(distances)
+        assert names[0] == path.parent.name == name and distances[0] == distance  # the nearest is the match
+        for other, d in candidates[1:]:  # each name's distance is its nearest enrolled embedding's
+            rows = shared_gallery.embeddings[[i for i, n in enumerate(shared_gallery.names) if n == other]]
+            assert d == pytest.approx(float(np.linalg.norm(rows - probes[path], axis=1).min()), abs=1e-4)
+            assert d > THRESHOLD  # a stranger to this face, kept as evidence all the same
+    # a gallery with two people gives two candidates; an empty one none
+    two = Gallery(shared_gallery.model_tag, ["a", "a", "b"], shared_gallery.embeddings[:3])
+    assert [len(c) for c in two.candidates(embeddings[:2], 3)] == [2, 2]
+    assert Gallery(shared_gallery.model_tag).candidates(embeddings[:2], 3) == [[], []]
+
+
 # --- packaged photos (self-contained) ----------------------------------------------------------------
 
 

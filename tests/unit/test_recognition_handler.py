@@ -26,9 +26,11 @@ from PIL import Image
 from cloud.functions import aws
 from cloud.functions.contracts import (
     CROP_SIZE,
+    EVIDENCE_SCHEMA,
     MAX_QUEUE_MESSAGE_BYTES,
     UNKNOWN_NAME,
     DetectedFace,
+    FaceQuality,
     RequestMessage,
     ResponseMessage,
     crop_key,
@@ -41,6 +43,7 @@ from cloud.functions.recognition import handler as recognition
 from cloud.functions.recognition.face_records import FaceRecord
 from cloud.functions.recognition.gallery import GalleryModelMismatch, load_gallery, save_gallery
 from cloud.functions.settings import Settings
+from tests.answer_schema_1 import SCHEMA_1_ANSWER_FIELDS, SCHEMA_1_FACE_FIELDS
 from tests.moto_env import moto_server, point_boto3_at
 from tests.photos import packaged, weights_path
 
@@ -243,6 +246,47 @@ def test_every_record_bad_is_reported_not_raised(stack: Stack, enrolled: None) -
     result = recognition.handler(event, None)
     assert failures(result) == {r["messageId"] for r in event["Records"]}
     drain(stack, stack.response_queue, 0)
+
+
+def _with_quality(sent: RequestMessage, measured: FaceQuality, schema: int) -> RequestMessage:
+    """`sent` asking for answer `schema`, its first face with `measured` (the rest as an older detector sends them)."""
+    faces = [sent.faces[0].model_copy(update={"quality": measured}), *sent.faces[1:]]
+    return sent.model_copy(update={"faces": faces, "answer_schema": schema})
+
+
+def test_each_face_carries_its_candidates_and_the_detection_quality(
+    stack: Stack, enrolled: None, crops: dict[str, bytes]
+) -> None:
+    measured = FaceQuality(width_px=48.5, sharpness=12.3, probability=0.99)
+    sent = _with_quality(request([crops["obama2"], crops["hopper"]]), measured, EVIDENCE_SCHEMA)
+    recognition.handler(deliver(stack, [sent.model_dump_json()]), None)
+    [answer] = drain(stack, stack.response_queue, 1)
+    assert answer.schema_version == EVIDENCE_SCHEMA
+    obama, hopper = answer.faces
+    assert (obama.quality, hopper.quality) == (measured, None)
+    # both enrolled people, nearest first, whatever the threshold; the nearest is the face's own match
+    assert [c.name for c in obama.candidates] == ["barack_obama", "joe_biden"]
+    assert obama.candidates[0].distance == obama.distance and obama.candidates[1].distance > THRESHOLD
+    assert hopper.name == UNKNOWN_NAME and {c.name for c in hopper.candidates} == {"barack_obama", "joe_biden"}
+    assert hopper.candidates[0].distance == hopper.distance
+    assert answer.result == "barack_obama,unknown"
+
+
+def test_a_client_that_asks_for_schema_1_gets_exactly_schema_1(
+    stack: Stack, enrolled: None, crops: dict[str, bytes]
+) -> None:
+    """A client of the first contract (this project's edge before evidence refused unknown fields) is sent the
+    same answer as before: the same names, and no field it does not know."""
+    measured = FaceQuality(width_px=48.5, sharpness=12.3, probability=0.99)
+    sent = _with_quality(request([crops["obama2"], crops["hopper"]]), measured, 1)
+    recognition.handler(deliver(stack, [sent.model_dump_json()]), None)
+    reply = stack.sqs.receive_message(QueueUrl=stack.response_queue, MaxNumberOfMessages=1, WaitTimeSeconds=5)
+    [message] = reply["Messages"]
+    body = json.loads(message["Body"])
+    assert body["schema_version"] == 1 and body["result"] == "barack_obama,unknown"
+    assert set(body) == SCHEMA_1_ANSWER_FIELDS
+    assert [set(face) for face in body["faces"]] == [SCHEMA_1_FACE_FIELDS] * 2
+    stack.sqs.delete_message(QueueUrl=stack.response_queue, ReceiptHandle=message["ReceiptHandle"])
 
 
 def test_frame_without_faces_is_answered_with_an_empty_list(stack: Stack, enrolled: None) -> None:

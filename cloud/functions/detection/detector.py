@@ -18,8 +18,8 @@ from typing import TYPE_CHECKING, Literal, Protocol
 import numpy as np
 from PIL import Image
 
-from cloud.functions.contracts import CROP_SIZE
-from cloud.functions.detection import mtcnn
+from cloud.functions.contracts import CROP_SIZE, FaceQuality
+from cloud.functions.detection import mtcnn, quality
 
 if TYPE_CHECKING:
     import onnxruntime as ort
@@ -39,6 +39,7 @@ class Face:
     landmarks: tuple[tuple[float, float], ...]  # eyes, nose, mouth corners; original pixels
     # uint8 RGB 160x160x3; excluded from ==/hash because arrays have no truth value.
     crop: np.ndarray = field(compare=False, repr=False)
+    quality: FaceQuality | None = field(default=None, compare=False)  # of `crop` (cloud/functions/detection/quality.py)
 
 
 @dataclass(frozen=True)
@@ -89,16 +90,14 @@ class Detector:
         # MTCNN gives many clear faces the same probability (0.9999...): size breaks the tie.
         found.sort(key=lambda item: (item[0], item[1]), reverse=True)
         kept = found if max_faces is None else found[:max_faces]
-        faces = [
-            Face(
-                box=(float(box[0]), float(box[1]), float(box[2]), float(box[3])),
-                probability=prob,
-                landmarks=tuple((float(x), float(y)) for x, y in pts),
-                crop=self._mtcnn.crop(image, box),  # only kept faces are cropped: the dropped cost nothing more
-            )
-            for prob, _, box, pts in kept
-        ]
+        faces = [self._face(image, prob, box, pts) for prob, _, box, pts in kept]
         return Detection(faces, len(found) - len(kept))
+
+    def _face(self, image: Image.Image, prob: float, box: np.ndarray, pts: np.ndarray) -> Face:
+        corners = (float(box[0]), float(box[1]), float(box[2]), float(box[3]))
+        crop = self._mtcnn.crop(image, box)  # only kept faces are cropped: the dropped cost nothing more
+        return Face(box=corners, probability=prob, landmarks=tuple((float(x), float(y)) for x, y in pts), crop=crop,
+                    quality=quality.measure(corners, prob, crop))
 
     def _downscale(self, image: Image.Image) -> tuple[Image.Image, tuple[float, float]]:
         longest = max(image.size)

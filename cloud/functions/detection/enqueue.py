@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cloud.functions.aws import utf8_size
-from cloud.functions.contracts import DetectedFace, RequestMessage, crop_key
+from cloud.functions.contracts import AnswerSchema, DetectedFace, RequestMessage, crop_key
 from cloud.functions.detection.detector import Face
 from cloud.functions.images import encode_jpeg
 from cloud.functions.settings import Settings
@@ -45,6 +45,7 @@ class Frame:
     detected_at: float
     filename: str | None = None  # a JSON upload's or image event's filename, carried to the answer
     faces_dropped: int = 0  # found beyond the face limit: counted in the message, not sent
+    answer_schema: AnswerSchema = 1
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,7 @@ def build_message(frame: Frame, faces: Sequence[Face], crops: Sequence[bytes], i
             box=[round(v, 2) for v in face.box],
             probability=round(min(max(face.probability, 0.0), 1.0), 6),
             landmarks=[[round(x, 2), round(y, 2)] for x, y in face.landmarks],
+            quality=face.quality,
             crop_s3_key=crop_key(frame.device_id, frame.request_id, i) if in_s3 else None,
             crop_jpeg_b64=None if in_s3 else base64.b64encode(jpeg).decode("ascii"),
         )
@@ -79,6 +81,7 @@ def build_message(frame: Frame, faces: Sequence[Face], crops: Sequence[bytes], i
         faces=wire,
         filename=frame.filename,
         faces_dropped=frame.faces_dropped,
+        answer_schema=frame.answer_schema,
     )
 
 

@@ -24,11 +24,14 @@ from aws_lambda_powertools.metrics import MetricUnit
 from pydantic import BaseModel
 
 from cloud.functions.contracts import (
+    ANSWER_SCHEMAS,
+    HEADER_ANSWER_SCHEMA,
     HEADER_DEVICE_ID,
     HEADER_FRAME_TIMESTAMP,
     HEADER_REPLY_TO,
     HEADER_REQUEST_ID,
     JSON_DEVICE_ID,
+    AnswerSchema,
     ErrorBody,
     is_valid_device_id,
     is_valid_request_id,
@@ -66,6 +69,7 @@ def parse_upload(event: dict[str, Any], headers: dict[str, str], request_id: str
         frame_timestamp=_frame_timestamp(headers.get(HEADER_FRAME_TIMESTAMP.lower())),
         reply_to=_reply_to(headers.get(HEADER_REPLY_TO.lower()), get_settings().reply_to_prefix),
         body=_body(event),
+        answer_schema=_answer_schema(headers.get(HEADER_ANSWER_SCHEMA.lower())),
     )
 
 
@@ -84,6 +88,7 @@ def parse_json_headers(event: dict[str, Any], headers: dict[str, str]) -> Upload
         frame_timestamp=_frame_timestamp(headers.get(HEADER_FRAME_TIMESTAMP.lower())),
         reply_to=_reply_to(headers.get(HEADER_REPLY_TO.lower()), get_settings().reply_to_prefix),
         body=b"",
+        answer_schema=_answer_schema(headers.get(HEADER_ANSWER_SCHEMA.lower())),
     )
 
 
@@ -128,6 +133,16 @@ def _frame_timestamp(value: str | None) -> float | None:
     if not math.isfinite(stamp) or stamp < 0:
         raise Rejected(400, f"{HEADER_FRAME_TIMESTAMP} must be epoch seconds (a non-negative number)")
     return stamp
+
+
+def _answer_schema(value: str | None) -> AnswerSchema:
+    """X-Answer-Schema, 1 when absent; one this deployment cannot answer is a 400, not a silent downgrade."""
+    if value is None:
+        return 1
+    for schema in ANSWER_SCHEMAS:
+        if value.strip() == str(schema):
+            return schema
+    raise Rejected(400, f"{HEADER_ANSWER_SCHEMA} must be one of {', '.join(map(str, ANSWER_SCHEMAS))}")
 
 
 def _reply_to(value: str | None, prefix: str) -> str | None:

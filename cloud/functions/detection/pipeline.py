@@ -15,7 +15,7 @@ from aws_lambda_powertools.metrics import MetricUnit
 from botocore.exceptions import BotoCoreError, ClientError
 
 from cloud.functions import aws
-from cloud.functions.contracts import DetectAccepted
+from cloud.functions.contracts import AnswerSchema, DetectAccepted
 from cloud.functions.detection.detector import Detector
 from cloud.functions.detection.enqueue import Frame, MessageTooLarge, send_frame
 from cloud.functions.images import ImageRejected, open_checked
@@ -41,6 +41,7 @@ class Upload:
     reply_to: str | None
     body: bytes
     filename: str | None = None
+    answer_schema: AnswerSchema = 1  # X-Answer-Schema: the answer's schema_version the client reads
 
 
 @lru_cache(maxsize=1)
@@ -79,6 +80,7 @@ def process(upload: Upload) -> DetectAccepted:
         detected_at=time.time(),
         filename=upload.filename,
         faces_dropped=detection.dropped,
+        answer_schema=upload.answer_schema,
     )
     try:
         sent = send_frame(frame, faces, sqs=aws.client("sqs"), s3=aws.client("s3"), settings=settings)

@@ -181,11 +181,7 @@ class Gallery:
         queries = np.asarray(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
         if not len(self.names):
             return [(UNKNOWN_NAME, None)] * len(queries)
-        # |a-b|^2 = |a|^2 + |b|^2 - 2ab: one matrix product instead of an (m, n, 512) difference.
-        squared = (
-            (queries**2).sum(1)[:, None] + (self.embeddings**2).sum(1)[None, :] - 2 * queries @ self.embeddings.T
-        )
-        distances = np.sqrt(np.clip(squared, 0, None))
+        distances = _distances(queries, self.embeddings)
         if self.negative_names:
             return self._match_with_negatives(queries, distances, threshold)
         nearest = distances.argmin(1)
@@ -197,20 +193,39 @@ class Gallery:
             result.append((name if known else UNKNOWN_NAME, distance))
         return result
 
+    def candidates(self, embeddings: np.ndarray, count: int) -> list[list[tuple[str, float]]]:
+        """Per query row, the `count` nearest distinct names (a name's distance: its nearest embedding), nearest
+        first, whatever the threshold. Left out: names name_refusal refuses, and a name whose nearest negative is
+        nearer than it (the face is "not that person", as match decides)."""
+        queries = np.asarray(embeddings, dtype=np.float32).reshape(-1, EMBEDDING_SIZE)
+        names = sorted({n for n in self.names if name_refusal(n) is None})
+        if not names:
+            return [[] for _ in range(len(queries))]
+        own, vetoed = self._per_name(queries, _distances(queries, self.embeddings), names)
+        own = np.where(own < vetoed, own, np.inf)
+        order = np.argsort(own, axis=1, kind="stable")[:, :count]
+        return [[(names[i], float(own[row, i])) for i in ranked if np.isfinite(own[row, i])]
+                for row, ranked in enumerate(order)]
+
+    def _per_name(self, queries: np.ndarray, distances: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(own, vetoed), each (m, len(names)): the distance to each name's nearest embedding, and to that name's
+        nearest negative (inf for a name without negatives)."""
+        own = np.stack([distances[:, [i for i, n in enumerate(self.names) if n == name]].min(1) for name in names], 1)
+        vetoed = np.full(own.shape, np.inf, np.float32)
+        if self.negative_names:
+            negatives = _distances(queries, self.negative_embeddings)
+            for column, name in enumerate(names):
+                rows = [i for i, n in enumerate(self.negative_names) if n == name]
+                if rows:
+                    vetoed[:, column] = negatives[:, rows].min(1)
+        return own, vetoed
+
     def _match_with_negatives(self, queries: np.ndarray, distances: np.ndarray, threshold: float) -> list[Match]:
         """Per query, the nearest name whose own nearest embedding is nearer than that name's nearest negative and
         within `threshold`, with the distance to that name's nearest embedding; when no name passes, unknown with
         the distance to the nearest embedding overall (as without negatives)."""
         names = sorted(set(self.names))
-        own = np.stack([distances[:, [i for i, n in enumerate(self.names) if n == name]].min(1) for name in names], 1)
-        squared = ((queries**2).sum(1)[:, None] + (self.negative_embeddings**2).sum(1)[None, :]
-                   - 2 * queries @ self.negative_embeddings.T)
-        negatives = np.sqrt(np.clip(squared, 0, None))
-        vetoed = np.full(own.shape, np.inf, np.float32)
-        for column, name in enumerate(names):
-            rows = [i for i, n in enumerate(self.negative_names) if n == name]
-            if rows:
-                vetoed[:, column] = negatives[:, rows].min(1)
+        own, vetoed = self._per_name(queries, distances, names)
         usable = np.where((own < vetoed) & (own <= threshold), own, np.inf)
         result: list[Match] = []
         for row in range(len(queries)):
@@ -219,6 +234,13 @@ class Gallery:
             known = np.isfinite(usable[row, column]) and name_refusal(names[column]) is None
             result.append((names[column], float(own[row, column])) if known else (UNKNOWN_NAME, nearest))
         return result
+
+
+def _distances(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """(m, n) L2 distances from each query row to each of `rows`."""
+    # |a-b|^2 = |a|^2 + |b|^2 - 2ab: one matrix product instead of an (m, n, 512) difference.
+    squared = (queries**2).sum(1)[:, None] + (rows**2).sum(1)[None, :] - 2 * queries @ rows.T
+    return np.sqrt(np.clip(squared, 0, None))
 
 
 # --- storage -----------------------------------------------------------------------------------

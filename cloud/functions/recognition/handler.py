@@ -31,6 +31,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from cloud.functions import aws
 from cloud.functions.contracts import (
     CROP_SIZE,
+    MAX_CANDIDATES,
     MAX_QUEUE_MESSAGE_BYTES,
     UNKNOWN_NAME,
     RequestMessage,
@@ -111,6 +112,7 @@ class Outcome:
     crops: list[np.ndarray] = field(default_factory=list)
     matches: list[Match] = field(default_factory=list)
     embeddings: np.ndarray = field(default_factory=lambda: np.zeros((0, EMBEDDING_SIZE), np.float32))
+    candidates: list[list[tuple[str, float]]] = field(default_factory=list)  # per crop: the nearest distinct names
 
 
 class BadRequest(ValueError):
@@ -180,10 +182,12 @@ def embed_and_match(outcomes: list[Outcome], embedder: Embedder, gallery: Galler
     good = [o for o in outcomes if o.error is None]
     embeddings = embedder.embed([crop for o in good for crop in o.crops], chunk_size=settings.embed_chunk)
     matches = gallery.match(embeddings, settings.match_threshold)
+    candidates = gallery.candidates(embeddings, MAX_CANDIDATES)
     start = 0
     for outcome in good:
         outcome.matches = matches[start : start + len(outcome.crops)]
         outcome.embeddings = embeddings[start : start + len(outcome.crops)]
+        outcome.candidates = candidates[start : start + len(outcome.crops)]
         start += len(outcome.crops)
 
 
@@ -210,7 +214,8 @@ class Batch:
             wait = queue_wait_ms(request, _int(attributes.get("SentTimestamp")),
                                  _int(attributes.get("ApproximateFirstReceiveTimestamp")))
             response = build_response(request, outcome.matches, model_tag=self.model_tag,
-                                      queue_wait_ms=wait, recognise_ms=self.recognise_ms)
+                                      queue_wait_ms=wait, recognise_ms=self.recognise_ms,
+                                      candidates=outcome.candidates)
             if self.settings.persist_results:
                 persist_response(self.settings.bucket, request, response)
             if self.settings.keep_faces:  # before the answer: a face answered is a face the library lists

@@ -12,7 +12,16 @@ import time
 from collections.abc import Sequence
 
 from cloud.functions import aws
-from cloud.functions.contracts import RecognisedFace, RequestMessage, ResponseMessage, Timings, reply_to_refusal
+from cloud.functions.contracts import (
+    EVIDENCE_SCHEMA,
+    Candidate,
+    RecognisedFace,
+    RequestMessage,
+    ResponseMessage,
+    Timings,
+    answer_json,
+    reply_to_refusal,
+)
 from cloud.functions.recognition.face_records import day_of
 from cloud.functions.recognition.gallery import Match
 
@@ -45,19 +54,29 @@ def build_response(
     model_tag: str,
     queue_wait_ms: float,
     recognise_ms: float,
+    candidates: Sequence[Sequence[tuple[str, float]]] | None = None,
 ) -> ResponseMessage:
+    """The answer in the schema the request asked for; in EVIDENCE_SCHEMA each face also carries its evidence:
+    `candidates` (per face, Gallery.candidates) and the request's quality record."""
     if len(matches) != len(request.faces):
         raise ValueError(f"{len(matches)} matches for {len(request.faces)} faces")
+    evidence = request.answer_schema >= EVIDENCE_SCHEMA
+    nearest = candidates if candidates is not None and evidence else [()] * len(matches)
+    if len(nearest) != len(request.faces):
+        raise ValueError(f"candidates for {len(nearest)} of {len(request.faces)} faces")
     faces = [
         RecognisedFace(
             box=face.box,
             name=name,
             distance=None if distance is None else round(distance, DISTANCE_DECIMALS),
             probability=face.probability,
+            candidates=[Candidate(name=n, distance=round(d, DISTANCE_DECIMALS)) for n, d in ranked],
+            quality=face.quality if evidence else None,
         )
-        for face, (name, distance) in zip(request.faces, matches, strict=True)
+        for face, (name, distance), ranked in zip(request.faces, matches, nearest, strict=True)
     ]
     return ResponseMessage(
+        schema_version=request.answer_schema,
         request_id=request.request_id,
         device_id=request.device_id,
         frame_timestamp=request.frame_timestamp,
@@ -98,7 +117,7 @@ class Router:
 
 def send_response(queue_url: str, response: ResponseMessage) -> str:
     """Put the answer on its queue; returns the SQS MessageId."""
-    reply = aws.client("sqs").send_message(QueueUrl=queue_url, MessageBody=response.model_dump_json())
+    reply = aws.client("sqs").send_message(QueueUrl=queue_url, MessageBody=answer_json(response))
     return str(reply["MessageId"])
 
 
@@ -124,6 +143,6 @@ def parse_result_key(key: str) -> tuple[str, str, str]:
 def persist_response(bucket: str, request: RequestMessage, response: ResponseMessage) -> str:
     key = result_key(request)
     aws.client("s3").put_object(
-        Bucket=bucket, Key=key, Body=response.model_dump_json().encode(), ContentType="application/json"
+        Bucket=bucket, Key=key, Body=answer_json(response).encode(), ContentType="application/json"
     )
     return key

@@ -1,0 +1,215 @@
+"""Track decision benchmark: today's vote ("votes") and the evidence-weighted decision ("evidence") side by side on
+people walking across the shared real video (cloud/bench/passages.py), at 20-32 px and 28-44 px, motion-blurred.
+Prints figures; asserts nothing.
+
+Run: `make bench` or `.venv/bin/python -m cloud.bench.track_decision [--models-dir D] [--calibrate]`.
+
+Galleries: "all" enrolls the 1.jpg of every shared person with two photos (21); the people with one photo (8) walk
+as strangers. "one" enrolls one of those 21 at a time (21 runs, summed): the other 28 walk as strangers. In every
+clip the video's own faces (a performer and the audience, none enrolled) are strangers too. Per decision: passages of
+enrolled people named right, wrong or left unknown; passages of strangers named; video faces' tracks named.
+The recognizer's answer per face is built as the functions build it (Gallery.match at the default threshold and
+Gallery.candidates), so the tracker sees what it would see from the local stack.
+
+`--calibrate` replays a grid of the evidence decision's settings and prints the best (the defaults in
+edge_client/config.py were chosen with it; docs/edge.md "Naming a track").
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cloud.bench.passages import CACHE, SIZES, Models, Passage, gallery_embeddings, passages
+from cloud.functions.contracts import MAX_CANDIDATES, UNKNOWN_NAME, Candidate, RecognisedFace
+from cloud.functions.recognition.gallery import Gallery
+from cloud.functions.settings import Settings
+from edge_client.config import EventsConfig
+from edge_client.tracker import Tracker
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_MODELS = REPO / ".cache" / "models"
+Answers = list[tuple[float, list[RecognisedFace], list[bool]]]  # per frame: time, faces, which are the walker's
+
+
+@dataclass
+class Tally:
+    right: int = 0
+    wrong: int = 0
+    unknown: int = 0  # enrolled walkers' passages
+    strangers_named: int = 0  # passages of walkers not enrolled that got a name
+    strangers: int = 0
+    video_named: int = 0  # tracks of the video's own faces that got a name
+    video_tracks: int = 0
+    wrong_names: list[str] = field(default_factory=list)
+
+    def row(self) -> list[str]:
+        enrolled = self.right + self.wrong + self.unknown
+        return [f"{self.right}/{enrolled}", str(self.wrong), str(self.unknown),
+                f"{self.strangers_named}/{self.strangers}", f"{self.video_named}/{self.video_tracks}"]
+
+
+@dataclass(frozen=True)
+class Run:
+    gallery: str  # "all" or "one"
+    sizes: str
+    enrolled: frozenset[str]
+    passage: Passage
+    answers: Answers
+
+
+def answers(passage: Passage, gallery: Gallery, threshold: float) -> Answers:
+    """The recognizer's answer for every frame of the passage, as cloud/functions/recognition/respond.py builds it."""
+    seen = [face for _, faces in passage.frames for face in faces]
+    embeddings = np.array([face.embedding for face in seen]).reshape(-1, 512)
+    matches = gallery.match(embeddings, threshold)
+    nearest = gallery.candidates(embeddings, MAX_CANDIDATES)
+    result: Answers = []
+    row = 0
+    for at, faces in passage.frames:
+        recognised = []
+        for face in faces:
+            name, distance = matches[row]
+            recognised.append(RecognisedFace(
+                box=list(face.box), name=name, distance=None if distance is None else round(distance, 4),
+                probability=face.quality.probability, quality=face.quality,
+                candidates=[Candidate(name=n, distance=round(d, 4)) for n, d in nearest[row]]))
+            row += 1
+        result.append((at, recognised, [face.walker for face in faces]))
+    return result
+
+
+def replay(run: Run, config: EventsConfig, tally: Tally) -> None:
+    """The passage's answers through the tracker (capture times: seconds from the clip's start), counted."""
+    tracker = Tracker(config, "bench")
+    walker_boxes = {(at, tuple(f.box)) for at, faces, walker in run.answers
+                    for f, w in zip(faces, walker, strict=True) if w}
+    events = []
+    for at, faces, _ in run.answers:
+        events += tracker.observe(at, faces)
+        events += tracker.expire(at)
+    events += tracker.close()
+    walker_names, video_names = set(), []
+    for event in events:
+        if event.type != "end":
+            continue
+        if (event.best.at, tuple(event.best.face.box)) in walker_boxes:
+            walker_names.add(event.name)
+        else:
+            video_names.append(event.name)
+    tally.video_tracks += len(video_names)
+    tally.video_named += sum(name != UNKNOWN_NAME for name in video_names)
+    named = walker_names - {UNKNOWN_NAME}
+    person = run.passage.person
+    if person not in run.enrolled:
+        tally.strangers += 1
+        tally.strangers_named += bool(named)
+    elif named - {person}:
+        tally.wrong += 1
+        tally.wrong_names.append(f"{person} as {','.join(sorted(named - {person}))} ({run.sizes})")
+    elif person in named:
+        tally.right += 1
+    else:
+        tally.unknown += 1
+
+
+def runs(models: Models, all_passages: Sequence[Passage], threshold: float) -> list[Run]:
+    embeddings = gallery_embeddings(models)
+    names = sorted(embeddings)
+    galleries = [("all", frozenset(names))] + [("one", frozenset([name])) for name in names]
+    result = []
+    for label, enrolled in galleries:
+        gallery = Gallery(models.tag, sorted(enrolled), np.array([embeddings[n] for n in sorted(enrolled)]))
+        for passage in all_passages:
+            result.append(Run(label, passage.sizes, enrolled, passage, answers(passage, gallery, threshold)))
+    return result
+
+
+def tallies(all_runs: Iterable[Run], config: EventsConfig) -> dict[tuple[str, str], Tally]:
+    result: dict[tuple[str, str], Tally] = {}
+    for run in all_runs:
+        replay(run, config, result.setdefault((run.gallery, run.sizes), Tally()))
+    return result
+
+
+def table(all_runs: list[Run], configs: dict[str, EventsConfig]) -> tuple[str, dict[str, Any]]:
+    header = ["gallery", "faces", "decision", "named right", "wrong", "unknown", "strangers named", "video faces named"]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    figures: dict[str, Any] = {}
+    per_decision = {decision: tallies(all_runs, config) for decision, config in configs.items()}
+    for gallery, sizes in itertools.product(("all", "one"), SIZES):
+        for decision, result in per_decision.items():
+            tally = result[(gallery, sizes)]
+            lines.append("| " + " | ".join([gallery, sizes, decision, *tally.row()]) + " |")
+            figures[f"{gallery} {sizes} {decision}"] = {**tally.__dict__}
+    return "\n".join(lines), figures
+
+
+# --- calibration -------------------------------------------------------------------------------------
+
+# Around the defaults (a first, wider grid chose the region: docs/edge.md "Naming a track").
+GRID: dict[str, list[float]] = {
+    "min_faces": [1],
+    "min_face_px": [0.0],
+    "min_sharpness": [0.0, 2.5, 3.0, 3.5],
+    "full_weight_sharpness": [8.0],
+    "full_support_distance": [1.0, 1.05, 1.1],
+    "no_support_distance": [1.25, 1.3, 1.35],
+    "min_support": [0.6, 0.65, 0.7],
+    "min_margin": [0.05, 0.1, 0.2],
+}
+
+
+def calibrate(all_runs: list[Run], base: EventsConfig, top: int = 15) -> None:
+    """Every grid point; ranked by errors (wrong + strangers named + video faces named), then by passages named
+    right (more is better), then by how far the point is from the grid's edges (a middle choice is less fragile)."""
+    scored = []
+    keys = list(GRID)
+    for values in itertools.product(*(GRID[k] for k in keys)):
+        settings = dict(zip(keys, values, strict=True))
+        if settings["no_support_distance"] <= settings["full_support_distance"]:
+            continue
+        config = base.model_copy(update=settings)
+        result = tallies(all_runs, config)
+        errors = sum(t.wrong + t.strangers_named + t.video_named for t in result.values())
+        right = sum(t.right for t in result.values())
+        per = {f"{g} {s}": (t.right, t.wrong, t.strangers_named, t.video_named) for (g, s), t in result.items()}
+        scored.append((errors, -right, settings, per))
+    scored.sort(key=lambda item: (item[0], item[1]))
+    for errors, right, settings, per in scored[:top]:
+        print(f"errors {errors} right {-right} {json.dumps(settings)} {per}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
+    parser.add_argument("--calibrate", action="store_true", help="replay the evidence settings' grid, print the best")
+    parser.add_argument("--json", type=Path, default=CACHE.parent / "track_decision.json")
+    args = parser.parse_args(argv)
+    models = Models(args.models_dir)
+    all_passages = list(passages(models))
+    all_runs = runs(models, all_passages, Settings().match_threshold)
+    if args.calibrate:
+        calibrate(all_runs, EventsConfig())
+        return 0
+    text, figures = table(all_runs, {"votes": EventsConfig(decision="votes"), "evidence": EventsConfig()})
+    print(f"Track decision on {len(all_passages)} passages ({len(SIZES)} sizes), ONNX engine, match threshold "
+          f"{Settings().match_threshold}; 'one' sums 21 one-person galleries")
+    print(text)
+    for key, tally in figures.items():
+        if tally["wrong_names"]:
+            print(f"{key}: wrong: {'; '.join(tally['wrong_names'])}")
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(figures, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

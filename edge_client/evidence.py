@@ -1,0 +1,79 @@
+"""A track's name from all the evidence of its sightings (events.decision "evidence").
+
+Each sighting that votes brings a weight, from its quality record: the detector's probability times its size and
+sharpness, each as a share of the size and sharpness that count fully (`full_weight_px`, `full_weight_sharpness`).
+Faces narrower than `min_face_px` or less sharp than `min_sharpness` are kept in the track (its position, its
+picture) but do not vote. A voting sighting gives each of its candidates (the cloud's nearest distinct names) a
+score between 1 (distance up to `full_support_distance`) and 0 (from `no_support_distance` on), linear between,
+times its weight. A candidate's support is its weighted score over the total weight of every voting sighting: a
+sighting matching no one adds weight and no score, so it counts against every name.
+
+A track is named when at least `min_faces` sightings voted, the best-supported name reaches `min_support`, and it
+beats the runner-up by `min_margin`; a tie names no one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cloud.functions.contracts import UNKNOWN_NAME, RecognisedFace
+from edge_client.config import EventsConfig
+
+
+def weight(face: RecognisedFace, config: EventsConfig) -> float:
+    """How much the sighting counts; 0 when it does not vote. A face without a quality record (an older backend)
+    counts by its probability alone."""
+    quality = face.quality
+    if quality is None:
+        return face.probability
+    if quality.width_px < config.min_face_px or quality.sharpness < config.min_sharpness:
+        return 0.0
+    size = min(1.0, quality.width_px / config.full_weight_px)
+    sharpness = min(1.0, quality.sharpness / config.full_weight_sharpness)
+    return quality.probability * size * sharpness
+
+
+def candidates(face: RecognisedFace) -> list[tuple[str, float]]:
+    """The face's candidate names and distances; an older backend's answer has only its name (if any)."""
+    if face.candidates:
+        return [(c.name, c.distance) for c in face.candidates]
+    if face.name != UNKNOWN_NAME and face.distance is not None:
+        return [(face.name, face.distance)]
+    return []
+
+
+def score(distance: float, config: EventsConfig) -> float:
+    full, none = config.full_support_distance, config.no_support_distance
+    return min(1.0, max(0.0, (none - distance) / (none - full)))
+
+
+@dataclass
+class Evidence:
+    voters: int = 0
+    weight: float = 0.0
+    support: dict[str, float] = field(default_factory=dict)  # name -> sum of weighted scores
+
+    def add(self, face: RecognisedFace, config: EventsConfig) -> None:
+        counted = weight(face, config)
+        if counted <= 0:
+            return
+        self.voters += 1
+        self.weight += counted
+        for name, distance in candidates(face):
+            self.support[name] = self.support.get(name, 0.0) + counted * score(distance, config)
+
+    def shares(self) -> list[tuple[str, float]]:
+        """Each candidate's support over the total weight, best first."""
+        if self.weight <= 0:
+            return []
+        return sorted(((n, s / self.weight) for n, s in self.support.items()), key=lambda item: (-item[1], item[0]))
+
+    def name(self, config: EventsConfig) -> str:
+        ranked = self.shares()
+        if self.voters < config.min_faces or not ranked:
+            return UNKNOWN_NAME
+        winner, best = ranked[0]
+        runner_up = ranked[1][1] if len(ranked) > 1 else 0.0
+        if best < config.min_support or best - runner_up < config.min_margin or best == runner_up:
+            return UNKNOWN_NAME
+        return winner
