@@ -2,7 +2,7 @@
 people walking across the shared real video (cloud/bench/passages.py), at 20-32 px and 28-44 px, motion-blurred.
 Prints figures; asserts nothing.
 
-Run: `make bench` or `.venv/bin/python -m cloud.bench.track_decision [--models-dir D] [--calibrate]`.
+Run: `make bench` or `.venv/bin/python -m cloud.bench.track_decision [--models-dir D] [--held-out] [--calibrate]`.
 
 Galleries: "all" enrolls the 1.jpg of every shared person with two photos (21); the people with one photo (8) walk
 as strangers. "one" enrolls one of those 21 at a time (21 runs, summed): the other 28 walk as strangers. In every
@@ -12,7 +12,9 @@ The recognizer's answer per face is built as the functions build it (Gallery.mat
 Gallery.candidates), so the tracker sees what it would see from the local stack.
 
 `--calibrate` replays a grid of the evidence decision's settings and prints the best (the defaults in
-edge_client/config.py were chosen with it; docs/edge.md "Naming a track").
+edge_client/config.py were chosen with it, on these same passages; docs/edge.md "Naming a track"). `--held-out`
+adds a row measured on passages its settings were not chosen on: two folds of walkers, each replayed with the grid
+point best on the other.
 """
 
 from __future__ import annotations
@@ -49,6 +51,10 @@ class Tally:
     video_named: int = 0  # tracks of the video's own faces that got a name
     video_tracks: int = 0
     wrong_names: list[str] = field(default_factory=list)
+
+    def add(self, other: Tally) -> None:
+        for name, value in other.__dict__.items():
+            setattr(self, name, getattr(self, name) + value)
 
     def row(self) -> list[str]:
         enrolled = self.right + self.wrong + self.unknown
@@ -139,11 +145,10 @@ def tallies(all_runs: Iterable[Run], config: EventsConfig) -> dict[tuple[str, st
     return result
 
 
-def table(all_runs: list[Run], configs: dict[str, EventsConfig]) -> tuple[str, dict[str, Any]]:
+def table(per_decision: dict[str, dict[tuple[str, str], Tally]]) -> tuple[str, dict[str, Any]]:
     header = ["gallery", "faces", "decision", "named right", "wrong", "unknown", "strangers named", "video faces named"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
     figures: dict[str, Any] = {}
-    per_decision = {decision: tallies(all_runs, config) for decision, config in configs.items()}
     for gallery, sizes in itertools.product(("all", "one"), SIZES):
         for decision, result in per_decision.items():
             tally = result[(gallery, sizes)]
@@ -167,30 +172,60 @@ GRID: dict[str, list[float]] = {
 }
 
 
-def calibrate(all_runs: list[Run], base: EventsConfig, top: int = 15) -> None:
-    """Every grid point; ranked by errors (wrong + strangers named + video faces named), then by passages named
-    right (more is better), then by how far the point is from the grid's edges (a middle choice is less fragile)."""
+@dataclass(frozen=True)
+class Scored:
+    errors: int  # wrong + strangers named + video faces named
+    right: int
+    centrality: int  # each setting's distance (in grid steps) from its grid's ends, summed: a middle choice is sturdier
+    settings: dict[str, float]
+    per: dict[str, tuple[int, int, int, int]]  # per gallery and size: right, wrong, strangers named, video named
+
+
+def ranked(all_runs: list[Run], base: EventsConfig) -> list[Scored]:
+    """Every grid point, best first: fewest errors, then most passages named right, then the most central."""
     scored = []
     keys = list(GRID)
     for values in itertools.product(*(GRID[k] for k in keys)):
         settings = dict(zip(keys, values, strict=True))
         if settings["no_support_distance"] <= settings["full_support_distance"]:
             continue
-        config = base.model_copy(update=settings)
-        result = tallies(all_runs, config)
-        errors = sum(t.wrong + t.strangers_named + t.video_named for t in result.values())
-        right = sum(t.right for t in result.values())
-        per = {f"{g} {s}": (t.right, t.wrong, t.strangers_named, t.video_named) for (g, s), t in result.items()}
-        scored.append((errors, -right, settings, per))
-    scored.sort(key=lambda item: (item[0], item[1]))
-    for errors, right, settings, per in scored[:top]:
-        print(f"errors {errors} right {-right} {json.dumps(settings)} {per}")
+        result = tallies(all_runs, base.model_copy(update=settings))
+        centrality = sum(min(GRID[k].index(v), len(GRID[k]) - 1 - GRID[k].index(v)) for k, v in settings.items())
+        scored.append(Scored(
+            errors=sum(t.wrong + t.strangers_named + t.video_named for t in result.values()),
+            right=sum(t.right for t in result.values()), centrality=centrality, settings=settings,
+            per={f"{g} {s}": (t.right, t.wrong, t.strangers_named, t.video_named) for (g, s), t in result.items()}))
+    return sorted(scored, key=lambda point: (point.errors, -point.right, -point.centrality))
+
+
+def calibrate(all_runs: list[Run], base: EventsConfig, top: int = 15) -> None:
+    for point in ranked(all_runs, base)[:top]:
+        print(f"errors {point.errors} right {point.right} {json.dumps(point.settings)} {point.per}")
+
+
+def held_out(all_runs: list[Run], base: EventsConfig, folds: int = 2) -> tuple[dict[tuple[str, str], Tally], list[str]]:
+    """The evidence decision with settings it was not tuned on: the walkers are dealt into `folds` folds (every
+    `folds`-th name); each fold's passages are replayed with the grid point ranked best on the other folds' alone.
+    Returns the tallies summed over the folds and each fold's chosen settings."""
+    people = sorted({run.passage.person for run in all_runs})
+    fold_of = {person: index % folds for index, person in enumerate(people)}
+    result: dict[tuple[str, str], Tally] = {}
+    chosen = []
+    for fold in range(folds):
+        best = ranked([r for r in all_runs if fold_of[r.passage.person] != fold], base)[0]
+        chosen.append(f"fold {fold + 1}: {json.dumps(best.settings)}")
+        tested = [r for r in all_runs if fold_of[r.passage.person] == fold]
+        for key, tally in tallies(tested, base.model_copy(update=best.settings)).items():
+            result.setdefault(key, Tally()).add(tally)
+    return result, chosen
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models-dir", type=Path, default=DEFAULT_MODELS)
     parser.add_argument("--calibrate", action="store_true", help="replay the evidence settings' grid, print the best")
+    parser.add_argument("--held-out", action="store_true",
+                        help="add the evidence decision tuned on half the walkers and measured on the other half")
     parser.add_argument("--json", type=Path, default=CACHE.parent / "track_decision.json")
     args = parser.parse_args(argv)
     models = Models(args.models_dir)
@@ -199,10 +234,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.calibrate:
         calibrate(all_runs, EventsConfig())
         return 0
-    text, figures = table(all_runs, {"votes": EventsConfig(decision="votes"), "evidence": EventsConfig()})
+    per_decision = {"votes": tallies(all_runs, EventsConfig(decision="votes")),
+                    "evidence": tallies(all_runs, EventsConfig())}
+    chosen: list[str] = []
+    if args.held_out:
+        per_decision["evidence, held out"], chosen = held_out(all_runs, EventsConfig())
+    text, figures = table(per_decision)
     print(f"Track decision on {len(all_passages)} passages ({len(SIZES)} sizes), ONNX engine, match threshold "
           f"{Settings().match_threshold}; 'one' sums 21 one-person galleries")
     print(text)
+    for line in chosen:
+        print(f"held out, settings tuned on the other walkers: {line}")
     for key, tally in figures.items():
         if tally["wrong_names"]:
             print(f"{key}: wrong: {'; '.join(tally['wrong_names'])}")

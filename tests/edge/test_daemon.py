@@ -101,6 +101,11 @@ def test_real_clip_end_to_end(local_stack: Any, reply_queue: str, tmp_path: Path
     assert len(answers) == summary["answered"] and {a["device_id"] for a in answers} == {"test-edge"}
     assert sum(len(a["faces"]) for a in answers) > 0  # the clip shows people
     assert 0 < summary["latency_median_s"] <= summary["latency_p95_s"]
+    # the daemon asks for each face's evidence (answer schema 2) and the stack sends it
+    assert {a["schema_version"] for a in answers} == {2}
+    faces = [f for a in answers for f in a["faces"]]
+    assert all(f["candidates"] and f["candidates"][0]["distance"] == f["distance"] for f in faces)
+    assert all(f["quality"]["width_px"] == pytest.approx(f["box"][2] - f["box"][0], abs=0.06) for f in faces)
 
 
 def test_endpoint_down_then_up_delivers_everything_spooled(

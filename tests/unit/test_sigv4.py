@@ -13,7 +13,13 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 
 from cloud.emulator.sigv4 import verify
-from cloud.functions.contracts import HEADER_DEVICE_ID, HEADER_FRAME_TIMESTAMP, HEADER_REPLY_TO, HEADER_REQUEST_ID
+from cloud.functions.contracts import (
+    HEADER_ANSWER_SCHEMA,
+    HEADER_DEVICE_ID,
+    HEADER_FRAME_TIMESTAMP,
+    HEADER_REPLY_TO,
+    HEADER_REQUEST_ID,
+)
 from edge_client.config import EndpointConfig
 from edge_client.uploader import Signer, Uploader
 
@@ -116,7 +122,7 @@ def test_a_signed_header_that_was_changed_fails() -> None:
 
 CONTRACT_HEADERS = {
     HEADER_REQUEST_ID: "0b9a6c3e-4f4a-4a53-9e43-5d0f1f6c2a11", HEADER_DEVICE_ID: "cam-1",
-    HEADER_FRAME_TIMESTAMP: "1700000000.250000", HEADER_REPLY_TO: "facepipe-replies-cam-1",
+    HEADER_FRAME_TIMESTAMP: "1700000000.250000", HEADER_REPLY_TO: "facepipe-replies-cam-1", HEADER_ANSWER_SCHEMA: "2",
 }
 
 
