@@ -87,7 +87,7 @@ bench: $(INSTALLED) $(WEIGHTS) $(MODELS) $(PHOTOS)
 	$(BIN)/python -m cloud.bench.edge --weights $(WEIGHTS) --photos $(CACHE)/photos
 	$(BIN)/python -m cloud.bench.runtime --weights $(WEIGHTS) --photo $(CACHE)/photos/face_recognition/obama2.jpg
 	$(BIN)/python -m cloud.bench.queue_depth
-	if [ -d $(SHARED_GROUPS) ]; then $(BIN)/python -m cloud.bench.track_decision --models-dir $(MODELS_DIR) --held-out; fi
+	if [ -d ../shared/testdata/faces/identities ]; then $(BIN)/python -m cloud.bench.track_decision --models-dir $(MODELS_DIR) --held-out; fi
 
 clean:
 	rm -rf $(VENV) $(CACHE) .pytest_cache .mypy_cache .ruff_cache

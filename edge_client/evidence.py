@@ -50,10 +50,12 @@ def score(distance: float, config: EventsConfig) -> float:
 @dataclass
 class Evidence:
     voters: int = 0
+    evidenced: int = 0  # sightings whose answer carried evidence (a quality record or candidates: schema 2)
     weight: float = 0.0
     support: dict[str, float] = field(default_factory=dict)  # name -> sum of weighted scores
 
     def add(self, face: RecognisedFace, config: EventsConfig) -> None:
+        self.evidenced += face.quality is not None or bool(face.candidates)
         counted = weight(face, config)
         if counted <= 0:
             return

@@ -4,7 +4,8 @@ A face is linked to an open track when it was seen within `max_gap_s` of the tra
 and near it: its box overlaps the last one, or its centre is near where the track was heading (the last
 position moved on at the speed of its last two sightings: within a face width, plus two per second of gap). A track's
 name comes from all its sightings (`events.decision`): "evidence" (the default) weighs every candidate of every
-sighting by its quality, unknown sightings counting against every name (edge_client/evidence.py); "votes" takes
+sighting by its quality, unknown sightings counting against every name (edge_client/evidence.py; a track whose
+answers carry no evidence, from a stack before answer schema 2, is named by votes); "votes" takes
 the name with the most (non-unknown) votes, ties to the lower mean distance, if its mean distance is under
 `max_distance`. Until a name wins the track is 'unknown'. Single frames of a small, blurred face are often
 'unknown' while some frames of the passage are named, or name the person as their nearest candidate: the track
@@ -108,7 +109,8 @@ class Track:
             self.distance_sums[face.name] = self.distance_sums.get(face.name, 0.0) + (face.distance or 0.0)
 
     def name(self, config: EventsConfig) -> str:
-        if config.decision == "evidence":
+        # Answers from a stack older than answer schema 2 carry no evidence: they are named as before, by votes.
+        if config.decision == "evidence" and self.evidence.evidenced:
             return self.evidence.name(config)
         if not self.votes:
             return UNKNOWN_NAME

@@ -167,7 +167,7 @@ GRID: dict[str, list[float]] = {
     "full_weight_sharpness": [8.0],
     "full_support_distance": [1.0, 1.05, 1.1],
     "no_support_distance": [1.25, 1.3, 1.35],
-    "min_support": [0.6, 0.65, 0.7],
+    "min_support": [0.6, 0.65, 0.7, 0.75],
     "min_margin": [0.05, 0.1, 0.2],
 }
 

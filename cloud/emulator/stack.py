@@ -247,6 +247,7 @@ class LocalStack:
             "FACEPIPE_THREADS": str(self._threads(params)),
             "FACEPIPE_MAX_MESSAGE_BYTES": request.attributes["MaximumMessageSize"],  # as the template sets it
             "FACEPIPE_KEEP_FACES": params["KeepFaces"],
+            "FACEPIPE_EVIDENCE_ANSWERS": str(cfg.auth == "aws_iam").lower(),  # as the template: not on a public URL
             # Workers recheck the gallery's version every batch, so `enroll()` reaches warm ones at once.
             "FACEPIPE_GALLERY_REFRESH_S": "0",
             "FACEPIPE_BIND_DEVICES": str(cfg.bind_devices).lower(),

@@ -7,7 +7,8 @@ version it does not know instead of guessing.
 
 Answers go to clients that upgrade on their own schedule, so they change in two ways only: a new
 schema_version, sent only to a client that asks for it (X-Answer-Schema), and fields added within a
-version, which readers of answers ignore when they do not know them.
+version, which readers of answers ignore when they do not know them. Request queue messages are read
+the same way (a recognizer still on the old code during an update ignores a field the new detector adds).
 """
 
 from __future__ import annotations
@@ -53,8 +54,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class _Answer(BaseModel):
-    """What a client reads: a field it does not know (added later within its version) is ignored, not refused."""
+class _Tolerant(BaseModel):
+    """A message whose reader may be older than its writer (a client of answers; a recognizer during an update): a
+    field it does not know, added later within its schema_version, is ignored, not refused."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
@@ -118,7 +120,7 @@ class ErrorBody(_Strict):
 # --- Request queue: detection -> recognition --------------------------------------------------
 
 
-class FaceQuality(_Answer):
+class FaceQuality(_Tolerant):
     """How much a face can be trusted, measured in detection (cloud/functions/detection/quality.py): optional in
     a request (older detectors sent none), and part of each face in an answer of EVIDENCE_SCHEMA."""
 
@@ -127,7 +129,7 @@ class FaceQuality(_Answer):
     probability: float = Field(ge=0, le=1, description="the detector's face probability")
 
 
-class DetectedFace(_Strict):
+class DetectedFace(_Tolerant):
     box: Box
     probability: float = Field(ge=0, le=1)
     quality: FaceQuality | None = None
@@ -138,7 +140,7 @@ class DetectedFace(_Strict):
     crop_s3_key: str | None = None
 
 
-class RequestMessage(_Strict):
+class RequestMessage(_Tolerant):
     schema_version: Literal[1] = SCHEMA_VERSION
     request_id: str
     device_id: str
@@ -171,12 +173,12 @@ class RequestMessage(_Strict):
 MAX_CANDIDATES = 3
 
 
-class Candidate(_Answer):
+class Candidate(_Tolerant):
     name: str
     distance: float = Field(ge=0, description="L2 distance to this name's nearest enrolled embedding")
 
 
-class RecognisedFace(_Answer):
+class RecognisedFace(_Tolerant):
     box: Box
     name: str = Field(description="enrolled name, or 'unknown'")
     distance: float | None = Field(
@@ -189,13 +191,13 @@ class RecognisedFace(_Answer):
     quality: FaceQuality | None = None
 
 
-class Timings(_Answer):
+class Timings(_Tolerant):
     detect_ms: float = Field(ge=0)
     queue_wait_ms: float = Field(ge=0)
     recognise_ms: float = Field(ge=0)
 
 
-class ResponseMessage(_Answer):
+class ResponseMessage(_Tolerant):
     schema_version: AnswerSchema = SCHEMA_VERSION
     request_id: str
     device_id: str
@@ -227,12 +229,18 @@ class ResponseMessage(_Answer):
         return self
 
 
+# What a schema 1 answer carries: its readers before schema 2 (this project's edge among them) refuse any other field.
+SCHEMA_1_ANSWER_FIELDS = frozenset({"schema_version", "request_id", "device_id", "frame_timestamp", "faces",
+                                    "faces_dropped", "timings", "model", "filename", "result"})
+SCHEMA_1_FACE_FIELDS = frozenset({"box", "name", "distance", "probability"})
+
+
 def answer_json(answer: ResponseMessage) -> str:
-    """The answer as sent: a schema 1 answer carries exactly schema 1's fields, so a reader that refuses unknown
-    fields (this project's edge before EVIDENCE_SCHEMA) still reads it."""
+    """The answer as sent: a schema 1 answer carries schema 1's fields and no other, whatever is added later."""
     if answer.schema_version >= EVIDENCE_SCHEMA:
         return answer.model_dump_json()
-    return answer.model_dump_json(exclude={"faces": {"__all__": {"candidates", "quality"}}})
+    return answer.model_dump_json(include={**{name: True for name in SCHEMA_1_ANSWER_FIELDS - {"faces"}},
+                                           "faces": {"__all__": set(SCHEMA_1_FACE_FIELDS)}})
 
 
 def result_of(faces: list[RecognisedFace]) -> str:

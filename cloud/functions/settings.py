@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     persist_results: bool = Field(default=False, description="also write each answer to s3://bucket/results/")
     keep_faces: bool = Field(default=False, description="also write each answered face (crop, name, embedding) to "
                                                         "s3://bucket/faces/ for the faces library")
+    # Answer schema 2 tells a caller the nearest enrolled names of any face it sends, matched or not: only callers the
+    # URL has identified get it (the template sets this false for a public URL, FunctionUrlAuthType NONE).
+    evidence_answers: bool = Field(default=False, description="answer X-Answer-Schema 2 (each face's candidates and "
+                                                              "quality) on the Function URL; else schema 1")
     gallery_refresh_s: float = Field(
         default=30.0, ge=0, description="how often a warm recognizer rechecks the gallery's version; 0 = every batch")
     # Devices as identities (cloud/operator/devices.py): a Function URL caller may send only as the device its IAM user

@@ -8,8 +8,9 @@ the daemon's per-frame JSONL for the clips of tests/edge/clips.py, played at 2 f
 - demo: `make demo`'s clip (cloud/emulator/demo_clip.py, packaged photos): obama2.jpg panned across, then a
   group photo of six strangers, then obama3.jpg, each cut in where the one before left (3 frames/s, motion on).
 
-These answers predate the evidence per face (no candidates, no quality record): the tests of how a track is named
-from them use the "votes" decision, which needs none; tests/edge/test_track_decision.py tests the evidence decision.
+These answers predate the evidence per face (answer schema 1: no candidates, no quality record), as a stack older
+than schema 2 sends them: under the default "evidence" decision such tracks are named by votes, which these tests
+check; tests/edge/test_track_decision.py tests the evidence itself.
 """
 
 from __future__ import annotations
@@ -28,7 +29,6 @@ from edge_client.tracker import Event, Tracker
 
 DATA = Path(__file__).parent / "data"
 CONFIG = EventsConfig()
-VOTES = EventsConfig(decision="votes")
 
 
 def recorded(name: str) -> list[dict[str, Any]]:
@@ -94,7 +94,7 @@ def test_small_blurred_face_named_by_the_track_where_frames_say_unknown(clip: st
     assert len(walker) == len(answers)  # found in every frame...
     assert 1 <= len(named) <= len(walker) // 2  # ...but named in a minority of them
     assert not [f for a in answers for f in a["faces"] if f["name"] == other]  # the backend never misnames
-    events = replay(answers, VOTES)
+    events = replay(answers)
     walker_events = [e for e in events if 200 <= e.best.face.box[1] <= 240]
     assert {e.event_id for e in walker_events} == {walker_events[0].event_id}  # one track for the passage
     assert walker_events[-1].type == "end" and walker_events[-1].name == person
@@ -105,7 +105,7 @@ def test_small_blurred_face_named_by_the_track_where_frames_say_unknown(clip: st
 
 
 def test_unknown_upgraded_to_a_name_while_the_track_lasts() -> None:
-    events = [e for e in replay(recorded("small"), VOTES) if 200 <= e.best.face.box[1] <= 240]
+    events = [e for e in replay(recorded("small")) if 200 <= e.best.face.box[1] <= 240]
     assert [(e.type, e.name) for e in events] == [("start", UNKNOWN_NAME), ("update", "barack_obama"),
                                                   ("end", "barack_obama")]
 
@@ -130,7 +130,7 @@ def test_a_single_wrong_frame_is_outvoted() -> None:
 
 
 def test_name_needs_a_mean_distance_under_the_threshold() -> None:
-    strict = EventsConfig(decision="votes", max_distance=0.7)  # every frame of the clip says barack_obama at 0.75-0.78
+    strict = EventsConfig(max_distance=0.7)  # every frame of the clip says barack_obama at 0.75-0.78
     events = replay(recorded("one"), strict)
     assert [(e.type, e.name) for e in events] == [("start", UNKNOWN_NAME), ("end", UNKNOWN_NAME)]
 
@@ -175,7 +175,7 @@ def test_random_order_never_changes_the_name() -> None:
     rng = random.Random(7)
     for _ in range(5):
         shuffled = sorted(answers, key=lambda a: a["frame_timestamp"] + rng.uniform(0, 1.5))
-        names = {e.name for e in replay(shuffled, VOTES) if e.type == "end"}
+        names = {e.name for e in replay(shuffled) if e.type == "end"}
         assert "barack_obama" not in names and "joe_biden" in names
 
 

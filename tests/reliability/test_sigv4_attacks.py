@@ -107,7 +107,7 @@ def test_a_header_the_handler_uses_added_after_signing_is_refused(local_stack: A
 
 
 @pytest.mark.parametrize("header", [HEADER_REPLY_TO, HEADER_ANSWER_SCHEMA])
-def test_a_reply_to_added_after_signing_is_refused_and_nothing_is_queued(local_stack: Any, header: str) -> None:
+def test_a_routing_header_added_after_signing_is_refused_and_nothing_is_queued(local_stack: Any, header: str) -> None:
     # GIVEN a correctly signed frame to which someone on the way adds an unsigned X-Reply-To (or X-Answer-Schema)
     sqs, photo = local_stack.client("sqs"), packaged(PHOTO).read_bytes()
     signed = sign_request(local_stack, "POST", local_stack.function_url, photo, _headers())

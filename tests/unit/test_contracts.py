@@ -131,6 +131,8 @@ def test_a_request_carries_the_quality_record_and_older_requests_have_none() -> 
     message = RequestMessage.model_validate_json(_request([face, _face()]))
     assert [f.quality.model_dump() if f.quality else None for f in message.faces] == [QUALITY, None]
     assert message.answer_schema == 1  # what a request queued before X-Answer-Schema asks for
+    later = json.loads(_request([face | {"added_later": 1}])) | {"added_later": {"x": 1}}  # a newer detector's
+    assert RequestMessage.model_validate_json(json.dumps(later)).faces[0].quality == FaceQuality.model_validate(QUALITY)
     with pytest.raises(ValidationError, match="answer_schema"):
         RequestMessage.model_validate_json(json.dumps(json.loads(_request([face])) | {"answer_schema": 3}))
 

@@ -98,11 +98,16 @@ def test_reply_to_the_recognizer_would_refuse_is_a_400_not_a_202(
     assert _received(settings) == []
 
 
-@pytest.mark.parametrize(("header", "schema"), [(None, 1), ("1", 1), ("2", 2)])
+@pytest.mark.parametrize(("header", "evidence_answers", "schema"),
+                         [(None, "true", 1), ("1", "true", 1), ("2", "true", 2), ("2", "false", 1)])
 def test_the_request_carries_the_answer_schema_the_client_asked_for(
-    settings: Settings, header: str | None, schema: int
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, header: str | None, evidence_answers: str, schema: int
 ) -> None:
-    """X-Answer-Schema 2 asks for each face's evidence; without it the answer is schema 1, as before the header."""
+    """X-Answer-Schema 2 asks for each face's evidence; without it the answer is schema 1, as before the header. A
+    deployment without FACEPIPE_EVIDENCE_ANSWERS (the template's public URL) answers schema 1: the candidates would
+    name enrolled people to anyone."""
+    monkeypatch.setenv("FACEPIPE_EVIDENCE_ANSWERS", evidence_answers)
+    get_settings.cache_clear()
     response = detection.handler(_with_body(_obama(), **({"X-Answer-Schema": header} if header else {})), None)
     assert response["statusCode"] == 202
     [message] = _received(settings)

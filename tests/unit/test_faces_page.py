@@ -171,10 +171,16 @@ def test_rename_renames_the_results_too_so_forget_finds_them(lib: Library, s3: A
     day = time.strftime("%Y-%m-%d", time.gmtime())
     result = result_key_of("cam3", day, str(uuid.uuid4()))
     store.put_json(BUCKET, result, '{"faces": [{"name": "kay", "distance": 0.5}, {"name": "unknown"}]}')
+    # a schema 2 answer where kay is only a stranger's nearest candidate
+    candidate = result_key_of("cam3", day, str(uuid.uuid4()))
+    store.put_json(BUCKET, candidate, '{"faces": [{"name": "unknown", "candidates": [{"name": "ian", "distance": 1.1},'
+                                      ' {"name": "kay", "distance": 1.2}]}]}')
     lib.rename("kay", "kaye")
     assert [face["name"] for face in json.loads(store.get_bytes(BUCKET, result))["faces"]] == ["kaye", UNKNOWN_NAME]
-    # WHEN the renamed person is forgotten (no face record of that frame left), THEN the result goes too
-    assert lib.forget("kaye").results == 1 and result not in all_keys(s3)
+    [stranger] = json.loads(store.get_bytes(BUCKET, candidate))["faces"]
+    assert [c["name"] for c in stranger["candidates"]] == ["ian", "kaye"]
+    # WHEN the renamed person is forgotten (no face record of that frame left), THEN both results go too
+    assert lib.forget("kaye").results == 2 and not {result, candidate} & set(all_keys(s3))
 
 
 def test_forget_deletes_every_version_and_counts_it(lib: Library, s3: Any) -> None:

@@ -8,7 +8,7 @@ import time
 import pytest
 from PIL import Image, ImageFilter
 
-from cloud.functions.contracts import FaceQuality
+from cloud.functions.contracts import FaceQuality, RequestMessage
 from cloud.functions.detection.detector import Detector, Face
 from cloud.functions.detection.enqueue import Frame, build_message
 from tests.photos import packaged
@@ -61,4 +61,9 @@ def test_the_request_message_carries_each_face_quality(detector: Detector) -> No
                   reply_to=None, width=640, height=480, detect_ms=1.0, detected_at=time.time())
     message = build_message(frame, faces, [b"jpeg"] * len(faces), in_s3=False)
     assert len(message.faces) == 6
-    assert [f.quality for f in message.faces] == [f.quality for f in faces]
+    for sent in message.faces:  # measured for each face, from its own box and crop
+        assert sent.quality is not None
+        assert sent.quality.width_px == pytest.approx(sent.box[2] - sent.box[0], abs=0.06)
+        assert sent.quality.probability == sent.probability and sent.quality.sharpness > 0
+    assert len({f.quality.sharpness for f in message.faces if f.quality}) == 6  # not one record copied to all
+    assert RequestMessage.model_validate_json(message.model_dump_json()) == message

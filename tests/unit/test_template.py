@@ -982,3 +982,10 @@ def test_device_role_invokes_the_url_only_and_trusts_sessions_named_after_the_ce
     no_value = {"Ref": "AWS::NoValue"}
     assert env["FACEPIPE_DEVICE_ROLE_NAME"] == {"Fn::If": ["BindsDevices", {"Ref": "DeviceRole"}, no_value]}
     assert env["FACEPIPE_DEVICE_ACCOUNT"] == {"Ref": "AWS::AccountId"}
+
+
+def test_evidence_answers_only_where_callers_are_signed(transformed: Template) -> None:
+    """Answer schema 2 names the nearest enrolled people of any face sent: not to anyone on a public URL."""
+    env = _function_env(transformed, "DetectionFunction")["FACEPIPE_EVIDENCE_ANSWERS"]
+    assert env == {"Fn::If": ["IsPublicUrl", "false", "true"]}
+    assert transformed["Conditions"]["IsPublicUrl"] == {"Fn::Equals": [{"Ref": "FunctionUrlAuthType"}, "NONE"]}

@@ -25,6 +25,7 @@ from pydantic import BaseModel
 
 from cloud.functions.contracts import (
     ANSWER_SCHEMAS,
+    EVIDENCE_SCHEMA,
     HEADER_ANSWER_SCHEMA,
     HEADER_DEVICE_ID,
     HEADER_FRAME_TIMESTAMP,
@@ -69,7 +70,7 @@ def parse_upload(event: dict[str, Any], headers: dict[str, str], request_id: str
         frame_timestamp=_frame_timestamp(headers.get(HEADER_FRAME_TIMESTAMP.lower())),
         reply_to=_reply_to(headers.get(HEADER_REPLY_TO.lower()), get_settings().reply_to_prefix),
         body=_body(event),
-        answer_schema=_answer_schema(headers.get(HEADER_ANSWER_SCHEMA.lower())),
+        answer_schema=_answer_schema(headers.get(HEADER_ANSWER_SCHEMA.lower()), get_settings().evidence_answers),
     )
 
 
@@ -88,7 +89,6 @@ def parse_json_headers(event: dict[str, Any], headers: dict[str, str]) -> Upload
         frame_timestamp=_frame_timestamp(headers.get(HEADER_FRAME_TIMESTAMP.lower())),
         reply_to=_reply_to(headers.get(HEADER_REPLY_TO.lower()), get_settings().reply_to_prefix),
         body=b"",
-        answer_schema=_answer_schema(headers.get(HEADER_ANSWER_SCHEMA.lower())),
     )
 
 
@@ -135,13 +135,14 @@ def _frame_timestamp(value: str | None) -> float | None:
     return stamp
 
 
-def _answer_schema(value: str | None) -> AnswerSchema:
-    """X-Answer-Schema, 1 when absent; one this deployment cannot answer is a 400, not a silent downgrade."""
+def _answer_schema(value: str | None, evidence_answers: bool) -> AnswerSchema:
+    """X-Answer-Schema, 1 when absent; a schema no deployment answers is a 400. Without evidence_answers (a public
+    URL) schema 2 is answered as schema 1, which every reader of schema 2 reads too."""
     if value is None:
         return 1
     for schema in ANSWER_SCHEMAS:
         if value.strip() == str(schema):
-            return schema
+            return schema if evidence_answers or schema < EVIDENCE_SCHEMA else 1
     raise Rejected(400, f"{HEADER_ANSWER_SCHEMA} must be one of {', '.join(map(str, ANSWER_SCHEMAS))}")
 
 

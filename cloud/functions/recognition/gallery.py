@@ -210,14 +210,10 @@ class Gallery:
     def _per_name(self, queries: np.ndarray, distances: np.ndarray, names: list[str]) -> tuple[np.ndarray, np.ndarray]:
         """(own, vetoed), each (m, len(names)): the distance to each name's nearest embedding, and to that name's
         nearest negative (inf for a name without negatives)."""
-        own = np.stack([distances[:, [i for i, n in enumerate(self.names) if n == name]].min(1) for name in names], 1)
+        own = _nearest_per_name(distances, self.names, names)
         vetoed = np.full(own.shape, np.inf, np.float32)
         if self.negative_names:
-            negatives = _distances(queries, self.negative_embeddings)
-            for column, name in enumerate(names):
-                rows = [i for i, n in enumerate(self.negative_names) if n == name]
-                if rows:
-                    vetoed[:, column] = negatives[:, rows].min(1)
+            vetoed = _nearest_per_name(_distances(queries, self.negative_embeddings), self.negative_names, names)
         return own, vetoed
 
     def _match_with_negatives(self, queries: np.ndarray, distances: np.ndarray, threshold: float) -> list[Match]:
@@ -234,6 +230,17 @@ class Gallery:
             known = np.isfinite(usable[row, column]) and name_refusal(names[column]) is None
             result.append((names[column], float(own[row, column])) if known else (UNKNOWN_NAME, nearest))
         return result
+
+
+def _nearest_per_name(distances: np.ndarray, row_names: list[str], names: list[str]) -> np.ndarray:
+    """(m, len(names)): per query, the least of `distances` (m, len(row_names)) over each name's rows; inf for a
+    name without rows."""
+    column = {name: i for i, name in enumerate(names)}
+    keep = [i for i, n in enumerate(row_names) if n in column]
+    nearest = np.full((len(distances), len(names)), np.inf, np.float32)
+    if keep:  # one scatter-min over all rows instead of a loop over names
+        np.minimum.at(nearest.T, [column[row_names[i]] for i in keep], distances[:, keep].T.astype(np.float32))
+    return nearest
 
 
 def _distances(queries: np.ndarray, rows: np.ndarray) -> np.ndarray:

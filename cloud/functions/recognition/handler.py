@@ -31,6 +31,7 @@ from aws_lambda_powertools.utilities.data_classes.sqs_event import SQSRecord
 from cloud.functions import aws
 from cloud.functions.contracts import (
     CROP_SIZE,
+    EVIDENCE_SCHEMA,
     MAX_CANDIDATES,
     MAX_QUEUE_MESSAGE_BYTES,
     UNKNOWN_NAME,
@@ -182,7 +183,8 @@ def embed_and_match(outcomes: list[Outcome], embedder: Embedder, gallery: Galler
     good = [o for o in outcomes if o.error is None]
     embeddings = embedder.embed([crop for o in good for crop in o.crops], chunk_size=settings.embed_chunk)
     matches = gallery.match(embeddings, settings.match_threshold)
-    candidates = gallery.candidates(embeddings, MAX_CANDIDATES)
+    asked = any(o.request is not None and o.request.answer_schema >= EVIDENCE_SCHEMA for o in good)
+    candidates = gallery.candidates(embeddings, MAX_CANDIDATES) if asked else [[] for _ in range(len(embeddings))]
     start = 0
     for outcome in good:
         outcome.matches = matches[start : start + len(outcome.crops)]

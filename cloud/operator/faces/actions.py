@@ -214,8 +214,12 @@ class Library:
                 purge_keys(self.bucket, [key])
                 continue
             for face in body["faces"]:
-                if isinstance(face, dict) and face.get("name") == old:
-                    face["name"] = new
+                if not isinstance(face, dict):
+                    continue
+                candidates = face.get("candidates")  # in an answer of schema 2
+                for named in [face, *(candidates if isinstance(candidates, list) else [])]:
+                    if isinstance(named, dict) and named.get("name") == old:
+                        named["name"] = new
             store.put_json(self.bucket, key, json.dumps(body, separators=(",", ":"), ensure_ascii=False))
             results += 1
         log.info("%s renamed %s to %s (%d gallery row(s), %d result(s))", self.who, old, new, renamed, results)

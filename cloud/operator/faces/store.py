@@ -126,9 +126,18 @@ def get_bytes(bucket: str, key: str) -> bytes:
 # --- results -----------------------------------------------------------------------------------------------------
 
 
+def names_in(face: object) -> set[str]:
+    """The names a stored answer's face holds: the one answered and, in an answer of schema 2, its candidates."""
+    if not isinstance(face, dict):
+        return set()
+    candidates = face.get("candidates")
+    named = {c.get("name") for c in candidates if isinstance(c, dict)} if isinstance(candidates, list) else set()
+    return {n for n in {face.get("name"), *named} if isinstance(n, str)}
+
+
 def results_naming(bucket: str, name: str) -> list[tuple[str, dict[str, Any]]]:
-    """Every persisted result (results/<device>/<day>/<request_id>.json) with a face answered `name`: each is read
-    (GET_THREADS at once), since a result's key does not say who is in it."""
+    """Every persisted result (results/<device>/<day>/<request_id>.json) with a face answered `name` or holding it
+    as a candidate: each is read (GET_THREADS at once), since a result's key does not say who is in it."""
     keys = list(keys_under(bucket, RESULTS_PREFIX))
     if not keys:
         return []
@@ -143,7 +152,7 @@ def results_naming(bucket: str, name: str) -> list[tuple[str, dict[str, Any]]]:
     with ThreadPoolExecutor(max_workers=min(GET_THREADS, len(keys)), thread_name_prefix="result-get") as pool:
         results = list(pool.map(read, keys))
     return [(key, body) for key, body in results
-            if any(isinstance(face, dict) and face.get("name") == name for face in body.get("faces", []))]
+            if any(name in names_in(face) for face in body.get("faces", []))]
 
 
 # --- what the bucket keeps, for how long ------------------------------------------------------------------------
