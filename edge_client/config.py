@@ -299,7 +299,7 @@ class EventsConfig(_Section):
         default=1.3, gt=0, description="a candidate this far (or farther) gets nothing from the sighting"
     )
     min_support: float = Field(
-        default=0.65, ge=0, le=1, description="the winner's support (share of the voting weight) that names a track"
+        default=0.7, ge=0, le=1, description="the winner's support (share of the voting weight) that names a track"
     )
     min_margin: float = Field(default=0.1, ge=0, le=1, description="support by which the winner beats the runner-up")
 

@@ -51,6 +51,7 @@ class Tally:
     video_named: int = 0  # tracks of the video's own faces that got a name
     video_tracks: int = 0
     wrong_names: list[str] = field(default_factory=list)
+    strangers_as: list[str] = field(default_factory=list)  # "<stranger> as <name> (<sizes>)"
 
     def add(self, other: Tally) -> None:
         for name, value in other.__dict__.items():
@@ -117,6 +118,8 @@ def replay(run: Run, config: EventsConfig, tally: Tally) -> None:
     if person not in run.enrolled:
         tally.strangers += 1
         tally.strangers_named += bool(named)
+        if named:
+            tally.strangers_as.append(f"{person} as {','.join(sorted(named))} ({run.sizes})")
     elif named - {person}:
         tally.wrong += 1
         tally.wrong_names.append(f"{person} as {','.join(sorted(named - {person}))} ({run.sizes})")
@@ -248,6 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     for key, tally in figures.items():
         if tally["wrong_names"]:
             print(f"{key}: wrong: {'; '.join(tally['wrong_names'])}")
+        if tally["strangers_as"]:
+            print(f"{key}: strangers named: {'; '.join(tally['strangers_as'])}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(figures, indent=1))
     return 0
