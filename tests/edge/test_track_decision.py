@@ -127,3 +127,16 @@ def test_faces_that_do_not_vote_stay_in_the_track(
     sightings = len(frame_names(walked, everyone))
     walking, _ = ends(walked, everyone, EventsConfig(**gate))
     assert [(e.name, e.frames) for e in walking] == [(UNKNOWN_NAME, sightings)]  # tracked all the way, unnamed
+
+
+def test_a_stranger_like_the_one_enrolled_person_is_not_named_at_32_48_px(
+    models: Models, cache: Path, enrolled: dict[str, np.ndarray]
+) -> None:
+    """The passage that set events.min_support (docs/edge.md "Naming a track"): deepface_person_02 walking by, larger
+    and sharper than in the other tests, with only deepface_person_01 enrolled. The first default, 0.65, named them."""
+    alone = gallery(models, enrolled, ["deepface_person_01"])
+    walked = walk(models, cache, "deepface_person_02", "32-48 px")
+    walking, video = ends(walked, alone, EVIDENCE)
+    assert walking and {e.name for e in walking + video} == {UNKNOWN_NAME}
+    looser, _ = ends(walked, alone, EventsConfig(min_support=0.65))
+    assert "deepface_person_01" in {e.name for e in looser}
