@@ -1,5 +1,6 @@
 """Track decision benchmark: today's vote ("votes") and the evidence-weighted decision ("evidence") side by side on
-people walking across the shared real video (cloud/bench/passages.py), at 20-32, 28-44 and 32-48 px, motion-blurred.
+people walking across the shared real video (cloud/bench/passages.py), at 20-32, 28-44, 32-48, 40-64 and 56-96 px,
+motion-blurred.
 Prints figures; asserts nothing.
 
 Run: `make bench` or `.venv/bin/python -m cloud.bench.track_decision [--models-dir D] [--held-out] [--calibrate]`.
