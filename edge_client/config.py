@@ -293,13 +293,24 @@ class EventsConfig(_Section):
         default=8.0, gt=0, description="a face this sharp (or sharper) votes with full sharpness"
     )
     full_support_distance: float = Field(
-        default=1.05, gt=0, description="a candidate this near (or nearer) gets a sighting's whole weight"
+        default=1.05, gt=0,
+        description="a candidate this near (or nearer) a face support_wide_px wide gets the sighting's whole weight",
     )
     no_support_distance: float = Field(
-        default=1.3, gt=0, description="a candidate this far (or farther) gets nothing from the sighting"
+        default=1.1, gt=0, description="a candidate this far (or farther) from such a face gets nothing from it"
+    )
+    support_wide_px: float = Field(
+        default=48.0, gt=0, description="faces this wide (or wider) are scored by the two distances above"
+    )
+    support_narrow_px: float = Field(
+        default=28.0, gt=0, description="faces this narrow (or narrower) are scored with both raised by the rise"
+    )
+    narrow_support_rise: float = Field(
+        default=0.05, ge=0, le=0.5,
+        description="how far both support distances rise for a face support_narrow_px wide; linear in width between",
     )
     min_support: float = Field(
-        default=0.7, ge=0, le=1, description="the winner's support (share of the voting weight) that names a track"
+        default=0.2, ge=0, le=1, description="the winner's support (share of the voting weight) that names a track"
     )
     min_margin: float = Field(default=0.1, ge=0, le=1, description="support by which the winner beats the runner-up")
 
@@ -307,6 +318,8 @@ class EventsConfig(_Section):
     def _support_ramp(self) -> EventsConfig:
         if self.no_support_distance <= self.full_support_distance:
             raise ValueError("events.no_support_distance must be above events.full_support_distance")
+        if self.support_narrow_px >= self.support_wide_px:
+            raise ValueError("events.support_narrow_px must be below events.support_wide_px")
         return self
 
 

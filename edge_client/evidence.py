@@ -5,8 +5,11 @@ sharpness, each as a share of the size and sharpness that count fully (`full_wei
 Faces narrower than `min_face_px` or less sharp than `min_sharpness` are kept in the track (its position, its
 picture) but do not vote. A voting sighting gives each of its candidates (the cloud's nearest distinct names) a
 score between 1 (distance up to `full_support_distance`) and 0 (from `no_support_distance` on), linear between,
-times its weight. A candidate's support is its weighted score over the total weight of every voting sighting: a
-sighting matching no one adds weight and no score, so it counts against every name.
+times its weight. Both distances hold for faces `support_wide_px` wide or wider and rise by up to
+`narrow_support_rise` as the face narrows to `support_narrow_px`: a small face of the right person lies farther from
+its enrolled photo than a large one, while the nearest other person comes only a little nearer (docs/bench.md "Open
+finding"). A candidate's support is its weighted score over the total weight of every voting sighting: a sighting
+matching no one adds weight and no score, so it counts against every name.
 
 A track is named when at least `min_faces` sightings voted, the best-supported name reaches `min_support`, and it
 beats the runner-up by `min_margin`; a tie names no one.
@@ -42,8 +45,18 @@ def candidates(face: RecognisedFace) -> list[tuple[str, float]]:
     return []
 
 
-def score(distance: float, config: EventsConfig) -> float:
-    full, none = config.full_support_distance, config.no_support_distance
+def rise(width_px: float | None, config: EventsConfig) -> float:
+    """How far the support distances rise for a face this wide: 0 from `support_wide_px` on (and for a face of
+    unknown width), `narrow_support_rise` at `support_narrow_px` and below, linear between."""
+    if width_px is None:
+        return 0.0
+    narrowness = (config.support_wide_px - width_px) / (config.support_wide_px - config.support_narrow_px)
+    return config.narrow_support_rise * min(1.0, max(0.0, narrowness))
+
+
+def score(distance: float, width_px: float | None, config: EventsConfig) -> float:
+    offset = rise(width_px, config)
+    full, none = config.full_support_distance + offset, config.no_support_distance + offset
     return min(1.0, max(0.0, (none - distance) / (none - full)))
 
 
@@ -61,8 +74,9 @@ class Evidence:
             return
         self.voters += 1
         self.weight += counted
+        width = face.quality.width_px if face.quality is not None else None
         for name, distance in candidates(face):
-            self.support[name] = self.support.get(name, 0.0) + counted * score(distance, config)
+            self.support[name] = self.support.get(name, 0.0) + counted * score(distance, width, config)
 
     def shares(self) -> list[tuple[str, float]]:
         """Each candidate's support over the total weight, best first."""

@@ -2,14 +2,15 @@
 
 A face is linked to an open track when it was seen within `max_gap_s` of the track's last sighting
 and near it: its box overlaps the last one, or its centre is near where the track was heading (the last
-position moved on at the speed of its last two sightings: within a face width, plus two per second of gap). A track's
-name comes from all its sightings (`events.decision`): "evidence" (the default) weighs every candidate of every
-sighting by its quality, unknown sightings counting against every name (edge_client/evidence.py; a track whose
-answers carry no evidence, from a stack before answer schema 2, is named by votes); "votes" takes
-the name with the most (non-unknown) votes, ties to the lower mean distance, if its mean distance is under
-`max_distance`. Until a name wins the track is 'unknown'. Single frames of a small, blurred face are often
-'unknown' while some frames of the passage are named, or name the person as their nearest candidate: the track
-then is named.
+position moved on at the speed of its last two sightings: within the narrower face's width, plus two per second of
+gap), and it is not much wider or narrower than the last one (MAX_GROWTH): the large face of someone near the camera
+is never a small passer-by's next sighting. A track's name comes from all its sightings (`events.decision`):
+"evidence" (the default) weighs every candidate of every sighting by its quality, unknown sightings counting against
+every name (edge_client/evidence.py; a track whose answers carry no evidence, from a stack before answer schema 2, is
+named by votes); "votes" takes the name with the most (non-unknown) votes, ties to the lower mean distance, if its
+mean distance is under `max_distance`. Until a name wins the track is 'unknown'. Single frames of a small, blurred
+face are often 'unknown' while some frames of the passage are named, or name the person as their nearest candidate:
+the track then is named.
 
 Events: `start` when a track is first named (or has stayed unknown for `unknown_after_s`), `update`
 when its name changes after that (unknown -> a name; a vote overturned), `end` when no sighting came
@@ -140,14 +141,23 @@ def iou(a: Sequence[float], b: Sequence[float]) -> float:
     return inter / union if union > 0 else 0.0
 
 
+# How much wider (or narrower) a face may be than its track's last one, plus GROWTH_PER_S per second of gap:
+# detection boxes jitter by up to a quarter between frames, and a person walking towards the camera grows by a few
+# tenths a second. The video's faces beside a walker's are twice its width and more.
+MAX_GROWTH, GROWTH_PER_S = 1.5, 0.5
+
+
 def _link_cost(track: Track, face: RecognisedFace, at: float, config: EventsConfig) -> float | None:
     """Lower is closer; None when the face cannot be this track's."""
     gap = abs(at - track.last_at)
     if gap > config.max_gap_s:
         return None
     box = _box(face)
+    widths = (max(track.last_box[2] - track.last_box[0], 1.0), max(box[2] - box[0], 1.0))
+    if max(widths) / min(widths) > MAX_GROWTH + GROWTH_PER_S * gap:
+        return None  # a face does not double in width between frames: a large face beside a small one is another
     overlap = iou(track.last_box, box)
-    width = max(track.last_box[2] - track.last_box[0], box[2] - box[0], 1.0)
+    width = min(widths)
     expected = _centre(track.last_box)
     if track.velocity is not None:  # where the face was heading (a person crossing keeps on walking)
         expected = (expected[0] + track.velocity[0] * (at - track.last_at),
@@ -159,6 +169,14 @@ def _link_cost(track: Track, face: RecognisedFace, at: float, config: EventsConf
     if overlap < config.min_iou and off > width * (1.0 + 2.0 * gap):
         return None
     return off / width - overlap
+
+
+def reported_name(decided: str, reported: str | None) -> str:
+    """The name a track reports once its decision says `decided`, having reported `reported` (None: nothing yet):
+    a named track is never downgraded to unknown; only another name can win."""
+    if decided == UNKNOWN_NAME and reported not in (None, UNKNOWN_NAME):
+        return reported
+    return decided
 
 
 class Tracker:
@@ -177,6 +195,15 @@ class Tracker:
 
     def observe(self, at: float, faces: Sequence[RecognisedFace], frame: bytes | None = None) -> list[Event]:
         """One answered frame (captured at `at`): link its faces, return the events it causes."""
+        events: list[Event] = []
+        for track, _ in self.link(at, faces, frame):
+            events += self._report(track)
+        return events
+
+    def link(self, at: float, faces: Sequence[RecognisedFace],
+             frame: bytes | None = None) -> list[tuple[Track, Sighting]]:
+        """Add each face of one answered frame to its track (a new one where none is near) without reporting
+        anything: per face, in order, the track it joined and its sighting."""
         pairs = sorted(
             (cost, t_index, f_index)
             for t_index, track in enumerate(self._open)
@@ -189,7 +216,7 @@ class Tracker:
             if f_index not in linked and t_index not in used:
                 linked[f_index] = self._open[t_index]
                 used.add(t_index)
-        events: list[Event] = []
+        joined = []
         for f_index, face in enumerate(faces):
             sighting = Sighting(at, face, frame)
             track = linked.get(f_index)
@@ -197,8 +224,8 @@ class Tracker:
                 track = Track(self._new_id(), at, at, _box(face), sighting)
                 self._open.append(track)
             track.add(sighting, self._config)
-            events += self._report(track)
-        return events
+            joined.append((track, sighting))
+        return joined
 
     def expire(self, horizon: float) -> list[Event]:
         """End the tracks not seen since `horizon - max_gap_s` (every frame captured before `horizon` is
@@ -218,9 +245,7 @@ class Tracker:
         return events
 
     def _report(self, track: Track, ending: bool = False) -> list[Event]:
-        name = track.name(self._config)
-        if name == UNKNOWN_NAME and track.reported not in (None, UNKNOWN_NAME):
-            name = track.reported  # a named track is never downgraded; only another name can win
+        name = reported_name(track.name(self._config), track.reported)
         events: list[Event] = []
         if track.reported is None:
             long_enough = track.last_at - track.first_at >= self._config.unknown_after_s

@@ -35,7 +35,8 @@ from cloud.functions.contracts import MAX_CANDIDATES, UNKNOWN_NAME, Candidate, R
 from cloud.functions.recognition.gallery import Gallery
 from cloud.functions.settings import Settings
 from edge_client.config import EventsConfig
-from edge_client.tracker import Tracker
+from edge_client.evidence import Evidence
+from edge_client.tracker import Track, Tracker, reported_name
 
 REPO = Path(__file__).resolve().parents[2]
 DEFAULT_MODELS = REPO / ".cache" / "models"
@@ -97,8 +98,7 @@ def answers(passage: Passage, gallery: Gallery, threshold: float) -> Answers:
 def replay(run: Run, config: EventsConfig, tally: Tally) -> None:
     """The passage's answers through the tracker (capture times: seconds from the clip's start), counted."""
     tracker = Tracker(config, "bench")
-    walker_boxes = {(at, tuple(f.box)) for at, faces, walker in run.answers
-                    for f, w in zip(faces, walker, strict=True) if w}
+    walker_boxes = _walker_boxes(run)
     events = []
     for at, faces, _ in run.answers:
         events += tracker.observe(at, faces)
@@ -112,6 +112,55 @@ def replay(run: Run, config: EventsConfig, tally: Tally) -> None:
             walker_names.add(event.name)
         else:
             video_names.append(event.name)
+    _count(run, walker_names, video_names, tally)
+
+
+@dataclass(frozen=True)
+class LinkedTrack:
+    walker: bool  # its best (largest) sighting is the walker's face, as replay() attributes an event
+    seconds: float  # from its first sighting to its last
+    faces: list[RecognisedFace]  # in the order the tracker took them
+
+
+def link(run: Run, config: EventsConfig) -> list[LinkedTrack]:
+    """The run's faces linked into tracks by the tracker once: linking does not depend on the decision's settings,
+    so a grid of them is replayed over these (decide) instead of through the whole tracker."""
+    tracker = Tracker(config, "bench")
+    tracks: dict[str, tuple[Track, list[RecognisedFace]]] = {}
+    for at, faces, _ in run.answers:
+        for track, sighting in tracker.link(at, faces):
+            tracks.setdefault(track.track_id, (track, []))[1].append(sighting.face)
+        tracker.expire(at)
+    walker_boxes = _walker_boxes(run)
+    return [LinkedTrack((t.best.at, tuple(t.best.face.box)) in walker_boxes, t.last_at - t.first_at, faces)
+            for t, faces in tracks.values()]
+
+
+def decide(track: LinkedTrack, config: EventsConfig) -> str | None:
+    """The name the track ends with under the evidence decision (as the tracker reports it after each sighting),
+    or None when it makes no event (never named, and shorter than unknown_after_s)."""
+    evidence, reported = Evidence(), None
+    for face in track.faces:
+        evidence.add(face, config)
+        reported = reported_name(evidence.name(config), reported)
+    if reported in (None, UNKNOWN_NAME):
+        return UNKNOWN_NAME if track.seconds >= config.unknown_after_s else None
+    return reported
+
+
+def replay_linked(run: Run, tracks: list[LinkedTrack], config: EventsConfig, tally: Tally) -> None:
+    """replay() over tracks linked once (link), counted the same."""
+    named = [(track.walker, decide(track, config)) for track in tracks]
+    _count(run, {n for walker, n in named if walker and n is not None},
+           [n for walker, n in named if not walker and n is not None], tally)
+
+
+def _walker_boxes(run: Run) -> set[tuple[float, tuple[float, ...]]]:
+    return {(at, tuple(f.box)) for at, faces, walker in run.answers for f, w in zip(faces, walker, strict=True) if w}
+
+
+def _count(run: Run, walker_names: set[str], video_names: list[str], tally: Tally) -> None:
+    """One run's ended tracks, by name: the walker's and the video's own faces'."""
     tally.video_tracks += len(video_names)
     tally.video_named += sum(name != UNKNOWN_NAME for name in video_names)
     named = walker_names - {UNKNOWN_NAME}
@@ -149,6 +198,16 @@ def tallies(all_runs: Iterable[Run], config: EventsConfig) -> dict[tuple[str, st
     return result
 
 
+Linked = list[tuple[Run, list[LinkedTrack]]]
+
+
+def linked_tallies(linked: Linked, config: EventsConfig) -> dict[tuple[str, str], Tally]:
+    result: dict[tuple[str, str], Tally] = {}
+    for run, tracks in linked:
+        replay_linked(run, tracks, config, result.setdefault((run.gallery, run.sizes), Tally()))
+    return result
+
+
 def table(per_decision: dict[str, dict[tuple[str, str], Tally]]) -> tuple[str, dict[str, Any]]:
     header = ["gallery", "faces", "decision", "named right", "wrong", "unknown", "strangers named", "video faces named"]
     lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
@@ -163,16 +222,19 @@ def table(per_decision: dict[str, dict[tuple[str, str], Tally]]) -> tuple[str, d
 
 # --- calibration -------------------------------------------------------------------------------------
 
-# Around the defaults (a first, wider grid chose the region: docs/edge.md "Naming a track").
+# Around the defaults (earlier, wider grids chose the region: docs/edge.md "Naming a track").
 GRID: dict[str, list[float]] = {
     "min_faces": [1],
     "min_face_px": [0.0],
-    "min_sharpness": [0.0, 2.5, 3.0, 3.5],
+    "min_sharpness": [3.0],
     "full_weight_sharpness": [8.0],
-    "full_support_distance": [1.0, 1.05, 1.1],
-    "no_support_distance": [1.25, 1.3, 1.35],
-    "min_support": [0.6, 0.65, 0.7, 0.75],
-    "min_margin": [0.05, 0.1, 0.2],
+    "full_support_distance": [1.0, 1.02, 1.05],
+    "no_support_distance": [1.1, 1.12, 1.15],
+    "support_narrow_px": [28.0],
+    "support_wide_px": [48.0, 56.0],
+    "narrow_support_rise": [0.025, 0.05, 0.075, 0.1, 0.125],
+    "min_support": [0.2, 0.3, 0.4, 0.5],
+    "min_margin": [0.1],
 }
 
 
@@ -185,7 +247,7 @@ class Scored:
     per: dict[str, tuple[int, int, int, int]]  # per gallery and size: right, wrong, strangers named, video named
 
 
-def ranked(all_runs: list[Run], base: EventsConfig) -> list[Scored]:
+def ranked(linked: Linked, base: EventsConfig) -> list[Scored]:
     """Every grid point, best first: fewest errors, then most passages named right, then the most central."""
     scored = []
     keys = list(GRID)
@@ -193,7 +255,7 @@ def ranked(all_runs: list[Run], base: EventsConfig) -> list[Scored]:
         settings = dict(zip(keys, values, strict=True))
         if settings["no_support_distance"] <= settings["full_support_distance"]:
             continue
-        result = tallies(all_runs, base.model_copy(update=settings))
+        result = linked_tallies(linked, base.model_copy(update=settings))
         centrality = sum(min(GRID[k].index(v), len(GRID[k]) - 1 - GRID[k].index(v)) for k, v in settings.items())
         scored.append(Scored(
             errors=sum(t.wrong + t.strangers_named + t.video_named for t in result.values()),
@@ -202,24 +264,24 @@ def ranked(all_runs: list[Run], base: EventsConfig) -> list[Scored]:
     return sorted(scored, key=lambda point: (point.errors, -point.right, -point.centrality))
 
 
-def calibrate(all_runs: list[Run], base: EventsConfig, top: int = 15) -> None:
-    for point in ranked(all_runs, base)[:top]:
+def calibrate(linked: Linked, base: EventsConfig, top: int = 15) -> None:
+    for point in ranked(linked, base)[:top]:
         print(f"errors {point.errors} right {point.right} {json.dumps(point.settings)} {point.per}")
 
 
-def held_out(all_runs: list[Run], base: EventsConfig, folds: int = 2) -> tuple[dict[tuple[str, str], Tally], list[str]]:
+def held_out(linked: Linked, base: EventsConfig, folds: int = 2) -> tuple[dict[tuple[str, str], Tally], list[str]]:
     """The evidence decision with settings it was not tuned on: the walkers are dealt into `folds` folds (every
     `folds`-th name); each fold's passages are replayed with the grid point ranked best on the other folds' alone.
     Returns the tallies summed over the folds and each fold's chosen settings."""
-    people = sorted({run.passage.person for run in all_runs})
+    people = sorted({run.passage.person for run, _ in linked})
     fold_of = {person: index % folds for index, person in enumerate(people)}
     result: dict[tuple[str, str], Tally] = {}
     chosen = []
     for fold in range(folds):
-        best = ranked([r for r in all_runs if fold_of[r.passage.person] != fold], base)[0]
+        best = ranked([(r, t) for r, t in linked if fold_of[r.passage.person] != fold], base)[0]
         chosen.append(f"fold {fold + 1}: {json.dumps(best.settings)}")
-        tested = [r for r in all_runs if fold_of[r.passage.person] == fold]
-        for key, tally in tallies(tested, base.model_copy(update=best.settings)).items():
+        tested = [(r, t) for r, t in linked if fold_of[r.passage.person] == fold]
+        for key, tally in linked_tallies(tested, base.model_copy(update=best.settings)).items():
             result.setdefault(key, Tally()).add(tally)
     return result, chosen
 
@@ -235,14 +297,17 @@ def main(argv: list[str] | None = None) -> int:
     models = Models(args.models_dir)
     all_passages = list(passages(models))
     all_runs = runs(models, all_passages, Settings().match_threshold)
+    linked = [(run, link(run, EventsConfig())) for run in all_runs]
     if args.calibrate:
-        calibrate(all_runs, EventsConfig())
+        calibrate(linked, EventsConfig())
         return 0
     per_decision = {"votes": tallies(all_runs, EventsConfig(decision="votes")),
                     "evidence": tallies(all_runs, EventsConfig())}
+    if linked_tallies(linked, EventsConfig()) != per_decision["evidence"]:  # the grid's fast replay is the tracker's
+        raise RuntimeError("the decision replayed over linked tracks differs from the tracker's: calibration is off")
     chosen: list[str] = []
     if args.held_out:
-        per_decision["evidence, held out"], chosen = held_out(all_runs, EventsConfig())
+        per_decision["evidence, held out"], chosen = held_out(linked, EventsConfig())
     text, figures = table(per_decision)
     print(f"Track decision on {len(all_passages)} passages ({len(SIZES)} sizes), ONNX engine, match threshold "
           f"{Settings().match_threshold}; 'one' sums 21 one-person galleries")

@@ -51,6 +51,10 @@ BAD_FILES = [
     ("short_poll.yaml", GOOD.replace('answers"}', 'answers", wait_s: 0}'), "'responses.wait_s'"),
     ("late_keepalive.yaml", GOOD + "throttle: {motion: {keepalive_s: 5}}\nevents: {max_gap_s: 4}\n",
      "throttle.motion.keepalive_s (5) must be below events.max_gap_s (4)"),
+    ("bad_ramp.yaml", GOOD + "events: {full_support_distance: 1.2, no_support_distance: 1.1}\n",
+     "events.no_support_distance must be above events.full_support_distance"),
+    ("bad_ramp_widths.yaml", GOOD + "events: {support_narrow_px: 60, support_wide_px: 48}\n",
+     "events.support_narrow_px must be below events.support_wide_px"),
 ]
 
 
