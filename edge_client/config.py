@@ -293,7 +293,7 @@ class EventsConfig(_Section):
         default=8.0, gt=0, description="a face this sharp (or sharper) votes with full sharpness"
     )
     full_support_distance: float = Field(
-        default=1.05, gt=0,
+        default=1.02, gt=0,
         description="a candidate this near (or nearer) a face support_wide_px wide gets the sighting's whole weight",
     )
     no_support_distance: float = Field(
@@ -310,7 +310,7 @@ class EventsConfig(_Section):
         description="how far both support distances rise for a face support_narrow_px wide; linear in width between",
     )
     min_support: float = Field(
-        default=0.2, ge=0, le=1, description="the winner's support (share of the voting weight) that names a track"
+        default=0.3, ge=0, le=1, description="the winner's support (share of the voting weight) that names a track"
     )
     min_margin: float = Field(default=0.1, ge=0, le=1, description="support by which the winner beats the runner-up")
 

@@ -228,18 +228,20 @@ GRID: dict[str, list[float]] = {
     "min_face_px": [0.0],
     "min_sharpness": [3.0],
     "full_weight_sharpness": [8.0],
-    "full_support_distance": [1.0, 1.02, 1.05],
-    "no_support_distance": [1.1, 1.12, 1.15],
+    "full_support_distance": [1.0, 1.02, 1.05, 1.08],
+    "no_support_distance": [1.1, 1.12, 1.15, 1.2],
     "support_narrow_px": [28.0],
     "support_wide_px": [48.0, 56.0],
     "narrow_support_rise": [0.025, 0.05, 0.075, 0.1, 0.125],
-    "min_support": [0.2, 0.3, 0.4, 0.5],
+    "min_support": [0.1, 0.2, 0.3, 0.4, 0.5],
     "min_margin": [0.1],
 }
 
 
 @dataclass(frozen=True)
 class Scored:
+    nearby_errors: int  # the most errors at this point or a neighbour (one grid step in one setting): a point at the
+    # edge of a cliff of errors is passed over for one with room around it
     errors: int  # wrong + strangers named + video faces named
     right: int
     centrality: int  # each setting's distance (in grid steps) from its grid's ends, summed: a middle choice is sturdier
@@ -248,25 +250,32 @@ class Scored:
 
 
 def ranked(linked: Linked, base: EventsConfig) -> list[Scored]:
-    """Every grid point, best first: fewest errors, then most passages named right, then the most central."""
-    scored = []
+    """Every grid point, best first: fewest errors around it, then at it, then most passages named right, then the
+    most central."""
     keys = list(GRID)
-    for values in itertools.product(*(GRID[k] for k in keys)):
-        settings = dict(zip(keys, values, strict=True))
+    points: dict[tuple[int, ...], tuple[dict[str, float], dict[tuple[str, str], Tally]]] = {}
+    for index in itertools.product(*(range(len(GRID[k])) for k in keys)):
+        settings = {k: GRID[k][i] for k, i in zip(keys, index, strict=True)}
         if settings["no_support_distance"] <= settings["full_support_distance"]:
             continue
-        result = linked_tallies(linked, base.model_copy(update=settings))
-        centrality = sum(min(GRID[k].index(v), len(GRID[k]) - 1 - GRID[k].index(v)) for k, v in settings.items())
+        points[index] = settings, linked_tallies(linked, base.model_copy(update=settings))
+    errors = {index: sum(t.wrong + t.strangers_named + t.video_named for t in result.values())
+              for index, (_, result) in points.items()}
+    scored = []
+    for index, (settings, result) in points.items():
+        around = [index[:d] + (index[d] + step,) + index[d + 1:] for d in range(len(keys)) for step in (-1, 1)]
         scored.append(Scored(
-            errors=sum(t.wrong + t.strangers_named + t.video_named for t in result.values()),
-            right=sum(t.right for t in result.values()), centrality=centrality, settings=settings,
+            nearby_errors=max([errors[index]] + [errors[n] for n in around if n in errors]), errors=errors[index],
+            right=sum(t.right for t in result.values()),
+            centrality=sum(min(i, len(GRID[k]) - 1 - i) for k, i in zip(keys, index, strict=True)), settings=settings,
             per={f"{g} {s}": (t.right, t.wrong, t.strangers_named, t.video_named) for (g, s), t in result.items()}))
-    return sorted(scored, key=lambda point: (point.errors, -point.right, -point.centrality))
+    return sorted(scored, key=lambda p: (p.nearby_errors, p.errors, -p.right, -p.centrality))
 
 
 def calibrate(linked: Linked, base: EventsConfig, top: int = 15) -> None:
     for point in ranked(linked, base)[:top]:
-        print(f"errors {point.errors} right {point.right} {json.dumps(point.settings)} {point.per}")
+        print(f"errors nearby {point.nearby_errors} here {point.errors} right {point.right} "
+              f"{json.dumps(point.settings)} {point.per}")
 
 
 def held_out(linked: Linked, base: EventsConfig, folds: int = 2) -> tuple[dict[tuple[str, str], Tally], list[str]]:
