@@ -7,9 +7,9 @@ picture) but do not vote. A voting sighting gives each of its candidates (the cl
 score between 1 (distance up to `full_support_distance`) and 0 (from `no_support_distance` on), linear between,
 times its weight. Both distances hold for faces `support_wide_px` wide or wider and rise by up to
 `narrow_support_rise` as the face narrows to `support_narrow_px`: a small face of the right person lies farther from
-its enrolled photo than a large one, while the nearest other person comes only a little nearer (docs/bench.md "Open
-finding"). A candidate's support is its weighted score over the total weight of every voting sighting: a sighting
-matching no one adds weight and no score, so it counts against every name.
+its enrolled photo than a large one, while the nearest other person comes only a little nearer (docs/bench.md, "Why the
+support distances depend on the face's width"). A candidate's support is its weighted score over the total weight
+of every voting sighting: a sighting matching no one adds weight and no score, so it counts against every name.
 
 A track is named when at least `min_faces` sightings voted, the best-supported name reaches `min_support`, and it
 beats the runner-up by `min_margin`; a tie names no one.
