@@ -46,8 +46,9 @@ def candidates(face: RecognisedFace) -> list[tuple[str, float]]:
 
 
 def rise(width_px: float | None, config: EventsConfig) -> float:
-    """How far the support distances rise for a face this wide: 0 from `support_wide_px` on (and for a face of
-    unknown width), `narrow_support_rise` at `support_narrow_px` and below, linear between."""
+    """How far the support distances rise for a face this wide: 0 from `support_wide_px` on, `narrow_support_rise` at
+    `support_narrow_px` and below, linear between. A face without a quality record (its width unknown) is held to the
+    tightest ramp."""
     if width_px is None:
         return 0.0
     narrowness = (config.support_wide_px - width_px) / (config.support_wide_px - config.support_narrow_px)

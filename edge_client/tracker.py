@@ -155,7 +155,7 @@ def _link_cost(track: Track, face: RecognisedFace, at: float, config: EventsConf
     box = _box(face)
     widths = (max(track.last_box[2] - track.last_box[0], 1.0), max(box[2] - box[0], 1.0))
     if max(widths) / min(widths) > MAX_GROWTH + GROWTH_PER_S * gap:
-        return None  # a face does not double in width between frames: a large face beside a small one is another
+        return None  # a face this much wider or narrower than the track's last is someone else's
     overlap = iou(track.last_box, box)
     width = min(widths)
     expected = _centre(track.last_box)
@@ -216,7 +216,7 @@ class Tracker:
             if f_index not in linked and t_index not in used:
                 linked[f_index] = self._open[t_index]
                 used.add(t_index)
-        joined = []
+        joined: list[tuple[Track, Sighting]] = []
         for f_index, face in enumerate(faces):
             sighting = Sighting(at, face, frame)
             track = linked.get(f_index)

@@ -139,6 +139,8 @@ def link(run: Run, config: EventsConfig) -> list[LinkedTrack]:
 def decide(track: LinkedTrack, config: EventsConfig) -> str | None:
     """The name the track ends with under the evidence decision (as the tracker reports it after each sighting),
     or None when it makes no event (never named, and shorter than unknown_after_s)."""
+    if config.decision != "evidence":
+        raise ValueError("the linked replay is the evidence decision's; replay() runs any decision")
     evidence, reported = Evidence(), None
     for face in track.faces:
         evidence.add(face, config)
@@ -307,13 +309,13 @@ def main(argv: list[str] | None = None) -> int:
     all_passages = list(passages(models))
     all_runs = runs(models, all_passages, Settings().match_threshold)
     linked = [(run, link(run, EventsConfig())) for run in all_runs]
+    evidence = tallies(all_runs, EventsConfig())
+    if linked_tallies(linked, EventsConfig()) != evidence:  # the grid's fast replay is the tracker's
+        raise RuntimeError("the decision replayed over linked tracks differs from the tracker's: calibration is off")
     if args.calibrate:
         calibrate(linked, EventsConfig())
         return 0
-    per_decision = {"votes": tallies(all_runs, EventsConfig(decision="votes")),
-                    "evidence": tallies(all_runs, EventsConfig())}
-    if linked_tallies(linked, EventsConfig()) != per_decision["evidence"]:  # the grid's fast replay is the tracker's
-        raise RuntimeError("the decision replayed over linked tracks differs from the tracker's: calibration is off")
+    per_decision = {"votes": tallies(all_runs, EventsConfig(decision="votes")), "evidence": evidence}
     chosen: list[str] = []
     if args.held_out:
         per_decision["evidence, held out"], chosen = held_out(linked, EventsConfig())

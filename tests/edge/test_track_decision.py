@@ -1,5 +1,6 @@
 """The evidence-weighted track decision (edge_client/evidence.py) on camera-like clips built from the shared photos:
-a person walking across the shared real video, motion-blurred, the face 28-44 px wide (cloud/bench/passages.py, over
+a person walking across the shared real video, motion-blurred, the face 28-44 px wide (32-96 px for the strangers
+that set the support ramp, and one walker beside the video's larger faces; cloud/bench/passages.py, over
 tests/edge/clips.small_face_clip), detected and embedded in this process on the ONNX engine and answered as the
 recognizer answers (Gallery.match at the default threshold, Gallery.candidates). The video's own faces (a performer
 and the audience) are never enrolled: strangers. Gallery: the 1.jpg of every shared person with two photos.
@@ -91,7 +92,7 @@ def test_one_matched_frame_among_unknown_ones_does_not_name_a_stranger(
     models: Models, cache: Path, enrolled: dict[str, np.ndarray]
 ) -> None:
     """The issue's Hamilton case: Barack Obama alone enrolled, the video's performer (a stranger to the gallery) is
-    'unknown' in every frame but one, matched at 1.004: today's vote names him Barack Obama."""
+    'unknown' in every frame but one, matched at 1.012: today's vote names him Barack Obama."""
     obama = gallery(models, enrolled, ["barack_obama"])
     walked = walk(models, cache, "amy_adams")  # a stranger walking too
     _, video_by_votes = ends(walked, obama, VOTES)
