@@ -45,19 +45,18 @@ def candidates(face: RecognisedFace) -> list[tuple[str, float]]:
     return []
 
 
-def rise(width_px: float | None, config: EventsConfig) -> float:
-    """How far the support distances rise for a face this wide: 0 from `support_wide_px` on, `narrow_support_rise` at
-    `support_narrow_px` and below, linear between. A face without a quality record (its width unknown) is held to the
-    tightest ramp."""
-    if width_px is None:
-        return 0.0
-    narrowness = (config.support_wide_px - width_px) / (config.support_wide_px - config.support_narrow_px)
-    return config.narrow_support_rise * min(1.0, max(0.0, narrowness))
+def ramp(width_px: float | None, config: EventsConfig) -> tuple[float, float]:
+    """The full- and no-support distances for a face this wide: as configured from `support_wide_px` on, both raised
+    by `narrow_support_rise` at `support_narrow_px` and below, linear between. A face without a quality record (its
+    width unknown) is held to the tightest ramp."""
+    rise = 0.0
+    if width_px is not None:
+        narrowness = (config.support_wide_px - width_px) / (config.support_wide_px - config.support_narrow_px)
+        rise = config.narrow_support_rise * min(1.0, max(0.0, narrowness))
+    return config.full_support_distance + rise, config.no_support_distance + rise
 
 
-def score(distance: float, width_px: float | None, config: EventsConfig) -> float:
-    offset = rise(width_px, config)
-    full, none = config.full_support_distance + offset, config.no_support_distance + offset
+def score(distance: float, full: float, none: float) -> float:
     return min(1.0, max(0.0, (none - distance) / (none - full)))
 
 
@@ -75,9 +74,9 @@ class Evidence:
             return
         self.voters += 1
         self.weight += counted
-        width = face.quality.width_px if face.quality is not None else None
+        full, none = ramp(face.quality.width_px if face.quality is not None else None, config)
         for name, distance in candidates(face):
-            self.support[name] = self.support.get(name, 0.0) + counted * score(distance, width, config)
+            self.support[name] = self.support.get(name, 0.0) + counted * score(distance, full, none)
 
     def shares(self) -> list[tuple[str, float]]:
         """Each candidate's support over the total weight, best first."""

@@ -30,7 +30,7 @@ CACHE = REPO / ".cache" / "bench" / "passages"
 FPS = 3.0  # frames answered a second (the demo sends 3; the daemon's default throttle.max_fps is 2)
 SECONDS = 10.0  # the whole shared video
 BLUR_SIGMA, BLUR_PX = 1.0, 5  # focus and motion blur, as tests/edge/clips.small_face_clip
-# 40-64 and 56-96 px: the sizes most cameras see, where the evidence defaults name strangers (docs/bench.md)
+# 40-64 and 56-96 px: the sizes most cameras see, where a flat support ramp named strangers (docs/bench.md)
 SIZES = {"20-32 px": (20, 32), "28-44 px": (28, 44), "32-48 px": (32, 48), "40-64 px": (40, 64), "56-96 px": (56, 96)}
 CLIP_VERSION = 1  # bump when the clip's making changes: the cache key holds it
 
